@@ -1,0 +1,144 @@
+//! Elementwise ops, softmax and batch normalisation.
+
+use dnnc_ir::ops::{BatchNorm, OpKind, Softmax};
+use dnnc_ir::types::broadcast_shapes;
+use dnnc_ir::{Buffer, ElemType, Tensor};
+
+/// For each output element, the index of the element of an operand of shape `shape`
+/// broadcast to `out`.
+pub(crate) fn broadcast_indices(shape: &[usize], out: &[usize]) -> Vec<usize> {
+    let rank = out.len();
+    let offset = rank - shape.len();
+    // Strides of the operand, 0 along broadcast dimensions, aligned to the output's rank.
+    let mut strides = vec![0usize; rank];
+    let mut s = 1;
+    for d in (0..shape.len()).rev() {
+        strides[d + offset] = if shape[d] == 1 { 0 } else { s };
+        s *= shape[d];
+    }
+    let total: usize = out.iter().product();
+    let mut idx = vec![0usize; rank];
+    let mut result = Vec::with_capacity(total);
+    for _ in 0..total {
+        result.push(idx.iter().zip(&strides).map(|(i, s)| i * s).sum());
+        for d in (0..rank).rev() {
+            idx[d] += 1;
+            if idx[d] < out[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    result
+}
+
+/// `add`, `sub`, `mul`, `div` with numpy broadcasting. Float types compute in f32; integer
+/// types compute exactly and saturate to the element type (division truncates; dividing
+/// by zero is an error).
+pub(crate) fn binary(kind: &OpKind, a: &Tensor, b: &Tensor) -> Result<Tensor, String> {
+    let shape = broadcast_shapes(&a.shape, &b.shape)
+        .ok_or("operand shapes are not broadcast-compatible")?;
+    let ia = broadcast_indices(&a.shape, &shape);
+    let ib = broadcast_indices(&b.shape, &shape);
+    let elem = a.elem();
+    if elem.is_float() {
+        let (x, y) = (a.to_f32_vec(), b.to_f32_vec());
+        let f: fn(f32, f32) -> f32 = match kind {
+            OpKind::Add(_) => |p, q| p + q,
+            OpKind::Sub(_) => |p, q| p - q,
+            OpKind::Mul(_) => |p, q| p * q,
+            _ => |p, q| p / q,
+        };
+        let out: Vec<f32> = ia.iter().zip(&ib).map(|(&i, &j)| f(x[i], y[j])).collect();
+        return Ok(Tensor::new(&shape, Buffer::from_f32(elem, &out)));
+    }
+    let (x, y) = (ints(a), ints(b));
+    let mut out = Vec::with_capacity(ia.len());
+    for (&i, &j) in ia.iter().zip(&ib) {
+        out.push(match kind {
+            OpKind::Add(_) => x[i] + y[j],
+            OpKind::Sub(_) => x[i] - y[j],
+            OpKind::Mul(_) => x[i] * y[j],
+            _ if y[j] == 0 => return Err("integer division by zero".into()),
+            _ => x[i] / y[j],
+        });
+    }
+    Ok(Tensor::new(&shape, from_ints(elem, &out)))
+}
+
+fn ints(t: &Tensor) -> Vec<i64> {
+    match &t.data {
+        Buffer::I32(v) => v.iter().map(|&x| x as i64).collect(),
+        Buffer::I8(v) | Buffer::I4(v) => v.iter().map(|&x| x as i64).collect(),
+        _ => unreachable!("called on integer tensors only"),
+    }
+}
+
+fn from_ints(elem: ElemType, v: &[i64]) -> Buffer {
+    let sat = |x: i64, lo: i64, hi: i64| x.clamp(lo, hi);
+    match elem {
+        ElemType::I32 => Buffer::I32(
+            v.iter()
+                .map(|&x| sat(x, i32::MIN as i64, i32::MAX as i64) as i32)
+                .collect(),
+        ),
+        ElemType::I8 => Buffer::I8(v.iter().map(|&x| sat(x, -128, 127) as i8).collect()),
+        _ => Buffer::I4(v.iter().map(|&x| sat(x, -8, 7) as i8).collect()),
+    }
+}
+
+/// Applies `f` to every element (computed in f32, rounded back to the element type).
+pub(crate) fn unary(x: &Tensor, f: impl Fn(f32) -> f32) -> Tensor {
+    let out: Vec<f32> = x.to_f32_vec().into_iter().map(f).collect();
+    Tensor::new(&x.shape, Buffer::from_f32(x.elem(), &out))
+}
+
+/// The logistic function, written to avoid overflow for large negative inputs.
+pub(crate) fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// Softmax along an axis, subtracting the maximum first for stability.
+pub(crate) fn softmax(op: &Softmax, x: &Tensor) -> Tensor {
+    let rank = x.shape.len() as i64;
+    let axis = if op.axis < 0 { op.axis + rank } else { op.axis } as usize;
+    let len = x.shape[axis];
+    let inner: usize = x.shape[axis + 1..].iter().product();
+    let outer: usize = x.shape[..axis].iter().product();
+    let v = x.to_f32_vec();
+    let mut out = vec![0.0f32; v.len()];
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |k: usize| o * len * inner + k * inner + i;
+            let max = (0..len).map(|k| v[at(k)]).fold(f32::NEG_INFINITY, f32::max);
+            let sum: f32 = (0..len).map(|k| (v[at(k)] - max).exp()).sum();
+            for k in 0..len {
+                out[at(k)] = (v[at(k)] - max).exp() / sum;
+            }
+        }
+    }
+    Tensor::new(&x.shape, Buffer::from_f32(x.elem(), &out))
+}
+
+/// Inference batch norm over axis 1.
+pub(crate) fn batch_norm(op: &BatchNorm, operands: &[&Tensor]) -> Tensor {
+    let x = operands[0];
+    let [scale, bias, mean, var] = [1, 2, 3, 4].map(|i| operands[i].to_f32_vec());
+    let c = x.shape[1];
+    let inner: usize = x.shape[2..].iter().product();
+    let v = x.to_f32_vec();
+    let out: Vec<f32> = v
+        .iter()
+        .enumerate()
+        .map(|(i, &xv)| {
+            let ch = (i / inner) % c;
+            scale[ch] * (xv - mean[ch]) / (var[ch] + op.epsilon as f32).sqrt() + bias[ch]
+        })
+        .collect();
+    Tensor::new(&x.shape, Buffer::from_f32(x.elem(), &out))
+}

@@ -1,0 +1,218 @@
+//! `dnnc-reference`: the reference interpreter, the numerical oracle every other backend
+//! is tested against.
+//!
+//! Loops are written to be obviously right; the one concession to speed is that
+//! convolutions and matrix products go through im2col and a library GEMM (ndarray), so
+//! that ResNet-50 still runs in seconds. Floating-point ops compute in f32 (f16 and bf16
+//! operands are widened and the result rounded back); integer arithmetic is exact.
+
+#![deny(missing_docs)]
+
+mod elementwise;
+mod linalg;
+mod pool;
+mod rnn;
+mod shape;
+
+use cranelift_entity::SecondaryMap;
+use dnnc_ir::module::{Function, Module};
+use dnnc_ir::ops::OpKind;
+use dnnc_ir::{Diagnostic, FuncId, Location, Tensor, TensorType, Value};
+use std::sync::Arc;
+
+/// Why a run failed: which op, where, and what went wrong.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{loc}: error: '{op}' op {message}")]
+pub struct RunError {
+    /// The op's name (or `input`, `weight`).
+    pub op: String,
+    /// The op's location.
+    pub loc: Location,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl RunError {
+    /// The error as a diagnostic.
+    pub fn to_diagnostic(&self) -> Diagnostic {
+        Diagnostic::error(
+            self.loc.clone(),
+            format!("'{}' op {}", self.op, self.message),
+        )
+    }
+}
+
+/// Options of a run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Stop with an error naming the op when an op produces NaN or infinity from finite
+    /// inputs.
+    pub check_finite: bool,
+}
+
+/// Evaluates one op on concrete operands (used by constant folding and by [`run`]).
+/// Weight references must be resolved by the caller and are an error here.
+pub fn eval_op(kind: &OpKind, operands: &[&Tensor]) -> Result<Vec<Tensor>, String> {
+    let one = |t: Tensor| Ok(vec![t]);
+    match kind {
+        OpKind::Weight(_) => Err("weight references are resolved by the interpreter".into()),
+        OpKind::Constant(c) => one((*c.value).clone()),
+        OpKind::Conv2d(op) => one(linalg::conv2d(
+            op,
+            operands[0],
+            operands[1],
+            operands.get(2).copied(),
+        )),
+        OpKind::MatMul(_) => one(linalg::matmul(operands[0], operands[1])),
+        OpKind::Linear(_) => one(linalg::linear(
+            operands[0],
+            operands[1],
+            operands.get(2).copied(),
+        )),
+        OpKind::BatchNorm(op) => one(elementwise::batch_norm(op, operands)),
+        OpKind::Add(_) | OpKind::Sub(_) | OpKind::Mul(_) | OpKind::Div(_) => {
+            elementwise::binary(kind, operands[0], operands[1]).map(|t| vec![t])
+        }
+        OpKind::Relu(_) => one(elementwise::unary(operands[0], |x| x.max(0.0))),
+        OpKind::Relu6(_) => one(elementwise::unary(operands[0], |x| x.clamp(0.0, 6.0))),
+        OpKind::Sigmoid(_) => one(elementwise::unary(operands[0], elementwise::sigmoid)),
+        OpKind::Tanh(_) => one(elementwise::unary(operands[0], f32::tanh)),
+        OpKind::Softmax(op) => one(elementwise::softmax(op, operands[0])),
+        OpKind::MaxPool2d(op) => one(pool::max_pool(&op.window, operands[0])),
+        OpKind::AvgPool2d(op) => one(pool::avg_pool(
+            &op.window,
+            op.count_include_pad,
+            operands[0],
+        )),
+        OpKind::GlobalAvgPool2d(_) => one(pool::global_avg_pool(operands[0])),
+        OpKind::Reshape(op) => one(shape::reshape(
+            operands[0],
+            &op.resolve(operands[0].num_elements())?,
+        )),
+        OpKind::Flatten(op) => one(shape::reshape(
+            operands[0],
+            &op.output_shape(&operands[0].shape)?,
+        )),
+        OpKind::Transpose(op) => one(shape::transpose(operands[0], &op.perm)),
+        OpKind::Concat(op) => one(shape::concat(operands, op.axis)),
+        OpKind::Lstm(_) => Ok(rnn::lstm(operands)),
+        OpKind::Gru(op) => Ok(rnn::gru(op, operands)),
+    }
+}
+
+/// A slot per SSA value holding its computed tensor, dropped after its last use.
+struct ValueSlots {
+    slots: SecondaryMap<Value, Option<Arc<Tensor>>>,
+    remaining_uses: SecondaryMap<Value, u32>,
+}
+
+impl ValueSlots {
+    fn get(&self, v: Value) -> Arc<Tensor> {
+        self.slots[v]
+            .clone()
+            .expect("verified IR defines values before use")
+    }
+
+    /// Records one use of `v`; drops its tensor when no use remains.
+    fn release(&mut self, v: Value) {
+        let r = &mut self.remaining_uses[v];
+        *r = r.saturating_sub(1);
+        if *r == 0 {
+            self.slots[v] = None;
+        }
+    }
+}
+
+/// Checks that `inputs` match the parameters of `f`.
+pub fn check_inputs(f: &Function, inputs: &[Tensor]) -> Result<(), RunError> {
+    let err = |message: String| RunError {
+        op: "input".into(),
+        loc: f.loc.clone(),
+        message,
+    };
+    if inputs.len() != f.params.len() {
+        return Err(err(format!(
+            "@{} takes {} input(s), got {}",
+            f.name,
+            f.params.len(),
+            inputs.len()
+        )));
+    }
+    for (i, (t, &p)) in inputs.iter().zip(&f.params).enumerate() {
+        let want: &TensorType = f.ty(p);
+        if !t.ty().same_dense(want) {
+            let name = f.values[p]
+                .name
+                .as_deref()
+                .map(|n| format!(" (%{n})"))
+                .unwrap_or_default();
+            return Err(err(format!(
+                "input #{i}{name} must be {}, got {}",
+                want.dense(),
+                t.ty()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Runs function `f` of module `m` on `inputs`.
+pub fn run(
+    m: &Module,
+    f: FuncId,
+    inputs: &[Tensor],
+    options: &RunOptions,
+) -> Result<Vec<Tensor>, RunError> {
+    let func = &m.funcs[f];
+    check_inputs(func, inputs)?;
+    let mut slots = ValueSlots {
+        slots: SecondaryMap::with_capacity(func.values.len()),
+        remaining_uses: func.use_counts(),
+    };
+    for (&p, t) in func.params.iter().zip(inputs) {
+        slots.slots[p] = Some(Arc::new(t.clone()));
+    }
+    for &op in &func.body {
+        let data = &func.ops[op];
+        let err = |message: String| RunError {
+            op: data.kind.name().to_string(),
+            loc: data.loc.clone(),
+            message,
+        };
+        let results: Vec<Arc<Tensor>> = if let OpKind::Weight(w) = &data.kind {
+            vec![m.weight_value(w.weight).map_err(|e| err(e.to_string()))?]
+        } else {
+            let operands: Vec<Arc<Tensor>> = data.operands.iter().map(|&v| slots.get(v)).collect();
+            let refs: Vec<&Tensor> = operands.iter().map(|t| &**t).collect();
+            let out = eval_op(&data.kind, &refs).map_err(err)?;
+            if options.check_finite {
+                let inputs_finite = refs.iter().all(|t| all_finite(t));
+                if let Some(bad) = out.iter().position(|t| !all_finite(t))
+                    && inputs_finite
+                {
+                    return Err(err(format!(
+                        "produced NaN or infinity in result #{bad} from finite inputs"
+                    )));
+                }
+            }
+            out.into_iter().map(Arc::new).collect()
+        };
+        for &v in &data.operands {
+            slots.release(v);
+        }
+        for (&r, t) in data.results.iter().zip(results) {
+            if slots.remaining_uses[r] > 0 {
+                slots.slots[r] = Some(t);
+            }
+        }
+    }
+    Ok(func
+        .returns
+        .iter()
+        .map(|&v| (*slots.get(v)).clone())
+        .collect())
+}
+
+fn all_finite(t: &Tensor) -> bool {
+    !t.elem().is_float() || t.to_f32_vec().iter().all(|x| x.is_finite())
+}

@@ -1,0 +1,109 @@
+//! The [`Pass`] trait and what a pass reports: statistics and diagnostics.
+
+use dnnc_ir::{Diagnostic, Module};
+use std::fmt;
+
+/// A statistic value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StatValue {
+    /// A count.
+    Count(u64),
+    /// A measurement.
+    Float(f64),
+    /// Anything else.
+    Text(String),
+}
+
+impl fmt::Display for StatValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StatValue::Count(n) => write!(f, "{n}"),
+            StatValue::Float(x) => write!(f, "{x:.4}"),
+            StatValue::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+/// One named statistic of a pass run (`folded-batch-norms = 20`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Statistic {
+    /// Kebab-case name.
+    pub name: String,
+    /// One-line description.
+    pub description: &'static str,
+    /// The value.
+    pub value: StatValue,
+}
+
+/// What a pass can see and report besides the module.
+#[derive(Default)]
+pub struct PassContext {
+    stats: Vec<Statistic>,
+    diags: Vec<Diagnostic>,
+}
+
+impl PassContext {
+    /// A fresh context.
+    pub fn new() -> PassContext {
+        PassContext::default()
+    }
+
+    /// Adds `n` to a counting statistic (created at 0 on first use).
+    pub fn count(&mut self, name: &str, description: &'static str, n: u64) {
+        match self.stats.iter_mut().find(|s| s.name == name) {
+            Some(Statistic {
+                value: StatValue::Count(c),
+                ..
+            }) => *c += n,
+            _ => self.stats.push(Statistic {
+                name: name.to_string(),
+                description,
+                value: StatValue::Count(n),
+            }),
+        }
+    }
+
+    /// Sets a statistic.
+    pub fn set(&mut self, name: &str, description: &'static str, value: StatValue) {
+        self.stats.retain(|s| s.name != name);
+        self.stats.push(Statistic {
+            name: name.to_string(),
+            description,
+            value,
+        });
+    }
+
+    /// Emits a remark or warning (errors go in the pass's `Err`).
+    pub fn emit(&mut self, d: Diagnostic) {
+        self.diags.push(d);
+    }
+
+    /// The statistics recorded so far.
+    pub fn stats(&self) -> &[Statistic] {
+        &self.stats
+    }
+
+    /// Takes the statistics and diagnostics out.
+    pub fn finish(self) -> (Vec<Statistic>, Vec<Diagnostic>) {
+        (self.stats, self.diags)
+    }
+}
+
+/// Why a pass failed: one or more errors, each with a location.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
+pub struct PassError(pub Vec<Diagnostic>);
+
+impl From<Diagnostic> for PassError {
+    fn from(d: Diagnostic) -> Self {
+        PassError(vec![d])
+    }
+}
+
+/// A transformation of a module.
+pub trait Pass {
+    /// The registered name (`canonicalize`).
+    fn name(&self) -> &'static str;
+    /// Transforms the module, recording statistics in `cx`.
+    fn run(&mut self, module: &mut Module, cx: &mut PassContext) -> Result<(), PassError>;
+}
