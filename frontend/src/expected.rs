@@ -74,7 +74,9 @@ fn parse_one(s: &str, line: u32) -> Result<Option<Expectation>, String> {
         let target = match spec {
             "above" if line > 1 => Some(line - 1),
             "above" => {
-                return Err("'@above' on the first line points before the start of the file".into());
+                return Err(
+                    "'@above' on the first line points before the start of the file".into(),
+                );
             }
             "below" => Some(line + 1),
             "unknown" => None,

@@ -187,7 +187,11 @@ fn step(g: &mut Gen, kind: u8, a: u32, c: u32) -> Option<Value> {
         }
         3 => {
             let x = g.pick(a);
-            let shape = if c.is_multiple_of(2) { vec![-1] } else { vec![1, -1] };
+            let shape = if c.is_multiple_of(2) {
+                vec![-1]
+            } else {
+                vec![1, -1]
+            };
             g.push(OpKind::Reshape(Reshape { shape }), &[x])
         }
         4 => {

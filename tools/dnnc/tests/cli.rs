@@ -3,7 +3,10 @@
 use std::process::Command;
 
 fn dnnc(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_dnnc")).args(args).output().expect("dnnc runs");
+    let out = Command::new(env!("CARGO_BIN_EXE_dnnc"))
+        .args(args)
+        .output()
+        .expect("dnnc runs");
     (
         out.status.code().expect("dnnc exits normally"),
         String::from_utf8_lossy(&out.stdout).into_owned(),
