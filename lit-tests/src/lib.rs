@@ -100,7 +100,8 @@ fn make_shims(dnnc: &Path) -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Every `*.dnn` file under `root`, outside `Inputs` folders, sorted.
+/// Every `*.dnn` file under `root`, outside `Inputs` folders (test data) and `Output`
+/// folders (LLVM lit's scratch space), sorted.
 pub fn discover(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -111,7 +112,7 @@ pub fn discover(root: &Path) -> Vec<PathBuf> {
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {
-                if path.file_name().is_some_and(|n| n != "Inputs") {
+                if path.file_name().is_some_and(|n| n != "Inputs" && n != "Output") {
                     stack.push(path);
                 }
             } else if path.extension().is_some_and(|e| e == "dnn") {
