@@ -112,7 +112,10 @@ pub fn discover(root: &Path) -> Vec<PathBuf> {
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {
-                if path.file_name().is_some_and(|n| n != "Inputs" && n != "Output") {
+                if path
+                    .file_name()
+                    .is_some_and(|n| n != "Inputs" && n != "Output")
+                {
                     stack.push(path);
                 }
             } else if path.extension().is_some_and(|e| e == "dnn") {
