@@ -13,12 +13,14 @@
 
 #![deny(missing_docs)]
 
+pub mod analysis;
 pub mod attr;
 pub mod builder;
 pub mod diag;
 pub mod entity;
 pub mod init;
 pub mod module;
+pub mod npy;
 pub mod ops;
 pub mod printer;
 pub mod tensor;

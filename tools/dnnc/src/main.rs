@@ -1,9 +1,17 @@
 //! `dnnc`: the driver. Subcommands:
-//! - `opt`: parse, verify, run a pass pipeline, print (like mlir-opt).
+//! - `opt`: parse, verify, run a pass pipeline, print (like mlir-opt);
+//! - `run`: run a function on the reference interpreter;
+//! - `zoo`: write a model of the zoo;
+//! - `info`: a module's parameters, ops and cost.
 
+mod info;
+mod load;
 mod opt;
 mod output;
 mod report;
+mod run;
+mod sidecar;
+mod zoo;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -20,6 +28,12 @@ struct Cli {
 enum Command {
     /// Parse, verify and transform a .dnn module with a pass pipeline, then print it.
     Opt(opt::OptArgs),
+    /// Run a function on inputs (.npy files or seeded random data) and summarise its outputs.
+    Run(run::RunArgs),
+    /// Write a model of the zoo as .dnn text.
+    Zoo(zoo::ZooArgs),
+    /// Print a module's parameter count, ops and cost.
+    Info(info::InfoArgs),
 }
 
 /// How a command ended, for the exit code.
@@ -41,6 +55,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Opt(args) => opt::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Zoo(args) => zoo::run(args),
+        Command::Info(args) => info::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,15 +1,13 @@
 //! `dnnc opt`: like mlir-opt — parse, verify, run a pipeline, print.
 
 use crate::report;
-use crate::{Failure, output};
-use anyhow::Context;
+use crate::{Failure, output, sidecar};
 use clap::Args;
 use dnnc_frontend::{expected, split};
 use dnnc_ir::Module;
 use dnnc_ir::diag::{Diagnostic, SourceFile, SourceMap};
 use dnnc_ir::printer::print_module;
 use dnnc_passes::{Instrumentation, PassManager, PassRecord, PassRegistry};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,12 +73,11 @@ impl Instrumentation for PrintAfter<'_> {
 
 /// What processing one input (or chunk) produced.
 struct ChunkResult {
-    output: Option<String>,
+    output: Option<Module>,
     diags: Vec<Diagnostic>,
     records: Vec<PassRecord>,
     parse_time: Duration,
     verify_time: Duration,
-    print_time: Duration,
 }
 
 pub fn run(args: OptArgs) -> Result<(), Failure> {
@@ -100,10 +97,10 @@ pub fn run(args: OptArgs) -> Result<(), Failure> {
             return Err(Failure::Usage);
         }
     }
-    let input = args.input.as_deref().unwrap_or("-");
-    let (name, text, base_dir) = read_input(input)?;
+    let input = crate::load::read_input(args.input.as_deref().unwrap_or("-"))?;
+    let base_dir = input.dir.clone();
     let mut sources = SourceMap::new();
-    let file = sources.add(name, text);
+    let file = sources.add(input.name, input.text);
     let whole = 0..file.text.len();
     let ranges = if args.split_input_file {
         split::split_ranges(&file.text)
@@ -120,7 +117,6 @@ pub fn run(args: OptArgs) -> Result<(), Failure> {
         let r = process_chunk(&args, &registry, &file, range.clone(), base_dir.as_deref());
         parse_time += r.parse_time;
         verify_time += r.verify_time;
-        print_time += r.print_time;
         all_records.push(r.records);
         if args.verify_diagnostics {
             let problems = match expected::parse_expectations(&file, range) {
@@ -142,6 +138,16 @@ pub fn run(args: OptArgs) -> Result<(), Failure> {
         }
     }
 
+    // Weights that passes computed go to a .safetensors file beside the output when there
+    // is one; on standard output they stay inline.
+    let mut sidecar = None;
+    if let (Some(path), false) = (&args.output, failed) {
+        sidecar = sidecar::externalize(&mut outputs, path)?;
+    }
+    let start = Instant::now();
+    let texts: Vec<String> = outputs.iter().map(print_module).collect();
+    print_time += start.elapsed();
+
     let records = report::merge(&all_records);
     if args.timing {
         let mut rows = vec![
@@ -161,9 +167,15 @@ pub fn run(args: OptArgs) -> Result<(), Failure> {
         eprint!("{}", report::stats(&records));
     }
 
-    let text = outputs.join(&format!("{}\n", split::SPLIT_MARKER));
+    let text = texts.join(&format!("{}\n", split::SPLIT_MARKER));
     match &args.output {
-        Some(path) if !failed => output::write_atomic(path, text.as_bytes())?,
+        Some(path) if !failed => {
+            let mut files: Vec<(&Path, &[u8])> = vec![(path.as_path(), text.as_bytes())];
+            if let Some((weights_path, bytes)) = &sidecar {
+                files.push((weights_path.as_path(), bytes.as_slice()));
+            }
+            output::write_all_atomic(&files)?;
+        }
         Some(_) => {}
         None => print!("{text}"),
     }
@@ -187,7 +199,6 @@ fn process_chunk(
         records: Vec::new(),
         parse_time: Duration::ZERO,
         verify_time: Duration::ZERO,
-        print_time: Duration::ZERO,
     };
     let start = Instant::now();
     let parsed = dnnc_frontend::parse(file, range);
@@ -226,36 +237,8 @@ fn process_chunk(
         r.diags.extend(failure.errors);
         return r;
     }
-    let start = Instant::now();
-    r.output = Some(print_module(&module));
-    r.print_time = start.elapsed();
+    r.output = Some(module);
     r
-}
-
-/// Reads the input: its display name, text, and directory (for relative weight files).
-fn read_input(input: &str) -> Result<(String, String, Option<PathBuf>), Failure> {
-    if input == "-" {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("cannot read standard input")?;
-        return Ok(("<stdin>".to_string(), text, std::env::current_dir().ok()));
-    }
-    let bytes = std::fs::read(input).with_context(|| format!("cannot read '{input}'"))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "'{input}' is not UTF-8 text (invalid byte at offset {})",
-            e.utf8_error().valid_up_to()
-        )
-    })?;
-    let dir = Path::new(input).parent().map(|p| {
-        if p.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            p
-        }
-    });
-    Ok((input.to_string(), text, dir.map(Path::to_path_buf)))
 }
 
 fn list_passes(registry: &PassRegistry) -> String {

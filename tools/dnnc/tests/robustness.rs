@@ -65,7 +65,8 @@ fn exercise(name: &str, text: &str) {
 #[test]
 fn every_prefix_at_token_boundaries() {
     let mut count = 0;
-    for (path, text) in corpus() {
+    // Large models would make this quadratic; the lit tests and small models cover the syntax.
+    for (path, text) in corpus().into_iter().filter(|(_, t)| t.len() < 8192) {
         let mut cuts: Vec<usize> = dnnc_frontend::lexer::lex(&text, 0)
             .iter()
             .flat_map(|(l, _, r)| [*l, *r])

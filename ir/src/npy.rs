@@ -1,0 +1,112 @@
+//! Tensors as NumPy `.npy` files (inputs and outputs of `dnnc run`).
+
+use crate::tensor::{Buffer, Tensor};
+use crate::types::ElemType;
+use half::f16;
+use npyz::{DType, NpyFile, Order, TypeChar, WriterBuilder};
+
+/// The NumPy name of an element type (`float32`, ...).
+pub fn numpy_name(elem: ElemType) -> &'static str {
+    match elem {
+        ElemType::F32 => "float32",
+        ElemType::F16 => "float16",
+        ElemType::BF16 => "bfloat16 (no NumPy type; stored as float32)",
+        ElemType::I32 => "int32",
+        ElemType::I8 | ElemType::I4 => "int8",
+    }
+}
+
+/// Reads a `.npy` file's bytes. float32, float16, int32 and int8 arrays map to the same
+/// element type; other dtypes are an error that names them.
+pub fn read_npy(bytes: &[u8]) -> Result<Tensor, String> {
+    let npy = NpyFile::new(bytes).map_err(|e| format!("not a valid .npy file ({e})"))?;
+    if npy.order() == Order::Fortran {
+        return Err("the array is in Fortran order; save it with np.ascontiguousarray(a)".into());
+    }
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    let dtype = npy.dtype();
+    let DType::Plain(ts) = &dtype else {
+        return Err("structured and array dtypes are not supported".into());
+    };
+    let (kind, size) = (ts.type_char(), ts.size_field());
+    let err = |e: std::io::Error| format!("truncated or corrupt data ({e})");
+    let data = match (kind, size) {
+        (TypeChar::Float, 4) => Buffer::F32(npy.into_vec::<f32>().map_err(err)?),
+        (TypeChar::Float, 2) => Buffer::F16(npy.into_vec::<f16>().map_err(err)?),
+        (TypeChar::Int, 4) => Buffer::I32(npy.into_vec::<i32>().map_err(err)?),
+        (TypeChar::Int, 1) => Buffer::I8(npy.into_vec::<i8>().map_err(err)?),
+        _ => {
+            return Err(format!(
+                "dtype {ts} is not supported (use float32, float16, int32 or int8: for example a.astype(np.float32))"
+            ));
+        }
+    };
+    if data.len() != shape.iter().product::<usize>() {
+        return Err("the data does not match the shape in the header".into());
+    }
+    Ok(Tensor::new(&shape, data))
+}
+
+/// Writes a tensor as `.npy` bytes (bf16 is widened to float32; i4 is stored as int8).
+pub fn write_npy(t: &Tensor) -> Result<Vec<u8>, String> {
+    let shape: Vec<u64> = t.shape.iter().map(|&d| d as u64).collect();
+    let mut out = Vec::new();
+    let io = |e: std::io::Error| e.to_string();
+    macro_rules! write_all {
+        ($ty:ty, $values:expr) => {{
+            let mut w = npyz::WriteOptions::<$ty>::new()
+                .default_dtype()
+                .shape(&shape)
+                .writer(&mut out)
+                .begin_nd()
+                .map_err(io)?;
+            w.extend($values).map_err(io)?;
+            w.finish().map_err(io)?;
+        }};
+    }
+    match &t.data {
+        Buffer::F32(v) => write_all!(f32, v.iter().copied()),
+        Buffer::F16(v) => write_all!(f16, v.iter().copied()),
+        Buffer::BF16(v) => write_all!(f32, v.iter().map(|x| x.to_f32())),
+        Buffer::I32(v) => write_all!(i32, v.iter().copied()),
+        Buffer::I8(v) | Buffer::I4(v) => write_all!(i8, v.iter().copied()),
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        for t in [
+            Tensor::from_f32(&[2, 3], vec![1.0, -2.0, 3.5, 0.0, 1e-8, 6.0]),
+            Tensor::new(&[4], Buffer::I32(vec![1, -2, 3, i32::MAX])),
+            Tensor::new(&[], Buffer::I8(vec![-7])),
+            Tensor::new(
+                &[2],
+                Buffer::F16(vec![f16::from_f32(0.5), f16::from_f32(-1.0)]),
+            ),
+        ] {
+            let back = read_npy(&write_npy(&t).unwrap()).unwrap();
+            assert!(back == t, "{t:?} became {back:?}");
+        }
+    }
+
+    #[test]
+    fn bad_files_say_what_is_wrong() {
+        assert!(
+            read_npy(b"not numpy")
+                .unwrap_err()
+                .starts_with("not a valid .npy file")
+        );
+        let good = write_npy(&Tensor::from_f32(&[8], vec![0.0; 8])).unwrap();
+        let truncated = &good[..good.len() - 5];
+        assert!(
+            read_npy(truncated).unwrap_err().contains("truncated"),
+            "{:?}",
+            read_npy(truncated)
+        );
+    }
+}
