@@ -1,5 +1,7 @@
 //! Writing outputs atomically: a temporary file in the destination directory, renamed
 //! into place only once complete, so that a failed run never leaves a half-written file.
+//! Targets that exist but are not regular files (`/dev/null`, a FIFO, a terminal) are
+//! written in place: renaming over them would replace the device with a file.
 
 use anyhow::{Context, Result};
 use std::io::Write;
@@ -14,7 +16,12 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
 /// prepared, none is written.
 pub fn write_all_atomic(files: &[(&Path, &[u8])]) -> Result<()> {
     let mut prepared = Vec::with_capacity(files.len());
+    let mut special = Vec::new();
     for (path, contents) in files {
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+            special.push((*path, *contents));
+            continue;
+        }
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
