@@ -20,6 +20,7 @@ pub mod ast;
 pub mod expected;
 pub mod lexer;
 mod lower;
+pub mod onnx;
 pub mod split;
 
 lalrpop_util::lalrpop_mod!(

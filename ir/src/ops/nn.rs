@@ -16,6 +16,11 @@ pub fn window_output_len(
     dilation: usize,
     ceil_mode: bool,
 ) -> Result<usize, String> {
+    if kernel == 0 || stride == 0 || dilation == 0 {
+        return Err(format!(
+            "kernel ({kernel}), stride ({stride}) and dilation ({dilation}) must be positive"
+        ));
+    }
     let effective = dilation * (kernel - 1) + 1;
     let padded = len + pad.0 + pad.1;
     if effective > padded {

@@ -2,8 +2,12 @@
 //! - `opt`: parse, verify, run a pass pipeline, print (like mlir-opt);
 //! - `run`: run a function on the reference interpreter;
 //! - `zoo`: write a model of the zoo;
-//! - `info`: a module's parameters, ops and cost.
+//! - `info`: a module's parameters, ops and cost;
+//! - `import`: an ONNX model as a module;
+//! - `bench`: latency of a function on an engine.
 
+mod bench;
+mod import;
 mod info;
 mod load;
 mod opt;
@@ -34,6 +38,10 @@ enum Command {
     Zoo(zoo::ZooArgs),
     /// Print a module's parameter count, ops and cost.
     Info(info::InfoArgs),
+    /// Import an ONNX model as a .dnn module and a .safetensors sidecar.
+    Import(import::ImportArgs),
+    /// Measure a function's latency: median, p10 and p90 over repeated runs.
+    Bench(bench::BenchArgs),
 }
 
 /// How a command ended, for the exit code.
@@ -58,6 +66,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Zoo(args) => zoo::run(args),
         Command::Info(args) => info::run(args),
+        Command::Import(args) => import::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,21 +19,28 @@ pub enum Engine {
     Reference,
 }
 
+/// How to pick the function and its inputs (shared by `run` and `bench`).
+#[derive(Args)]
+pub struct InputArgs {
+    /// The function to run (default: @main, or the only function).
+    #[arg(long, value_name = "@NAME")]
+    pub entry: Option<String>,
+    /// An input as NAME=PATH.npy, NAME being the parameter's name (repeatable).
+    #[arg(long = "input", value_name = "NAME=PATH")]
+    pub inputs: Vec<String>,
+    /// Fill inputs not given with --input from a seeded normal distribution.
+    #[arg(long, value_name = "SEED")]
+    pub random_inputs: Option<u64>,
+}
+
 /// Arguments of `dnnc run`.
 #[derive(Args)]
 pub struct RunArgs {
     /// Input .dnn file, or '-' for standard input.
     #[arg(value_name = "FILE")]
     input: String,
-    /// The function to run (default: @main, or the only function).
-    #[arg(long, value_name = "@NAME")]
-    entry: Option<String>,
-    /// An input as NAME=PATH.npy, NAME being the parameter's name (repeatable).
-    #[arg(long = "input", value_name = "NAME=PATH")]
-    inputs: Vec<String>,
-    /// Fill inputs not given with --input from a seeded normal distribution.
-    #[arg(long, value_name = "SEED")]
-    random_inputs: Option<u64>,
+    #[command(flatten)]
+    select: InputArgs,
     /// Write each output to DIR/NAME.npy.
     #[arg(long, value_name = "DIR")]
     output_dir: Option<PathBuf>,
@@ -56,7 +63,7 @@ fn fail(msg: String) -> Failure {
 }
 
 /// Picks the entry function.
-fn entry(m: &Module, name: Option<&str>) -> Result<FuncId, Failure> {
+pub fn entry(m: &Module, name: Option<&str>) -> Result<FuncId, Failure> {
     let names: Vec<String> = m.funcs.values().map(|f| format!("@{}", f.name)).collect();
     match name {
         Some(n) => {
@@ -80,7 +87,7 @@ fn entry(m: &Module, name: Option<&str>) -> Result<FuncId, Failure> {
 }
 
 /// Gathers one tensor per parameter from `--input` files and `--random-inputs`.
-fn gather_inputs(args: &RunArgs, m: &Module, f: FuncId) -> Result<Vec<Tensor>, Failure> {
+pub fn gather_inputs(args: &InputArgs, m: &Module, f: FuncId) -> Result<Vec<Tensor>, Failure> {
     let func = &m.funcs[f];
     let names = ValueNames::new(func);
     let param_names: Vec<String> = func
@@ -151,18 +158,9 @@ fn gather_inputs(args: &RunArgs, m: &Module, f: FuncId) -> Result<Vec<Tensor>, F
 pub fn run(args: RunArgs) -> Result<(), Failure> {
     let start = Instant::now();
     let (m, sources) = load_module(&args.input)?;
-    let f = entry(&m, args.entry.as_deref())?;
-    let inputs = gather_inputs(&args, &m, f)?;
-    // Materialise every weight up front so that the run time is the run alone.
-    for (id, w) in m.weights.iter() {
-        m.weight_value(id).map_err(|e| {
-            eprint!(
-                "{}",
-                sources.render(&dnnc_ir::Diagnostic::error(w.loc.clone(), e.to_string()))
-            );
-            Failure::Diagnostics
-        })?;
-    }
+    let f = entry(&m, args.select.entry.as_deref())?;
+    let inputs = gather_inputs(&args.select, &m, f)?;
+    materialize_weights(&m, &sources)?;
     let load_time = start.elapsed();
     let options = dnnc_reference::RunOptions {
         check_finite: !args.allow_non_finite,
@@ -222,6 +220,21 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
             kb as f64 / 1024.0
         )),
     );
+    Ok(())
+}
+
+/// Materialises every weight up front (so that run times are runs alone); a weight that
+/// cannot be loaded is reported at its declaration.
+pub fn materialize_weights(m: &Module, sources: &dnnc_ir::SourceMap) -> Result<(), Failure> {
+    for (id, w) in m.weights.iter() {
+        m.weight_value(id).map_err(|e| {
+            eprint!(
+                "{}",
+                sources.render(&dnnc_ir::Diagnostic::error(w.loc.clone(), e.to_string()))
+            );
+            Failure::Diagnostics
+        })?;
+    }
     Ok(())
 }
 

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Peer benchmark: ONNX Runtime and dnnc on the same model, input and thread count.
+
+usage: bench/peers/peer.py MODEL [--threads N] [--runs R] [--warmup W] [--rounds K]
+                                 [--engines reference,...]
+
+MODEL is a .onnx file or one of the models this script builds with the onnx helper API
+(random weights, nothing downloaded): resnet18, mobilenet_v2, vgg16, conv3x3_64 (a 3×3
+convolution 64→64 at 56×56), matmul (64×1024 · 1024×4096), lstm (hidden 1024, 32 steps).
+
+It sets up its own virtualenv (target/peers/venv, with numpy, onnx and onnxruntime from
+PyPI), builds dnnc in release mode, imports the model with `dnnc import`, checks dnnc's
+output against ONNX Runtime's on the same input, then times both in alternating rounds
+(ONNX Runtime in this process, dnnc through `dnnc bench --json`) and prints the median
+latencies over all rounds and their ratio.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+WORK = os.path.join(ROOT, "target", "peers")
+VENV = os.path.join(WORK, "venv")
+PACKAGES = ["numpy", "onnx", "onnxruntime==1.32.0"]
+
+
+def ensure_venv():
+    """Re-runs this script inside its own virtualenv, creating it on first use."""
+    python = os.path.join(VENV, "bin", "python")
+    if os.path.realpath(sys.prefix) == os.path.realpath(VENV):
+        return
+    if not os.path.exists(python):
+        print(f"setting up {VENV} ({', '.join(PACKAGES)})", file=sys.stderr)
+        subprocess.check_call([sys.executable, "-m", "venv", VENV])
+        subprocess.check_call([python, "-m", "pip", "install", "-q", *PACKAGES])
+    os.execv(python, [python, *sys.argv])
+
+
+def dnnc_binary():
+    subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "dnnc"], cwd=ROOT)
+    return os.path.join(ROOT, "target", "release", "dnnc")
+
+
+def median(xs):
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+
+
+def quantile(xs, q):
+    s = sorted(xs)
+    return s[min(len(s) - 1, round((len(s) - 1) * q))]
+
+
+def main():
+    ensure_venv()
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    sys.path.insert(0, os.path.join(ROOT, "tools", "onnx-models"))
+    from builders import PEER_MODELS
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("model")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", type=int, default=10, help="timed runs per round and engine")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3, help="alternations between the engines")
+    p.add_argument("--engines", default="reference", help="dnnc engines, comma-separated")
+    args = p.parse_args()
+
+    os.makedirs(WORK, exist_ok=True)
+    if args.model in PEER_MODELS:
+        name = args.model
+        path = os.path.join(WORK, f"{name}.onnx")
+        if not os.path.exists(path):
+            onnx.save(PEER_MODELS[name](), path)
+    else:
+        path = os.path.abspath(args.model)
+        name = os.path.splitext(os.path.basename(path))[0]
+    dnnc = dnnc_binary()
+    dnn = os.path.join(WORK, f"{name}.dnn")
+    subprocess.check_call([dnnc, "import", path, "-o", dnn])
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = args.threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feeds, flags = {}, []
+    for inp in sess.get_inputs():
+        a = rng.standard_normal(inp.shape).astype(np.float32)
+        feeds[inp.name] = a
+        f = os.path.join(WORK, f"{name}.{inp.name}.npy")
+        np.save(f, a)
+        flags += ["--input", f"{inp.name}={f}"]
+
+    # The same answer first: dnnc's outputs against ONNX Runtime's.
+    expected = sess.run(None, feeds)
+    outdir = os.path.join(WORK, f"{name}.out")
+    for engine in args.engines.split(","):
+        subprocess.check_call([dnnc, "run", dnn, "--engine", engine, *flags, "--output-dir", outdir],
+                              stdout=subprocess.DEVNULL)
+        got = [np.load(os.path.join(outdir, f)) for f in sorted(os.listdir(outdir))]
+        for i, (w, g) in enumerate(zip(expected, got)):
+            w = w.reshape(g.shape)
+            rel = float(np.linalg.norm(g - w) / max(np.linalg.norm(w), 1e-30))
+            print(f"{name} output {i}: dnnc {engine} vs ONNX Runtime: relative L2 error {rel:.2e}, "
+                  f"max abs error {float(np.max(np.abs(g - w))):.2e}")
+
+    times = {"onnxruntime": []}
+    for engine in args.engines.split(","):
+        times[f"dnnc-{engine}"] = []
+    for _ in range(args.rounds):
+        for _ in range(args.warmup):
+            sess.run(None, feeds)
+        import time
+        for _ in range(args.runs):
+            t = time.perf_counter()
+            sess.run(None, feeds)
+            times["onnxruntime"].append((time.perf_counter() - t) * 1e3)
+        for engine in args.engines.split(","):
+            out = subprocess.check_output([dnnc, "bench", dnn, "--engine", engine, "--threads", str(args.threads),
+                                           "--warmup", str(args.warmup), "--runs", str(args.runs), "--json", *flags])
+            times[f"dnnc-{engine}"] += json.loads(out)["latencies_ms"]
+
+    base = median(times["onnxruntime"])
+    print(f"\n{name}, {args.threads} thread(s), {args.rounds} rounds × {args.runs} runs "
+          f"(onnxruntime {ort.__version__}):")
+    print(f"  {'engine':<16} {'median ms':>10} {'p10 ms':>10} {'p90 ms':>10} {'vs ORT':>8}")
+    for engine, xs in times.items():
+        m = median(xs)
+        print(f"  {engine:<16} {m:>10.3f} {quantile(xs, 0.1):>10.3f} {quantile(xs, 0.9):>10.3f} {m / base:>7.2f}×")
+
+
+if __name__ == "__main__":
+    main()

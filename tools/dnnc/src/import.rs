@@ -1,0 +1,97 @@
+//! `dnnc import`: an ONNX model becomes a `.dnn` module and a `.safetensors` sidecar.
+
+use crate::{Failure, output, sidecar};
+use clap::Args;
+use dnnc_frontend::onnx::{ImportError, ImportOptions, import};
+use dnnc_ir::printer::print_module;
+use std::path::{Path, PathBuf};
+
+/// Arguments of `dnnc import`.
+#[derive(Args)]
+pub struct ImportArgs {
+    /// The ONNX model.
+    #[arg(value_name = "MODEL.onnx")]
+    input: PathBuf,
+    /// The module to write; its weights go to the .safetensors file beside it.
+    #[arg(short = 'o', long, value_name = "MODEL.dnn")]
+    output: PathBuf,
+    /// A static shape for an input with symbolic dimensions, as NAME=1x3x224x224 (repeatable).
+    #[arg(long, value_name = "NAME=SHAPE")]
+    input_shape: Vec<String>,
+    /// The module's name (default: the ONNX graph's name).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+fn parse_shape(spec: &str) -> Result<(String, Vec<usize>), String> {
+    let (name, dims) = spec
+        .split_once('=')
+        .ok_or_else(|| format!("--input-shape '{spec}': expected NAME=1x3x224x224"))?;
+    let dims: Result<Vec<usize>, _> = dims
+        .split('x')
+        .map(|d| d.parse::<usize>().ok().filter(|&d| d > 0).ok_or(d))
+        .collect();
+    let dims =
+        dims.map_err(|d| format!("--input-shape '{spec}': '{d}' is not a positive dimension"))?;
+    Ok((name.to_string(), dims))
+}
+
+pub fn run(args: ImportArgs) -> Result<(), Failure> {
+    let mut options = ImportOptions {
+        model_dir: args.input.parent().map(Path::to_path_buf),
+        module_name: args.name.clone(),
+        ..ImportOptions::default()
+    };
+    for spec in &args.input_shape {
+        let (name, dims) = parse_shape(spec).map_err(|e| {
+            eprintln!("error: {e}");
+            Failure::Usage
+        })?;
+        options.input_shapes.insert(name, dims);
+    }
+    let shown = args.input.display().to_string();
+    let bytes = std::fs::read(&args.input).map_err(|e| {
+        eprintln!("error: cannot read '{shown}': {e}");
+        Failure::Diagnostics
+    })?;
+    let mut module = match import(&bytes, &options) {
+        Ok(m) => m,
+        Err(ImportError::Invalid(diags)) => {
+            for d in &diags {
+                match &d.loc.name {
+                    Some(node) => eprintln!(
+                        "{shown}: node '{node}': {}: {}",
+                        d.severity.name(),
+                        d.message
+                    ),
+                    None => eprintln!("{shown}: {}: {}", d.severity.name(), d.message),
+                }
+            }
+            return Err(Failure::Diagnostics);
+        }
+        Err(e) => {
+            eprintln!("{shown}: error: {e}");
+            return Err(Failure::Diagnostics);
+        }
+    };
+    let modules = std::slice::from_mut(&mut module);
+    let sidecar = sidecar::externalize(modules, &args.output)?;
+    let text = print_module(&modules[0]);
+    let mut files: Vec<(&Path, &[u8])> = vec![(args.output.as_path(), text.as_bytes())];
+    if let Some((path, bytes)) = &sidecar {
+        files.push((path.as_path(), bytes.as_slice()));
+    }
+    output::write_all_atomic(&files)?;
+    let stats = dnnc_ir::analysis::module_stats(&modules[0]);
+    eprintln!(
+        "imported {} ops and {} weights ({} parameters) into {}{}",
+        modules[0].num_ops(),
+        modules[0].weights.len(),
+        dnnc_ir::analysis::thousands(stats.params),
+        args.output.display(),
+        sidecar
+            .map(|(p, _)| format!(" and {}", p.display()))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
