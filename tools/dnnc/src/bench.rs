@@ -3,7 +3,10 @@
 
 use crate::Failure;
 use crate::load::load_module;
-use crate::run::{Engine, InputArgs, entry, gather_inputs, materialize_weights, peak_memory};
+use crate::run::{
+    EngineArgs, InputArgs, Prepared, entry, gather_inputs, materialize_weights, peak_memory,
+    prepare,
+};
 use clap::{Args, ValueEnum};
 use dnnc_ir::analysis::op_cost;
 use std::time::Instant;
@@ -16,12 +19,8 @@ pub struct BenchArgs {
     input: String,
     #[command(flatten)]
     select: InputArgs,
-    /// The execution engine.
-    #[arg(long, value_enum, default_value_t = Engine::Reference)]
-    engine: Engine,
-    /// Worker threads (the reference engine is single-threaded).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    threads: u32,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Untimed runs first.
     #[arg(long, default_value_t = 3)]
     warmup: u32,
@@ -31,6 +30,10 @@ pub struct BenchArgs {
     /// Print JSON (with every run's latency) instead of text.
     #[arg(long)]
     json: bool,
+    /// After the timed runs, time every step of the JIT's executable over the same number
+    /// of runs and print where the time goes (by op and by step).
+    #[arg(long)]
+    profile: bool,
 }
 
 /// The `q`-quantile of sorted values (nearest rank).
@@ -40,6 +43,12 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 }
 
 pub fn run(mut args: BenchArgs) -> Result<(), Failure> {
+    if args.profile && args.engine.engine != crate::run::Engine::Jit {
+        eprintln!(
+            "error: --profile times the JIT's steps; it does not apply to --engine reference"
+        );
+        return Err(Failure::Usage);
+    }
     let (m, sources) = load_module(&args.input)?;
     let f = entry(&m, args.select.entry.as_deref())?;
     if args.select.random_inputs.is_none() {
@@ -48,13 +57,13 @@ pub fn run(mut args: BenchArgs) -> Result<(), Failure> {
     let inputs = gather_inputs(&args.select, &m, f)?;
     let start = Instant::now();
     materialize_weights(&m, &sources)?;
+    let weights_ms = start.elapsed().as_secs_f64() * 1e3;
+    let start = Instant::now();
+    let prepared = prepare(&m, f, &args.engine, &sources)?;
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;
-    let options = dnnc_reference::RunOptions::default();
-    let run_once = || match args.engine {
-        Engine::Reference => dnnc_reference::run(&m, f, &inputs, &options),
-    };
-    let fail = |e: dnnc_reference::RunError| {
-        eprint!("{}", sources.render(&e.to_diagnostic()));
+    let run_once = || prepared.run(&inputs, false);
+    let fail = |d: dnnc_ir::Diagnostic| {
+        eprint!("{}", sources.render(&d));
         Failure::Diagnostics
     };
     for _ in 0..args.warmup {
@@ -80,12 +89,14 @@ pub fn run(mut args: BenchArgs) -> Result<(), Failure> {
     let peak_mb = peak_memory().map(|kb| kb as f64 / 1024.0);
     let engine = args
         .engine
+        .engine
         .to_possible_value()
         .expect("not skipped")
         .get_name()
         .to_string();
-    let threads = match args.engine {
-        Engine::Reference => 1,
+    let (threads, stats) = match &prepared {
+        Prepared::Reference(..) => (1, None),
+        Prepared::Jit(exe) => (args.engine.threads, Some(exe.stats.clone())),
     };
     if args.json {
         let v = serde_json::json!({
@@ -93,7 +104,12 @@ pub fn run(mut args: BenchArgs) -> Result<(), Failure> {
             "function": func.name,
             "engine": engine,
             "threads": threads,
+            "weights_ms": weights_ms,
             "compile_ms": compile_ms,
+            "kernels": stats.as_ref().map(|s| s.kernels),
+            "fused_ops": stats.as_ref().map(|s| s.fused_ops),
+            "planned_arena_bytes": stats.as_ref().map(|s| s.arena_bytes),
+            "unplanned_bytes": stats.as_ref().map(|s| s.unplanned_bytes),
             "warmup": args.warmup,
             "runs": args.runs,
             "median_ms": median,
@@ -113,7 +129,14 @@ pub fn run(mut args: BenchArgs) -> Result<(), Failure> {
             "{} @{} on the {engine} engine, {threads} thread(s)",
             args.input, func.name
         );
-        println!("  compile   {compile_ms:.1} ms");
+        println!("  weights   {weights_ms:.1} ms (materialised)");
+        match &stats {
+            Some(s) => println!(
+                "  compile   {compile_ms:.1} ms ({} kernels, {} steps, {} ops fused)",
+                s.kernels, s.steps, s.fused_ops
+            ),
+            None => println!("  compile   {compile_ms:.1} ms"),
+        }
         println!(
             "  latency   median {median:.3} ms  p10 {p10:.3} ms  p90 {p90:.3} ms  ({} runs after {} warm-up)",
             args.runs, args.warmup
@@ -127,6 +150,81 @@ pub fn run(mut args: BenchArgs) -> Result<(), Failure> {
             "  memory    peak {}",
             peak_mb.map_or("unknown".into(), |mb| format!("{mb:.1} MB"))
         );
+    }
+    if args.profile {
+        match &prepared {
+            Prepared::Jit(exe) => profile(exe, &inputs, args.runs, args.json).map_err(|e| {
+                eprintln!("error: {e}");
+                Failure::Diagnostics
+            })?,
+            Prepared::Reference(..) => unreachable!("checked above"),
+        }
+    }
+    Ok(())
+}
+
+/// Times each step of `exe` over `runs` runs and prints the totals by op kind and the
+/// slowest steps.
+fn profile(
+    exe: &dnnc_jit::Executable,
+    inputs: &[dnnc_ir::Tensor],
+    runs: u32,
+    json: bool,
+) -> Result<(), dnnc_jit::RunError> {
+    use std::time::Duration;
+    let labels = exe.step_labels();
+    let mut times = vec![Duration::ZERO; labels.len()];
+    for _ in 0..runs {
+        std::hint::black_box(exe.run_profiled(inputs, &mut times)?);
+    }
+    let per_run = |d: Duration| d.as_secs_f64() * 1e3 / runs as f64;
+    let total: f64 = times.iter().map(|&d| per_run(d)).sum();
+    // Steps of one node share a label: merge them, then group nodes by their op (and epilogue).
+    let mut by_node: Vec<(&str, f64)> = Vec::new();
+    for (label, &t) in labels.iter().zip(&times) {
+        match by_node.last_mut() {
+            Some((l, acc)) if *l == label.as_str() => *acc += per_run(t),
+            _ => by_node.push((label, per_run(t))),
+        }
+    }
+    let mut by_op: Vec<(String, f64, usize)> = Vec::new();
+    for (label, t) in &by_node {
+        let op = label.split(" at ").next().unwrap_or(label).to_string();
+        match by_op.iter_mut().find(|(o, ..)| *o == op) {
+            Some(entry) => {
+                entry.1 += t;
+                entry.2 += 1;
+            }
+            None => by_op.push((op, *t, 1)),
+        }
+    }
+    by_op.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut slowest = by_node.clone();
+    slowest.sort_by(|a, b| b.1.total_cmp(&a.1));
+    slowest.truncate(15);
+    if json {
+        let v = serde_json::json!({
+            "profile_total_ms": total,
+            "by_op": by_op.iter().map(|(op, t, n)| serde_json::json!({"op": op, "ms": t, "count": n})).collect::<Vec<_>>(),
+            "slowest": slowest.iter().map(|(l, t)| serde_json::json!({"step": l, "ms": t})).collect::<Vec<_>>(),
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).expect("serialisable")
+        );
+        return Ok(());
+    }
+    println!(
+        "  profile   {total:.3} ms per run in {} steps ({runs} runs, each step timed)",
+        labels.len()
+    );
+    println!("    {:>9} {:>6} {:>5}  op", "ms", "%", "count");
+    for (op, t, n) in &by_op {
+        println!("    {t:>9.3} {:>5.1}% {n:>5}  {op}", 100.0 * t / total);
+    }
+    println!("    slowest:");
+    for (label, t) in &slowest {
+        println!("    {t:>9.3} {:>5.1}%        {label}", 100.0 * t / total);
     }
     Ok(())
 }

@@ -15,8 +15,123 @@ use std::time::Instant;
 /// Which engine executes the model.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Engine {
+    /// Native code from the Cranelift JIT.
+    Jit,
     /// The reference interpreter (the numerical oracle).
     Reference,
+}
+
+/// The matrix-product implementation of the JIT.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GemmChoice {
+    /// The `gemm` crate's micro-kernels.
+    Library,
+    /// dnnc's Cranelift-generated kernel.
+    Generated,
+}
+
+/// How the JIT engine compiles (shared by `run` and `bench`).
+#[derive(Args)]
+pub struct EngineArgs {
+    /// The execution engine.
+    #[arg(long, value_enum, default_value_t = Engine::Jit)]
+    pub engine: Engine,
+    /// Worker threads of the JIT.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: u32,
+    /// The JIT's matrix products.
+    #[arg(long, value_enum, default_value_t = GemmChoice::Library)]
+    pub gemm: GemmChoice,
+    /// Do not run `canonicalize,dce` (batch-norm folding ...) before the JIT compiles.
+    #[arg(long)]
+    pub no_optimize: bool,
+    /// Do not fuse epilogues into convolutions and linear layers.
+    #[arg(long)]
+    pub no_fuse: bool,
+}
+
+/// A function ready to run on the chosen engine.
+pub enum Prepared<'m> {
+    /// The reference interpreter over the module as written.
+    Reference(&'m Module, FuncId),
+    /// Compiled native code.
+    Jit(Box<dnnc_jit::Executable>),
+}
+
+impl Prepared<'_> {
+    /// Runs once.
+    pub fn run(
+        &self,
+        inputs: &[Tensor],
+        check_finite: bool,
+    ) -> Result<Vec<Tensor>, dnnc_ir::Diagnostic> {
+        match self {
+            Prepared::Reference(m, f) => {
+                let options = dnnc_reference::RunOptions { check_finite };
+                dnnc_reference::run(m, *f, inputs, &options).map_err(|e| e.to_diagnostic())
+            }
+            Prepared::Jit(exe) => exe.run(inputs).map_err(|e| {
+                dnnc_ir::Diagnostic::error(dnnc_ir::Location::unknown(), e.to_string())
+            }),
+        }
+    }
+}
+
+/// Prepares `f` of `m` for the engine: the JIT optimises a copy of the module (unless told
+/// not to) and compiles it.
+pub fn prepare<'m>(
+    m: &'m Module,
+    f: FuncId,
+    e: &EngineArgs,
+    sources: &dnnc_ir::SourceMap,
+) -> Result<Prepared<'m>, Failure> {
+    if e.engine == Engine::Reference {
+        return Ok(Prepared::Reference(m, f));
+    }
+    let mut optimised = m.clone();
+    if !e.no_optimize {
+        let passes = dnnc_passes::PassRegistry::with_builtin()
+            .build("canonicalize,dce")
+            .expect("a valid pipeline");
+        let (_, result) = dnnc_passes::PassManager::new(passes)
+            .run(&mut optimised, &mut dnnc_passes::manager::NoInstrumentation);
+        if let Err(failure) = result {
+            for d in &failure.errors {
+                eprint!("{}", sources.render(d));
+            }
+            return Err(Failure::Diagnostics);
+        }
+    }
+    let f = optimised
+        .func_by_name(&m.funcs[f].name)
+        .expect("passes keep functions");
+    let options = dnnc_jit::JitOptions {
+        threads: e.threads as usize,
+        gemm: match e.gemm {
+            GemmChoice::Library => dnnc_jit::GemmImpl::Library,
+            GemmChoice::Generated => dnnc_jit::GemmImpl::Generated,
+        },
+        fuse: !e.no_fuse,
+    };
+    match dnnc_jit::compile(&optimised, f, &options) {
+        Ok(exe) => Ok(Prepared::Jit(Box::new(exe))),
+        Err(err) => {
+            match &err {
+                dnnc_jit::CompileError::Unsupported { op, loc, reason } => {
+                    eprint!(
+                        "{}",
+                        sources.render(&dnnc_ir::Diagnostic::error(
+                            loc.clone(),
+                            format!("the JIT cannot lower '{op}': {reason}")
+                        ))
+                    );
+                    eprintln!("help: the interpreter runs every op: use --engine reference");
+                }
+                other => eprintln!("error: {other}"),
+            }
+            Err(Failure::Diagnostics)
+        }
+    }
 }
 
 /// How to pick the function and its inputs (shared by `run` and `bench`).
@@ -44,9 +159,8 @@ pub struct RunArgs {
     /// Write each output to DIR/NAME.npy.
     #[arg(long, value_name = "DIR")]
     output_dir: Option<PathBuf>,
-    /// The execution engine.
-    #[arg(long, value_enum, default_value_t = Engine::Reference)]
-    engine: Engine,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Do not stop when an op produces NaN or infinity.
     #[arg(long)]
     allow_non_finite: bool,
@@ -162,18 +276,39 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     let inputs = gather_inputs(&args.select, &m, f)?;
     materialize_weights(&m, &sources)?;
     let load_time = start.elapsed();
-    let options = dnnc_reference::RunOptions {
-        check_finite: !args.allow_non_finite,
-    };
     let start = Instant::now();
-    let outputs = match args.engine {
-        Engine::Reference => dnnc_reference::run(&m, f, &inputs, &options),
-    }
-    .map_err(|e| {
-        eprint!("{}", sources.render(&e.to_diagnostic()));
+    let prepared = prepare(&m, f, &args.engine, &sources)?;
+    let compile_time = start.elapsed();
+    let start = Instant::now();
+    let outputs = prepared.run(&inputs, !args.allow_non_finite).map_err(|d| {
+        eprint!("{}", sources.render(&d));
         Failure::Diagnostics
     })?;
     let run_time = start.elapsed();
+    if args.engine.engine == Engine::Jit && !args.allow_non_finite {
+        // The JIT does not stop at the op; say which output holds NaN or infinity.
+        if let Some(i) = outputs
+            .iter()
+            .position(|t| t.to_f32_vec().iter().any(|x| !x.is_finite()))
+        {
+            eprintln!(
+                "error: output #{i} contains NaN or infinity (--allow-non-finite accepts it)"
+            );
+            // The interpreter checks after every op: re-run it on the same inputs to say where.
+            let reference = dnnc_reference::RunOptions { check_finite: true };
+            match dnnc_reference::run(&m, f, &inputs, &reference) {
+                Err(e) => {
+                    eprintln!("note: the reference interpreter, on the same inputs, stops here:");
+                    eprint!("{}", sources.render(&e.to_diagnostic()));
+                }
+                Ok(_) => eprintln!(
+                    "note: the reference interpreter gives finite outputs on these inputs: \
+                     this is a JIT bug, please report it with this model"
+                ),
+            }
+            return Err(Failure::Diagnostics);
+        }
+    }
 
     let func = &m.funcs[f];
     let names = ValueNames::new(func);
@@ -206,19 +341,25 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
             println!("wrote {}", p.display());
         }
     }
+    let engine = args
+        .engine
+        .engine
+        .to_possible_value()
+        .expect("not skipped")
+        .get_name()
+        .to_string();
+    let compiled = match &prepared {
+        Prepared::Jit(_) => format!(", compile {:.1} ms", compile_time.as_secs_f64() * 1e3),
+        Prepared::Reference(..) => String::new(),
+    };
+    let peak = peak_memory().map_or("unknown".to_string(), |kb| {
+        format!("{:.1} MB", kb as f64 / 1024.0)
+    });
     println!(
-        "ran @{} on the {} engine in {:.1} ms (loading and weights {:.1} ms); peak memory {}",
+        "ran @{} on the {engine} engine in {:.1} ms (loading and weights {:.1} ms{compiled}); peak memory {peak}",
         func.name,
-        args.engine
-            .to_possible_value()
-            .expect("not skipped")
-            .get_name(),
         run_time.as_secs_f64() * 1e3,
         load_time.as_secs_f64() * 1e3,
-        peak_memory().map_or("unknown".to_string(), |kb| format!(
-            "{:.1} MB",
-            kb as f64 / 1024.0
-        )),
     );
     Ok(())
 }

@@ -1,0 +1,73 @@
+//! Data movement kernels: transposes and block copies (concatenation).
+
+use super::{Codegen, KernelId};
+use crate::CompileError;
+use cranelift_codegen::ir::InstBuilder;
+
+/// Transpose: output element `(i0, ..., in)` (row-major, dims `out_dims`) is input element
+/// at `Σ ik·in_strides[k]`. The tile is a range of output elements along the first
+/// dimension. Args: `[x, out]`.
+pub fn transpose(
+    cg: &mut Codegen,
+    out_dims: &[usize],
+    in_strides: &[usize],
+) -> Result<KernelId, CompileError> {
+    let key = format!("transpose:{out_dims:?}:{in_strides:?}");
+    let (dims, strides) = (out_dims.to_vec(), in_strides.to_vec());
+    cg.kernel(&key, move |kb| {
+        let (x, out) = (kb.arg(0), kb.arg(1));
+        let inner: usize = dims[1..].iter().product();
+        let (b, e) = (kb.begin, kb.end);
+        kb.for_range(b, e, 1, |kb, i0| {
+            let src0 = kb.b.ins().imul_imm_s(i0, strides[0] as i64);
+            let dst0 = kb.b.ins().imul_imm_s(i0, inner as i64);
+            nest(kb, &dims[1..], &strides[1..], x, out, src0, dst0);
+        });
+    })
+}
+
+fn nest(
+    kb: &mut super::KB,
+    dims: &[usize],
+    strides: &[usize],
+    x: cranelift_codegen::ir::Value,
+    out: cranelift_codegen::ir::Value,
+    src: cranelift_codegen::ir::Value,
+    dst: cranelift_codegen::ir::Value,
+) {
+    if dims.is_empty() {
+        let a = kb.at(x, src);
+        let v = kb.load(a, 0);
+        let o = kb.at(out, dst);
+        kb.store(v, o, 0);
+        return;
+    }
+    let inner: usize = dims[1..].iter().product();
+    let zero = kb.int(0);
+    let n = kb.int(dims[0] as i64);
+    kb.for_range(zero, n, 1, |kb, i| {
+        let s = kb.b.ins().imul_imm_s(i, strides[0] as i64);
+        let s = kb.b.ins().iadd(src, s);
+        let d = kb.b.ins().imul_imm_s(i, inner as i64);
+        let d = kb.b.ins().iadd(dst, d);
+        nest(kb, &dims[1..], &strides[1..], x, out, s, d);
+    });
+}
+
+/// Copies block `o` in `[begin, end)` of `chunk` elements from `src + o·chunk` to
+/// `dst + o·dst_stride` (one operand of a concatenation). Args: `[src, dst]`.
+pub fn blocks(cg: &mut Codegen, chunk: usize, dst_stride: usize) -> Result<KernelId, CompileError> {
+    cg.kernel(&format!("blocks:{chunk}:{dst_stride}"), |kb| {
+        let (src, dst) = (kb.arg(0), kb.arg(1));
+        let (b, e) = (kb.begin, kb.end);
+        kb.for_range(b, e, 1, |kb, o| {
+            let s = kb.b.ins().imul_imm_s(o, chunk as i64);
+            let ps = kb.at(src, s);
+            let d = kb.b.ins().imul_imm_s(o, dst_stride as i64);
+            let pd = kb.at(dst, d);
+            let zero = kb.int(0);
+            let n = kb.int(chunk as i64);
+            kb.map_range(zero, n, &[ps], pd, |_, v| v[0]);
+        });
+    })
+}

@@ -1,0 +1,318 @@
+//! The kernel graph: the function's ops grouped into nodes, each one kernel launch (or a
+//! short sequence of them). Weights and constants become known data; reshapes and
+//! flattens become aliases; and chains of epilogue ops — batch norm, per-channel add or
+//! multiply by a constant, relu, relu6, a residual add — fold into the convolution,
+//! linear layer or matrix product that produces their input.
+
+use crate::CompileError;
+use cranelift_entity::SecondaryMap;
+use dnnc_ir::ops::OpKind;
+use dnnc_ir::{FuncId, Location, Module, OpId, Tensor, Value};
+use std::sync::Arc;
+
+/// One epilogue step, applied per element after the producer's arithmetic.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Epi {
+    /// `x·scale[c] + shift[c]` per channel `c`.
+    Affine {
+        /// Per-channel scale (none: 1).
+        scale: Option<Vec<f32>>,
+        /// Per-channel shift (none: 0).
+        shift: Option<Vec<f32>>,
+    },
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, 0), 6)`.
+    Relu6,
+    /// `x + other` for a tensor of the same shape.
+    Add(Value),
+}
+
+impl Epi {
+    /// A short name for profiles: the op it came from.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Epi::Affine { .. } => "affine",
+            Epi::Relu => "relu",
+            Epi::Relu6 => "relu6",
+            Epi::Add(_) => "add",
+        }
+    }
+}
+
+/// A unit of execution.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// Its kind.
+    pub kind: OpKind,
+    /// Its operands.
+    pub inputs: Vec<Value>,
+    /// The values it defines (after the epilogue, for fused nodes).
+    pub outputs: Vec<Value>,
+    /// Fused epilogue, in order.
+    pub epilogue: Vec<Epi>,
+    /// The op's location, for errors.
+    pub loc: Location,
+}
+
+/// The function as nodes.
+pub struct Graph {
+    /// Nodes in execution order.
+    pub nodes: Vec<Node>,
+    /// Values with known data (weights and constants).
+    pub consts: SecondaryMap<Value, Option<Arc<Tensor>>>,
+    /// Reshape and flatten results: the value whose buffer they view.
+    pub alias: SecondaryMap<Value, Option<Value>>,
+    /// Parameters.
+    pub params: Vec<Value>,
+    /// Returned values.
+    pub returns: Vec<Value>,
+    /// Ops folded into a producer.
+    pub fused: usize,
+}
+
+impl Graph {
+    /// The value owning the buffer `v` views.
+    pub fn root(&self, mut v: Value) -> Value {
+        while let Some(a) = self.alias[v] {
+            v = a;
+        }
+        v
+    }
+}
+
+/// The channel axis of a producer's output: 1 for convolutions, the last for matrices.
+fn channel_axis(kind: &OpKind, rank: usize) -> Option<usize> {
+    match kind {
+        OpKind::Conv2d(_) => Some(1),
+        OpKind::Linear(_) | OpKind::MatMul(_) => Some(rank - 1),
+        _ => None,
+    }
+}
+
+/// If `t` (broadcast against a tensor of `shape`) varies only along `axis`, its values
+/// per channel.
+fn per_channel(t: &Tensor, shape: &[usize], axis: usize) -> Option<Vec<f32>> {
+    let v = t.as_f32()?;
+    if t.shape.len() > shape.len() {
+        return None;
+    }
+    let offset = shape.len() - t.shape.len();
+    let mut channels = 1;
+    for (i, &d) in t.shape.iter().enumerate() {
+        if d != 1 {
+            if i + offset != axis || d != shape[axis] {
+                return None;
+            }
+            channels = d;
+        }
+    }
+    Some(if channels == 1 {
+        vec![v[0]; shape[axis]]
+    } else {
+        v.to_vec()
+    })
+}
+
+/// Builds the kernel graph of function `f`.
+pub fn build(m: &Module, f: FuncId, fuse: bool) -> Result<Graph, CompileError> {
+    let func = &m.funcs[f];
+    let mut g = Graph {
+        nodes: Vec::new(),
+        consts: SecondaryMap::new(),
+        alias: SecondaryMap::new(),
+        params: func.params.clone(),
+        returns: func.returns.clone(),
+        fused: 0,
+    };
+    let uses = func.use_counts();
+    let returned: std::collections::HashSet<Value> = func.returns.iter().copied().collect();
+    // The node producing each value, and the position of the last op folded into it.
+    let mut producer: SecondaryMap<Value, Option<usize>> = SecondaryMap::new();
+    let mut position: Vec<usize> = Vec::new();
+    for (pos, &op) in func.body.iter().enumerate() {
+        let data = &func.ops[op];
+        let loc = data.loc.clone();
+        match &data.kind {
+            OpKind::Weight(w) => {
+                let t = m
+                    .weight_value(w.weight)
+                    .map_err(|e| CompileError::Weight(format!("{loc}: {e}")))?;
+                g.consts[data.results[0]] = Some(t);
+                continue;
+            }
+            OpKind::Constant(c) => {
+                g.consts[data.results[0]] = Some(c.value.clone());
+                continue;
+            }
+            OpKind::Reshape(_) | OpKind::Flatten(_) => {
+                let x = data.operands[0];
+                if let Some(t) = &g.consts[x] {
+                    let shape = func.ty(data.results[0]).shape.clone();
+                    g.consts[data.results[0]] = Some(Arc::new((**t).clone().reshaped(&shape)));
+                } else {
+                    g.alias[data.results[0]] = Some(x);
+                }
+                continue;
+            }
+            _ => {}
+        }
+        if fuse && let Some(n) = try_fuse(&mut g, func, &uses, &returned, &producer, op) {
+            let out = data.results[0];
+            g.nodes[n].outputs = vec![out];
+            producer[out] = Some(n);
+            position[n] = pos;
+            g.fused += 1;
+            continue;
+        }
+        let n = g.nodes.len();
+        g.nodes.push(Node {
+            kind: data.kind.clone(),
+            inputs: data.operands.to_vec(),
+            outputs: data.results.to_vec(),
+            epilogue: Vec::new(),
+            loc,
+        });
+        position.push(pos);
+        for &r in &data.results {
+            producer[r] = Some(n);
+        }
+    }
+    // A node runs where its last fused op was: everything it reads is defined by then.
+    let mut order: Vec<usize> = (0..g.nodes.len()).collect();
+    order.sort_by_key(|&i| position[i]);
+    let mut nodes: Vec<Option<Node>> = g.nodes.drain(..).map(Some).collect();
+    g.nodes = order
+        .into_iter()
+        .map(|i| nodes[i].take().expect("each node once"))
+        .collect();
+    Ok(g)
+}
+
+/// Folds `op` into the node producing its input, if that is legal; returns the node.
+fn try_fuse(
+    g: &mut Graph,
+    func: &dnnc_ir::Function,
+    uses: &SecondaryMap<Value, u32>,
+    returned: &std::collections::HashSet<Value>,
+    producer: &SecondaryMap<Value, Option<usize>>,
+    op: OpId,
+) -> Option<usize> {
+    let data = &func.ops[op];
+    // The chain value this op would extend: an operand produced by a fusible node whose
+    // current output it is, used only here.
+    let candidates: Vec<(usize, Value)> = data
+        .operands
+        .iter()
+        .filter_map(|&v| {
+            let n = producer[v]?;
+            let node = &g.nodes[n];
+            let fusible = matches!(
+                node.kind,
+                OpKind::Conv2d(_) | OpKind::Linear(_) | OpKind::MatMul(_)
+            );
+            (fusible
+                && node.outputs == [v]
+                && uses[v] == 1
+                && !returned.contains(&v)
+                && g.alias[v].is_none())
+            .then_some((n, v))
+        })
+        .collect();
+    let &(n, v) = candidates.first()?;
+    let shape = func.ty(v).shape.clone();
+    let axis = channel_axis(&g.nodes[n].kind, shape.len())?;
+    if func.ty(data.results[0]).shape != shape {
+        return None;
+    }
+    let konst = |w: Value| g.consts[w].clone();
+    let epi = match &data.kind {
+        OpKind::Relu(_) => Epi::Relu,
+        OpKind::Relu6(_) => Epi::Relu6,
+        OpKind::BatchNorm(bn) if axis == 1 => {
+            let p: Option<Vec<Vec<f32>>> = data.operands[1..]
+                .iter()
+                .map(|&w| konst(w).and_then(|t| t.as_f32().map(<[f32]>::to_vec)))
+                .collect();
+            let p = p?;
+            let eps = bn.epsilon as f32;
+            let scale: Vec<f32> = (0..p[0].len())
+                .map(|c| p[0][c] / (p[3][c] + eps).sqrt())
+                .collect();
+            let shift: Vec<f32> = (0..p[0].len())
+                .map(|c| p[1][c] - p[2][c] * scale[c])
+                .collect();
+            Epi::Affine {
+                scale: Some(scale),
+                shift: Some(shift),
+            }
+        }
+        OpKind::Add(_) | OpKind::Mul(_) => {
+            let other = if data.operands[0] == v {
+                data.operands[1]
+            } else {
+                data.operands[0]
+            };
+            if other == v {
+                return None;
+            }
+            match konst(other) {
+                Some(t) => {
+                    let values = per_channel(&t, &shape, axis)?;
+                    if matches!(data.kind, OpKind::Add(_)) {
+                        Epi::Affine {
+                            scale: None,
+                            shift: Some(values),
+                        }
+                    } else {
+                        Epi::Affine {
+                            scale: Some(values),
+                            shift: None,
+                        }
+                    }
+                }
+                None if matches!(data.kind, OpKind::Add(_)) && func.ty(other).shape == shape => {
+                    Epi::Add(other)
+                }
+                None => return None,
+            }
+        }
+        _ => return None,
+    };
+    push_epilogue(&mut g.nodes[n].epilogue, epi);
+    Some(n)
+}
+
+/// Appends an epilogue step, merging consecutive affine steps.
+pub fn push_epilogue(list: &mut Vec<Epi>, epi: Epi) {
+    if let (
+        Some(Epi::Affine {
+            scale: s1,
+            shift: t1,
+        }),
+        Epi::Affine {
+            scale: s2,
+            shift: t2,
+        },
+    ) = (list.last_mut(), &epi)
+    {
+        // (x·s1 + t1)·s2 + t2 = x·(s1·s2) + (t1·s2 + t2)
+        let n = s1
+            .as_ref()
+            .or(t1.as_ref())
+            .or(s2.as_ref())
+            .or(t2.as_ref())
+            .map_or(0, Vec::len);
+        let get = |v: &Option<Vec<f32>>, c: usize, d: f32| v.as_ref().map_or(d, |v| v[c]);
+        let scale: Vec<f32> = (0..n).map(|c| get(s1, c, 1.0) * get(s2, c, 1.0)).collect();
+        let shift: Vec<f32> = (0..n)
+            .map(|c| get(t1, c, 0.0) * get(s2, c, 1.0) + get(t2, c, 0.0))
+            .collect();
+        let any_scale = s1.is_some() || s2.is_some();
+        let any_shift = t1.is_some() || t2.is_some();
+        *s1 = any_scale.then_some(scale);
+        *t1 = any_shift.then_some(shift);
+        return;
+    }
+    list.push(epi);
+}

@@ -1,0 +1,112 @@
+//! `dnnc-jit`: the Cranelift JIT.
+//!
+//! [`compile`] lowers a function of a module to native code: ops (with their epilogues —
+//! bias, batch norm, relu/relu6, residual add — fused into the producing convolution or
+//! linear layer) become kernels generated as Cranelift IR specialised to their shapes and
+//! attributes, f32x4 SIMD throughout; dense GEMM-shaped work calls either a generated
+//! GEMM kernel or the `gemm` crate's micro-kernels (measured faster on x86-64, see
+//! `benches/`); buffers are planned by liveness into one arena (in place where legal);
+//! kernels split their work into tiles run on a rayon pool. [`Executable::run`] checks its
+//! inputs at the boundary, so generated code only ever touches planned memory.
+
+#![deny(missing_docs)]
+
+mod codegen;
+mod graph;
+mod lower;
+mod plan;
+mod runtime;
+
+pub use runtime::Executable;
+
+use dnnc_ir::{FuncId, Location, Module};
+use std::time::Duration;
+
+/// How dense matrix products are computed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum GemmImpl {
+    /// The `gemm` crate's AVX2/FMA micro-kernels.
+    #[default]
+    Library,
+    /// dnnc's own Cranelift-generated f32x4 kernel.
+    Generated,
+}
+
+/// Options of a compilation.
+#[derive(Clone, Debug)]
+pub struct JitOptions {
+    /// Worker threads (1 runs everything on the calling thread).
+    pub threads: usize,
+    /// The matrix-product implementation.
+    pub gemm: GemmImpl,
+    /// Fuse epilogues (bias, batch norm, activations, residual adds) into producers.
+    pub fuse: bool,
+}
+
+impl Default for JitOptions {
+    fn default() -> Self {
+        JitOptions {
+            threads: 1,
+            gemm: GemmImpl::default(),
+            fuse: true,
+        }
+    }
+}
+
+/// Why a function could not be compiled.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CompileError {
+    /// An op the JIT cannot lower (never silently run elsewhere).
+    #[error("{loc}: error: the JIT cannot lower '{op}': {reason}")]
+    Unsupported {
+        /// The op's name.
+        op: String,
+        /// Where it is.
+        loc: Location,
+        /// Why.
+        reason: String,
+    },
+    /// A weight could not be loaded.
+    #[error("{0}")]
+    Weight(String),
+    /// Cranelift failed (a bug in dnnc).
+    #[error("code generation failed: {0}")]
+    Codegen(String),
+}
+
+/// Why a run failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RunError(pub String);
+
+/// What a compilation produced, for reports.
+#[derive(Clone, Debug, Default)]
+pub struct CompileStats {
+    /// Wall time of the compilation.
+    pub time: Duration,
+    /// Distinct generated kernels.
+    pub kernels: usize,
+    /// Execution steps.
+    pub steps: usize,
+    /// Ops fused into a producer as epilogues.
+    pub fused_ops: usize,
+    /// Planned activation arena size in bytes (peak of live intermediate tensors).
+    pub arena_bytes: usize,
+    /// Sum of every intermediate tensor's size, what an unplanned run would allocate.
+    pub unplanned_bytes: usize,
+    /// Bytes of weights prepared for the kernels.
+    pub weight_bytes: usize,
+}
+
+/// Compiles function `f` of `module`.
+pub fn compile(
+    module: &Module,
+    f: FuncId,
+    options: &JitOptions,
+) -> Result<Executable, CompileError> {
+    let start = std::time::Instant::now();
+    let graph = graph::build(module, f, options.fuse)?;
+    let mut exe = lower::lower(module, f, &graph, options)?;
+    exe.stats.time = start.elapsed();
+    Ok(exe)
+}

@@ -1,0 +1,145 @@
+//! The JIT against the reference interpreter on every model of the zoo and every ONNX
+//! oracle model, at one and two threads and with both GEMM implementations. Tolerance:
+//! relative L2 error ≤ 1e-4 on every output.
+
+use dnnc_ir::diag::SourceFile;
+use dnnc_ir::init::{InitKind, InitSpec};
+use dnnc_ir::{Module, Tensor};
+use dnnc_jit::{GemmImpl, JitOptions, compile};
+use std::path::Path;
+
+pub const TOLERANCE: f64 = 1e-4;
+
+fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
+    let (a, b) = (a.to_f32_vec(), b.to_f32_vec());
+    let diff: f64 = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| ((x - y) as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let norm: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt();
+    diff / norm.max(1e-30)
+}
+
+fn load(path: &Path) -> Module {
+    let text = std::fs::read_to_string(path).unwrap();
+    let file = SourceFile::new(path.display().to_string(), text.as_str());
+    let mut m = dnnc_frontend::parse_and_verify(&file, 0..text.len()).unwrap();
+    m.base_dir = path.parent().map(Path::to_path_buf);
+    m
+}
+
+fn inputs(m: &Module, seed: u64) -> Vec<Tensor> {
+    let f = m.funcs.values().next().unwrap();
+    f.params
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| {
+            InitSpec::new(InitKind::Normal, seed + i as u64)
+                .materialize(f.ty(p))
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Compiles and runs `m` with `options`, comparing with the reference; returns the worst
+/// error.
+pub fn check(name: &str, m: &Module, options: &JitOptions, seed: u64) -> f64 {
+    let fid = m.funcs.keys().next().unwrap();
+    let x = inputs(m, seed);
+    let want = dnnc_reference::run(m, fid, &x, &Default::default())
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let exe = compile(m, fid, options).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let got = exe.run(&x).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut worst: f64 = 0.0;
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g.shape, w.shape, "{name} output {i}");
+        let e = rel_l2(g, w);
+        assert!(
+            e <= TOLERANCE,
+            "{name} output {i}: relative L2 error {e:.3e} ({options:?})"
+        );
+        worst = worst.max(e);
+    }
+    worst
+}
+
+#[test]
+fn every_zoo_model_matches_the_reference() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dnn"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 16);
+    for path in files {
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let m = load(&path);
+        let e1 = check(&name, &m, &JitOptions::default(), 1);
+        let e2 = check(
+            &name,
+            &m,
+            &JitOptions {
+                threads: 2,
+                ..JitOptions::default()
+            },
+            2,
+        );
+        println!("{name}: relative L2 error {e1:.2e} (1 thread), {e2:.2e} (2 threads)");
+    }
+}
+
+#[test]
+fn generated_gemm_matches_the_reference() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    for name in ["mlp", "lenet5", "resnet18_cifar", "mobilenet_v2_cifar"] {
+        let m = load(&dir.join(format!("{name}.dnn")));
+        let options = JitOptions {
+            gemm: GemmImpl::Generated,
+            threads: 2,
+            ..JitOptions::default()
+        };
+        let e = check(name, &m, &options, 3);
+        println!("{name} (generated GEMM): relative L2 error {e:.2e}");
+    }
+}
+
+#[test]
+fn unfused_lowering_matches_the_reference() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    for name in ["resnet18_cifar", "mobilenet_v2_cifar", "lenet5"] {
+        let m = load(&dir.join(format!("{name}.dnn")));
+        check(
+            name,
+            &m,
+            &JitOptions {
+                fuse: false,
+                ..JitOptions::default()
+            },
+            4,
+        );
+    }
+}
+
+#[test]
+fn onnx_oracle_models_match_the_reference() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/onnx-models/oracle");
+    for name in ["small_cnn", "residual_block", "lstm", "gru"] {
+        let bytes = std::fs::read(dir.join(name).join("model.onnx")).unwrap();
+        let m = dnnc_frontend::onnx::import(&bytes, &Default::default()).unwrap();
+        check(name, &m, &JitOptions::default(), 5);
+        check(
+            name,
+            &m,
+            &JitOptions {
+                threads: 2,
+                gemm: GemmImpl::Generated,
+                ..JitOptions::default()
+            },
+            6,
+        );
+    }
+}

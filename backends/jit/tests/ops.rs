@@ -1,0 +1,632 @@
+//! Property tests: every op the JIT lowers, over random shapes and attributes, against the
+//! reference interpreter. Each op runs 200 cases; each case draws the thread count, the
+//! GEMM implementation and whether epilogues are fused. Tolerance: relative L2 error
+//! ≤ 1e-4 on every output (stated once, in `TOLERANCE`).
+
+use dnnc_ir::attr::Padding;
+use dnnc_ir::builder::FuncBuilder;
+use dnnc_ir::init::{InitKind, InitSpec};
+use dnnc_ir::ops::*;
+use dnnc_ir::types::TensorType;
+use dnnc_ir::{Module, Tensor, Value};
+use dnnc_jit::{GemmImpl, JitOptions, compile};
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+
+/// The one tolerance of the JIT's tests: relative L2 error of every output.
+const TOLERANCE: f64 = 1e-4;
+
+/// Cases per op.
+const CASES: u32 = 200;
+
+fn rel_l2(got: &Tensor, want: &Tensor) -> f64 {
+    let (a, b) = (got.to_f32_vec(), want.to_f32_vec());
+    let diff: f64 = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| ((x - y) as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let norm: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt();
+    if diff == 0.0 {
+        0.0
+    } else {
+        diff / norm.max(1e-30)
+    }
+}
+
+/// How a case compiles.
+#[derive(Clone, Debug)]
+struct Setup {
+    threads: usize,
+    gemm: GemmImpl,
+    fuse: bool,
+    seed: u64,
+}
+
+fn setup() -> impl Strategy<Value = Setup> {
+    (
+        1usize..=2,
+        any::<bool>(),
+        prop::bool::weighted(0.8),
+        0u64..1000,
+    )
+        .prop_map(|(threads, generated, fuse, seed)| Setup {
+            threads,
+            gemm: if generated {
+                GemmImpl::Generated
+            } else {
+                GemmImpl::Library
+            },
+            fuse,
+            seed,
+        })
+}
+
+/// A function under construction: weights are seeded normals (variances uniform in [0.5, 2)).
+struct Case {
+    module: Module,
+    params: Vec<TensorType>,
+}
+
+impl Case {
+    fn build(
+        params: &[Vec<usize>],
+        body: impl FnOnce(&mut FuncBuilder, &[Value]) -> Result<Vec<Value>, String>,
+    ) -> Result<Case, String> {
+        let mut module = Module::new(Some("case"));
+        let types: Vec<TensorType> = params.iter().map(|s| TensorType::f32(s)).collect();
+        let named: Vec<(String, TensorType)> = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (format!("x{i}"), t.clone()))
+            .collect();
+        let named: Vec<(&str, TensorType)> =
+            named.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+        let mut b = FuncBuilder::new(&mut module, "main", &named);
+        let args: Vec<Value> = (0..params.len()).map(|i| b.param(i)).collect();
+        let outs = body(&mut b, &args)?;
+        b.finish(&outs);
+        let errors = dnnc_ir::verify::verify_module(&module);
+        if !errors.is_empty() {
+            return Err(format!("{errors:?}"));
+        }
+        Ok(Case {
+            module,
+            params: types,
+        })
+    }
+
+    /// Runs the case on both engines and compares.
+    fn check(&self, s: &Setup) -> Result<(), TestCaseError> {
+        let f = self.module.funcs.keys().next().expect("one function");
+        let inputs: Vec<Tensor> = self
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                InitSpec::new(InitKind::Normal, s.seed + i as u64)
+                    .materialize(t)
+                    .expect("small")
+            })
+            .collect();
+        let want = dnnc_reference::run(&self.module, f, &inputs, &Default::default())
+            .map_err(|e| TestCaseError::fail(format!("reference: {e}")))?;
+        let options = JitOptions {
+            threads: s.threads,
+            gemm: s.gemm,
+            fuse: s.fuse,
+        };
+        let exe = compile(&self.module, f, &options)
+            .map_err(|e| TestCaseError::fail(format!("compile: {e}")))?;
+        let got = exe
+            .run(&inputs)
+            .map_err(|e| TestCaseError::fail(format!("run: {e}")))?;
+        prop_assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            prop_assert_eq!(&g.shape, &w.shape, "output {}", i);
+            let e = rel_l2(g, w);
+            prop_assert!(
+                e <= TOLERANCE,
+                "output {i}: relative L2 error {e:.3e} > {TOLERANCE:e}\n{}",
+                dnnc_ir::printer::print_module(&self.module)
+            );
+        }
+        Ok(())
+    }
+}
+
+fn weight(b: &mut FuncBuilder, name: &str, shape: &[usize], seed: u64) -> Value {
+    b.weight_init(
+        name,
+        TensorType::f32(shape),
+        InitSpec::new(InitKind::Normal, seed),
+    )
+}
+
+fn positive(b: &mut FuncBuilder, name: &str, shape: &[usize], seed: u64) -> Value {
+    let spec = InitSpec {
+        low: 0.5,
+        high: 2.0,
+        ..InitSpec::new(InitKind::Uniform, seed)
+    };
+    b.weight_init(name, TensorType::f32(shape), spec)
+}
+
+/// The epilogue a producer may carry: none, or bias-like ops the JIT fuses.
+#[derive(Clone, Debug)]
+struct Epilogue {
+    batch_norm: bool,
+    act: u8,
+    residual: bool,
+}
+
+fn epilogue() -> impl Strategy<Value = Epilogue> {
+    (any::<bool>(), 0u8..3, any::<bool>()).prop_map(|(batch_norm, act, residual)| Epilogue {
+        batch_norm,
+        act,
+        residual,
+    })
+}
+
+/// Applies `e` to `y` (channels along axis 1 for batch norm); the residual is another input
+/// of `y`'s shape, `residual`.
+fn apply(
+    b: &mut FuncBuilder,
+    e: &Epilogue,
+    mut y: Value,
+    residual: Option<Value>,
+    seed: u64,
+) -> Result<Value, String> {
+    if e.batch_norm {
+        let c = b.ty(y).shape[1];
+        let scale = weight(b, "bn.scale", &[c], seed);
+        let shift = weight(b, "bn.shift", &[c], seed + 1);
+        let mean = weight(b, "bn.mean", &[c], seed + 2);
+        let var = positive(b, "bn.var", &[c], seed + 3);
+        y = b.op1(
+            OpKind::BatchNorm(BatchNorm { epsilon: 1e-5 }),
+            &[y, scale, shift, mean, var],
+        )?;
+    }
+    if let Some(r) = residual {
+        y = b.op1(OpKind::Add(Add), &[y, r])?;
+    }
+    match e.act {
+        1 => b.op1(OpKind::Relu(Relu), &[y]),
+        2 => b.op1(OpKind::Relu6(Relu6), &[y]),
+        _ => Ok(y),
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ConvCase {
+    n: usize,
+    groups: usize,
+    c_per_group: usize,
+    k_per_group: usize,
+    h: usize,
+    w: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    pad: [usize; 4],
+    bias: bool,
+}
+
+fn conv_case(depthwise: bool) -> impl Strategy<Value = ConvCase> {
+    (
+        1usize..=2,
+        if depthwise {
+            (1usize..=12).boxed()
+        } else {
+            (1usize..=3).boxed()
+        },
+        if depthwise {
+            Just(1usize).boxed()
+        } else {
+            (1usize..=9).boxed()
+        },
+        if depthwise {
+            Just(1usize).boxed()
+        } else {
+            (1usize..=40).boxed()
+        },
+        (1usize..=19, 1usize..=19),
+        (1usize..=5, 1usize..=5),
+        (1usize..=3, 1usize..=3),
+        (1usize..=2, 1usize..=2),
+        (0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(n, groups, cg, kg, (h, w), (r, s), (sh, sw), (dh, dw), (pt, pl, pb, pr), bias)| {
+                ConvCase {
+                    n,
+                    groups,
+                    c_per_group: cg,
+                    k_per_group: kg,
+                    h,
+                    w,
+                    kernel: [r, s],
+                    stride: [sh, sw],
+                    dilation: [dh, dw],
+                    pad: [pt, pl, pb, pr],
+                    bias,
+                }
+            },
+        )
+        .prop_filter("the kernel fits the padded input", |c| {
+            c.h + c.pad[0] + c.pad[2] > c.dilation[0] * (c.kernel[0] - 1)
+                && c.w + c.pad[1] + c.pad[3] > c.dilation[1] * (c.kernel[1] - 1)
+        })
+}
+
+/// Depthwise convolutions over planes wide and tall enough that the kernel works in several
+/// bands of rows.
+fn wide_depthwise_case() -> impl Strategy<Value = ConvCase> {
+    (
+        1usize..=3,
+        (40usize..=120, 100usize..=400),
+        (1usize..=5, 1usize..=5),
+        (1usize..=3, 1usize..=3),
+        (1usize..=2, 1usize..=2),
+        (0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2),
+    )
+        .prop_map(
+            |(groups, (h, w), (r, s), (sh, sw), (dh, dw), (pt, pl, pb, pr))| ConvCase {
+                n: 1,
+                groups,
+                c_per_group: 1,
+                k_per_group: 1,
+                h,
+                w,
+                kernel: [r, s],
+                stride: [sh, sw],
+                dilation: [dh, dw],
+                pad: [pt, pl, pb, pr],
+                bias: true,
+            },
+        )
+}
+
+fn conv(c: &ConvCase, e: &Epilogue, s: &Setup) -> Result<(), TestCaseError> {
+    let ch = c.groups * c.c_per_group;
+    let k = c.groups * c.k_per_group;
+    let ho = (c.h + c.pad[0] + c.pad[2] - c.dilation[0] * (c.kernel[0] - 1) - 1) / c.stride[0] + 1;
+    let wo = (c.w + c.pad[1] + c.pad[3] - c.dilation[1] * (c.kernel[1] - 1) - 1) / c.stride[1] + 1;
+    let mut params = vec![vec![c.n, ch, c.h, c.w]];
+    if e.residual {
+        params.push(vec![c.n, k, ho, wo]);
+    }
+    let case = Case::build(&params, |b, x| {
+        let w = weight(
+            b,
+            "w",
+            &[k, c.c_per_group, c.kernel[0], c.kernel[1]],
+            s.seed + 10,
+        );
+        let mut operands = vec![x[0], w];
+        if c.bias {
+            operands.push(weight(b, "b", &[k], s.seed + 11));
+        }
+        let op = Conv2d {
+            stride: c.stride,
+            pad: Padding(c.pad),
+            dilation: c.dilation,
+            groups: c.groups,
+        };
+        let y = b.op1(OpKind::Conv2d(op), &operands)?;
+        Ok(vec![apply(b, e, y, x.get(1).copied(), s.seed + 20)?])
+    })
+    .map_err(TestCaseError::fail)?;
+    case.check(s)
+}
+
+/// Shapes that broadcast to `out`: each dimension kept or set to 1, leading ones dropped.
+fn broadcast_of(out: Vec<usize>) -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
+    let rank = out.len();
+    (
+        prop::collection::vec(any::<bool>(), rank),
+        prop::collection::vec(any::<bool>(), rank),
+        0..=rank,
+        0..=rank,
+    )
+        .prop_map(move |(ka, kb, da, db)| {
+            let pick = |keep: &[bool], drop: usize| -> Vec<usize> {
+                let s: Vec<usize> = out
+                    .iter()
+                    .zip(keep)
+                    .map(|(&d, &k)| if k { d } else { 1 })
+                    .collect();
+                s[drop.min(rank.saturating_sub(1))..].to_vec()
+            };
+            (pick(&ka, da), pick(&kb, db))
+        })
+}
+
+fn unary(kind: OpKind, x: Vec<usize>, s: &Setup) -> Result<(), TestCaseError> {
+    let case = Case::build(&[x], |b, x| {
+        // Scale up so that relu6's upper clamp and the saturating tails are exercised.
+        let k = b.constant(Tensor::from_f32(&[1], vec![4.0]));
+        let y = b.op1(OpKind::Mul(Mul), &[x[0], k])?;
+        Ok(vec![b.op1(kind, &[y])?])
+    })
+    .map_err(TestCaseError::fail)?;
+    case.check(s)
+}
+
+fn binary(kind: OpKind, a: Vec<usize>, b: Vec<usize>, s: &Setup) -> Result<(), TestCaseError> {
+    let case = Case::build(&[a, b], |bld, x| Ok(vec![bld.op1(kind, &[x[0], x[1]])?]))
+        .map_err(TestCaseError::fail)?;
+    case.check(s)
+}
+
+/// A pooling window over an input of at most `max_h × max_w`.
+#[derive(Clone, Debug)]
+struct PoolCase {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    window: Window,
+}
+
+fn pool_case(max_h: usize, max_w: usize) -> impl Strategy<Value = PoolCase> {
+    (
+        1usize..=2,
+        1usize..=5,
+        1..=max_h,
+        1..=max_w,
+        (1usize..=4, 1usize..=4),
+        (1usize..=3, 1usize..=3),
+        (0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(n, c, h, w, (kh, kw), (sh, sw), (pt, pl, pb, pr), ceil_mode)| {
+                // ONNX and PyTorch: padding is less than the window.
+                let pad = Padding([
+                    pt.min(kh - 1),
+                    pl.min(kw - 1),
+                    pb.min(kh - 1),
+                    pr.min(kw - 1),
+                ]);
+                PoolCase {
+                    n,
+                    c,
+                    h,
+                    w,
+                    window: Window {
+                        kernel: [kh, kw],
+                        stride: [sh, sw],
+                        pad,
+                        ceil_mode,
+                    },
+                }
+            },
+        )
+        .prop_filter("the window fits the padded input", |p| {
+            let pad = p.window.pad.0;
+            p.h + pad[0] + pad[2] >= p.window.kernel[0]
+                && p.w + pad[1] + pad[3] >= p.window.kernel[1]
+        })
+}
+
+fn pool(op: impl FnOnce(Window) -> OpKind, p: &PoolCase, s: &Setup) -> Result<(), TestCaseError> {
+    let case = Case::build(&[vec![p.n, p.c, p.h, p.w]], |b, x| {
+        Ok(vec![b.op1(op(p.window.clone()), &[x[0]])?])
+    })
+    .map_err(TestCaseError::fail)?;
+    case.check(s)
+}
+
+fn shape(max_rank: usize, max_dim: usize) -> impl Strategy<Value = Vec<usize>> {
+    prop::collection::vec(1..=max_dim, 1..=max_rank)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: CASES, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn conv2d_dense_and_grouped(c in conv_case(false), e in epilogue(), s in setup()) {
+        conv(&c, &e, &s)?;
+    }
+
+    #[test]
+    fn conv2d_depthwise(c in conv_case(true), e in epilogue(), s in setup()) {
+        conv(&c, &e, &s)?;
+    }
+
+    #[test]
+    fn conv2d_depthwise_wide(c in wide_depthwise_case(), e in epilogue(), s in setup()) {
+        conv(&c, &e, &s)?;
+    }
+
+    #[test]
+    fn linear(batch in shape(2, 5), k in 1usize..=40, n in 1usize..=40, bias in any::<bool>(), act in 0u8..3, s in setup()) {
+        let mut x = batch.clone();
+        x.push(k);
+        let case = Case::build(&[x], |b, x| {
+            let w = weight(b, "w", &[n, k], s.seed + 10);
+            let mut operands = vec![x[0], w];
+            if bias {
+                operands.push(weight(b, "b", &[n], s.seed + 11));
+            }
+            let y = b.op1(OpKind::Linear(Linear), &operands)?;
+            let e = Epilogue { batch_norm: false, act, residual: false };
+            Ok(vec![apply(b, &e, y, None, 0)?])
+        }).map_err(TestCaseError::fail)?;
+        case.check(&s)?;
+    }
+
+    #[test]
+    fn matmul(batch in shape(2, 3), m in 1usize..=20, k in 1usize..=30, n in 1usize..=20, bcast in 0u8..3, s in setup()) {
+        let mut a = batch.clone();
+        a.extend([m, k]);
+        let mut bs = match bcast { 0 => batch.clone(), 1 => vec![], _ => batch.iter().map(|_| 1).collect() };
+        bs.extend([k, n]);
+        let case = Case::build(&[a, bs], |b, x| Ok(vec![b.op1(OpKind::MatMul(MatMul), &[x[0], x[1]])?])).map_err(TestCaseError::fail)?;
+        case.check(&s)?;
+    }
+
+    #[test]
+    fn relu(x in shape(4, 9), s in setup()) {
+        unary(OpKind::Relu(Relu), x, &s)?;
+    }
+
+    #[test]
+    fn relu6(x in shape(4, 9), s in setup()) {
+        unary(OpKind::Relu6(Relu6), x, &s)?;
+    }
+
+    #[test]
+    fn sigmoid(x in shape(4, 9), s in setup()) {
+        unary(OpKind::Sigmoid(Sigmoid), x, &s)?;
+    }
+
+    #[test]
+    fn tanh(x in shape(4, 9), s in setup()) {
+        unary(OpKind::Tanh(Tanh), x, &s)?;
+    }
+
+    #[test]
+    fn add((a, b) in shape(4, 7).prop_flat_map(broadcast_of), s in setup()) {
+        binary(OpKind::Add(Add), a, b, &s)?;
+    }
+
+    #[test]
+    fn sub((a, b) in shape(4, 7).prop_flat_map(broadcast_of), s in setup()) {
+        binary(OpKind::Sub(Sub), a, b, &s)?;
+    }
+
+    #[test]
+    fn mul((a, b) in shape(4, 7).prop_flat_map(broadcast_of), s in setup()) {
+        binary(OpKind::Mul(Mul), a, b, &s)?;
+    }
+
+    #[test]
+    fn div((a, b) in shape(4, 7).prop_flat_map(broadcast_of), s in setup()) {
+        binary(OpKind::Div(Div), a, b, &s)?;
+    }
+
+    #[test]
+    fn batch_norm(n in 1usize..=3, c in 1usize..=16, spatial in shape(2, 9), act in 0u8..3, s in setup()) {
+        let mut x = vec![n, c];
+        x.extend(spatial);
+        let case = Case::build(&[x], |b, x| {
+            let e = Epilogue { batch_norm: true, act, residual: false };
+            Ok(vec![apply(b, &e, x[0], None, s.seed + 10)?])
+        }).map_err(TestCaseError::fail)?;
+        case.check(&s)?;
+    }
+
+    #[test]
+    fn softmax(x in shape(4, 12), axis in 0usize..4, s in setup()) {
+        let axis = (axis % x.len()) as i64 - if axis % 2 == 0 { 0 } else { x.len() as i64 };
+        let case = Case::build(&[x], |b, x| {
+            let k = b.constant(Tensor::from_f32(&[1], vec![5.0]));
+            let y = b.op1(OpKind::Mul(Mul), &[x[0], k])?;
+            Ok(vec![b.op1(OpKind::Softmax(Softmax { axis }), &[y])?])
+        }).map_err(TestCaseError::fail)?;
+        case.check(&s)?;
+    }
+
+    #[test]
+    fn max_pool2d(p in pool_case(15, 15), s in setup()) {
+        pool(|window| OpKind::MaxPool2d(MaxPool2d { window }), &p, &s)?;
+    }
+
+    #[test]
+    fn avg_pool2d(p in pool_case(15, 15), count_include_pad in any::<bool>(), s in setup()) {
+        pool(|window| OpKind::AvgPool2d(AvgPool2d { window, count_include_pad }), &p, &s)?;
+    }
+
+    #[test]
+    fn pool2d_wide(p in pool_case(120, 400), max in any::<bool>(), s in setup()) {
+        if max {
+            pool(|window| OpKind::MaxPool2d(MaxPool2d { window }), &p, &s)?;
+        } else {
+            pool(|window| OpKind::AvgPool2d(AvgPool2d { window, count_include_pad: false }), &p, &s)?;
+        }
+    }
+
+    #[test]
+    fn global_avg_pool2d(p in pool_case(30, 30), s in setup()) {
+        pool(|_| OpKind::GlobalAvgPool2d(GlobalAvgPool2d), &p, &s)?;
+    }
+
+    #[test]
+    fn transpose(x in shape(5, 6), seed in any::<u64>(), s in setup()) {
+        let mut perm: Vec<usize> = (0..x.len()).collect();
+        let mut state = seed;
+        for i in (1..perm.len()).rev() {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            perm.swap(i, (state >> 33) as usize % (i + 1));
+        }
+        let case = Case::build(&[x], |b, x| Ok(vec![b.op1(OpKind::Transpose(Transpose { perm }), &[x[0]])?])).map_err(TestCaseError::fail)?;
+        case.check(&s)?;
+    }
+
+    #[test]
+    fn concat(base in shape(4, 6), axis in 0usize..4, sizes in prop::collection::vec(1usize..=5, 1..=4), s in setup()) {
+        let axis = axis % base.len();
+        let params: Vec<Vec<usize>> = sizes.iter().map(|&d| { let mut v = base.clone(); v[axis] = d; v }).collect();
+        let case = Case::build(&params, |b, x| {
+            // Through relu so that the inputs are computed values, not parameters.
+            let ys = x.iter().map(|&v| b.op1(OpKind::Relu(Relu), &[v])).collect::<Result<Vec<_>, _>>()?;
+            Ok(vec![b.op1(OpKind::Concat(Concat { axis: axis as i64 }), &ys)?])
+        }).map_err(TestCaseError::fail)?;
+        case.check(&s)?;
+    }
+
+    #[test]
+    fn reshape_and_flatten(x in shape(4, 6), axis in 0usize..4, s in setup()) {
+        let axis = (axis % (x.len() + 1)) as i64;
+        let total: usize = x.iter().product();
+        let case = Case::build(&[x], |b, x| {
+            let y = b.op1(OpKind::Sigmoid(Sigmoid), &[x[0]])?;
+            let f = b.op1(OpKind::Flatten(Flatten { axis }), &[y])?;
+            let r = b.op1(OpKind::Reshape(Reshape { shape: vec![-1, 1] }), &[f])?;
+            let z = b.op1(OpKind::Tanh(Tanh), &[r])?;
+            Ok(vec![z, f])
+        }).map_err(TestCaseError::fail)?;
+        prop_assert!(total > 0);
+        case.check(&s)?;
+    }
+
+    #[test]
+    fn lstm(t in 1usize..=5, batch in 1usize..=3, input in 1usize..=12, hidden in 1usize..=12, states in any::<bool>(), s in setup()) {
+        let mut params = vec![vec![t, batch, input]];
+        if states {
+            params.push(vec![batch, hidden]);
+            params.push(vec![batch, hidden]);
+        }
+        let case = Case::build(&params, |b, x| {
+            let w = weight(b, "w", &[4 * hidden, input], s.seed + 10);
+            let r = weight(b, "r", &[4 * hidden, hidden], s.seed + 11);
+            let bias = weight(b, "b", &[8 * hidden], s.seed + 12);
+            let mut operands = vec![x[0], w, r, bias];
+            operands.extend(&x[1..]);
+            Ok(b.op(OpKind::Lstm(Lstm), &operands)?.to_vec())
+        }).map_err(TestCaseError::fail)?;
+        case.check(&s)?;
+    }
+
+    #[test]
+    fn gru(t in 1usize..=5, batch in 1usize..=3, input in 1usize..=12, hidden in 1usize..=12, h0 in any::<bool>(), linear_before_reset in any::<bool>(), s in setup()) {
+        let mut params = vec![vec![t, batch, input]];
+        if h0 {
+            params.push(vec![batch, hidden]);
+        }
+        let case = Case::build(&params, |b, x| {
+            let w = weight(b, "w", &[3 * hidden, input], s.seed + 10);
+            let r = weight(b, "r", &[3 * hidden, hidden], s.seed + 11);
+            let bias = weight(b, "b", &[6 * hidden], s.seed + 12);
+            let mut operands = vec![x[0], w, r, bias];
+            operands.extend(&x[1..]);
+            Ok(b.op(OpKind::Gru(Gru { linear_before_reset }), &operands)?.to_vec())
+        }).map_err(TestCaseError::fail)?;
+        case.check(&s)?;
+    }
+}
