@@ -5,8 +5,12 @@ usage: bench/peers/peer.py MODEL [--threads N] [--runs R] [--warmup W] [--rounds
                                  [--engines reference,...]
 
 MODEL is a .onnx file or one of the models this script builds with the onnx helper API
-(random weights, nothing downloaded): resnet18, mobilenet_v2, vgg16, conv3x3_64 (a 3×3
-convolution 64→64 at 56×56), matmul (64×1024 · 1024×4096), lstm (hidden 1024, 32 steps).
+(random weights, nothing downloaded): resnet18, resnet50, mobilenet_v2, vgg16, conv3x3_64
+(a 3×3 convolution 64→64 at 56×56), matmul (64×1024 · 1024×4096), lstm (hidden 1024, 32
+steps).
+
+With --memory it instead reports each engine's peak resident memory (VmHWM) for loading
+the model and running it once, each in a fresh process.
 
 It sets up its own virtualenv (target/peers/venv, with numpy, onnx and onnxruntime from
 PyPI), builds dnnc in release mode, imports the model with `dnnc import`, checks dnnc's
@@ -54,6 +58,37 @@ def quantile(xs, q):
     return s[min(len(s) - 1, round((len(s) - 1) * q))]
 
 
+ORT_ONCE = """
+import sys, numpy as np, onnxruntime as ort
+path, threads, *inputs = sys.argv[1:]
+opts = ort.SessionOptions()
+opts.intra_op_num_threads = int(threads)
+opts.inter_op_num_threads = 1
+sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+feeds = dict(zip([i.name for i in sess.get_inputs()], [np.load(f) for f in inputs]))
+sess.run(None, feeds)
+print(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+"""
+
+
+def report_memory(name, path, dnn, dnnc, flags, feeds, args):
+    """Peak RSS of ONNX Runtime and of each dnnc engine, each loading and running once."""
+    inputs = [os.path.join(WORK, f"{name}.{k}.npy") for k in feeds]
+    rows = []
+    out = subprocess.check_output([sys.executable, "-c", ORT_ONCE, path, str(args.threads), *inputs])
+    rows.append(("onnxruntime", int(out.decode().strip()), None))
+    for engine in args.engines.split(","):
+        out = subprocess.check_output([dnnc, "bench", dnn, "--engine", engine, "--threads", str(args.threads),
+                                       "--warmup", "0", "--runs", "1", "--json", *flags])
+        report = json.loads(out)
+        rows.append((f"dnnc-{engine}", report["peak_memory_mb"] * 1024, report.get("planned_arena_bytes")))
+    print(f"\n{name}, {args.threads} thread(s), load and one run, fresh process each:")
+    print(f"  {'engine':<16} {'peak RSS MiB':>13} {'planned arena MiB':>18}")
+    for engine, rss, arena in rows:
+        a = f"{arena / 2**20:>18.1f}" if arena is not None else f"{'-':>18}"
+        print(f"  {engine:<16} {rss / 1024:>13.1f} {a}")
+
+
 def main():
     ensure_venv()
     import numpy as np
@@ -70,6 +105,7 @@ def main():
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--rounds", type=int, default=3, help="alternations between the engines")
     p.add_argument("--engines", default="reference", help="dnnc engines, comma-separated")
+    p.add_argument("--memory", action="store_true", help="report peak RSS instead of latency")
     args = p.parse_args()
 
     os.makedirs(WORK, exist_ok=True)
@@ -99,6 +135,10 @@ def main():
         f = os.path.join(WORK, f"{name}.{inp.name}.npy")
         np.save(f, a)
         flags += ["--input", f"{inp.name}={f}"]
+
+    if args.memory:
+        report_memory(name, path, dnn, dnnc, flags, feeds, args)
+        return
 
     # The same answer first: dnnc's outputs against ONNX Runtime's.
     expected = sess.run(None, feeds)

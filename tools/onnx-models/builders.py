@@ -90,6 +90,30 @@ def resnet18(batch=1, size=224, classes=1000, seed=1):
     return g.model([("input", [batch, 3, size, size])], [y], "resnet18")
 
 
+def resnet50(batch=1, size=224, classes=1000, seed=7):
+    """ResNet-50: bottleneck blocks (1×1, 3×3 with the stride, 1×1 to 4× width)."""
+    g = Graph(seed)
+    x = g.conv("input", 3, 64, 7, stride=2, pad=3, bias=False)
+    x = g.node("Relu", [g.bn(x, 64)])
+    x = g.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    cin = 64
+    for stage, (width, blocks) in enumerate([(64, 3), (128, 4), (256, 6), (512, 3)]):
+        out = 4 * width
+        for i in range(blocks):
+            stride = 2 if stage > 0 and i == 0 else 1
+            short = x
+            if stride != 1 or cin != out:
+                short = g.bn(g.conv(x, cin, out, 1, stride=stride, pad=0, bias=False), out)
+            y = g.node("Relu", [g.bn(g.conv(x, cin, width, 1, pad=0, bias=False), width)])
+            y = g.node("Relu", [g.bn(g.conv(y, width, width, 3, stride=stride, bias=False), width)])
+            y = g.bn(g.conv(y, width, out, 1, pad=0, bias=False), out, gamma=0.2)
+            x = g.node("Relu", [g.node("Add", [y, short])])
+            cin = out
+    x = g.node("Flatten", [g.node("GlobalAveragePool", [x])], axis=1)
+    y = g.linear(x, 2048, classes)
+    return g.model([("input", [batch, 3, size, size])], [y], "resnet50")
+
+
 def mobilenet_v2(batch=1, size=224, classes=1000, seed=2):
     g = Graph(seed)
 
@@ -157,6 +181,7 @@ def lstm_layer(seq=32, batch=1, hidden=1024, seed=6):
 
 PEER_MODELS = {
     "resnet18": resnet18,
+    "resnet50": resnet50,
     "mobilenet_v2": mobilenet_v2,
     "vgg16": vgg16,
     "conv3x3_64": conv_layer,

@@ -1121,8 +1121,11 @@ impl Lower<'_> {
     }
 }
 
-/// Columns of C a tile keeps in cache between the GEMM and its epilogue.
+/// Columns of C a tile keeps in cache between the GEMM and its epilogue (at least).
 const TILE_COLUMNS: usize = 256;
+
+/// Floats of C a tile may hold when it is wider than [`TILE_COLUMNS`] (256 KiB).
+const TILE_FLOATS: usize = 64 * 1024;
 
 /// The narrowest tile worth splitting columns into (below it, splitting rows is better).
 const MIN_SPLIT_COLUMNS: usize = 64;
@@ -1140,7 +1143,10 @@ fn gemm_tiles(
     threads: usize,
 ) -> (usize, usize) {
     let units = n.div_ceil(n_unit);
-    let mut col_tiles = units.div_ceil((TILE_COLUMNS / n_unit).max(1));
+    // Wide tiles for short matrices (fewer calls, B panels reused longer), while C's
+    // tile stays within TILE_FLOATS.
+    let tile_columns = (TILE_FLOATS / m.max(1) / 64 * 64).clamp(TILE_COLUMNS, 4 * TILE_COLUMNS);
+    let mut col_tiles = units.div_ceil((tile_columns / n_unit).max(1));
     let mut row_tiles = 1;
     if threads > 1 {
         let want = (2 * threads).div_ceil(batches);

@@ -94,6 +94,13 @@ pub fn run(mut args: BenchArgs) -> Result<(), Failure> {
         .expect("not skipped")
         .get_name()
         .to_string();
+    let profile = match (&prepared, args.profile) {
+        (Prepared::Jit(exe), true) => Some(profile(exe, &inputs, args.runs).map_err(|e| {
+            eprintln!("error: {e}");
+            Failure::Diagnostics
+        })?),
+        _ => None,
+    };
     let (threads, stats) = match &prepared {
         Prepared::Reference(..) => (1, None),
         Prepared::Jit(exe) => (args.engine.threads, Some(exe.stats.clone())),
@@ -119,6 +126,7 @@ pub fn run(mut args: BenchArgs) -> Result<(), Failure> {
             "flops": flops,
             "gflops_per_s": gflops,
             "peak_memory_mb": peak_mb,
+            "profile": profile.as_ref().map(Profile::to_json),
         });
         println!(
             "{}",
@@ -146,31 +154,68 @@ pub fn run(mut args: BenchArgs) -> Result<(), Failure> {
             gflops,
             dnnc_ir::analysis::si(flops)
         );
+        let planned = stats.as_ref().map_or(String::new(), |s| {
+            format!(
+                " (planned activation arena {:.1} MB, weights {:.1} MB)",
+                s.arena_bytes as f64 / 1048576.0,
+                s.weight_bytes as f64 / 1048576.0
+            )
+        });
         println!(
-            "  memory    peak {}",
+            "  memory    peak {}{planned}",
             peak_mb.map_or("unknown".into(), |mb| format!("{mb:.1} MB"))
         );
-    }
-    if args.profile {
-        match &prepared {
-            Prepared::Jit(exe) => profile(exe, &inputs, args.runs, args.json).map_err(|e| {
-                eprintln!("error: {e}");
-                Failure::Diagnostics
-            })?,
-            Prepared::Reference(..) => unreachable!("checked above"),
+        if let Some(p) = &profile {
+            p.print();
         }
     }
     Ok(())
 }
 
-/// Times each step of `exe` over `runs` runs and prints the totals by op kind and the
-/// slowest steps.
+/// Per-step times of the JIT's executable, grouped by op and by node.
+struct Profile {
+    /// Milliseconds per run over all steps.
+    total: f64,
+    steps: usize,
+    runs: u32,
+    /// (op and epilogue, ms per run, nodes).
+    by_op: Vec<(String, f64, usize)>,
+    /// The slowest nodes: (label, ms per run).
+    slowest: Vec<(String, f64)>,
+}
+
+impl Profile {
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "total_ms": self.total,
+            "by_op": self.by_op.iter().map(|(op, t, n)| serde_json::json!({"op": op, "ms": t, "count": n})).collect::<Vec<_>>(),
+            "slowest": self.slowest.iter().map(|(l, t)| serde_json::json!({"step": l, "ms": t})).collect::<Vec<_>>(),
+        })
+    }
+
+    fn print(&self) {
+        let total = self.total;
+        println!(
+            "  profile   {total:.3} ms per run in {} steps ({} runs, each step timed)",
+            self.steps, self.runs
+        );
+        println!("    {:>9} {:>6} {:>5}  op", "ms", "%", "count");
+        for (op, t, n) in &self.by_op {
+            println!("    {t:>9.3} {:>5.1}% {n:>5}  {op}", 100.0 * t / total);
+        }
+        println!("    slowest:");
+        for (label, t) in &self.slowest {
+            println!("    {t:>9.3} {:>5.1}%        {label}", 100.0 * t / total);
+        }
+    }
+}
+
+/// Times each step of `exe` over `runs` runs, totals by op kind, and the slowest steps.
 fn profile(
     exe: &dnnc_jit::Executable,
     inputs: &[dnnc_ir::Tensor],
     runs: u32,
-    json: bool,
-) -> Result<(), dnnc_jit::RunError> {
+) -> Result<Profile, dnnc_jit::RunError> {
     use std::time::Duration;
     let labels = exe.step_labels();
     let mut times = vec![Duration::ZERO; labels.len()];
@@ -180,11 +225,11 @@ fn profile(
     let per_run = |d: Duration| d.as_secs_f64() * 1e3 / runs as f64;
     let total: f64 = times.iter().map(|&d| per_run(d)).sum();
     // Steps of one node share a label: merge them, then group nodes by their op (and epilogue).
-    let mut by_node: Vec<(&str, f64)> = Vec::new();
+    let mut by_node: Vec<(String, f64)> = Vec::new();
     for (label, &t) in labels.iter().zip(&times) {
         match by_node.last_mut() {
-            Some((l, acc)) if *l == label.as_str() => *acc += per_run(t),
-            _ => by_node.push((label, per_run(t))),
+            Some((l, acc)) if l == label => *acc += per_run(t),
+            _ => by_node.push((label.clone(), per_run(t))),
         }
     }
     let mut by_op: Vec<(String, f64, usize)> = Vec::new();
@@ -199,32 +244,14 @@ fn profile(
         }
     }
     by_op.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let mut slowest = by_node.clone();
+    let mut slowest = by_node;
     slowest.sort_by(|a, b| b.1.total_cmp(&a.1));
     slowest.truncate(15);
-    if json {
-        let v = serde_json::json!({
-            "profile_total_ms": total,
-            "by_op": by_op.iter().map(|(op, t, n)| serde_json::json!({"op": op, "ms": t, "count": n})).collect::<Vec<_>>(),
-            "slowest": slowest.iter().map(|(l, t)| serde_json::json!({"step": l, "ms": t})).collect::<Vec<_>>(),
-        });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v).expect("serialisable")
-        );
-        return Ok(());
-    }
-    println!(
-        "  profile   {total:.3} ms per run in {} steps ({runs} runs, each step timed)",
-        labels.len()
-    );
-    println!("    {:>9} {:>6} {:>5}  op", "ms", "%", "count");
-    for (op, t, n) in &by_op {
-        println!("    {t:>9.3} {:>5.1}% {n:>5}  {op}", 100.0 * t / total);
-    }
-    println!("    slowest:");
-    for (label, t) in &slowest {
-        println!("    {t:>9.3} {:>5.1}%        {label}", 100.0 * t / total);
-    }
-    Ok(())
+    Ok(Profile {
+        total,
+        steps: labels.len(),
+        runs,
+        by_op,
+        slowest,
+    })
 }
