@@ -23,6 +23,7 @@ pub mod module;
 pub mod npy;
 pub mod ops;
 pub mod printer;
+pub mod sparse;
 pub mod tensor;
 pub mod types;
 pub mod verify;

@@ -37,6 +37,7 @@ impl PassRegistry {
         let mut r = PassRegistry::new();
         r.register(crate::canonicalize::INFO);
         r.register(crate::dce::INFO);
+        r.register(crate::bcr::INFO);
         r
     }
 

@@ -1,0 +1,191 @@
+//! Sparse layouts of a weight's GEMM view: the matrices a weight is seen as, and the BCR
+//! and CSR forms computed from its values. A layout is a pure function of the values and
+//! the type's encoding, so every consumer (passes, the JIT, reports) derives the same one.
+
+use crate::types::TensorType;
+
+/// One matrix of a weight's GEMM view: `rows × cols`, row-major, starting at element
+/// `offset` of the weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Matrix {
+    /// First element in the weight.
+    pub offset: usize,
+    /// Rows (output features).
+    pub rows: usize,
+    /// Columns (the reduction dimension).
+    pub cols: usize,
+}
+
+/// The matrices of a weight's GEMM view: `dims[0] × (dims[1]·…)`, so a `linear` or
+/// `matmul` weight `N × K` is itself, a `conv2d` weight is `K × (C·R·S)`, and an LSTM/GRU
+/// weight `(gates·hidden) × input` stacks its gates' matrices (blocks whose rows divide
+/// `hidden` never straddle two gates). A vector is one row.
+pub fn gemm_matrices(ty: &TensorType) -> Vec<Matrix> {
+    let dims = &ty.shape;
+    let (rows, cols) = match dims.len() {
+        0 | 1 => (1, ty.num_elements()),
+        _ => (dims[0], dims[1..].iter().product()),
+    };
+    vec![Matrix {
+        offset: 0,
+        rows,
+        cols,
+    }]
+}
+
+/// One block of a BCR matrix: the rows and columns that hold a nonzero, and the dense
+/// sub-matrix they span (zeros inside it are stored).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BcrBlock {
+    /// First row of the block in its matrix.
+    pub row0: usize,
+    /// First column of the block in its matrix.
+    pub col0: usize,
+    /// Kept rows, relative to `row0`, ascending.
+    pub rows: Vec<u32>,
+    /// Kept columns, relative to `col0`, ascending.
+    pub cols: Vec<u32>,
+    /// `rows.len() × cols.len()` values, row-major.
+    pub values: Vec<f32>,
+}
+
+impl BcrBlock {
+    /// Whether nothing in the block is kept.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty() || self.cols.is_empty()
+    }
+}
+
+/// A matrix in compact BCR storage.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BcrMatrix {
+    /// Rows of the full matrix.
+    pub rows: usize,
+    /// Columns of the full matrix.
+    pub cols: usize,
+    /// Block shape `[rows, cols]`.
+    pub block: [usize; 2],
+    /// Non-empty blocks, by block row then block column.
+    pub blocks: Vec<BcrBlock>,
+}
+
+impl BcrMatrix {
+    /// Compact storage of `values` (`rows × cols`, row-major) in `block`-shaped blocks.
+    pub fn from_dense(values: &[f32], rows: usize, cols: usize, block: [usize; 2]) -> BcrMatrix {
+        assert_eq!(values.len(), rows * cols, "a rows × cols matrix");
+        let [br, bc] = [block[0].max(1), block[1].max(1)];
+        let mut blocks = Vec::new();
+        for row0 in (0..rows).step_by(br) {
+            let r_end = (row0 + br).min(rows);
+            for col0 in (0..cols).step_by(bc) {
+                let c_end = (col0 + bc).min(cols);
+                let nonzero = |r: usize, c: usize| values[r * cols + c] != 0.0;
+                let kept_rows: Vec<u32> = (row0..r_end)
+                    .filter(|&r| (col0..c_end).any(|c| nonzero(r, c)))
+                    .map(|r| (r - row0) as u32)
+                    .collect();
+                if kept_rows.is_empty() {
+                    continue;
+                }
+                let kept_cols: Vec<u32> = (col0..c_end)
+                    .filter(|&c| (row0..r_end).any(|r| nonzero(r, c)))
+                    .map(|c| (c - col0) as u32)
+                    .collect();
+                let mut vals = Vec::with_capacity(kept_rows.len() * kept_cols.len());
+                for &r in &kept_rows {
+                    for &c in &kept_cols {
+                        vals.push(values[(row0 + r as usize) * cols + col0 + c as usize]);
+                    }
+                }
+                blocks.push(BcrBlock {
+                    row0,
+                    col0,
+                    rows: kept_rows,
+                    cols: kept_cols,
+                    values: vals,
+                });
+            }
+        }
+        BcrMatrix {
+            rows,
+            cols,
+            block: [br, bc],
+            blocks,
+        }
+    }
+
+    /// Stored values (the kept sub-matrices, zeros inside them included).
+    pub fn stored_values(&self) -> usize {
+        self.blocks.iter().map(|b| b.values.len()).sum()
+    }
+
+    /// Bytes of compact storage: f32 values, u16 row and column indices, and two u32
+    /// offsets per non-empty block.
+    pub fn bytes(&self) -> usize {
+        self.blocks
+            .iter()
+            .map(|b| 4 * b.values.len() + 2 * (b.rows.len() + b.cols.len()) + 8)
+            .sum()
+    }
+
+    /// The dense matrix again.
+    pub fn to_dense(&self) -> Vec<f32> {
+        let mut out = vec![0.0; self.rows * self.cols];
+        for b in &self.blocks {
+            for (i, &r) in b.rows.iter().enumerate() {
+                for (j, &c) in b.cols.iter().enumerate() {
+                    out[(b.row0 + r as usize) * self.cols + b.col0 + c as usize] =
+                        b.values[i * b.cols.len() + j];
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Bytes of a CSR form of a matrix with `nonzeros` entries and `rows` rows: f32 values,
+/// u32 column indices and `rows + 1` u32 row offsets.
+pub fn csr_bytes(nonzeros: usize, rows: usize) -> usize {
+    8 * nonzeros + 4 * (rows + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_storage_round_trips_and_drops_zero_segments() {
+        // 4×6 in 2×3 blocks; block (0,0) keeps row 1 and columns 0, 2.
+        #[rustfmt::skip]
+        let m = [
+            0.0, 0.0, 0.0,  1.0, 2.0, 3.0,
+            4.0, 0.0, 5.0,  6.0, 7.0, 8.0,
+            0.0, 0.0, 0.0,  0.0, 0.0, 0.0,
+            0.0, 0.0, 0.0,  0.0, 9.0, 0.0,
+        ];
+        let b = BcrMatrix::from_dense(&m, 4, 6, [2, 3]);
+        assert_eq!(b.blocks.len(), 3);
+        assert_eq!(b.blocks[0].rows, vec![1]);
+        assert_eq!(b.blocks[0].cols, vec![0, 2]);
+        assert_eq!(b.blocks[0].values, vec![4.0, 5.0]);
+        assert_eq!(b.blocks[2].rows, vec![1]);
+        assert_eq!(b.blocks[2].cols, vec![1]);
+        assert_eq!(b.stored_values(), 2 + 6 + 1);
+        assert_eq!(b.to_dense(), m.to_vec());
+    }
+
+    #[test]
+    fn views_follow_the_weight_rank() {
+        let conv = TensorType::f32(&[64, 32, 3, 3]);
+        assert_eq!(
+            gemm_matrices(&conv),
+            vec![Matrix {
+                offset: 0,
+                rows: 64,
+                cols: 288
+            }]
+        );
+        let lstm = TensorType::f32(&[4096, 512]);
+        assert_eq!(gemm_matrices(&lstm)[0].rows, 4096);
+    }
+}

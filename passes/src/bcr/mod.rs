@@ -1,0 +1,274 @@
+//! `bcr-prune`: GRIM's Block-based Column-Row pruning of the weights of convolutions,
+//! linear layers, matrix products and recurrent cells.
+//!
+//! Each weight is pruned on its GEMM view ([`dnnc_ir::sparse::gemm_matrices`]; each
+//! LSTM/GRU gate's input and recurrent matrices separately) by [`prune::prune_matrix`].
+//! The weight keeps its dense values, zeros included, and its type gains
+//! `#bcr<block = [r, c]>`: the compact layout is a pure function of the two. A per-layer
+//! rate in the op's `bcr.rate` attribute (set by `bcr-tune`) overrides the pass's `rate`.
+
+pub mod prune;
+
+use crate::options::{OptionError, OptionSpec, PassOptions};
+use crate::pass::{Pass, PassContext, PassError, StatValue};
+use crate::registry::PassInfo;
+use dnnc_ir::attr::Attribute;
+use dnnc_ir::ops::OpKind;
+use dnnc_ir::sparse::{BcrMatrix, gemm_matrices};
+use dnnc_ir::types::{BcrEncoding, Encoding};
+use dnnc_ir::{Diagnostic, ElemType, Module, Tensor, WeightId};
+use prune::{Criterion, prune_matrix};
+use std::collections::HashSet;
+
+/// Registration of `bcr-prune`.
+pub const INFO: PassInfo = PassInfo {
+    name: "bcr-prune",
+    summary: "prune weights into Block-based Column-Row sparsity (GRIM)",
+    options: &[
+        OptionSpec {
+            name: "rate",
+            kind: "number",
+            default: Some("8"),
+            help: "compression rate: keep 1/rate of each layer's weights (at least 1)",
+        },
+        OptionSpec {
+            name: "block",
+            kind: "RxC",
+            default: Some("8x32"),
+            help: "block shape on the GEMM view, rows x columns",
+        },
+        OptionSpec {
+            name: "layers",
+            kind: "regex",
+            default: Some(".*"),
+            help: "prune the weights whose names match (e.g. '^features\\.[1-9]')",
+        },
+        OptionSpec {
+            name: "criterion",
+            kind: "l2|l1",
+            default: Some("l2"),
+            help: "segment norm that ranks what is pruned",
+        },
+    ],
+    create,
+};
+
+fn create(o: &PassOptions) -> Result<Box<dyn Pass>, OptionError> {
+    let bad = |option: &str, message: String| OptionError {
+        option: option.to_string(),
+        message,
+    };
+    let rate: f64 = o.get("rate")?;
+    if rate < 1.0 {
+        return Err(bad(
+            "rate",
+            format!("rate must be at least 1 (1 keeps everything), got {rate}"),
+        ));
+    }
+    let block_text: String = o.get("block")?;
+    let block = parse_block(&block_text).ok_or_else(|| {
+        bad(
+            "block",
+            format!(
+                "expected a block shape like 8x32 (rows x columns, each ≥ 1), got '{block_text}'"
+            ),
+        )
+    })?;
+    let layers_text: String = o.get("layers")?;
+    let layers = regex::Regex::new(&layers_text)
+        .map_err(|e| bad("layers", format!("not a valid regular expression: {e}")))?;
+    let criterion = match o.get::<String>("criterion")?.as_str() {
+        "l2" => Criterion::L2,
+        "l1" => Criterion::L1,
+        other => {
+            return Err(bad(
+                "criterion",
+                format!("expected l2 or l1, got '{other}'"),
+            ));
+        }
+    };
+    Ok(Box::new(BcrPrune {
+        rate,
+        block,
+        layers,
+        criterion,
+    }))
+}
+
+fn parse_block(s: &str) -> Option<[usize; 2]> {
+    let (r, c) = s.split_once('x')?;
+    let (r, c) = (r.parse().ok()?, c.parse().ok()?);
+    (r >= 1 && c >= 1).then_some([r, c])
+}
+
+/// The pass.
+pub struct BcrPrune {
+    /// Default compression rate.
+    pub rate: f64,
+    /// Block shape.
+    pub block: [usize; 2],
+    /// Which weights (by name).
+    pub layers: regex::Regex,
+    /// Segment ranking.
+    pub criterion: Criterion,
+}
+
+/// A weight to prune, found through the op that consumes it.
+struct Target {
+    weight: WeightId,
+    rate: f64,
+    /// Gates of a recurrent weight (its matrices are split per gate), else 1.
+    gates: usize,
+    loc: dnnc_ir::Location,
+}
+
+impl BcrPrune {
+    fn targets(&self, module: &Module) -> Result<Vec<Target>, PassError> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for f in module.funcs.values() {
+            for &op in &f.body {
+                let data = &f.ops[op];
+                let (operands, gates): (&[usize], usize) = match &data.kind {
+                    OpKind::Conv2d(_) | OpKind::Linear(_) | OpKind::MatMul(_) => (&[1], 1),
+                    OpKind::Lstm(_) => (&[1, 2], 4),
+                    OpKind::Gru(_) => (&[1, 2], 3),
+                    _ => continue,
+                };
+                let rate = match data.attrs.get("bcr.rate") {
+                    None => self.rate,
+                    Some(Attribute::Float(r)) if *r >= 1.0 => *r,
+                    Some(Attribute::Int(r)) if *r >= 1 => *r as f64,
+                    Some(other) => {
+                        return Err(Diagnostic::error(
+                            data.loc.clone(),
+                            format!("bcr.rate must be a number ≥ 1, got {other}"),
+                        )
+                        .into());
+                    }
+                };
+                for &i in operands {
+                    let Some(&v) = data.operands.get(i) else {
+                        continue;
+                    };
+                    let Some(OpKind::Weight(w)) = f.producer(v) else {
+                        continue;
+                    };
+                    let decl = &module.weights[w.weight];
+                    if !self.layers.is_match(&decl.name)
+                        || decl.ty.elem != ElemType::F32
+                        || !seen.insert(w.weight)
+                    {
+                        continue;
+                    }
+                    out.push(Target {
+                        weight: w.weight,
+                        rate,
+                        gates,
+                        loc: data.loc.clone(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Pass for BcrPrune {
+    fn name(&self) -> &'static str {
+        "bcr-prune"
+    }
+
+    fn run(&mut self, module: &mut Module, cx: &mut PassContext) -> Result<(), PassError> {
+        let targets = self.targets(module)?;
+        let (mut before, mut after, mut dense_bytes, mut bcr_bytes) = (0u64, 0u64, 0u64, 0u64);
+        for t in &targets {
+            let decl = &module.weights[t.weight];
+            let name = decl.name.clone();
+            let ty = decl.ty.clone();
+            let value = module
+                .weight_value(t.weight)
+                .map_err(|e| Diagnostic::error(t.loc.clone(), e.to_string()))?;
+            let mut values = value.to_f32_vec();
+            let matrices = gemm_matrices(&ty);
+            if t.gates > 1 {
+                let hidden = matrices[0].rows / t.gates;
+                if !hidden.is_multiple_of(self.block[0]) {
+                    return Err(Diagnostic::error(
+                        t.loc.clone(),
+                        format!(
+                            "bcr-prune: block rows ({}) must divide the hidden size ({hidden}) of @{name}, so that no block straddles two gates",
+                            self.block[0]
+                        ),
+                    )
+                    .into());
+                }
+            }
+            let nz_before = values.iter().filter(|&&v| v != 0.0).count();
+            let (mut nz_after, mut stored) = (0, 0);
+            for m in &matrices {
+                // Recurrent weights: one matrix per gate.
+                let gate_rows = m.rows / t.gates;
+                for g in 0..t.gates {
+                    let start = m.offset + g * gate_rows * m.cols;
+                    let slice = &mut values[start..start + gate_rows * m.cols];
+                    nz_after +=
+                        prune_matrix(slice, gate_rows, m.cols, self.block, t.rate, self.criterion);
+                    stored += BcrMatrix::from_dense(slice, gate_rows, m.cols, self.block).bytes();
+                }
+            }
+            let elements = ty.num_elements();
+            let mut new_ty = ty.clone();
+            new_ty.encoding = Some(Encoding::Bcr(BcrEncoding { block: self.block }));
+            let decl = &mut module.weights[t.weight];
+            decl.set_values(Tensor::from_f32(&ty.shape, values));
+            decl.ty = new_ty.clone();
+            for f in module.funcs.values_mut() {
+                let refs: Vec<_> = f
+                    .body
+                    .iter()
+                    .filter(
+                        |&&op| matches!(&f.ops[op].kind, OpKind::Weight(w) if w.weight == t.weight),
+                    )
+                    .map(|&op| f.ops[op].results[0])
+                    .collect();
+                for v in refs {
+                    f.values[v].ty = new_ty.clone();
+                }
+            }
+            cx.set(
+                &format!("layer {name}"),
+                "nonzeros before -> after (compression), dense -> BCR bytes",
+                StatValue::Text(format!(
+                    "{nz_before} -> {nz_after} ({:.2}x), {} -> {} bytes",
+                    elements as f64 / nz_after.max(1) as f64,
+                    4 * elements,
+                    stored
+                )),
+            );
+            before += nz_before as u64;
+            after += nz_after as u64;
+            dense_bytes += 4 * elements as u64;
+            bcr_bytes += stored as u64;
+        }
+        cx.count(
+            "layers-pruned",
+            "weights pruned into BCR",
+            targets.len() as u64,
+        );
+        cx.count("nonzeros-before", "nonzero weights before pruning", before);
+        cx.count("nonzeros-after", "nonzero weights after pruning", after);
+        cx.set(
+            "compression",
+            "nonzeros before / after, over the pruned layers",
+            StatValue::Float(before as f64 / after.max(1) as f64),
+        );
+        cx.count(
+            "dense-bytes",
+            "f32 bytes of the pruned weights, dense",
+            dense_bytes,
+        );
+        cx.count("bcr-bytes", "bytes of their compact BCR storage", bcr_bytes);
+        Ok(())
+    }
+}

@@ -1,0 +1,233 @@
+//! The BCR pruning of one matrix: whole column segments, then whole row segments, inside
+//! each block, by their norms, until the matrix keeps `1/rate` of its entries.
+
+/// How a segment's importance is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Criterion {
+    /// Euclidean norm.
+    L2,
+    /// Sum of magnitudes.
+    L1,
+}
+
+impl Criterion {
+    fn norm(self, values: impl Iterator<Item = f32>) -> f64 {
+        match self {
+            Criterion::L2 => values.map(|v| (v as f64) * (v as f64)).sum::<f64>().sqrt(),
+            Criterion::L1 => values.map(|v| (v as f64).abs()).sum(),
+        }
+    }
+}
+
+/// Prunes `values` (`rows × cols`, row-major) in place to at most `ceil(rows·cols / rate)`
+/// nonzeros where the row guarantee allows, in `block`-shaped blocks.
+///
+/// Columns go first: about `1/√rate` of the column segments stay (ranked across the
+/// whole matrix; each block keeps its strongest). Then row segments are removed, weakest
+/// first, until the target is met; if rows cannot give more (a row's last nonzero
+/// segment always stays), more column segments go. No output row ever becomes empty.
+/// Returns the nonzeros left.
+pub fn prune_matrix(
+    values: &mut [f32],
+    rows: usize,
+    cols: usize,
+    block: [usize; 2],
+    rate: f64,
+    criterion: Criterion,
+) -> usize {
+    assert_eq!(values.len(), rows * cols);
+    let [br, bc] = [block[0].max(1), block[1].max(1)];
+    let target = ((rows * cols) as f64 / rate.max(1.0)).ceil() as usize;
+    let mut pruner = Pruner {
+        row_nonzeros: (0..rows)
+            .map(|r| {
+                values[r * cols..(r + 1) * cols]
+                    .iter()
+                    .filter(|&&v| v != 0.0)
+                    .count()
+            })
+            .collect(),
+        nonzeros: values.iter().filter(|&&v| v != 0.0).count(),
+        values,
+        cols,
+    };
+    if pruner.nonzeros <= target {
+        return pruner.nonzeros;
+    }
+    let block_rows = rows.div_ceil(br);
+    let block_cols = cols.div_ceil(bc);
+    let row_range = |b: usize| b * br..((b + 1) * br).min(rows);
+    let col_range = |b: usize| b * bc..((b + 1) * bc).min(cols);
+
+    // Column segments (block row, column), ranked by norm; each block's strongest stays.
+    let column_order = |p: &Pruner| -> Vec<(usize, usize)> {
+        let mut segments = Vec::with_capacity(block_rows * cols);
+        for bi in 0..block_rows {
+            for bj in 0..block_cols {
+                let norms: Vec<(f64, usize)> = col_range(bj)
+                    .map(|c| (p.column_norm(row_range(bi), c, criterion), c))
+                    .filter(|&(n, _)| n > 0.0)
+                    .collect();
+                let strongest = norms.iter().max_by(|a, b| a.0.total_cmp(&b.0)).map(|x| x.1);
+                for &(n, c) in &norms {
+                    if Some(c) != strongest {
+                        segments.push((n, bi, c));
+                    }
+                }
+            }
+        }
+        segments.sort_by(|a, b| a.0.total_cmp(&b.0));
+        segments.into_iter().map(|(_, bi, c)| (bi, c)).collect()
+    };
+    // Columns first, about 1 - 1/√rate of them.
+    let column_keep = (1.0 / rate.max(1.0)).sqrt();
+    let drop = ((1.0 - column_keep) * (block_rows * cols) as f64).floor() as usize;
+    for (bi, c) in column_order(&pruner).into_iter().take(drop) {
+        if pruner.nonzeros <= target {
+            return pruner.nonzeros;
+        }
+        pruner.clear_column(row_range(bi), c);
+    }
+
+    // Then row segments, weakest first; a row's last nonzero segment stays.
+    let mut row_segments: Vec<(f64, usize, usize)> = Vec::with_capacity(rows * block_cols);
+    let mut live = vec![0usize; rows];
+    for (r, live) in live.iter_mut().enumerate() {
+        for bj in 0..block_cols {
+            let seg = &pruner.values[r * cols + col_range(bj).start..r * cols + col_range(bj).end];
+            if seg.iter().any(|&v| v != 0.0) {
+                *live += 1;
+                row_segments.push((criterion.norm(seg.iter().copied()), r, bj));
+            }
+        }
+    }
+    row_segments.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for &(_, r, bj) in &row_segments {
+        if pruner.nonzeros <= target {
+            return pruner.nonzeros;
+        }
+        if live[r] > 1 {
+            live[r] -= 1;
+            pruner.clear_row(r, col_range(bj));
+        }
+    }
+
+    // Rows that cannot go (one segment each, e.g. a single block column): more columns.
+    for (bi, c) in column_order(&pruner) {
+        if pruner.nonzeros <= target {
+            break;
+        }
+        pruner.clear_column(row_range(bi), c);
+    }
+    pruner.nonzeros
+}
+
+/// A matrix being pruned, with its nonzero counts.
+struct Pruner<'a> {
+    values: &'a mut [f32],
+    cols: usize,
+    nonzeros: usize,
+    row_nonzeros: Vec<usize>,
+}
+
+impl Pruner<'_> {
+    fn column_norm(&self, rows: std::ops::Range<usize>, c: usize, criterion: Criterion) -> f64 {
+        criterion.norm(rows.map(|r| self.values[r * self.cols + c]))
+    }
+
+    /// Zeroes a column segment, unless that would empty one of its rows.
+    fn clear_column(&mut self, rows: std::ops::Range<usize>, c: usize) {
+        let cols = self.cols;
+        if rows
+            .clone()
+            .any(|r| self.values[r * cols + c] != 0.0 && self.row_nonzeros[r] == 1)
+        {
+            return;
+        }
+        for r in rows {
+            self.clear(r, c);
+        }
+    }
+
+    fn clear_row(&mut self, r: usize, cols: std::ops::Range<usize>) {
+        for c in cols {
+            self.clear(r, c);
+        }
+    }
+
+    fn clear(&mut self, r: usize, c: usize) {
+        let v = &mut self.values[r * self.cols + c];
+        if *v != 0.0 {
+            *v = 0.0;
+            self.nonzeros -= 1;
+            self.row_nonzeros[r] -= 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dnnc_ir::sparse::BcrMatrix;
+
+    fn seeded(n: usize, seed: u64) -> Vec<f32> {
+        // A small LCG: deterministic values in (-1, 1), none zero.
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0 + 1e-6
+            })
+            .collect()
+    }
+
+    #[test]
+    fn meets_the_rate_and_keeps_every_row() {
+        for (rows, cols, block, rate) in [
+            (64, 288, [8, 32], 8.0),
+            (30, 70, [4, 16], 4.0),
+            (16, 16, [16, 16], 2.0),
+            (100, 33, [8, 8], 16.0),
+        ] {
+            let mut m = seeded(rows * cols, rows as u64);
+            let nz = prune_matrix(&mut m, rows, cols, block, rate, Criterion::L2);
+            let target = ((rows * cols) as f64 / rate).ceil() as usize;
+            assert_eq!(nz, m.iter().filter(|&&v| v != 0.0).count());
+            assert!(nz <= target, "{nz} > {target}");
+            // Not far below the target either (at most one segment under).
+            assert!(
+                nz + block[0].max(block[1]) >= target,
+                "{nz} much below {target}"
+            );
+            for r in 0..rows {
+                assert!(m[r * cols..(r + 1) * cols].iter().any(|&v| v != 0.0));
+            }
+            // The zeros are whole row and column segments: every block is dense on its
+            // kept rows × kept columns.
+            let b = BcrMatrix::from_dense(&m, rows, cols, block);
+            for blk in &b.blocks {
+                assert!(
+                    blk.values.iter().all(|&v| v != 0.0),
+                    "a hole in a kept block"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn weak_segments_go_first() {
+        // Two 2×2 blocks. Column 1 is the weakest column segment of the first block, so it
+        // goes first; then the weakest row segment (row 0 of the second block).
+        let mut m = vec![
+            5.0, 0.1, 4.0, 2.0, //
+            6.0, 0.1, 5.0, 4.0,
+        ];
+        let nz = prune_matrix(&mut m, 2, 4, [2, 2], 2.0, Criterion::L2);
+        assert_eq!(nz, 4);
+        assert_eq!(m, vec![5.0, 0.0, 0.0, 0.0, 6.0, 0.0, 5.0, 4.0]);
+    }
+}
