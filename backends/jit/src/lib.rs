@@ -41,6 +41,8 @@ pub struct JitOptions {
     pub gemm: GemmImpl,
     /// Fuse epilogues (bias, batch norm, activations, residual adds) into producers.
     pub fuse: bool,
+    /// How the weights of convolutions and linear layers are stored and multiplied.
+    pub layout: WeightLayout,
 }
 
 impl Default for JitOptions {
@@ -49,8 +51,24 @@ impl Default for JitOptions {
             threads: 1,
             gemm: GemmImpl::default(),
             fuse: true,
+            layout: WeightLayout::default(),
         }
     }
+}
+
+/// The storage of conv2d and linear weights.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// What each weight's type says: `#bcr<...>` runs the BCR kernel, `#csr` the CSR
+    /// kernel, no encoding the dense GEMM.
+    #[default]
+    ByEncoding,
+    /// Dense GEMM for every weight.
+    Dense,
+    /// The CSR kernel for every weight.
+    Csr,
+    /// The BCR kernel for every weight, in blocks of the type's `#bcr` shape (or this one).
+    Bcr([usize; 2]),
 }
 
 /// Why a function could not be compiled.

@@ -4,18 +4,27 @@
 use crate::codegen::conv::{self, ConvShape, DepthwiseEpilogue, WindowOp};
 use crate::codegen::elementwise::{self, Binary, ChannelAxis, Unary};
 use crate::codegen::gemm::{self, GemmShape, Layout};
-use crate::codegen::{Codegen, KernelId, pool, rnn, shape};
+use crate::codegen::{Codegen, KernelId, pool, rnn, shape, sparse};
 use crate::graph::{Epi, Graph, Node};
 use crate::plan::Plan;
 use crate::runtime::{
     Addr, Data, EpiParam, Executable, GemmEpilogue, GemmStep, Generated, Im2col, KernelStep,
-    OutputSource, Program, Step,
+    OutputSource, Program, SparseA, Step,
 };
-use crate::{CompileError, CompileStats, GemmImpl, JitOptions};
+use crate::{CompileError, CompileStats, GemmImpl, JitOptions, WeightLayout};
+
+/// A sparse kernel for a weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SparseLayout {
+    /// BCR in blocks of this shape.
+    Bcr([usize; 2]),
+    /// CSR.
+    Csr,
+}
 use cranelift_entity::SecondaryMap;
 use dnnc_ir::ops::OpKind;
 use dnnc_ir::types::broadcast_shapes;
-use dnnc_ir::{ElemType, FuncId, Module, Value};
+use dnnc_ir::{ElemType, Encoding, FuncId, Module, Value};
 use std::collections::HashMap;
 
 struct Lower<'a> {
@@ -205,6 +214,50 @@ impl Lower<'_> {
 
     fn f32_data(&mut self, v: Vec<f32>) -> Addr {
         Addr::Data(self.push(Data::F32(v.into_boxed_slice())), 0)
+    }
+
+    /// The sparse form a conv2d or linear weight runs in, if any.
+    fn sparse_layout(&self, w: Value) -> Option<SparseLayout> {
+        let encoding = self.func.ty(w).encoding.clone();
+        match (self.options.layout, encoding) {
+            (WeightLayout::Dense, _) => None,
+            (WeightLayout::Csr, _) => Some(SparseLayout::Csr),
+            (WeightLayout::Bcr(_), Some(Encoding::Bcr(b))) => Some(SparseLayout::Bcr(b.block)),
+            (WeightLayout::Bcr(block), _) => Some(SparseLayout::Bcr(block)),
+            (WeightLayout::ByEncoding, Some(Encoding::Bcr(b))) => Some(SparseLayout::Bcr(b.block)),
+            (WeightLayout::ByEncoding, Some(Encoding::Csr)) => Some(SparseLayout::Csr),
+            (WeightLayout::ByEncoding, None) => None,
+        }
+    }
+
+    /// The kernel and descriptors of sparse matrices (one per group), each `m × k`.
+    fn sparse_a(
+        &mut self,
+        layout: SparseLayout,
+        matrices: &[&[f32]],
+        m: usize,
+        k: usize,
+    ) -> Result<SparseA, CompileError> {
+        let mut words: Vec<u32> = Vec::new();
+        let mut offsets = Vec::with_capacity(matrices.len());
+        for values in matrices {
+            offsets.push(4 * words.len());
+            words.extend(match layout {
+                SparseLayout::Bcr(block) => sparse::bcr_descriptor(values, m, k, block),
+                SparseLayout::Csr => sparse::csr_descriptor(values, m, k),
+            });
+        }
+        let (kernel, row_unit) = match layout {
+            SparseLayout::Bcr(block) => (sparse::bcr(&mut self.cg, m, block[0])?, block[0]),
+            SparseLayout::Csr => (sparse::csr(&mut self.cg, m)?, 1),
+        };
+        let desc = Addr::Data(self.push(Data::U32(words.into_boxed_slice())), 0);
+        Ok(SparseA {
+            kernel,
+            desc,
+            offsets,
+            row_unit,
+        })
     }
 
     fn konst(&self, v: Value) -> Option<Vec<f32>> {
@@ -699,6 +752,7 @@ impl Lower<'_> {
                     c: (b * k * p + gi * kg * p) * 4,
                     channel: gi * kg * 4,
                     a_packed: gi * packed_block,
+                    group: gi,
                 });
             }
         }
@@ -721,7 +775,25 @@ impl Lower<'_> {
             epilogue,
             b_transposed: false,
             generated: None,
+            sparse: None,
         };
+        if let Some(layout) = self.sparse_layout(w) {
+            let wv = self
+                .konst(w)
+                .ok_or_else(|| unsupported(node, "the weight must be a weight or constant"))?;
+            let matrices: Vec<&[f32]> = (0..groups)
+                .map(|gi| &wv[gi * kg * kk..(gi + 1) * kg * kk])
+                .collect();
+            step.sparse = Some(self.sparse_a(layout, &matrices, kg, kk)?);
+            let unit = step.sparse.as_ref().map_or(1, |s| s.row_unit);
+            step.m_tile = step.m_tile.div_ceil(unit) * unit;
+            self.variant = Some(match layout {
+                SparseLayout::Bcr(_) => "bcr",
+                SparseLayout::Csr => "csr",
+            });
+            self.steps.push(Step::Gemm(Box::new(step)));
+            return Ok(());
+        }
         if generated {
             let wv = self
                 .konst(w)
@@ -804,6 +876,45 @@ impl Lower<'_> {
             None => None,
         };
         let (px, py) = (self.addr(x), self.addr(y));
+        if let Some(layout) = self.sparse_layout(w) {
+            // y = x·Wᵀ row by row: per batch row, the matrix-vector product W·x (C is
+            // `nf × 1`, the row of y), with the features as the epilogue's channels.
+            let sparse = self.sparse_a(layout, &[&wv], nf, kf)?;
+            let unit = sparse.row_unit;
+            let (m_tile, _) = self.tiles(nf, 1, m, unit, 1);
+            let batches = (0..m)
+                .map(|bi| Batch {
+                    b: bi * kf * 4,
+                    c: bi * nf * 4,
+                    ..Batch::default()
+                })
+                .collect();
+            let epilogue = self.gemm_epilogue(node, bias, ChannelAxis::Rows, 1)?;
+            self.variant = Some(match layout {
+                SparseLayout::Bcr(_) => "bcr",
+                SparseLayout::Csr => "csr",
+            });
+            self.steps.push(Step::Gemm(Box::new(GemmStep {
+                m: nf,
+                n: 1,
+                k: kf,
+                lda: kf,
+                ldb: 1,
+                ldc: 1,
+                a: Addr::Null,
+                b: px,
+                c: py,
+                batches,
+                m_tile: m_tile.div_ceil(unit) * unit,
+                n_tile: 1,
+                im2col: None,
+                epilogue,
+                b_transposed: false,
+                generated: None,
+                sparse: Some(sparse),
+            })));
+            return Ok(());
+        }
         let pw = self.addr(w);
         self.gemm_node(
             node,
@@ -856,6 +967,7 @@ impl Lower<'_> {
             epilogue,
             b_transposed: weight_b,
             generated: None,
+            sparse: None,
         };
         if generated {
             // Constant B is packed; activations are read in place. Constant A (rare) is
@@ -1248,4 +1360,6 @@ pub struct Batch {
     pub channel: usize,
     /// Into the packed A of the generated GEMM.
     pub a_packed: usize,
+    /// Which group's matrix A is (for a sparse A's descriptor).
+    pub group: usize,
 }

@@ -139,6 +139,21 @@ pub struct GemmStep {
     pub b_transposed: bool,
     /// The generated GEMM's kernels and packed operands; `None`: use the `gemm` crate.
     pub generated: Option<Generated>,
+    /// A constant sparse A (a pruned weight): its kernel replaces the GEMM.
+    pub sparse: Option<SparseA>,
+}
+
+/// A sparse A operand: the BCR or CSR kernel and its descriptors.
+pub struct SparseA {
+    /// The kernel (see [`crate::codegen::sparse`]).
+    pub kernel: KernelId,
+    /// The descriptors of every group's matrix, in one buffer.
+    pub desc: Addr,
+    /// Byte offset of each group's descriptor in `desc`.
+    pub offsets: Vec<usize>,
+    /// Rows per unit of the kernel's tile (the block rows for BCR, 1 for CSR); row tiles
+    /// are multiples of it.
+    pub row_unit: usize,
 }
 
 /// The generated GEMM of a step: kernels by tile size, and the packed forms of constant
@@ -469,8 +484,31 @@ impl Executable {
                         g.ldb,
                     ),
                 };
-                match &g.generated {
-                    Some(generated) => {
+                match (&g.sparse, &g.generated) {
+                    (Some(sp), _) => {
+                        // The kernel indexes C by absolute row: pass the matrix's C at
+                        // column n0, and the tile's block rows.
+                        let c_base = c + (co + n0 * 4) as u64;
+                        let args = [
+                            resolve_data(sp.desc) + sp.offsets[batch.group] as u64,
+                            b_ptr,
+                            c_base,
+                            n as u64,
+                            ldb as u64,
+                            g.ldc as u64,
+                        ];
+                        let (begin, end) = (m0 / sp.row_unit, m1.div_ceil(sp.row_unit));
+                        // SAFETY: the descriptor was built for this matrix; B and C hold
+                        // k × n and m × n elements at these strides.
+                        unsafe {
+                            self.compiled.kernels[sp.kernel.0](
+                                args.as_ptr(),
+                                begin as u64,
+                                end as u64,
+                            )
+                        };
+                    }
+                    (None, Some(generated)) => {
                         use crate::codegen::gemm::{MR, NR};
                         let a = match generated.a {
                             Some(pa) => {
@@ -489,7 +527,7 @@ impl Executable {
                         unsafe { self.compiled.kernels[kid.0](args.as_ptr(), 0, 0) };
                     }
                     // SAFETY: sizes and strides describe memory inside the arena and data.
-                    None => unsafe {
+                    (None, None) => unsafe {
                         gemm::gemm(
                             m,
                             n,

@@ -9,7 +9,7 @@ use dnnc_ir::init::{InitKind, InitSpec};
 use dnnc_ir::ops::*;
 use dnnc_ir::types::TensorType;
 use dnnc_ir::{Module, Tensor, Value};
-use dnnc_jit::{GemmImpl, JitOptions, compile};
+use dnnc_jit::{GemmImpl, JitOptions, WeightLayout, compile};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -42,6 +42,17 @@ struct Setup {
     gemm: GemmImpl,
     fuse: bool,
     seed: u64,
+    /// Conv and linear weights: dense, or (with about half their entries zeroed, whole
+    /// rows now and then) the CSR or BCR kernel.
+    layout: WeightLayout,
+}
+
+fn layout() -> impl Strategy<Value = WeightLayout> {
+    prop_oneof![
+        3 => Just(WeightLayout::Dense),
+        1 => Just(WeightLayout::Csr),
+        2 => (1usize..=9, 1usize..=40).prop_map(|(r, c)| WeightLayout::Bcr([r, c])),
+    ]
 }
 
 fn setup() -> impl Strategy<Value = Setup> {
@@ -50,8 +61,9 @@ fn setup() -> impl Strategy<Value = Setup> {
         any::<bool>(),
         prop::bool::weighted(0.8),
         0u64..1000,
+        layout(),
     )
-        .prop_map(|(threads, generated, fuse, seed)| Setup {
+        .prop_map(|(threads, generated, fuse, seed, layout)| Setup {
             threads,
             gemm: if generated {
                 GemmImpl::Generated
@@ -60,7 +72,32 @@ fn setup() -> impl Strategy<Value = Setup> {
             },
             fuse,
             seed,
+            layout,
         })
+}
+
+/// Zeroes about half the entries of every weight of rank ≥ 2 (and every fifth row), so
+/// that sparse kernels meet empty rows, empty blocks and zeros inside kept blocks.
+fn sparsify(m: &mut Module, seed: u64) {
+    let ids: Vec<_> = m.weights.keys().collect();
+    for id in ids {
+        let ty = m.weights[id].ty.clone();
+        if ty.rank() < 2 {
+            continue;
+        }
+        let mut v = m.weight_value(id).expect("seeded").to_f32_vec();
+        let cols = v.len() / ty.shape[0];
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        for (i, x) in v.iter_mut().enumerate() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            if state.is_multiple_of(2) || (i / cols) % 5 == 4 {
+                *x = 0.0;
+            }
+        }
+        m.weights[id].set_values(Tensor::from_f32(&ty.shape, v));
+    }
 }
 
 /// A function under construction: weights are seeded normals (variances uniform in [0.5, 2)).
@@ -99,7 +136,15 @@ impl Case {
 
     /// Runs the case on both engines and compares.
     fn check(&self, s: &Setup) -> Result<(), TestCaseError> {
-        let f = self.module.funcs.keys().next().expect("one function");
+        let mut sparse;
+        let module = if s.layout == WeightLayout::Dense {
+            &self.module
+        } else {
+            sparse = self.module.clone();
+            sparsify(&mut sparse, s.seed);
+            &sparse
+        };
+        let f = module.funcs.keys().next().expect("one function");
         let inputs: Vec<Tensor> = self
             .params
             .iter()
@@ -110,14 +155,15 @@ impl Case {
                     .expect("small")
             })
             .collect();
-        let want = dnnc_reference::run(&self.module, f, &inputs, &Default::default())
+        let want = dnnc_reference::run(module, f, &inputs, &Default::default())
             .map_err(|e| TestCaseError::fail(format!("reference: {e}")))?;
         let options = JitOptions {
             threads: s.threads,
             gemm: s.gemm,
             fuse: s.fuse,
+            layout: s.layout,
         };
-        let exe = compile(&self.module, f, &options)
+        let exe = compile(module, f, &options)
             .map_err(|e| TestCaseError::fail(format!("compile: {e}")))?;
         let got = exe
             .run(&inputs)
@@ -129,7 +175,7 @@ impl Case {
             prop_assert!(
                 e <= TOLERANCE,
                 "output {i}: relative L2 error {e:.3e} > {TOLERANCE:e}\n{}",
-                dnnc_ir::printer::print_module(&self.module)
+                dnnc_ir::printer::print_module(module)
             );
         }
         Ok(())

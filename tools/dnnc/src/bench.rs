@@ -34,6 +34,10 @@ pub struct BenchArgs {
     /// of runs and print where the time goes (by op and by step).
     #[arg(long)]
     profile: bool,
+    /// Compare weight layouts of the JIT (comma-separated: dense, csr, bcr, bcr:RxC, auto)
+    /// in one table, each compiled and timed the same way.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = crate::run::parse_layout)]
+    layouts: Vec<dnnc_jit::WeightLayout>,
 }
 
 /// The `q`-quantile of sorted values (nearest rank).
@@ -58,6 +62,9 @@ pub fn run(mut args: BenchArgs) -> Result<(), Failure> {
     let start = Instant::now();
     materialize_weights(&m, &sources)?;
     let weights_ms = start.elapsed().as_secs_f64() * 1e3;
+    if !args.layouts.is_empty() {
+        return compare_layouts(&args, &m, f, &inputs, &sources);
+    }
     let start = Instant::now();
     let prepared = prepare(&m, f, &args.engine, &sources)?;
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;
@@ -254,4 +261,107 @@ fn profile(
         by_op,
         slowest,
     })
+}
+
+/// `--layouts`: the same model compiled with each weight layout, timed alike, in one table.
+fn compare_layouts(
+    args: &BenchArgs,
+    m: &dnnc_ir::Module,
+    f: dnnc_ir::FuncId,
+    inputs: &[dnnc_ir::Tensor],
+    sources: &dnnc_ir::SourceMap,
+) -> Result<(), Failure> {
+    if args.engine.engine != crate::run::Engine::Jit || args.profile {
+        eprintln!(
+            "error: --layouts compares the JIT's weight layouts; it takes neither --engine reference nor --profile"
+        );
+        return Err(Failure::Usage);
+    }
+    let func = &m.funcs[f];
+    let flops: u64 = func.body.iter().map(|&op| op_cost(func, op).flops).sum();
+    let mut rows = Vec::new();
+    for &layout in &args.layouts {
+        let engine = EngineArgs {
+            layout,
+            ..args.engine.clone()
+        };
+        let start = Instant::now();
+        let prepared = prepare(m, f, &engine, sources)?;
+        let compile_ms = start.elapsed().as_secs_f64() * 1e3;
+        let fail = |d: dnnc_ir::Diagnostic| {
+            eprint!("{}", sources.render(&d));
+            Failure::Diagnostics
+        };
+        for _ in 0..args.warmup {
+            prepared.run(inputs, false).map_err(fail)?;
+        }
+        let mut latencies = Vec::with_capacity(args.runs as usize);
+        for _ in 0..args.runs {
+            let t = Instant::now();
+            let out = prepared.run(inputs, false).map_err(fail)?;
+            latencies.push(t.elapsed().as_secs_f64() * 1e3);
+            std::hint::black_box(out);
+        }
+        latencies.sort_by(f64::total_cmp);
+        let weight_bytes = match &prepared {
+            Prepared::Jit(exe) => exe.stats.weight_bytes,
+            Prepared::Reference(..) => 0,
+        };
+        rows.push((
+            layout_name(layout),
+            compile_ms,
+            quantile(&latencies, 0.5),
+            quantile(&latencies, 0.1),
+            quantile(&latencies, 0.9),
+            weight_bytes,
+        ));
+    }
+    let base = rows[0].2;
+    if args.json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(name, c, med, p10, p90, wb)| {
+                serde_json::json!({"layout": name, "compile_ms": c, "median_ms": med, "p10_ms": p10,
+                    "p90_ms": p90, "weight_bytes": wb, "speedup_vs_first": base / med})
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "model": args.input, "threads": args.engine.threads, "runs": args.runs,
+                "dense_flops": flops, "layouts": v,
+            }))
+            .expect("serialisable")
+        );
+        return Ok(());
+    }
+    println!(
+        "{} @{} on the jit engine, {} thread(s), {} runs after {} warm-up",
+        args.input, func.name, args.engine.threads, args.runs, args.warmup
+    );
+    println!(
+        "  {:<12} {:>10} {:>10} {:>10} {:>10} {:>12} {:>9}",
+        "layout", "compile ms", "median ms", "p10 ms", "p90 ms", "weights MB", "speedup"
+    );
+    for (name, c, med, p10, p90, wb) in &rows {
+        println!(
+            "  {name:<12} {c:>10.1} {med:>10.3} {p10:>10.3} {p90:>10.3} {:>12.2} {:>8.2}x",
+            *wb as f64 / 1048576.0,
+            base / med
+        );
+    }
+    println!(
+        "  (speedup against the first layout; {} dense FLOPs per run)",
+        dnnc_ir::analysis::si(flops)
+    );
+    Ok(())
+}
+
+fn layout_name(l: dnnc_jit::WeightLayout) -> String {
+    match l {
+        dnnc_jit::WeightLayout::ByEncoding => "auto".into(),
+        dnnc_jit::WeightLayout::Dense => "dense".into(),
+        dnnc_jit::WeightLayout::Csr => "csr".into(),
+        dnnc_jit::WeightLayout::Bcr(b) => format!("bcr:{}x{}", b[0], b[1]),
+    }
 }

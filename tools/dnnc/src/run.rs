@@ -31,7 +31,7 @@ pub enum GemmChoice {
 }
 
 /// How the JIT engine compiles (shared by `run` and `bench`).
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct EngineArgs {
     /// The execution engine.
     #[arg(long, value_enum, default_value_t = Engine::Jit)]
@@ -48,6 +48,33 @@ pub struct EngineArgs {
     /// Do not fuse epilogues into convolutions and linear layers.
     #[arg(long)]
     pub no_fuse: bool,
+    /// Weight storage of convs and linear layers: auto (each weight's #bcr/#csr
+    /// encoding), dense, csr, bcr, or bcr:RxC (blocks of a weight without #bcr).
+    #[arg(long, default_value = "auto", value_parser = parse_layout)]
+    pub layout: dnnc_jit::WeightLayout,
+}
+
+/// Parses `--layout`.
+pub fn parse_layout(s: &str) -> Result<dnnc_jit::WeightLayout, String> {
+    use dnnc_jit::WeightLayout;
+    let block = |b: &str| -> Option<[usize; 2]> {
+        let (r, c) = b.split_once('x')?;
+        let (r, c) = (r.parse().ok()?, c.parse().ok()?);
+        (r >= 1 && c >= 1).then_some([r, c])
+    };
+    match s {
+        "auto" => Ok(WeightLayout::ByEncoding),
+        "dense" => Ok(WeightLayout::Dense),
+        "csr" => Ok(WeightLayout::Csr),
+        "bcr" => Ok(WeightLayout::Bcr([8, 32])),
+        _ => s
+            .strip_prefix("bcr:")
+            .and_then(block)
+            .map(WeightLayout::Bcr)
+            .ok_or_else(|| {
+                format!("expected auto, dense, csr, bcr or bcr:RxC (e.g. bcr:8x32), got '{s}'")
+            }),
+    }
 }
 
 /// A function ready to run on the chosen engine.
@@ -112,6 +139,7 @@ pub fn prepare<'m>(
             GemmChoice::Generated => dnnc_jit::GemmImpl::Generated,
         },
         fuse: !e.no_fuse,
+        layout: e.layout,
     };
     match dnnc_jit::compile(&optimised, f, &options) {
         Ok(exe) => Ok(Prepared::Jit(Box::new(exe))),

@@ -1,6 +1,7 @@
 //! BCR-pruned zoo models: `bcr-prune{rate=8 block=8x32}` meets its rate on every layer it
-//! prunes, keeps every output row, and the JIT agrees with the reference interpreter on
-//! the pruned model (relative L2 error ≤ 1e-4).
+//! prunes and keeps every output row, and the JIT's BCR kernels (the weights' #bcr
+//! encoding, 1 and 2 threads), its CSR kernels and its dense GEMM all agree with the
+//! reference interpreter on the pruned model (relative L2 error ≤ 1e-4).
 
 use dnnc_ir::diag::SourceFile;
 use dnnc_ir::init::{InitKind, InitSpec};
@@ -94,14 +95,27 @@ fn check_model(name: &str) {
         })
         .collect();
     let want = dnnc_reference::run(&m, fid, &x, &Default::default()).unwrap();
-    let exe = dnnc_jit::compile(&m, fid, &dnnc_jit::JitOptions::default()).unwrap();
-    let got = exe.run(&x).unwrap();
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        let e = rel_l2(g, w);
-        assert!(
-            e <= TOLERANCE,
-            "{name} output {i}: relative L2 error {e:.3e}"
-        );
+    use dnnc_jit::{JitOptions, WeightLayout};
+    for (layout, threads) in [
+        (WeightLayout::ByEncoding, 1),
+        (WeightLayout::ByEncoding, 2),
+        (WeightLayout::Csr, 1),
+        (WeightLayout::Dense, 1),
+    ] {
+        let options = JitOptions {
+            layout,
+            threads,
+            ..JitOptions::default()
+        };
+        let exe = dnnc_jit::compile(&m, fid, &options).unwrap();
+        let got = exe.run(&x).unwrap();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let e = rel_l2(g, w);
+            assert!(
+                e <= TOLERANCE,
+                "{name} output {i} ({layout:?}, {threads} threads): relative L2 error {e:.3e}"
+            );
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod gemm;
 pub mod pool;
 pub mod rnn;
 pub mod shape;
+pub mod sparse;
 
 use crate::CompileError;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};

@@ -1,0 +1,351 @@
+//! Sparse matrix products `C = A·B` with a constant sparse `A` (a pruned weight's GEMM
+//! view) and dense `B` and `C`: a BCR kernel (GRIM) and a CSR kernel, the baseline it is
+//! compared with. Both vectorise over the columns of `B` and `C` (spatial positions of a
+//! convolution, or one column for a matrix-vector product) in chunks of 8, 4 and 1.
+//!
+//! Shared arguments: `[descriptor, B, C, n, ldb, ldc]` — the descriptor built by
+//! [`bcr_descriptor`] or [`csr_descriptor`], `n` columns of `B` and `C`, and their row
+//! strides in elements. `C` is written, not accumulated into.
+//!
+//! The BCR kernel's tile is a range of block rows. For each block it loads every input
+//! element of the block's kept columns once and reuses it for all of the block's kept rows
+//! (redundant-load elimination), with one code path per kept-row count (the pattern class
+//! of the block). The CSR kernel's tile is a range of rows; every nonzero reloads its
+//! input.
+
+use super::{KB, KernelId};
+use crate::CompileError;
+use cranelift_codegen::ir::types::{F32, F32X4};
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value};
+use cranelift_frontend::{Switch, Variable};
+use dnnc_ir::sparse::BcrMatrix;
+
+/// Words of a BCR block record: kept rows, kept columns, and the word offsets of the row
+/// indices, column indices and values.
+const RECORD_WORDS: usize = 5;
+
+/// The BCR descriptor of `values` (`rows × cols`) in `block`-shaped blocks, as u32 words:
+/// `block_start[block rows + 1]` (record indices), then the records, then per block its
+/// kept row indices, kept column indices, and values (f32 bits) column by column.
+pub fn bcr_descriptor(values: &[f32], rows: usize, cols: usize, block: [usize; 2]) -> Vec<u32> {
+    let b = BcrMatrix::from_dense(values, rows, cols, block);
+    let block_rows = rows.div_ceil(b.block[0]);
+    let records_at = block_rows + 1;
+    let mut words = vec![0u32; records_at + RECORD_WORDS * b.blocks.len()];
+    let mut payload: Vec<u32> = Vec::new();
+    let payload_at = words.len();
+    let mut next = 0;
+    for bri in 0..block_rows {
+        words[bri] = next as u32;
+        while next < b.blocks.len() && b.blocks[next].row0 / b.block[0] == bri {
+            let blk = &b.blocks[next];
+            let rec = records_at + RECORD_WORDS * next;
+            words[rec] = blk.rows.len() as u32;
+            words[rec + 1] = blk.cols.len() as u32;
+            words[rec + 2] = (payload_at + payload.len()) as u32;
+            payload.extend(blk.rows.iter().map(|&r| blk.row0 as u32 + r));
+            words[rec + 3] = (payload_at + payload.len()) as u32;
+            payload.extend(blk.cols.iter().map(|&c| blk.col0 as u32 + c));
+            words[rec + 4] = (payload_at + payload.len()) as u32;
+            let (nr, nc) = (blk.rows.len(), blk.cols.len());
+            for c in 0..nc {
+                for r in 0..nr {
+                    payload.push(blk.values[r * nc + c].to_bits());
+                }
+            }
+            next += 1;
+        }
+    }
+    words[block_rows] = next as u32;
+    words.extend(payload);
+    words
+}
+
+/// The CSR descriptor of `values` (`rows × cols`): the word offsets of the column indices
+/// and of the values, `row_start[rows + 1]`, then the column index of every nonzero, then
+/// its value (f32 bits).
+pub fn csr_descriptor(values: &[f32], rows: usize, cols: usize) -> Vec<u32> {
+    let mut starts = Vec::with_capacity(rows + 1);
+    let (mut idx, mut vals) = (Vec::new(), Vec::new());
+    for r in 0..rows {
+        starts.push(idx.len() as u32);
+        for (c, &v) in values[r * cols..(r + 1) * cols].iter().enumerate() {
+            if v != 0.0 {
+                idx.push(c as u32);
+                vals.push(v.to_bits());
+            }
+        }
+    }
+    starts.push(idx.len() as u32);
+    let cols_at = 2 + starts.len();
+    let mut words = vec![cols_at as u32, (cols_at + idx.len()) as u32];
+    words.extend(starts);
+    words.extend(idx);
+    words.extend(vals);
+    words
+}
+
+fn ro() -> MemFlagsData {
+    MemFlagsData::trusted().with_readonly()
+}
+
+/// Loads u32 word `index` (a run-time value) of the descriptor as an i64.
+fn word(kb: &mut KB, desc: Value, index: Value, plus: i32) -> Value {
+    let a = kb.offset(desc, index, 4);
+    kb.b.ins().uload32(ro(), a, 4 * plus)
+}
+
+/// One column chunk: `lanes` = 8 (two vectors), 4 (one) or 1 (a scalar).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Eight,
+    Four,
+    One,
+}
+
+impl Chunk {
+    fn width(self) -> i64 {
+        match self {
+            Chunk::Eight => 8,
+            Chunk::Four => 4,
+            Chunk::One => 1,
+        }
+    }
+    fn parts(self) -> usize {
+        if self == Chunk::Eight { 2 } else { 1 }
+    }
+    fn zero(self, kb: &mut KB) -> Value {
+        match self {
+            Chunk::One => kb.f(0.0),
+            _ => kb.splat(0.0),
+        }
+    }
+    fn load(self, kb: &mut KB, addr: Value, part: usize) -> Value {
+        match self {
+            Chunk::One => kb.load(addr, 0),
+            _ => kb.load4(addr, 16 * part as i32),
+        }
+    }
+    fn store(self, kb: &mut KB, v: Value, addr: Value, part: usize) {
+        match self {
+            Chunk::One => kb.store(v, addr, 0),
+            _ => kb.store4(v, addr, 16 * part as i32),
+        }
+    }
+    /// A weight broadcast to the chunk's lanes.
+    fn weight(self, kb: &mut KB, addr: Value, offset: i32) -> Value {
+        let w = kb.b.ins().load(F32, ro(), addr, offset);
+        match self {
+            Chunk::One => w,
+            _ => kb.splat_v(w),
+        }
+    }
+}
+
+/// Runs `body(kb, j, chunk)` over the columns `[0, n)`: chunks of `widest` (8 or 4)
+/// columns, then (after eights) one chunk of four if it fits, then single columns.
+fn column_chunks(
+    kb: &mut KB,
+    n: Value,
+    widest: Chunk,
+    mut body: impl FnMut(&mut KB, Value, Chunk),
+) {
+    let zero = kb.int(0);
+    let w = widest.width();
+    let full = kb.b.ins().band_imm_s(n, !(w - 1));
+    kb.for_range(zero, full, w, |kb, j| body(kb, j, widest));
+    let mut from = full;
+    if widest == Chunk::Eight {
+        let rest = kb.b.ins().isub(n, full);
+        let four = kb.b.ins().band_imm_s(rest, 4);
+        let end = kb.b.ins().iadd(full, four);
+        kb.for_range(full, end, 4, |kb, j| body(kb, j, Chunk::Four));
+        from = end;
+    }
+    kb.for_range(from, n, 1, |kb, j| body(kb, j, Chunk::One));
+}
+
+fn vars(kb: &mut KB, count: usize, chunk: Chunk) -> Vec<Variable> {
+    let ty = if chunk == Chunk::One { F32 } else { F32X4 };
+    (0..count)
+        .map(|_| {
+            let z = chunk.zero(kb);
+            kb.var(ty, z)
+        })
+        .collect()
+}
+
+/// The BCR kernel for an `m`-row matrix in blocks of `block_rows` rows (see the module
+/// docs for the arguments; the tile is a range of block rows).
+pub fn bcr(cg: &mut super::Codegen, m: usize, block_rows: usize) -> Result<KernelId, CompileError> {
+    let key = format!("bcr:{m}:{block_rows}");
+    let records_at = m.div_ceil(block_rows) + 1;
+    cg.kernel(&key, move |kb| {
+        let (desc, b, c, n) = (kb.arg(0), kb.arg(1), kb.arg(2), kb.arg(3));
+        let (ldb, ldc) = (kb.arg(4), kb.arg(5));
+        let ldb4 = kb.b.ins().imul_imm_s(ldb, 4);
+        let ldc4 = kb.b.ins().imul_imm_s(ldc, 4);
+        let (begin, end) = (kb.begin, kb.end);
+        kb.for_range(begin, end, 1, |kb, bri| {
+            // C's rows of this block row start at zero; blocks add into them.
+            let row0 = kb.b.ins().imul_imm_s(bri, block_rows as i64);
+            let row_end = kb.b.ins().iadd_imm_s(row0, block_rows as i64);
+            let m_v = kb.int(m as i64);
+            let row_end = kb.b.ins().smin(row_end, m_v);
+            kb.for_range(row0, row_end, 1, |kb, r| {
+                let row = kb.b.ins().imul(r, ldc4);
+                let row = kb.b.ins().iadd(c, row);
+                column_chunks(kb, n, Chunk::Eight, |kb, j, chunk| {
+                    let a = kb.at(row, j);
+                    let z = chunk.zero(kb);
+                    for part in 0..chunk.parts() {
+                        chunk.store(kb, z, a, part);
+                    }
+                });
+            });
+            let first = word(kb, desc, bri, 0);
+            let last = word(kb, desc, bri, 1);
+            kb.for_range(first, last, 1, |kb, blk| {
+                let rec = kb.b.ins().imul_imm_s(blk, RECORD_WORDS as i64);
+                let rec = kb.b.ins().iadd_imm_s(rec, records_at as i64);
+                let kept_rows = word(kb, desc, rec, 0);
+                let kept_cols = word(kb, desc, rec, 1);
+                let rows_at = word(kb, desc, rec, 2);
+                let rows = kb.offset(desc, rows_at, 4);
+                let cols_at = word(kb, desc, rec, 3);
+                let cols = kb.offset(desc, cols_at, 4);
+                let vals_at = word(kb, desc, rec, 4);
+                let vals = kb.offset(desc, vals_at, 4);
+                // One path per kept-row count.
+                let done = kb.b.create_block();
+                let mut switch = Switch::new();
+                let paths: Vec<_> = (1..=block_rows).map(|_| kb.b.create_block()).collect();
+                for (i, &p) in paths.iter().enumerate() {
+                    switch.set_entry(i as u128 + 1, p);
+                }
+                switch.emit(&mut kb.b, kept_rows, done);
+                for (i, &p) in paths.iter().enumerate() {
+                    let kept = i + 1;
+                    kb.b.switch_to_block(p);
+                    // Two vectors per row while the accumulators fit in registers.
+                    let widest = if kept <= 4 { Chunk::Eight } else { Chunk::Four };
+                    column_chunks(kb, n, widest, |kb, j, chunk| {
+                        let parts = chunk.parts();
+                        let acc = vars(kb, kept * parts, chunk);
+                        let zero = kb.int(0);
+                        let j4 = kb.b.ins().imul_imm_s(j, 4);
+                        kb.for_range(zero, kept_cols, 1, |kb, ci| {
+                            let col = word(kb, cols, ci, 0);
+                            let off = kb.b.ins().imul(col, ldb4);
+                            let at = kb.b.ins().iadd(b, off);
+                            let at = kb.b.ins().iadd(at, j4);
+                            let x: Vec<Value> = (0..parts).map(|p| chunk.load(kb, at, p)).collect();
+                            // This column's values for the kept rows, contiguous.
+                            let wcol = kb.b.ins().imul_imm_s(ci, (4 * kept) as i64);
+                            let wcol = kb.b.ins().iadd(vals, wcol);
+                            for r in 0..kept {
+                                let w = chunk.weight(kb, wcol, (4 * r) as i32);
+                                for (p, &xv) in x.iter().enumerate() {
+                                    let a = kb.b.use_var(acc[r * parts + p]);
+                                    let a = kb.fma(xv, w, a);
+                                    kb.b.def_var(acc[r * parts + p], a);
+                                }
+                            }
+                        });
+                        for r in 0..kept {
+                            let rr = kb.int(r as i64);
+                            let row = word(kb, rows, rr, 0);
+                            let off = kb.b.ins().imul(row, ldc4);
+                            let at = kb.b.ins().iadd(c, off);
+                            let at = kb.b.ins().iadd(at, j4);
+                            for p in 0..parts {
+                                let old = chunk.load(kb, at, p);
+                                let a = kb.b.use_var(acc[r * parts + p]);
+                                let sum = kb.b.ins().fadd(old, a);
+                                chunk.store(kb, sum, at, p);
+                            }
+                        }
+                    });
+                    kb.b.ins().jump(done, &[]);
+                }
+                kb.b.switch_to_block(done);
+            });
+        });
+    })
+}
+
+/// The CSR kernel for an `m`-row matrix (see the module docs; the tile is a range of
+/// rows).
+pub fn csr(cg: &mut super::Codegen, m: usize) -> Result<KernelId, CompileError> {
+    let key = format!("csr:{m}");
+    cg.kernel(&key, move |kb| {
+        let (desc, b, c, n) = (kb.arg(0), kb.arg(1), kb.arg(2), kb.arg(3));
+        let (ldb, ldc) = (kb.arg(4), kb.arg(5));
+        let ldb4 = kb.b.ins().imul_imm_s(ldb, 4);
+        let ldc4 = kb.b.ins().imul_imm_s(ldc, 4);
+        let zero = kb.int(0);
+        let cols_at = word(kb, desc, zero, 0);
+        let cols = kb.offset(desc, cols_at, 4);
+        let vals_at = word(kb, desc, zero, 1);
+        let vals = kb.offset(desc, vals_at, 4);
+        let starts = kb.b.ins().iadd_imm_s(desc, 8);
+        let (begin, end) = (kb.begin, kb.end);
+        kb.for_range(begin, end, 1, |kb, r| {
+            let first = word(kb, starts, r, 0);
+            let last = word(kb, starts, r, 1);
+            let row = kb.b.ins().imul(r, ldc4);
+            let row = kb.b.ins().iadd(c, row);
+            column_chunks(kb, n, Chunk::Eight, |kb, j, chunk| {
+                let parts = chunk.parts();
+                let acc = vars(kb, parts, chunk);
+                let j4 = kb.b.ins().imul_imm_s(j, 4);
+                kb.for_range(first, last, 1, |kb, e| {
+                    let col = word(kb, cols, e, 0);
+                    let off = kb.b.ins().imul(col, ldb4);
+                    let at = kb.b.ins().iadd(b, off);
+                    let at = kb.b.ins().iadd(at, j4);
+                    let wa = kb.at(vals, e);
+                    let w = chunk.weight(kb, wa, 0);
+                    for (p, &v) in acc.iter().enumerate() {
+                        let x = chunk.load(kb, at, p);
+                        let a = kb.b.use_var(v);
+                        let a = kb.fma(x, w, a);
+                        kb.b.def_var(v, a);
+                    }
+                });
+                let at = kb.b.ins().iadd(row, j4);
+                for (p, &v) in acc.iter().enumerate() {
+                    let a = kb.b.use_var(v);
+                    chunk.store(kb, a, at, p);
+                }
+            });
+        });
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptors_hold_the_blocks_and_rows() {
+        #[rustfmt::skip]
+        let m = [
+            0.0, 2.0, 0.0, 0.0,
+            0.0, 3.0, 0.0, 4.0,
+            0.0, 0.0, 0.0, 0.0,
+        ];
+        let d = bcr_descriptor(&m, 3, 4, [2, 2]);
+        // Block rows: [0, 2) then [2, 2): two blocks in the first, none in the second.
+        assert_eq!(&d[..3], &[0, 2, 2]);
+        let rec = 3;
+        assert_eq!(&d[rec..rec + 2], &[2, 1]); // block (0,0): rows 0,1 × column 1
+        let vals = d[rec + 4] as usize;
+        assert_eq!(f32::from_bits(d[vals]), 2.0);
+        assert_eq!(f32::from_bits(d[vals + 1]), 3.0);
+        let c = csr_descriptor(&m, 3, 4);
+        assert_eq!(&c[..2], &[6, 9]);
+        assert_eq!(&c[2..6], &[0, 1, 3, 3]);
+        assert_eq!(&c[6..9], &[1, 1, 3]);
+    }
+}
