@@ -88,6 +88,7 @@ pub fn lower(
                 &shape(node.inputs[1]),
                 &shape(node.outputs[0]),
                 options,
+                sparse_layout(options, func.ty(node.inputs[1])).is_some(),
             ) {
                 // The column matrix, plus the generated GEMM's read-ahead slack.
                 Some(t) if t.shared_im2col => vec![(t.k * t.n + gemm::NR) * 4],
@@ -216,20 +217,6 @@ impl Lower<'_> {
         Addr::Data(self.push(Data::F32(v.into_boxed_slice())), 0)
     }
 
-    /// The sparse form a conv2d or linear weight runs in, if any.
-    fn sparse_layout(&self, w: Value) -> Option<SparseLayout> {
-        let encoding = self.func.ty(w).encoding.clone();
-        match (self.options.layout, encoding) {
-            (WeightLayout::Dense, _) => None,
-            (WeightLayout::Csr, _) => Some(SparseLayout::Csr),
-            (WeightLayout::Bcr(_), Some(Encoding::Bcr(b))) => Some(SparseLayout::Bcr(b.block)),
-            (WeightLayout::Bcr(block), _) => Some(SparseLayout::Bcr(block)),
-            (WeightLayout::ByEncoding, Some(Encoding::Bcr(b))) => Some(SparseLayout::Bcr(b.block)),
-            (WeightLayout::ByEncoding, Some(Encoding::Csr)) => Some(SparseLayout::Csr),
-            (WeightLayout::ByEncoding, None) => None,
-        }
-    }
-
     /// The kernel and descriptors of sparse matrices (one per group), each `m × k`.
     fn sparse_a(
         &mut self,
@@ -248,7 +235,7 @@ impl Lower<'_> {
             });
         }
         let (kernel, row_unit) = match layout {
-            SparseLayout::Bcr(block) => (sparse::bcr(&mut self.cg, m, block[0])?, block[0]),
+            SparseLayout::Bcr(block) => (sparse::bcr(&mut self.cg, m, block)?, block[0]),
             SparseLayout::Csr => (sparse::csr(&mut self.cg, m)?, 1),
         };
         let desc = Addr::Data(self.push(Data::U32(words.into_boxed_slice())), 0);
@@ -711,7 +698,9 @@ impl Lower<'_> {
             self.kernel_step(kid, vec![px, pw, py, sa, sh], n * k, ho * wo * r * s);
             return self.rest_of_epilogue(node, &rest, y);
         }
-        let tiling = conv_tiling(c, &sx, &sw, &sy, self.options).expect("not depthwise");
+        let sparse = sparse_layout(self.options, self.func.ty(w));
+        let tiling =
+            conv_tiling(c, &sx, &sw, &sy, self.options, sparse.is_some()).expect("not depthwise");
         let (kg, kk, p, pointwise) = (tiling.m, tiling.k, tiling.n, tiling.pointwise);
         self.variant = Some(if pointwise { "1x1" } else { "im2col" });
         let (mut px, mut ldb) = (px, p);
@@ -777,7 +766,7 @@ impl Lower<'_> {
             generated: None,
             sparse: None,
         };
-        if let Some(layout) = self.sparse_layout(w) {
+        if let Some(layout) = sparse {
             let wv = self
                 .konst(w)
                 .ok_or_else(|| unsupported(node, "the weight must be a weight or constant"))?;
@@ -876,7 +865,7 @@ impl Lower<'_> {
             None => None,
         };
         let (px, py) = (self.addr(x), self.addr(y));
-        if let Some(layout) = self.sparse_layout(w) {
+        if let Some(layout) = sparse_layout(self.options, self.func.ty(w)) {
             // y = x·Wᵀ row by row: per batch row, the matrix-vector product W·x (C is
             // `nf × 1`, the row of y), with the features as the epilogue's channels.
             let sparse = self.sparse_a(layout, &[&wv], nf, kf)?;
@@ -1286,6 +1275,23 @@ fn gemm_tiles(
     )
 }
 
+/// The sparse form a conv2d or linear weight of type `ty` runs in, if any.
+fn sparse_layout(options: &JitOptions, ty: &dnnc_ir::TensorType) -> Option<SparseLayout> {
+    match (options.layout, &ty.encoding) {
+        (WeightLayout::Dense, _) => None,
+        (WeightLayout::Csr, _) => Some(SparseLayout::Csr),
+        (WeightLayout::Bcr(_), Some(Encoding::Bcr(b))) => Some(SparseLayout::Bcr(b.block)),
+        (WeightLayout::Bcr(block), _) => Some(SparseLayout::Bcr(block)),
+        (WeightLayout::ByEncoding, Some(Encoding::Bcr(b))) => Some(SparseLayout::Bcr(b.block)),
+        (WeightLayout::ByEncoding, Some(Encoding::Csr)) => Some(SparseLayout::Csr),
+        (WeightLayout::ByEncoding, None) => None,
+    }
+}
+
+/// Bytes of B a sparse product's column tile keeps in L2: every block re-reads its kept
+/// rows of the tile, so the tile must stay in cache while the block rows pass over it.
+const SPARSE_B_TILE_BYTES: usize = 256 * 1024;
+
 /// How a dense or grouped convolution becomes a GEMM.
 struct ConvTiling {
     /// A 1×1 convolution reads its input as B directly.
@@ -1312,6 +1318,7 @@ fn conv_tiling(
     sw: &[usize],
     sy: &[usize],
     options: &JitOptions,
+    sparse: bool,
 ) -> Option<ConvTiling> {
     let (n, ch, h, wd) = (sx[0], sx[1], sx[2], sx[3]);
     let (k, cg, r, s) = (sw[0], sw[1], sw[2], sw[3]);
@@ -1328,6 +1335,30 @@ fn conv_tiling(
     };
     let batches = n * c.groups;
     let (m, p) = (k / c.groups, ho * wo);
+    let kk = cg * r * s;
+    if sparse {
+        // All rows per tile; columns so that the tile of B stays in L2 (whole output
+        // rows with im2col), and at least two tiles per thread where that allows.
+        let unit = if pointwise { 8 } else { wo };
+        let fit = (SPARSE_B_TILE_BYTES / (4 * kk) / unit).max(1) * unit;
+        let threads = options.threads.max(1);
+        let per_thread = (p.div_ceil(2 * threads).div_ceil(unit) * unit).max(unit);
+        let n_tile = if threads > 1 {
+            fit.min(per_thread)
+        } else {
+            fit
+        }
+        .min(p);
+        return Some(ConvTiling {
+            pointwise,
+            m,
+            n: p,
+            k: kk,
+            m_tile: m,
+            n_tile,
+            shared_im2col: false,
+        });
+    }
     let (m_tile, n_tile) = gemm_tiles(
         m,
         p,
@@ -1340,7 +1371,7 @@ fn conv_tiling(
         pointwise,
         m,
         n: p,
-        k: cg * r * s,
+        k: kk,
         m_tile,
         n_tile,
         shared_im2col: !pointwise && batches == 1 && m_tile < m,

@@ -44,6 +44,12 @@ pub const INFO: PassInfo = PassInfo {
             help: "prune the weights whose names match (e.g. '^features\\.[1-9]')",
         },
         OptionSpec {
+            name: "balanced",
+            kind: "bool",
+            default: Some("true"),
+            help: "every block keeps the same rows and columns (the BCR kernel's best case); false ranks segments across the whole layer",
+        },
+        OptionSpec {
             name: "criterion",
             kind: "l2|l1",
             default: Some("l2"),
@@ -92,6 +98,7 @@ fn create(o: &PassOptions) -> Result<Box<dyn Pass>, OptionError> {
         block,
         layers,
         criterion,
+        balanced: o.get("balanced")?,
     }))
 }
 
@@ -111,6 +118,8 @@ pub struct BcrPrune {
     pub layers: regex::Regex,
     /// Segment ranking.
     pub criterion: Criterion,
+    /// Same kept rows and columns in every block.
+    pub balanced: bool,
 }
 
 /// A weight to prune, found through the op that consumes it.
@@ -212,8 +221,15 @@ impl Pass for BcrPrune {
                 for g in 0..t.gates {
                     let start = m.offset + g * gate_rows * m.cols;
                     let slice = &mut values[start..start + gate_rows * m.cols];
-                    nz_after +=
-                        prune_matrix(slice, gate_rows, m.cols, self.block, t.rate, self.criterion);
+                    nz_after += prune_matrix(
+                        slice,
+                        gate_rows,
+                        m.cols,
+                        self.block,
+                        t.rate,
+                        self.criterion,
+                        self.balanced,
+                    );
                     stored += BcrMatrix::from_dense(slice, gate_rows, m.cols, self.block).bytes();
                 }
             }

@@ -19,15 +19,128 @@ impl Criterion {
     }
 }
 
-/// Prunes `values` (`rows × cols`, row-major) in place to at most `ceil(rows·cols / rate)`
-/// nonzeros where the row guarantee allows, in `block`-shaped blocks.
+/// Prunes one matrix (`rows × cols`, row-major) in place to about `1/rate` of its
+/// entries in `block`-shaped blocks, balanced ([`prune_balanced`]) or global
+/// ([`prune_global`]). Returns the nonzeros left.
+pub fn prune_matrix(
+    values: &mut [f32],
+    rows: usize,
+    cols: usize,
+    block: [usize; 2],
+    rate: f64,
+    criterion: Criterion,
+    balanced: bool,
+) -> usize {
+    if balanced {
+        prune_balanced(values, rows, cols, block, rate, criterion)
+    } else {
+        prune_global(values, rows, cols, block, rate, criterion)
+    }
+}
+
+/// How many rows and columns a balanced block of `rows × cols` keeps at `rate`: about
+/// four rows (the BCR kernel's sweet spot: one vector of kept rows, and four rows sharing
+/// each loaded input), and as many columns as the rate then allows.
+pub fn balanced_keep(rows: usize, cols: usize, rate: f64) -> (usize, usize) {
+    let target = ((rows * cols) as f64 / rate.max(1.0)).round().max(1.0) as usize;
+    let mut kr = rows.min(4);
+    while kr < rows && target / kr > cols {
+        kr += 1;
+    }
+    let kc = (target / kr).clamp(1, cols);
+    (kr, kc)
+}
+
+/// Balanced pruning: every block keeps the same number of column segments (its strongest
+/// by norm) and the same number of row segments, as [`balanced_keep`] says. Rows are
+/// chosen per block row so that every output row is kept somewhere: each row first goes
+/// to the block where its segment is strongest (while that block has room), then blocks
+/// fill up with their strongest remaining rows. Only when a block row has fewer kept slots
+/// than rows (a matrix one block wide) do some blocks keep one more. Returns the nonzeros.
+pub fn prune_balanced(
+    values: &mut [f32],
+    rows: usize,
+    cols: usize,
+    block: [usize; 2],
+    rate: f64,
+    criterion: Criterion,
+) -> usize {
+    assert_eq!(values.len(), rows * cols);
+    let [br, bc] = [block[0].max(1), block[1].max(1)];
+    let original = values.to_vec();
+    let block_cols = cols.div_ceil(bc);
+    for r0 in (0..rows).step_by(br) {
+        let r1 = (r0 + br).min(rows);
+        // Columns: each block's strongest.
+        let mut kept_cols: Vec<Vec<usize>> = Vec::with_capacity(block_cols);
+        let mut room: Vec<usize> = Vec::with_capacity(block_cols);
+        for bj in 0..block_cols {
+            let (c0, c1) = (bj * bc, ((bj + 1) * bc).min(cols));
+            let (kr, kc) = balanced_keep(r1 - r0, c1 - c0, rate);
+            let mut by_col: Vec<(f64, usize)> = (c0..c1)
+                .map(|c| (criterion.norm((r0..r1).map(|r| original[r * cols + c])), c))
+                .collect();
+            by_col.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            kept_cols.push(by_col.iter().take(kc).map(|x| x.1).collect());
+            room.push(kr);
+        }
+        // Row segment norms on the kept columns: norm[r - r0][bj].
+        let norm: Vec<Vec<f64>> = (r0..r1)
+            .map(|r| {
+                kept_cols
+                    .iter()
+                    .map(|kc| criterion.norm(kc.iter().map(|&c| original[r * cols + c])))
+                    .collect()
+            })
+            .collect();
+        let mut keep = vec![vec![false; block_cols]; r1 - r0];
+        // Every row once, strongest rows first, in their best block with room.
+        let mut order: Vec<usize> = (0..r1 - r0).collect();
+        let best = |i: usize| norm[i].iter().copied().fold(0.0, f64::max);
+        order.sort_by(|&a, &b| best(b).total_cmp(&best(a)).then(a.cmp(&b)));
+        for &i in &order {
+            let mut blocks: Vec<usize> = (0..block_cols).collect();
+            blocks.sort_by(|&a, &b| norm[i][b].total_cmp(&norm[i][a]).then(a.cmp(&b)));
+            let pick = blocks
+                .iter()
+                .copied()
+                .find(|&bj| room[bj] > 0)
+                .unwrap_or(blocks[0]);
+            keep[i][pick] = true;
+            room[pick] = room[pick].saturating_sub(1);
+        }
+        // Then each block's remaining room, strongest rows first.
+        for bj in 0..block_cols {
+            let mut cand: Vec<usize> = (0..r1 - r0).filter(|&i| !keep[i][bj]).collect();
+            cand.sort_by(|&a, &b| norm[b][bj].total_cmp(&norm[a][bj]).then(a.cmp(&b)));
+            for &i in cand.iter().take(room[bj]) {
+                keep[i][bj] = true;
+            }
+        }
+        for (i, r) in (r0..r1).enumerate() {
+            for bj in 0..block_cols {
+                let (c0, c1) = (bj * bc, ((bj + 1) * bc).min(cols));
+                for c in c0..c1 {
+                    if !(keep[i][bj] && kept_cols[bj].contains(&c)) {
+                        values[r * cols + c] = 0.0;
+                    }
+                }
+            }
+        }
+    }
+    values.iter().filter(|&&v| v != 0.0).count()
+}
+
+/// Global (unbalanced) pruning: prunes `values` (`rows × cols`, row-major) in place to at
+/// most `ceil(rows·cols / rate)` nonzeros where the row guarantee allows, in
+/// `block`-shaped blocks; segments compete across the whole matrix.
 ///
 /// Columns go first: about `1/√rate` of the column segments stay (ranked across the
 /// whole matrix; each block keeps its strongest). Then row segments are removed, weakest
 /// first, until the target is met; if rows cannot give more (a row's last nonzero
 /// segment always stays), more column segments go. No output row ever becomes empty.
 /// Returns the nonzeros left.
-pub fn prune_matrix(
+pub fn prune_global(
     values: &mut [f32],
     rows: usize,
     cols: usize,
@@ -194,7 +307,7 @@ mod tests {
             (100, 33, [8, 8], 16.0),
         ] {
             let mut m = seeded(rows * cols, rows as u64);
-            let nz = prune_matrix(&mut m, rows, cols, block, rate, Criterion::L2);
+            let nz = prune_global(&mut m, rows, cols, block, rate, Criterion::L2);
             let target = ((rows * cols) as f64 / rate).ceil() as usize;
             assert_eq!(nz, m.iter().filter(|&&v| v != 0.0).count());
             assert!(nz <= target, "{nz} > {target}");
@@ -226,8 +339,40 @@ mod tests {
             5.0, 0.1, 4.0, 2.0, //
             6.0, 0.1, 5.0, 4.0,
         ];
-        let nz = prune_matrix(&mut m, 2, 4, [2, 2], 2.0, Criterion::L2);
+        let nz = prune_global(&mut m, 2, 4, [2, 2], 2.0, Criterion::L2);
         assert_eq!(nz, 4);
         assert_eq!(m, vec![5.0, 0.0, 0.0, 0.0, 6.0, 0.0, 5.0, 4.0]);
+    }
+
+    #[test]
+    fn balanced_blocks_keep_the_same_rows_and_columns() {
+        for (rows, cols, block, rate) in [
+            (64, 288, [8, 32], 8.0),
+            (50, 70, [8, 16], 4.0),
+            (16, 64, [4, 32], 16.0),
+        ] {
+            let mut m = seeded(rows * cols, cols as u64);
+            let nz = prune_balanced(&mut m, rows, cols, block, rate, Criterion::L2);
+            let target = ((rows * cols) as f64 / rate).ceil() as usize;
+            assert!(nz <= target, "{nz} vs {target}");
+            for r in 0..rows {
+                assert!(
+                    m[r * cols..(r + 1) * cols].iter().any(|&v| v != 0.0),
+                    "row {r}"
+                );
+            }
+            let b = BcrMatrix::from_dense(&m, rows, cols, block);
+            for blk in &b.blocks {
+                let full = blk.row0 + block[0] <= rows && blk.col0 + block[1] <= cols;
+                if full {
+                    let (kr, kc) = balanced_keep(block[0], block[1], rate);
+                    assert_eq!(blk.cols.len(), kc);
+                    assert_eq!(blk.rows.len(), kr);
+                }
+            }
+        }
+        assert_eq!(balanced_keep(8, 32, 8.0), (4, 8));
+        assert_eq!(balanced_keep(8, 32, 16.0), (4, 4));
+        assert_eq!(balanced_keep(8, 32, 1.5), (6, 28));
     }
 }

@@ -15,6 +15,7 @@
 
 use super::{KB, KernelId};
 use crate::CompileError;
+use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{F32, F32X4};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::{Switch, Variable};
@@ -24,9 +25,16 @@ use dnnc_ir::sparse::BcrMatrix;
 /// indices, column indices and values.
 const RECORD_WORDS: usize = 5;
 
+/// Kept rows rounded up to whole vectors: each kept column's values are stored for this
+/// many rows (zeros after the kept ones), so a column is one or two aligned vectors.
+fn padded_rows(kept: usize) -> usize {
+    kept.div_ceil(4) * 4
+}
+
 /// The BCR descriptor of `values` (`rows × cols`) in `block`-shaped blocks, as u32 words:
 /// `block_start[block rows + 1]` (record indices), then the records, then per block its
-/// kept row indices, kept column indices, and values (f32 bits) column by column.
+/// kept row indices, kept column indices, and values (f32 bits) column by column, each
+/// column padded to [`padded_rows`].
 pub fn bcr_descriptor(values: &[f32], rows: usize, cols: usize, block: [usize; 2]) -> Vec<u32> {
     let b = BcrMatrix::from_dense(values, rows, cols, block);
     let block_rows = rows.div_ceil(b.block[0]);
@@ -49,8 +57,9 @@ pub fn bcr_descriptor(values: &[f32], rows: usize, cols: usize, block: [usize; 2
             words[rec + 4] = (payload_at + payload.len()) as u32;
             let (nr, nc) = (blk.rows.len(), blk.cols.len());
             for c in 0..nc {
-                for r in 0..nr {
-                    payload.push(blk.values[r * nc + c].to_bits());
+                for r in 0..padded_rows(nr) {
+                    let v = if r < nr { blk.values[r * nc + c] } else { 0.0 };
+                    payload.push(v.to_bits());
                 }
             }
             next += 1;
@@ -95,24 +104,19 @@ fn word(kb: &mut KB, desc: Value, index: Value, plus: i32) -> Value {
     kb.b.ins().uload32(ro(), a, 4 * plus)
 }
 
-/// One column chunk: `lanes` = 8 (two vectors), 4 (one) or 1 (a scalar).
+/// One column chunk: `Vectors(v)` is `4·v` columns, `One` a single column (scalars).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Chunk {
-    Eight,
-    Four,
+    Vectors(usize),
     One,
 }
 
 impl Chunk {
-    fn width(self) -> i64 {
+    fn parts(self) -> usize {
         match self {
-            Chunk::Eight => 8,
-            Chunk::Four => 4,
+            Chunk::Vectors(v) => v,
             Chunk::One => 1,
         }
-    }
-    fn parts(self) -> usize {
-        if self == Chunk::Eight { 2 } else { 1 }
     }
     fn zero(self, kb: &mut KB) -> Value {
         match self {
@@ -142,24 +146,26 @@ impl Chunk {
     }
 }
 
-/// Runs `body(kb, j, chunk)` over the columns `[0, n)`: chunks of `widest` (8 or 4)
-/// columns, then (after eights) one chunk of four if it fits, then single columns.
+/// Runs `body(kb, j, chunk)` over the columns `[0, n)`: chunks of `widest` vectors, then
+/// single vectors, then single columns.
 fn column_chunks(
     kb: &mut KB,
     n: Value,
-    widest: Chunk,
+    widest: usize,
     mut body: impl FnMut(&mut KB, Value, Chunk),
 ) {
     let zero = kb.int(0);
-    let w = widest.width();
-    let full = kb.b.ins().band_imm_s(n, !(w - 1));
-    kb.for_range(zero, full, w, |kb, j| body(kb, j, widest));
+    let w = 4 * widest as i64;
+    // Whole chunks: n - n % w (w need not be a power of two).
+    let rem = kb.b.ins().urem_imm_u(n, w);
+    let full = kb.b.ins().isub(n, rem);
+    kb.for_range(zero, full, w, |kb, j| body(kb, j, Chunk::Vectors(widest)));
     let mut from = full;
-    if widest == Chunk::Eight {
-        let rest = kb.b.ins().isub(n, full);
-        let four = kb.b.ins().band_imm_s(rest, 4);
-        let end = kb.b.ins().iadd(full, four);
-        kb.for_range(full, end, 4, |kb, j| body(kb, j, Chunk::Four));
+    if widest > 1 {
+        let left = kb.b.ins().isub(n, full);
+        let fours = kb.b.ins().band_imm_s(left, !3);
+        let end = kb.b.ins().iadd(full, fours);
+        kb.for_range(full, end, 4, |kb, j| body(kb, j, Chunk::Vectors(1)));
         from = end;
     }
     kb.for_range(from, n, 1, |kb, j| body(kb, j, Chunk::One));
@@ -175,16 +181,38 @@ fn vars(kb: &mut KB, count: usize, chunk: Chunk) -> Vec<Variable> {
         .collect()
 }
 
-/// The BCR kernel for an `m`-row matrix in blocks of `block_rows` rows (see the module
-/// docs for the arguments; the tile is a range of block rows).
-pub fn bcr(cg: &mut super::Codegen, m: usize, block_rows: usize) -> Result<KernelId, CompileError> {
-    let key = format!("bcr:{m}:{block_rows}");
+/// Vectors of columns per chunk for a block with `kept` rows: as wide as the
+/// accumulators (`kept` × vectors) and inputs fit in the 16 vector registers.
+fn chunk_vectors(kept: usize) -> usize {
+    match kept {
+        1 | 2 => 4,
+        3 => 3,
+        4 => 2,
+        _ => 1,
+    }
+}
+
+/// The BCR kernel for an `m`-row matrix in blocks of `block` (see the module docs for the
+/// arguments; the tile is a range of block rows).
+pub fn bcr(cg: &mut super::Codegen, m: usize, block: [usize; 2]) -> Result<KernelId, CompileError> {
+    let [block_rows, block_cols] = block;
+    let key = format!("bcr:{m}:{block_rows}x{block_cols}");
     let records_at = m.div_ceil(block_rows) + 1;
     cg.kernel(&key, move |kb| {
+        use cranelift_codegen::ir::{StackSlotData, StackSlotKind, types::I64};
         let (desc, b, c, n) = (kb.arg(0), kb.arg(1), kb.arg(2), kb.arg(3));
         let (ldb, ldc) = (kb.arg(4), kb.arg(5));
         let ldb4 = kb.b.ins().imul_imm_s(ldb, 4);
         let ldc4 = kb.b.ins().imul_imm_s(ldc, 4);
+        // The addresses of a block's kept input rows, computed once per block.
+        let slot = kb.b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            (8 * block_cols) as u32,
+            3,
+        ));
+        let col_ptrs = kb.b.ins().stack_addr(I64, slot, 0);
+        let one = kb.int(1);
+        let is_vector = kb.b.ins().icmp(IntCC::Equal, n, one);
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, bri| {
             // C's rows of this block row start at zero; blocks add into them.
@@ -195,7 +223,7 @@ pub fn bcr(cg: &mut super::Codegen, m: usize, block_rows: usize) -> Result<Kerne
             kb.for_range(row0, row_end, 1, |kb, r| {
                 let row = kb.b.ins().imul(r, ldc4);
                 let row = kb.b.ins().iadd(c, row);
-                column_chunks(kb, n, Chunk::Eight, |kb, j, chunk| {
+                column_chunks(kb, n, 2, |kb, j, chunk| {
                     let a = kb.at(row, j);
                     let z = chunk.zero(kb);
                     for part in 0..chunk.parts() {
@@ -216,7 +244,16 @@ pub fn bcr(cg: &mut super::Codegen, m: usize, block_rows: usize) -> Result<Kerne
                 let cols = kb.offset(desc, cols_at, 4);
                 let vals_at = word(kb, desc, rec, 4);
                 let vals = kb.offset(desc, vals_at, 4);
-                // One path per kept-row count.
+                let zero = kb.int(0);
+                kb.for_range(zero, kept_cols, 1, |kb, ci| {
+                    let col = word(kb, cols, ci, 0);
+                    let off = kb.b.ins().imul(col, ldb4);
+                    let at = kb.b.ins().iadd(b, off);
+                    let slot_at = kb.offset(col_ptrs, ci, 8);
+                    kb.b.ins().store(MemFlagsData::trusted(), at, slot_at, 0);
+                });
+                // One path per kept-row count, and per shape of B: a vector (one column,
+                // a matrix-vector product) or a matrix.
                 let done = kb.b.create_block();
                 let mut switch = Switch::new();
                 let paths: Vec<_> = (1..=block_rows).map(|_| kb.b.create_block()).collect();
@@ -227,22 +264,25 @@ pub fn bcr(cg: &mut super::Codegen, m: usize, block_rows: usize) -> Result<Kerne
                 for (i, &p) in paths.iter().enumerate() {
                     let kept = i + 1;
                     kb.b.switch_to_block(p);
-                    // Two vectors per row while the accumulators fit in registers.
-                    let widest = if kept <= 4 { Chunk::Eight } else { Chunk::Four };
-                    column_chunks(kb, n, widest, |kb, j, chunk| {
+                    let (vector, matrix) = (kb.b.create_block(), kb.b.create_block());
+                    kb.b.ins().brif(is_vector, vector, &[], matrix, &[]);
+                    kb.b.switch_to_block(vector);
+                    bcr_block_times_vector(kb, kept, kept_cols, col_ptrs, vals, rows, c, ldc4);
+                    kb.b.ins().jump(done, &[]);
+                    kb.b.switch_to_block(matrix);
+                    let stride = 4 * padded_rows(kept) as i64;
+                    column_chunks(kb, n, chunk_vectors(kept), |kb, j, chunk| {
                         let parts = chunk.parts();
                         let acc = vars(kb, kept * parts, chunk);
                         let zero = kb.int(0);
                         let j4 = kb.b.ins().imul_imm_s(j, 4);
                         kb.for_range(zero, kept_cols, 1, |kb, ci| {
-                            let col = word(kb, cols, ci, 0);
-                            let off = kb.b.ins().imul(col, ldb4);
-                            let at = kb.b.ins().iadd(b, off);
+                            let slot_at = kb.offset(col_ptrs, ci, 8);
+                            let at = kb.b.ins().load(I64, MemFlagsData::trusted(), slot_at, 0);
                             let at = kb.b.ins().iadd(at, j4);
                             let x: Vec<Value> = (0..parts).map(|p| chunk.load(kb, at, p)).collect();
                             // This column's values for the kept rows, contiguous.
-                            let wcol = kb.b.ins().imul_imm_s(ci, (4 * kept) as i64);
-                            let wcol = kb.b.ins().iadd(vals, wcol);
+                            let wcol = kb.offset(vals, ci, stride);
                             for r in 0..kept {
                                 let w = chunk.weight(kb, wcol, (4 * r) as i32);
                                 for (p, &xv) in x.iter().enumerate() {
@@ -253,8 +293,7 @@ pub fn bcr(cg: &mut super::Codegen, m: usize, block_rows: usize) -> Result<Kerne
                             }
                         });
                         for r in 0..kept {
-                            let rr = kb.int(r as i64);
-                            let row = word(kb, rows, rr, 0);
+                            let row = kb.b.ins().uload32(ro(), rows, (4 * r) as i32);
                             let off = kb.b.ins().imul(row, ldc4);
                             let at = kb.b.ins().iadd(c, off);
                             let at = kb.b.ins().iadd(at, j4);
@@ -272,6 +311,63 @@ pub fn bcr(cg: &mut super::Codegen, m: usize, block_rows: usize) -> Result<Kerne
             });
         });
     })
+}
+
+/// A block times a vector: the kept rows are the vector lanes (each kept column's values
+/// are one or two padded vectors), each input element is splatted once, and two
+/// accumulator sets hide the FMA latency. The lanes are added into their rows of C.
+#[allow(clippy::too_many_arguments)]
+fn bcr_block_times_vector(
+    kb: &mut KB,
+    kept: usize,
+    kept_cols: Value,
+    col_ptrs: Value,
+    vals: Value,
+    rows: Value,
+    c: Value,
+    ldc4: Value,
+) {
+    use cranelift_codegen::ir::types::I64;
+    let vectors = padded_rows(kept) / 4;
+    let acc = vars(kb, 2 * vectors, Chunk::Vectors(1));
+    let pairs = kb.b.ins().ushr_imm_u(kept_cols, 1);
+    let pairs_end = kb.b.ins().ishl_imm_u(pairs, 1);
+    let zero = kb.int(0);
+    let stride = (16 * vectors) as i64;
+    let column = |kb: &mut KB, ci: Value, set: usize| {
+        let slot_at = kb.offset(col_ptrs, ci, 8);
+        let at = kb.b.ins().load(I64, MemFlagsData::trusted(), slot_at, 0);
+        let x = kb.load(at, 0);
+        let x = kb.splat_v(x);
+        let wcol = kb.offset(vals, ci, stride);
+        for v in 0..vectors {
+            let w = kb.b.ins().load(F32X4, ro(), wcol, (16 * v) as i32);
+            let a = kb.b.use_var(acc[set * vectors + v]);
+            let a = kb.fma(x, w, a);
+            kb.b.def_var(acc[set * vectors + v], a);
+        }
+    };
+    kb.for_range(zero, pairs_end, 2, |kb, ci| {
+        column(kb, ci, 0);
+        let next = kb.b.ins().iadd_imm_s(ci, 1);
+        column(kb, next, 1);
+    });
+    kb.for_range(pairs_end, kept_cols, 1, |kb, ci| column(kb, ci, 0));
+    for v in 0..vectors {
+        let a0 = kb.b.use_var(acc[v]);
+        let a1 = kb.b.use_var(acc[vectors + v]);
+        let sum = kb.b.ins().fadd(a0, a1);
+        for lane in 0..4.min(kept - 4 * v) {
+            let r = 4 * v + lane;
+            let row = kb.b.ins().uload32(ro(), rows, (4 * r) as i32);
+            let off = kb.b.ins().imul(row, ldc4);
+            let at = kb.b.ins().iadd(c, off);
+            let old = kb.load(at, 0);
+            let x = kb.b.ins().extractlane(sum, lane as u8);
+            let new = kb.b.ins().fadd(old, x);
+            kb.store(new, at, 0);
+        }
+    }
 }
 
 /// The CSR kernel for an `m`-row matrix (see the module docs; the tile is a range of
@@ -295,7 +391,7 @@ pub fn csr(cg: &mut super::Codegen, m: usize) -> Result<KernelId, CompileError> 
             let last = word(kb, starts, r, 1);
             let row = kb.b.ins().imul(r, ldc4);
             let row = kb.b.ins().iadd(c, row);
-            column_chunks(kb, n, Chunk::Eight, |kb, j, chunk| {
+            column_chunks(kb, n, 2, |kb, j, chunk| {
                 let parts = chunk.parts();
                 let acc = vars(kb, parts, chunk);
                 let j4 = kb.b.ins().imul_imm_s(j, 4);
