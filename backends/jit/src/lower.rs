@@ -92,6 +92,10 @@ pub fn lower(
             ) {
                 // The column matrix, plus the generated GEMM's read-ahead slack.
                 Some(t) if t.shared_im2col => vec![(t.k * t.n + gemm::NR) * 4],
+                // The zero-padded input of a convolution read in place.
+                Some(ConvTiling {
+                    direct: Some(d), ..
+                }) if d.bytes > 0 => vec![d.bytes],
                 _ => Vec::new(),
             },
             _ => Vec::new(),
@@ -224,19 +228,33 @@ impl Lower<'_> {
         matrices: &[&[f32]],
         m: usize,
         k: usize,
+        columns: sparse::Columns,
+        col_word: &dyn Fn(usize) -> u32,
     ) -> Result<SparseA, CompileError> {
         let mut words: Vec<u32> = Vec::new();
         let mut offsets = Vec::with_capacity(matrices.len());
         for values in matrices {
             offsets.push(4 * words.len());
             words.extend(match layout {
-                SparseLayout::Bcr(block) => sparse::bcr_descriptor(values, m, k, block),
-                SparseLayout::Csr => sparse::csr_descriptor(values, m, k),
+                SparseLayout::Bcr(block) => sparse::bcr_descriptor(values, m, k, block, col_word),
+                SparseLayout::Csr => sparse::csr_descriptor(values, m, k, col_word),
             });
         }
         let (kernel, row_unit) = match layout {
-            SparseLayout::Bcr(block) => (sparse::bcr(&mut self.cg, m, block)?, block[0]),
-            SparseLayout::Csr => (sparse::csr(&mut self.cg, m)?, 1),
+            SparseLayout::Bcr(block) => {
+                // Straight-line code for the most frequent patterns of every group.
+                let mut classes: Vec<(usize, usize)> = Vec::new();
+                for values in matrices {
+                    for c in sparse::bcr_classes(values, m, k, block, SPECIALISED_PATTERNS) {
+                        if !classes.contains(&c) && classes.len() < SPECIALISED_PATTERNS {
+                            classes.push(c);
+                        }
+                    }
+                }
+                let kernel = sparse::bcr(&mut self.cg, m, block, columns, &classes)?;
+                (kernel, block[0])
+            }
+            SparseLayout::Csr => (sparse::csr(&mut self.cg, m, columns)?, 1),
         };
         let desc = Addr::Data(self.push(Data::U32(words.into_boxed_slice())), 0);
         Ok(SparseA {
@@ -704,7 +722,7 @@ impl Lower<'_> {
         let (kg, kk, p, pointwise) = (tiling.m, tiling.k, tiling.n, tiling.pointwise);
         self.variant = Some(if pointwise { "1x1" } else { "im2col" });
         let (mut px, mut ldb) = (px, p);
-        let im2col = if pointwise {
+        let im2col = if pointwise || tiling.direct.is_some() {
             None
         } else if tiling.shared_im2col {
             // One batch: im2col of every output row into the scratch, in parallel, then
@@ -765,6 +783,7 @@ impl Lower<'_> {
             b_transposed: false,
             generated: None,
             sparse: None,
+            b_rows: None,
         };
         if let Some(layout) = sparse {
             let wv = self
@@ -773,12 +792,36 @@ impl Lower<'_> {
             let matrices: Vec<&[f32]> = (0..groups)
                 .map(|gi| &wv[gi * kg * kk..(gi + 1) * kg * kk])
                 .collect();
-            step.sparse = Some(self.sparse_a(layout, &matrices, kg, kk)?);
+            let mut columns = sparse::Columns::Matrix;
+            let mut col_word: Box<dyn Fn(usize) -> u32> = Box::new(|c| c as u32);
+            if let Some(d) = tiling.direct {
+                // Read the input in place: a zero-padded copy first if the conv pads.
+                if d.bytes > 0 {
+                    let padded = Addr::Arena(self.plan.scratch[index][0]);
+                    let kernel = conv::pad_planes(&mut self.cg, h, wd, d.pad_h, d.pad_w)?;
+                    self.kernel_step(kernel, vec![px, padded], n * ch, h * wd);
+                    step.b = padded;
+                }
+                for (bi, batch) in step.batches.iter_mut().enumerate() {
+                    batch.b = 4 * bi * ch * d.hp * d.wp;
+                }
+                step.ldb = 1;
+                step.b_rows = Some((wo, d.wp));
+                columns = sparse::Columns::Direct { wo, wp: d.wp };
+                let (hp, wp) = (d.hp, d.wp);
+                col_word = Box::new(move |col| {
+                    let (ci, tap) = (col / (r * s), col % (r * s));
+                    (ci * hp * wp + (tap / s) * wp + tap % s) as u32
+                });
+            }
+            step.sparse = Some(self.sparse_a(layout, &matrices, kg, kk, columns, &*col_word)?);
             let unit = step.sparse.as_ref().map_or(1, |s| s.row_unit);
             step.m_tile = step.m_tile.div_ceil(unit) * unit;
-            self.variant = Some(match layout {
-                SparseLayout::Bcr(_) => "bcr",
-                SparseLayout::Csr => "csr",
+            self.variant = Some(match (layout, tiling.direct.is_some()) {
+                (SparseLayout::Bcr(_), true) => "bcr-direct",
+                (SparseLayout::Bcr(_), false) => "bcr",
+                (SparseLayout::Csr, true) => "csr-direct",
+                (SparseLayout::Csr, false) => "csr",
             });
             self.steps.push(Step::Gemm(Box::new(step)));
             return Ok(());
@@ -868,7 +911,9 @@ impl Lower<'_> {
         if let Some(layout) = sparse_layout(self.options, self.func.ty(w)) {
             // y = x·Wᵀ row by row: per batch row, the matrix-vector product W·x (C is
             // `nf × 1`, the row of y), with the features as the epilogue's channels.
-            let sparse = self.sparse_a(layout, &[&wv], nf, kf)?;
+            let sparse = self.sparse_a(layout, &[&wv], nf, kf, sparse::Columns::Matrix, &|c| {
+                c as u32
+            })?;
             let unit = sparse.row_unit;
             let (m_tile, _) = self.tiles(nf, 1, m, unit, 1);
             let batches = (0..m)
@@ -901,6 +946,7 @@ impl Lower<'_> {
                 b_transposed: false,
                 generated: None,
                 sparse: Some(sparse),
+                b_rows: None,
             })));
             return Ok(());
         }
@@ -957,6 +1003,7 @@ impl Lower<'_> {
             b_transposed: weight_b,
             generated: None,
             sparse: None,
+            b_rows: None,
         };
         if generated {
             // Constant B is packed; activations are read in place. Constant A (rare) is
@@ -1288,6 +1335,9 @@ fn sparse_layout(options: &JitOptions, ty: &dnnc_ir::TensorType) -> Option<Spars
     }
 }
 
+/// Block patterns (kept rows × kept columns) of a BCR matrix that get straight-line code.
+const SPECIALISED_PATTERNS: usize = 6;
+
 /// Bytes of B a sparse product's column tile keeps in L2: every block re-reads its kept
 /// rows of the tile, so the tile must stay in cache while the block rows pass over it.
 const SPARSE_B_TILE_BYTES: usize = 256 * 1024;
@@ -1309,6 +1359,21 @@ struct ConvTiling {
     /// im2col runs once into a scratch buffer before the GEMM, instead of per tile: the
     /// rows of C are split across threads, and each row tile would redo it.
     shared_im2col: bool,
+    /// A sparse stride-1 convolution reads its (padded) input in place, without im2col.
+    direct: Option<DirectConv>,
+}
+
+/// The padded input of a convolution read in place.
+#[derive(Clone, Copy, Debug)]
+struct DirectConv {
+    /// Padded height and width.
+    hp: usize,
+    wp: usize,
+    /// Padding (top, bottom) and (left, right).
+    pad_h: (usize, usize),
+    pad_w: (usize, usize),
+    /// Bytes of the padded copy of every batch item (0: no padding, read the input).
+    bytes: usize,
 }
 
 /// The GEMM form of a convolution; `None` for a depthwise one (a direct kernel).
@@ -1337,10 +1402,40 @@ fn conv_tiling(
     let (m, p) = (k / c.groups, ho * wo);
     let kk = cg * r * s;
     if sparse {
-        // All rows per tile; columns so that the tile of B stays in L2 (whole output
-        // rows with im2col), and at least two tiles per thread where that allows.
+        // A stride-1 convolution reads its padded input in place when its output rows are
+        // whole vectors (ragged rows would run scalar tails on every row).
+        let direct = (!pointwise
+            && c.stride == [1, 1]
+            && c.dilation == [1, 1]
+            && c.groups == 1
+            && wo % 4 == 0)
+            .then(|| {
+                let (pad_h, pad_w) = (c.pad.h(), c.pad.w());
+                let (hp, wp) = (h + pad_h.0 + pad_h.1, wd + pad_w.0 + pad_w.1);
+                let padded = c.pad != dnnc_ir::attr::Padding::ZERO;
+                DirectConv {
+                    hp,
+                    wp,
+                    pad_h,
+                    pad_w,
+                    bytes: if padded { 4 * n * ch * hp * wp } else { 0 },
+                }
+            });
+        // All rows per tile; columns so that the tile's slice of B stays in L2 (whole
+        // output rows unless pointwise), and at least two tiles per thread where that
+        // allows.
         let unit = if pointwise { 8 } else { wo };
-        let fit = (SPARSE_B_TILE_BYTES / (4 * kk) / unit).max(1) * unit;
+        let fit = match direct {
+            // Input rows the tile's output rows read: (rows + r - 1) of every channel.
+            Some(d) => {
+                let row_bytes = 4 * ch * d.wp;
+                (SPARSE_B_TILE_BYTES / row_bytes)
+                    .saturating_sub(r - 1)
+                    .max(1)
+                    * wo
+            }
+            None => (SPARSE_B_TILE_BYTES / (4 * kk) / unit).max(64usize.div_ceil(unit)) * unit,
+        };
         let threads = options.threads.max(1);
         let per_thread = (p.div_ceil(2 * threads).div_ceil(unit) * unit).max(unit);
         let n_tile = if threads > 1 {
@@ -1357,6 +1452,7 @@ fn conv_tiling(
             m_tile: m,
             n_tile,
             shared_im2col: false,
+            direct,
         });
     }
     let (m_tile, n_tile) = gemm_tiles(
@@ -1375,6 +1471,7 @@ fn conv_tiling(
         m_tile,
         n_tile,
         shared_im2col: !pointwise && batches == 1 && m_tile < m,
+        direct: None,
     })
 }
 

@@ -141,6 +141,9 @@ pub struct GemmStep {
     pub generated: Option<Generated>,
     /// A constant sparse A (a pruned weight): its kernel replaces the GEMM.
     pub sparse: Option<SparseA>,
+    /// B is a convolution's padded input read in place: `(wo, wp)`, output and padded
+    /// input row widths (a tile's first column `n0` starts at input row `n0 / wo`).
+    pub b_rows: Option<(usize, usize)>,
 }
 
 /// A sparse A operand: the BCR or CSR kernel and its descriptors.
@@ -477,6 +480,10 @@ impl Executable {
                         // SAFETY: the scratch holds k × n floats; rows [n0/wo, n1/wo).
                         unsafe { f(args.as_ptr(), (n0 / im.wo) as u64, (n1 / im.wo) as u64) };
                         (scratch.as_ptr() as u64, n)
+                    }
+                    None if g.b_rows.is_some() => {
+                        let (wo, wp) = g.b_rows.expect("checked");
+                        (b + (bo + n0 / wo * wp * 4) as u64, g.ldb)
                     }
                     // Column n0 of B: element n0, or row n0 when B is stored transposed.
                     None => (

@@ -451,3 +451,49 @@ pub fn window(
 pub fn splat_weights(w: &[f32]) -> Vec<f32> {
     w.iter().flat_map(|&v| [v; 4]).collect()
 }
+
+/// Copies `[planes][h][w]` into `[planes][h + top + bottom][w + left + right]` with zero
+/// borders, for convolutions that read their input in place. Arguments `[x, padded]`;
+/// the tile is a range of planes.
+pub fn pad_planes(
+    cg: &mut Codegen,
+    h: usize,
+    w: usize,
+    (top, bottom): (usize, usize),
+    (left, right): (usize, usize),
+) -> Result<KernelId, CompileError> {
+    let key = format!("pad:{h}x{w}:{top},{bottom},{left},{right}");
+    let (hp, wp) = (h + top + bottom, w + left + right);
+    cg.kernel(&key, move |kb| {
+        let (x, out) = (kb.arg(0), kb.arg(1));
+        let (b, e) = (kb.begin, kb.end);
+        kb.for_range(b, e, 1, |kb, plane| {
+            let src = kb.b.ins().imul_imm_s(plane, (4 * h * w) as i64);
+            let src = kb.b.ins().iadd(x, src);
+            let dst = kb.b.ins().imul_imm_s(plane, (4 * hp * wp) as i64);
+            let dst = kb.b.ins().iadd(out, dst);
+            let zero = kb.int(0);
+            let top_v = kb.int(top as i64);
+            kb.for_range(zero, top_v, 1, |kb, i| {
+                let row = kb.offset(dst, i, (4 * wp) as i64);
+                fill_zero(kb, row, 0, wp);
+            });
+            let h_v = kb.int(h as i64);
+            kb.for_range(zero, h_v, 1, |kb, i| {
+                let row = kb.b.ins().iadd_imm_s(i, top as i64);
+                let row = kb.offset(dst, row, (4 * wp) as i64);
+                fill_zero(kb, row, 0, left);
+                fill_zero(kb, row, left + w, wp);
+                let from = kb.offset(src, i, (4 * w) as i64);
+                let to = kb.b.ins().iadd_imm_s(row, (4 * left) as i64);
+                kb.copy_floats(from, to, w);
+            });
+            let first = kb.int((top + h) as i64);
+            let last = kb.int(hp as i64);
+            kb.for_range(first, last, 1, |kb, i| {
+                let row = kb.offset(dst, i, (4 * wp) as i64);
+                fill_zero(kb, row, 0, wp);
+            });
+        });
+    })
+}

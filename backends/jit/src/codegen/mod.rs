@@ -41,6 +41,9 @@ pub struct Codegen {
     by_key: HashMap<String, KernelId>,
     funcs: Vec<FuncId>,
     fma: bool,
+    /// The host ISA without the e-graph optimiser: kernels whose instruction order is
+    /// chosen by hand (see [`Codegen::kernel_in_order`]).
+    in_order: std::sync::Arc<dyn cranelift_codegen::isa::TargetIsa>,
 }
 
 /// A finished module and its kernels' entry points.
@@ -76,6 +79,13 @@ impl Codegen {
         flags.set("is_pic", "false").map_err(err)?;
         flags.set("use_colocated_libcalls", "false").map_err(err)?;
         let isa_builder = cranelift_native::builder().map_err(err)?;
+        let mut plain = settings::builder();
+        plain.set("opt_level", "none").map_err(err)?;
+        plain.set("is_pic", "false").map_err(err)?;
+        let in_order = cranelift_native::builder()
+            .map_err(err)?
+            .finish(settings::Flags::new(plain))
+            .map_err(err)?;
         let isa = isa_builder
             .finish(settings::Flags::new(flags))
             .map_err(err)?;
@@ -94,6 +104,7 @@ impl Codegen {
             by_key: HashMap::new(),
             funcs: Vec::new(),
             fma,
+            in_order,
         })
     }
 
@@ -106,6 +117,27 @@ impl Codegen {
     pub fn kernel(
         &mut self,
         key: &str,
+        build: impl FnOnce(&mut KB),
+    ) -> Result<KernelId, CompileError> {
+        self.kernel_with(key, false, build)
+    }
+
+    /// Like [`Codegen::kernel`], but compiled without the e-graph pass, so instructions
+    /// stay in the order they were built: for register-blocked loops whose products must
+    /// be computed as their operands are loaded (the e-graph would sink every pure
+    /// product to its last use, after all the loads, and spill).
+    pub fn kernel_in_order(
+        &mut self,
+        key: &str,
+        build: impl FnOnce(&mut KB),
+    ) -> Result<KernelId, CompileError> {
+        self.kernel_with(key, true, build)
+    }
+
+    fn kernel_with(
+        &mut self,
+        key: &str,
+        in_order: bool,
         build: impl FnOnce(&mut KB),
     ) -> Result<KernelId, CompileError> {
         if let Some(&id) = self.by_key.get(key) {
@@ -143,9 +175,29 @@ impl Codegen {
         }
         let disasm = std::env::var("DNNC_JIT_DISASM").is_ok_and(|k| key.starts_with(&k));
         self.ctx.set_disasm(disasm);
-        self.module
-            .define_function(func, &mut self.ctx)
-            .map_err(|e| CompileError::Codegen(format!("kernel '{key}': {e:?}")))?;
+        if in_order {
+            let code = self
+                .ctx
+                .compile(
+                    &*self.in_order,
+                    &mut cranelift_codegen::control::ControlPlane::default(),
+                )
+                .map_err(|e| CompileError::Codegen(format!("kernel '{key}': {:?}", e.inner)))?;
+            if !code.buffer.relocs().is_empty() {
+                return Err(CompileError::Codegen(format!(
+                    "kernel '{key}' needs relocations, which in-order kernels do not support"
+                )));
+            }
+            let alignment = code.buffer.alignment as u64;
+            let bytes = code.code_buffer().to_vec();
+            self.module
+                .define_function_bytes(func, alignment, &bytes, &[])
+                .map_err(|e| CompileError::Codegen(format!("kernel '{key}': {e:?}")))?;
+        } else {
+            self.module
+                .define_function(func, &mut self.ctx)
+                .map_err(|e| CompileError::Codegen(format!("kernel '{key}': {e:?}")))?;
+        }
         if disasm && let Some(code) = self.ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
             eprintln!("; kernel {key}\n{code}");
         }

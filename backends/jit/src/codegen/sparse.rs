@@ -17,7 +17,7 @@ use super::{KB, KernelId};
 use crate::CompileError;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{F32, F32X4};
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value};
+use cranelift_codegen::ir::{BlockArg, InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::{Switch, Variable};
 use dnnc_ir::sparse::BcrMatrix;
 
@@ -34,8 +34,15 @@ fn padded_rows(kept: usize) -> usize {
 /// The BCR descriptor of `values` (`rows × cols`) in `block`-shaped blocks, as u32 words:
 /// `block_start[block rows + 1]` (record indices), then the records, then per block its
 /// kept row indices, kept column indices, and values (f32 bits) column by column, each
-/// column padded to [`padded_rows`].
-pub fn bcr_descriptor(values: &[f32], rows: usize, cols: usize, block: [usize; 2]) -> Vec<u32> {
+/// column padded to [`padded_rows`]. A kept column is stored as `col_word(column)`: its
+/// index, or (direct convolutions) its element offset in the padded input.
+pub fn bcr_descriptor(
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    block: [usize; 2],
+    col_word: &dyn Fn(usize) -> u32,
+) -> Vec<u32> {
     let b = BcrMatrix::from_dense(values, rows, cols, block);
     let block_rows = rows.div_ceil(b.block[0]);
     let records_at = block_rows + 1;
@@ -53,7 +60,7 @@ pub fn bcr_descriptor(values: &[f32], rows: usize, cols: usize, block: [usize; 2
             words[rec + 2] = (payload_at + payload.len()) as u32;
             payload.extend(blk.rows.iter().map(|&r| blk.row0 as u32 + r));
             words[rec + 3] = (payload_at + payload.len()) as u32;
-            payload.extend(blk.cols.iter().map(|&c| blk.col0 as u32 + c));
+            payload.extend(blk.cols.iter().map(|&c| col_word(blk.col0 + c as usize)));
             words[rec + 4] = (payload_at + payload.len()) as u32;
             let (nr, nc) = (blk.rows.len(), blk.cols.len());
             for c in 0..nc {
@@ -70,17 +77,41 @@ pub fn bcr_descriptor(values: &[f32], rows: usize, cols: usize, block: [usize; 2
     words
 }
 
+/// The patterns of a BCR matrix worth straight-line code: its most frequent (kept rows,
+/// kept columns) pairs, at most `limit`, most frequent first.
+pub fn bcr_classes(
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    block: [usize; 2],
+    limit: usize,
+) -> Vec<(usize, usize)> {
+    let b = BcrMatrix::from_dense(values, rows, cols, block);
+    let mut counts: std::collections::BTreeMap<(usize, usize), usize> = Default::default();
+    for blk in &b.blocks {
+        *counts.entry((blk.rows.len(), blk.cols.len())).or_default() += 1;
+    }
+    let mut classes: Vec<_> = counts.into_iter().collect();
+    classes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    classes.into_iter().take(limit).map(|(c, _)| c).collect()
+}
+
 /// The CSR descriptor of `values` (`rows × cols`): the word offsets of the column indices
 /// and of the values, `row_start[rows + 1]`, then the column index of every nonzero, then
 /// its value (f32 bits).
-pub fn csr_descriptor(values: &[f32], rows: usize, cols: usize) -> Vec<u32> {
+pub fn csr_descriptor(
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    col_word: &dyn Fn(usize) -> u32,
+) -> Vec<u32> {
     let mut starts = Vec::with_capacity(rows + 1);
     let (mut idx, mut vals) = (Vec::new(), Vec::new());
     for r in 0..rows {
         starts.push(idx.len() as u32);
         for (c, &v) in values[r * cols..(r + 1) * cols].iter().enumerate() {
             if v != 0.0 {
-                idx.push(c as u32);
+                idx.push(col_word(c));
                 vals.push(v.to_bits());
             }
         }
@@ -146,29 +177,79 @@ impl Chunk {
     }
 }
 
-/// Runs `body(kb, j, chunk)` over the columns `[0, n)`: chunks of `widest` vectors, then
-/// single vectors, then single columns.
+/// How the columns of B and C are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Columns {
+    /// B and C are matrices: column `j` is element `j` of a row.
+    Matrix,
+    /// A stride-1 convolution read in place (implicit GEMM): C's columns are output
+    /// positions, `wo` per output row; B is the zero-padded input, `wp` floats per row, and
+    /// a kept column's "row of B" is its (channel, kernel row, kernel column) offset.
+    Direct {
+        /// Output row width.
+        wo: usize,
+        /// Padded input row width.
+        wp: usize,
+    },
+}
+
+/// Runs `body(kb, b_off, c_off, chunk)` over the tile's `n` columns, where `b_off` and
+/// `c_off` are the chunk's byte offsets in a row of B and of C: chunks of `widest`
+/// vectors, then single vectors, then single columns (per output row when direct).
 fn column_chunks(
     kb: &mut KB,
     n: Value,
+    columns: Columns,
     widest: usize,
-    mut body: impl FnMut(&mut KB, Value, Chunk),
+    mut body: impl FnMut(&mut KB, Value, Value, Chunk),
 ) {
     let zero = kb.int(0);
+    match columns {
+        Columns::Matrix => chunk_run(kb, zero, n, widest, &mut |kb, j, chunk| {
+            let j4 = kb.b.ins().imul_imm_s(j, 4);
+            body(kb, j4, j4, chunk)
+        }),
+        Columns::Direct { wo, wp } => {
+            let out_rows = kb.b.ins().udiv_imm_u(n, wo as i64);
+            kb.for_range(zero, out_rows, 1, |kb, oh| {
+                let b_row = kb.b.ins().imul_imm_s(oh, (4 * wp) as i64);
+                let c_row = kb.b.ins().imul_imm_s(oh, (4 * wo) as i64);
+                let zero = kb.int(0);
+                let wo_v = kb.int(wo as i64);
+                chunk_run(kb, zero, wo_v, widest, &mut |kb, ow, chunk| {
+                    let ow4 = kb.b.ins().imul_imm_s(ow, 4);
+                    let bo = kb.b.ins().iadd(b_row, ow4);
+                    let co = kb.b.ins().iadd(c_row, ow4);
+                    body(kb, bo, co, chunk)
+                });
+            });
+        }
+    }
+}
+
+/// Chunks of `[from, to)`: `widest` vectors, then single vectors, then single columns.
+fn chunk_run(
+    kb: &mut KB,
+    from: Value,
+    to: Value,
+    widest: usize,
+    body: &mut dyn FnMut(&mut KB, Value, Chunk),
+) {
     let w = 4 * widest as i64;
-    // Whole chunks: n - n % w (w need not be a power of two).
-    let rem = kb.b.ins().urem_imm_u(n, w);
-    let full = kb.b.ins().isub(n, rem);
-    kb.for_range(zero, full, w, |kb, j| body(kb, j, Chunk::Vectors(widest)));
-    let mut from = full;
+    // Whole chunks: len - len % w (w need not be a power of two).
+    let len = kb.b.ins().isub(to, from);
+    let rem = kb.b.ins().urem_imm_u(len, w);
+    let full = kb.b.ins().isub(to, rem);
+    kb.for_range(from, full, w, |kb, j| body(kb, j, Chunk::Vectors(widest)));
+    let mut next = full;
     if widest > 1 {
-        let left = kb.b.ins().isub(n, full);
+        let left = kb.b.ins().isub(to, full);
         let fours = kb.b.ins().band_imm_s(left, !3);
         let end = kb.b.ins().iadd(full, fours);
         kb.for_range(full, end, 4, |kb, j| body(kb, j, Chunk::Vectors(1)));
-        from = end;
+        next = end;
     }
-    kb.for_range(from, n, 1, |kb, j| body(kb, j, Chunk::One));
+    kb.for_range(next, to, 1, |kb, j| body(kb, j, Chunk::One));
 }
 
 fn vars(kb: &mut KB, count: usize, chunk: Chunk) -> Vec<Variable> {
@@ -194,11 +275,18 @@ fn chunk_vectors(kept: usize) -> usize {
 
 /// The BCR kernel for an `m`-row matrix in blocks of `block` (see the module docs for the
 /// arguments; the tile is a range of block rows).
-pub fn bcr(cg: &mut super::Codegen, m: usize, block: [usize; 2]) -> Result<KernelId, CompileError> {
+pub fn bcr(
+    cg: &mut super::Codegen,
+    m: usize,
+    block: [usize; 2],
+    columns: Columns,
+    classes: &[(usize, usize)],
+) -> Result<KernelId, CompileError> {
     let [block_rows, block_cols] = block;
-    let key = format!("bcr:{m}:{block_rows}x{block_cols}");
+    let key = format!("bcr:{m}:{block_rows}x{block_cols}:{columns:?}:{classes:?}");
+    let classes = classes.to_vec();
     let records_at = m.div_ceil(block_rows) + 1;
-    cg.kernel(&key, move |kb| {
+    cg.kernel_in_order(&key, move |kb| {
         use cranelift_codegen::ir::{StackSlotData, StackSlotKind, types::I64};
         let (desc, b, c, n) = (kb.arg(0), kb.arg(1), kb.arg(2), kb.arg(3));
         let (ldb, ldc) = (kb.arg(4), kb.arg(5));
@@ -211,6 +299,13 @@ pub fn bcr(cg: &mut super::Codegen, m: usize, block: [usize; 2]) -> Result<Kerne
             3,
         ));
         let col_ptrs = kb.b.ins().stack_addr(I64, slot, 0);
+        // And the addresses of its kept rows of C.
+        let row_slot = kb.b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            (8 * block_rows) as u32,
+            3,
+        ));
+        let row_ptrs = kb.b.ins().stack_addr(I64, row_slot, 0);
         let one = kb.int(1);
         let is_vector = kb.b.ins().icmp(IntCC::Equal, n, one);
         let (begin, end) = (kb.begin, kb.end);
@@ -223,8 +318,8 @@ pub fn bcr(cg: &mut super::Codegen, m: usize, block: [usize; 2]) -> Result<Kerne
             kb.for_range(row0, row_end, 1, |kb, r| {
                 let row = kb.b.ins().imul(r, ldc4);
                 let row = kb.b.ins().iadd(c, row);
-                column_chunks(kb, n, 2, |kb, j, chunk| {
-                    let a = kb.at(row, j);
+                column_chunks(kb, n, Columns::Matrix, 2, |kb, _, j4, chunk| {
+                    let a = kb.b.ins().iadd(row, j4);
                     let z = chunk.zero(kb);
                     for part in 0..chunk.parts() {
                         chunk.store(kb, z, a, part);
@@ -252,9 +347,96 @@ pub fn bcr(cg: &mut super::Codegen, m: usize, block: [usize; 2]) -> Result<Kerne
                     let slot_at = kb.offset(col_ptrs, ci, 8);
                     kb.b.ins().store(MemFlagsData::trusted(), at, slot_at, 0);
                 });
-                // One path per kept-row count, and per shape of B: a vector (one column,
-                // a matrix-vector product) or a matrix.
+                kb.for_range(zero, kept_rows, 1, |kb, ri| {
+                    let row = word(kb, rows, ri, 0);
+                    let off = kb.b.ins().imul(row, ldc4);
+                    let at = kb.b.ins().iadd(c, off);
+                    let slot_at = kb.offset(row_ptrs, ri, 8);
+                    kb.b.ins().store(MemFlagsData::trusted(), at, slot_at, 0);
+                });
+                // The matrix's frequent patterns (kept rows × kept columns) get straight-line
+                // code; the others one path per kept-row count with a loop over columns.
+                // Either way, per shape of B: a vector (one column) or a matrix.
                 let done = kb.b.create_block();
+                let generic = kb.b.create_block();
+                let mut by_class = Switch::new();
+                let special: Vec<_> = classes.iter().map(|_| kb.b.create_block()).collect();
+                for (&(r, cc), &p) in classes.iter().zip(&special) {
+                    by_class.set_entry((r * 256 + cc) as u128, p);
+                }
+                let class = kb.b.ins().imul_imm_s(kept_rows, 256);
+                let class = kb.b.ins().iadd(class, kept_cols);
+                by_class.emit(&mut kb.b, class, generic);
+                for (&(kept, cc), &p) in classes.iter().zip(&special) {
+                    kb.b.switch_to_block(p);
+                    let (vector, matrix) = (kb.b.create_block(), kb.b.create_block());
+                    kb.b.ins().brif(is_vector, vector, &[], matrix, &[]);
+                    kb.b.switch_to_block(vector);
+                    bcr_block_times_vector(kb, kept, kept_cols, col_ptrs, vals, rows, c, ldc4);
+                    kb.b.ins().jump(done, &[]);
+                    kb.b.switch_to_block(matrix);
+                    let stride = 4 * padded_rows(kept);
+                    column_chunks(
+                        kb,
+                        n,
+                        columns,
+                        chunk_vectors(kept),
+                        |kb, bj4, cj4, chunk| {
+                            let parts = chunk.parts();
+                            let ty = if chunk == Chunk::One { F32 } else { F32X4 };
+                            let mut acc: Vec<Value> = Vec::new();
+                            for ci in 0..cc {
+                                let at = kb.b.ins().load(
+                                    I64,
+                                    MemFlagsData::trusted(),
+                                    col_ptrs,
+                                    (8 * ci) as i32,
+                                );
+                                let at = kb.b.ins().iadd(at, bj4);
+                                let x: Vec<Value> =
+                                    (0..parts).map(|p| chunk.load(kb, at, p)).collect();
+                                let mut next_acc = Vec::with_capacity(kept * parts);
+                                for r in 0..kept {
+                                    let w = chunk.weight(kb, vals, (stride * ci + 4 * r) as i32);
+                                    for (p, &xv) in x.iter().enumerate() {
+                                        next_acc.push(match acc.get(r * parts + p) {
+                                            None => kb.b.ins().fmul(xv, w),
+                                            Some(&a) => kb.fma(xv, w, a),
+                                        });
+                                    }
+                                }
+                                // A block per column, entered with the sums so far: its
+                                // products are computed before the next column's loads (the
+                                // optimiser would otherwise sink them all to the end and spill).
+                                let next = kb.b.create_block();
+                                let args: Vec<BlockArg> =
+                                    next_acc.iter().map(|&v| BlockArg::Value(v)).collect();
+                                acc = next_acc
+                                    .iter()
+                                    .map(|_| kb.b.append_block_param(next, ty))
+                                    .collect();
+                                kb.b.ins().jump(next, &args);
+                                kb.b.switch_to_block(next);
+                            }
+                            for r in 0..kept {
+                                let at = kb.b.ins().load(
+                                    I64,
+                                    MemFlagsData::trusted(),
+                                    row_ptrs,
+                                    (8 * r) as i32,
+                                );
+                                let at = kb.b.ins().iadd(at, cj4);
+                                for p in 0..parts {
+                                    let old = chunk.load(kb, at, p);
+                                    let sum = kb.b.ins().fadd(old, acc[r * parts + p]);
+                                    chunk.store(kb, sum, at, p);
+                                }
+                            }
+                        },
+                    );
+                    kb.b.ins().jump(done, &[]);
+                }
+                kb.b.switch_to_block(generic);
                 let mut switch = Switch::new();
                 let paths: Vec<_> = (1..=block_rows).map(|_| kb.b.create_block()).collect();
                 for (i, &p) in paths.iter().enumerate() {
@@ -271,40 +453,54 @@ pub fn bcr(cg: &mut super::Codegen, m: usize, block: [usize; 2]) -> Result<Kerne
                     kb.b.ins().jump(done, &[]);
                     kb.b.switch_to_block(matrix);
                     let stride = 4 * padded_rows(kept) as i64;
-                    column_chunks(kb, n, chunk_vectors(kept), |kb, j, chunk| {
-                        let parts = chunk.parts();
-                        let acc = vars(kb, kept * parts, chunk);
-                        let zero = kb.int(0);
-                        let j4 = kb.b.ins().imul_imm_s(j, 4);
-                        kb.for_range(zero, kept_cols, 1, |kb, ci| {
-                            let slot_at = kb.offset(col_ptrs, ci, 8);
-                            let at = kb.b.ins().load(I64, MemFlagsData::trusted(), slot_at, 0);
-                            let at = kb.b.ins().iadd(at, j4);
-                            let x: Vec<Value> = (0..parts).map(|p| chunk.load(kb, at, p)).collect();
-                            // This column's values for the kept rows, contiguous.
-                            let wcol = kb.offset(vals, ci, stride);
+                    column_chunks(
+                        kb,
+                        n,
+                        columns,
+                        chunk_vectors(kept),
+                        |kb, bj4, cj4, chunk| {
+                            let parts = chunk.parts();
+                            let acc = vars(kb, kept * parts, chunk);
+                            let zero = kb.int(0);
+                            let column = |kb: &mut KB, ci: Value| {
+                                let slot_at = kb.offset(col_ptrs, ci, 8);
+                                let at = kb.b.ins().load(I64, MemFlagsData::trusted(), slot_at, 0);
+                                let at = kb.b.ins().iadd(at, bj4);
+                                let x: Vec<Value> =
+                                    (0..parts).map(|p| chunk.load(kb, at, p)).collect();
+                                // This column's values for the kept rows, contiguous.
+                                let wcol = kb.offset(vals, ci, stride);
+                                for r in 0..kept {
+                                    let w = chunk.weight(kb, wcol, (4 * r) as i32);
+                                    for (p, &xv) in x.iter().enumerate() {
+                                        let a = kb.b.use_var(acc[r * parts + p]);
+                                        let a = kb.fma(xv, w, a);
+                                        kb.b.def_var(acc[r * parts + p], a);
+                                    }
+                                }
+                            };
+                            // Two columns per trip, then the odd one.
+                            let pairs = kb.b.ins().ushr_imm_u(kept_cols, 1);
+                            let pairs_end = kb.b.ins().ishl_imm_u(pairs, 1);
+                            kb.for_range(zero, pairs_end, 2, |kb, ci| {
+                                column(kb, ci);
+                                let next = kb.b.ins().iadd_imm_s(ci, 1);
+                                column(kb, next);
+                            });
+                            kb.for_range(pairs_end, kept_cols, 1, column);
                             for r in 0..kept {
-                                let w = chunk.weight(kb, wcol, (4 * r) as i32);
-                                for (p, &xv) in x.iter().enumerate() {
+                                let slot_at = kb.b.ins().iadd_imm_s(row_ptrs, (8 * r) as i64);
+                                let at = kb.b.ins().load(I64, MemFlagsData::trusted(), slot_at, 0);
+                                let at = kb.b.ins().iadd(at, cj4);
+                                for p in 0..parts {
+                                    let old = chunk.load(kb, at, p);
                                     let a = kb.b.use_var(acc[r * parts + p]);
-                                    let a = kb.fma(xv, w, a);
-                                    kb.b.def_var(acc[r * parts + p], a);
+                                    let sum = kb.b.ins().fadd(old, a);
+                                    chunk.store(kb, sum, at, p);
                                 }
                             }
-                        });
-                        for r in 0..kept {
-                            let row = kb.b.ins().uload32(ro(), rows, (4 * r) as i32);
-                            let off = kb.b.ins().imul(row, ldc4);
-                            let at = kb.b.ins().iadd(c, off);
-                            let at = kb.b.ins().iadd(at, j4);
-                            for p in 0..parts {
-                                let old = chunk.load(kb, at, p);
-                                let a = kb.b.use_var(acc[r * parts + p]);
-                                let sum = kb.b.ins().fadd(old, a);
-                                chunk.store(kb, sum, at, p);
-                            }
-                        }
-                    });
+                        },
+                    );
                     kb.b.ins().jump(done, &[]);
                 }
                 kb.b.switch_to_block(done);
@@ -372,8 +568,8 @@ fn bcr_block_times_vector(
 
 /// The CSR kernel for an `m`-row matrix (see the module docs; the tile is a range of
 /// rows).
-pub fn csr(cg: &mut super::Codegen, m: usize) -> Result<KernelId, CompileError> {
-    let key = format!("csr:{m}");
+pub fn csr(cg: &mut super::Codegen, m: usize, columns: Columns) -> Result<KernelId, CompileError> {
+    let key = format!("csr:{m}:{columns:?}");
     cg.kernel(&key, move |kb| {
         let (desc, b, c, n) = (kb.arg(0), kb.arg(1), kb.arg(2), kb.arg(3));
         let (ldb, ldc) = (kb.arg(4), kb.arg(5));
@@ -391,15 +587,14 @@ pub fn csr(cg: &mut super::Codegen, m: usize) -> Result<KernelId, CompileError> 
             let last = word(kb, starts, r, 1);
             let row = kb.b.ins().imul(r, ldc4);
             let row = kb.b.ins().iadd(c, row);
-            column_chunks(kb, n, 2, |kb, j, chunk| {
+            column_chunks(kb, n, columns, 2, |kb, bj4, cj4, chunk| {
                 let parts = chunk.parts();
                 let acc = vars(kb, parts, chunk);
-                let j4 = kb.b.ins().imul_imm_s(j, 4);
                 kb.for_range(first, last, 1, |kb, e| {
                     let col = word(kb, cols, e, 0);
                     let off = kb.b.ins().imul(col, ldb4);
                     let at = kb.b.ins().iadd(b, off);
-                    let at = kb.b.ins().iadd(at, j4);
+                    let at = kb.b.ins().iadd(at, bj4);
                     let wa = kb.at(vals, e);
                     let w = chunk.weight(kb, wa, 0);
                     for (p, &v) in acc.iter().enumerate() {
@@ -409,7 +604,7 @@ pub fn csr(cg: &mut super::Codegen, m: usize) -> Result<KernelId, CompileError> 
                         kb.b.def_var(v, a);
                     }
                 });
-                let at = kb.b.ins().iadd(row, j4);
+                let at = kb.b.ins().iadd(row, cj4);
                 for (p, &v) in acc.iter().enumerate() {
                     let a = kb.b.use_var(v);
                     chunk.store(kb, a, at, p);
@@ -431,7 +626,7 @@ mod tests {
             0.0, 3.0, 0.0, 4.0,
             0.0, 0.0, 0.0, 0.0,
         ];
-        let d = bcr_descriptor(&m, 3, 4, [2, 2]);
+        let d = bcr_descriptor(&m, 3, 4, [2, 2], &|c| c as u32);
         // Block rows: [0, 2) then [2, 2): two blocks in the first, none in the second.
         assert_eq!(&d[..3], &[0, 2, 2]);
         let rec = 3;
@@ -439,7 +634,7 @@ mod tests {
         let vals = d[rec + 4] as usize;
         assert_eq!(f32::from_bits(d[vals]), 2.0);
         assert_eq!(f32::from_bits(d[vals + 1]), 3.0);
-        let c = csr_descriptor(&m, 3, 4);
+        let c = csr_descriptor(&m, 3, 4, &|c| c as u32);
         assert_eq!(&c[..2], &[6, 9]);
         assert_eq!(&c[2..6], &[0, 1, 3, 3]);
         assert_eq!(&c[6..9], &[1, 1, 3]);
