@@ -9,6 +9,10 @@ MODEL is a .onnx file or one of the models this script builds with the onnx help
 (a 3×3 convolution 64→64 at 56×56), matmul (64×1024 · 1024×4096), lstm (hidden 1024, 32
 steps).
 
+With --prune RATE, dnnc runs the model after `bcr-prune{rate=RATE ...}` (GRIM) while ONNX
+Runtime runs it dense, as the papers compare; outputs then differ by design and are not
+checked. --layouts runs dnnc once per weight layout (e.g. auto,csr,dense).
+
 With --memory it instead reports each engine's peak resident memory (VmHWM) for loading
 the model and running it once, each in a fresh process.
 
@@ -106,6 +110,10 @@ def main():
     p.add_argument("--rounds", type=int, default=3, help="alternations between the engines")
     p.add_argument("--engines", default="reference", help="dnnc engines, comma-separated")
     p.add_argument("--memory", action="store_true", help="report peak RSS instead of latency")
+    p.add_argument("--prune", type=float, help="BCR-prune dnnc's copy at this rate first")
+    p.add_argument("--prune-block", default="8x32", help="BCR block shape")
+    p.add_argument("--prune-layers", default=".*", help="weights to prune (regex)")
+    p.add_argument("--layouts", default="auto", help="dnnc weight layouts, comma-separated")
     args = p.parse_args()
 
     os.makedirs(WORK, exist_ok=True)
@@ -120,6 +128,13 @@ def main():
     dnnc = dnnc_binary()
     dnn = os.path.join(WORK, f"{name}.dnn")
     subprocess.check_call([dnnc, "import", path, "-o", dnn])
+    if args.prune:
+        pruned = os.path.join(WORK, f"{name}.bcr{args.prune:g}.dnn")
+        pipeline = (f"canonicalize,bcr-prune{{rate={args.prune:g} block={args.prune_block} "
+                    f"layers={args.prune_layers}}},dce")
+        subprocess.check_call([dnnc, "opt", dnn, "-p", pipeline, "-o", pruned])
+        print(f"dnnc runs {os.path.basename(pruned)} ({pipeline}); ONNX Runtime runs the dense model")
+        dnn = pruned
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = args.threads
@@ -143,7 +158,7 @@ def main():
     # The same answer first: dnnc's outputs against ONNX Runtime's.
     expected = sess.run(None, feeds)
     outdir = os.path.join(WORK, f"{name}.out")
-    for engine in args.engines.split(","):
+    for engine in ([] if args.prune else args.engines.split(",")):
         subprocess.check_call([dnnc, "run", dnn, "--engine", engine, *flags, "--output-dir", outdir],
                               stdout=subprocess.DEVNULL)
         got = [np.load(os.path.join(outdir, f)) for f in sorted(os.listdir(outdir))]
@@ -153,9 +168,16 @@ def main():
             print(f"{name} output {i}: dnnc {engine} vs ONNX Runtime: relative L2 error {rel:.2e}, "
                   f"max abs error {float(np.max(np.abs(g - w))):.2e}")
 
-    times = {"onnxruntime": []}
+    # dnnc configurations: engine, and for the JIT each weight layout.
+    configs = []
     for engine in args.engines.split(","):
-        times[f"dnnc-{engine}"] = []
+        layouts = args.layouts.split(",") if engine == "jit" else [None]
+        for layout in layouts:
+            label = f"dnnc-{engine}" + (f"-{layout}" if layout and layout != "auto" else "")
+            configs.append((label, engine, layout))
+    times = {"onnxruntime": []}
+    for label, _, _ in configs:
+        times[label] = []
     for _ in range(args.rounds):
         for _ in range(args.warmup):
             sess.run(None, feeds)
@@ -164,18 +186,21 @@ def main():
             t = time.perf_counter()
             sess.run(None, feeds)
             times["onnxruntime"].append((time.perf_counter() - t) * 1e3)
-        for engine in args.engines.split(","):
+        for label, engine, layout in configs:
+            extra = ["--layout", layout] if layout else []
             out = subprocess.check_output([dnnc, "bench", dnn, "--engine", engine, "--threads", str(args.threads),
-                                           "--warmup", str(args.warmup), "--runs", str(args.runs), "--json", *flags])
-            times[f"dnnc-{engine}"] += json.loads(out)["latencies_ms"]
+                                           "--warmup", str(args.warmup), "--runs", str(args.runs), "--json",
+                                           *extra, *flags])
+            times[label] += json.loads(out)["latencies_ms"]
 
     base = median(times["onnxruntime"])
     print(f"\n{name}, {args.threads} thread(s), {args.rounds} rounds × {args.runs} runs "
           f"(onnxruntime {ort.__version__}):")
-    print(f"  {'engine':<16} {'median ms':>10} {'p10 ms':>10} {'p90 ms':>10} {'vs ORT':>8}")
+    print(f"  {'engine':<20} {'median ms':>10} {'p10 ms':>10} {'p90 ms':>10} {'vs ORT':>8} {'speedup':>8}")
     for engine, xs in times.items():
         m = median(xs)
-        print(f"  {engine:<16} {m:>10.3f} {quantile(xs, 0.1):>10.3f} {quantile(xs, 0.9):>10.3f} {m / base:>7.2f}×")
+        print(f"  {engine:<20} {m:>10.3f} {quantile(xs, 0.1):>10.3f} {quantile(xs, 0.9):>10.3f} "
+              f"{m / base:>7.2f}× {base / m:>7.2f}×")
 
 
 if __name__ == "__main__":

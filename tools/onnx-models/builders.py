@@ -168,6 +168,14 @@ def matmul_layer(seed=5):
     return g.model([("input", [64, 1024])], [y], "matmul_64x1024x4096")
 
 
+def gru_gates(hidden=1024, seed=8):
+    """A GRU layer's gate matrix at batch 1: x[1, 1024] · Wᵀ with W [3072, 1024] (Gemm)."""
+    g = Graph(seed)
+    w = g.weight("w", [3 * hidden, hidden], scale=np.sqrt(1.0 / hidden))
+    y = g.node("Gemm", ["input", w], transB=1)
+    return g.model([("input", [1, hidden])], [y], "gru_gates")
+
+
 def lstm_layer(seq=32, batch=1, hidden=1024, seed=6):
     """One LSTM layer, hidden 1024, over 32 steps."""
     g = Graph(seed)
@@ -187,6 +195,7 @@ PEER_MODELS = {
     "conv3x3_64": conv_layer,
     "matmul": matmul_layer,
     "lstm": lstm_layer,
+    "gru_gates": gru_gates,
 }
 
 

@@ -221,6 +221,7 @@ impl Lower<'_> {
         Addr::Data(self.push(Data::F32(v.into_boxed_slice())), 0)
     }
 
+    #[allow(clippy::too_many_arguments)]
     /// The kernel and descriptors of sparse matrices (one per group), each `m × k`.
     fn sparse_a(
         &mut self,
@@ -230,6 +231,7 @@ impl Lower<'_> {
         k: usize,
         columns: sparse::Columns,
         col_word: &dyn Fn(usize) -> u32,
+        strides: Option<(usize, usize)>,
     ) -> Result<SparseA, CompileError> {
         let mut words: Vec<u32> = Vec::new();
         let mut offsets = Vec::with_capacity(matrices.len());
@@ -251,7 +253,7 @@ impl Lower<'_> {
                         }
                     }
                 }
-                let kernel = sparse::bcr(&mut self.cg, m, block, columns, &classes)?;
+                let kernel = sparse::bcr(&mut self.cg, m, block, columns, &classes, strides)?;
                 (kernel, block[0])
             }
             SparseLayout::Csr => (sparse::csr(&mut self.cg, m, columns)?, 1),
@@ -814,7 +816,8 @@ impl Lower<'_> {
                     (ci * hp * wp + (tap / s) * wp + tap % s) as u32
                 });
             }
-            step.sparse = Some(self.sparse_a(layout, &matrices, kg, kk, columns, &*col_word)?);
+            step.sparse =
+                Some(self.sparse_a(layout, &matrices, kg, kk, columns, &*col_word, None)?);
             let unit = step.sparse.as_ref().map_or(1, |s| s.row_unit);
             step.m_tile = step.m_tile.div_ceil(unit) * unit;
             self.variant = Some(match (layout, tiling.direct.is_some()) {
@@ -911,9 +914,16 @@ impl Lower<'_> {
         if let Some(layout) = sparse_layout(self.options, self.func.ty(w)) {
             // y = x·Wᵀ row by row: per batch row, the matrix-vector product W·x (C is
             // `nf × 1`, the row of y), with the features as the epilogue's channels.
-            let sparse = self.sparse_a(layout, &[&wv], nf, kf, sparse::Columns::Matrix, &|c| {
-                c as u32
-            })?;
+            // Matrix-vector products: B and C are vectors (strides 1), known now.
+            let sparse = self.sparse_a(
+                layout,
+                &[&wv],
+                nf,
+                kf,
+                sparse::Columns::Matrix,
+                &|c| c as u32,
+                Some((1, 1)),
+            )?;
             let unit = sparse.row_unit;
             let (m_tile, _) = self.tiles(nf, 1, m, unit, 1);
             let batches = (0..m)

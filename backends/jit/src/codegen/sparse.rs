@@ -135,6 +135,27 @@ fn word(kb: &mut KB, desc: Value, index: Value, plus: i32) -> Value {
     kb.b.ins().uload32(ro(), a, 4 * plus)
 }
 
+/// A row stride in bytes: known when the kernel is built (a shift or a multiply by a
+/// constant, which addressing modes absorb) or read from the arguments.
+#[derive(Clone, Copy)]
+enum Stride {
+    Static(i64),
+    Dynamic(Value),
+}
+
+impl Stride {
+    /// `index · stride`.
+    fn times(self, kb: &mut KB, index: Value) -> Value {
+        match self {
+            Stride::Static(b) if b > 0 && (b as u64).is_power_of_two() => {
+                kb.b.ins().ishl_imm_u(index, b.trailing_zeros() as i64)
+            }
+            Stride::Static(b) => kb.b.ins().imul_imm_s(index, b),
+            Stride::Dynamic(v) => kb.b.ins().imul(index, v),
+        }
+    }
+}
+
 /// One column chunk: `Vectors(v)` is `4·v` columns, `One` a single column (scalars).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Chunk {
@@ -281,17 +302,29 @@ pub fn bcr(
     block: [usize; 2],
     columns: Columns,
     classes: &[(usize, usize)],
+    strides: Option<(usize, usize)>,
 ) -> Result<KernelId, CompileError> {
     let [block_rows, block_cols] = block;
-    let key = format!("bcr:{m}:{block_rows}x{block_cols}:{columns:?}:{classes:?}");
+    let key = format!("bcr:{m}:{block_rows}x{block_cols}:{columns:?}:{classes:?}:{strides:?}");
     let classes = classes.to_vec();
     let records_at = m.div_ceil(block_rows) + 1;
-    cg.kernel_in_order(&key, move |kb| {
+    // Matrix products need their hand-chosen order (see `Codegen::kernel_in_order`); the
+    // matrix-vector products of linear layers (strides known) gain more from the e-graph.
+    let build = move |kb: &mut KB| {
         use cranelift_codegen::ir::{StackSlotData, StackSlotKind, types::I64};
         let (desc, b, c, n) = (kb.arg(0), kb.arg(1), kb.arg(2), kb.arg(3));
         let (ldb, ldc) = (kb.arg(4), kb.arg(5));
-        let ldb4 = kb.b.ins().imul_imm_s(ldb, 4);
-        let ldc4 = kb.b.ins().imul_imm_s(ldc, 4);
+        let (ldb4, ldc4) = match strides {
+            Some((ldb, ldc)) => (
+                Stride::Static(4 * ldb as i64),
+                Stride::Static(4 * ldc as i64),
+            ),
+            None => {
+                let ldb4 = kb.b.ins().imul_imm_s(ldb, 4);
+                let ldc4 = kb.b.ins().imul_imm_s(ldc, 4);
+                (Stride::Dynamic(ldb4), Stride::Dynamic(ldc4))
+            }
+        };
         // The addresses of a block's kept input rows, computed once per block.
         let slot = kb.b.create_sized_stack_slot(StackSlotData::new(
             StackSlotKind::ExplicitSlot,
@@ -316,7 +349,7 @@ pub fn bcr(
             let m_v = kb.int(m as i64);
             let row_end = kb.b.ins().smin(row_end, m_v);
             kb.for_range(row0, row_end, 1, |kb, r| {
-                let row = kb.b.ins().imul(r, ldc4);
+                let row = ldc4.times(kb, r);
                 let row = kb.b.ins().iadd(c, row);
                 column_chunks(kb, n, Columns::Matrix, 2, |kb, _, j4, chunk| {
                     let a = kb.b.ins().iadd(row, j4);
@@ -339,21 +372,33 @@ pub fn bcr(
                 let cols = kb.offset(desc, cols_at, 4);
                 let vals_at = word(kb, desc, rec, 4);
                 let vals = kb.offset(desc, vals_at, 4);
-                let zero = kb.int(0);
-                kb.for_range(zero, kept_cols, 1, |kb, ci| {
-                    let col = word(kb, cols, ci, 0);
-                    let off = kb.b.ins().imul(col, ldb4);
-                    let at = kb.b.ins().iadd(b, off);
-                    let slot_at = kb.offset(col_ptrs, ci, 8);
-                    kb.b.ins().store(MemFlagsData::trusted(), at, slot_at, 0);
-                });
-                kb.for_range(zero, kept_rows, 1, |kb, ri| {
-                    let row = word(kb, rows, ri, 0);
-                    let off = kb.b.ins().imul(row, ldc4);
-                    let at = kb.b.ins().iadd(c, off);
-                    let slot_at = kb.offset(row_ptrs, ri, 8);
-                    kb.b.ins().store(MemFlagsData::trusted(), at, slot_at, 0);
-                });
+                // For a matrix B: the block's input-row and output-row addresses, once.
+                let addresses = |kb: &mut KB| {
+                    let zero = kb.int(0);
+                    kb.for_range(zero, kept_cols, 1, |kb, ci| {
+                        let col = word(kb, cols, ci, 0);
+                        let off = ldb4.times(kb, col);
+                        let at = kb.b.ins().iadd(b, off);
+                        let slot_at = kb.offset(col_ptrs, ci, 8);
+                        kb.b.ins().store(MemFlagsData::trusted(), at, slot_at, 0);
+                    });
+                    kb.for_range(zero, kept_rows, 1, |kb, ri| {
+                        let row = word(kb, rows, ri, 0);
+                        let off = ldc4.times(kb, row);
+                        let at = kb.b.ins().iadd(c, off);
+                        let slot_at = kb.offset(row_ptrs, ri, 8);
+                        kb.b.ins().store(MemFlagsData::trusted(), at, slot_at, 0);
+                    });
+                };
+                let operands = BlockOperands {
+                    cols,
+                    rows,
+                    vals,
+                    b,
+                    c,
+                    ldb4,
+                    ldc4,
+                };
                 // The matrix's frequent patterns (kept rows × kept columns) get straight-line
                 // code; the others one path per kept-row count with a loop over columns.
                 // Either way, per shape of B: a vector (one column) or a matrix.
@@ -372,9 +417,10 @@ pub fn bcr(
                     let (vector, matrix) = (kb.b.create_block(), kb.b.create_block());
                     kb.b.ins().brif(is_vector, vector, &[], matrix, &[]);
                     kb.b.switch_to_block(vector);
-                    bcr_block_times_vector(kb, kept, kept_cols, col_ptrs, vals, rows, c, ldc4);
+                    block_times_vector(kb, kept, ColumnCount::Fixed(cc), &operands);
                     kb.b.ins().jump(done, &[]);
                     kb.b.switch_to_block(matrix);
+                    addresses(kb);
                     let stride = 4 * padded_rows(kept);
                     column_chunks(
                         kb,
@@ -449,9 +495,10 @@ pub fn bcr(
                     let (vector, matrix) = (kb.b.create_block(), kb.b.create_block());
                     kb.b.ins().brif(is_vector, vector, &[], matrix, &[]);
                     kb.b.switch_to_block(vector);
-                    bcr_block_times_vector(kb, kept, kept_cols, col_ptrs, vals, rows, c, ldc4);
+                    block_times_vector(kb, kept, ColumnCount::Run(kept_cols), &operands);
                     kb.b.ins().jump(done, &[]);
                     kb.b.switch_to_block(matrix);
+                    addresses(kb);
                     let stride = 4 * padded_rows(kept) as i64;
                     column_chunks(
                         kb,
@@ -506,58 +553,98 @@ pub fn bcr(
                 kb.b.switch_to_block(done);
             });
         });
-    })
+    };
+    if strides.is_some() {
+        cg.kernel(&key, build)
+    } else {
+        cg.kernel_in_order(&key, build)
+    }
 }
 
-/// A block times a vector: the kept rows are the vector lanes (each kept column's values
-/// are one or two padded vectors), each input element is splatted once, and two
-/// accumulator sets hide the FMA latency. The lanes are added into their rows of C.
-#[allow(clippy::too_many_arguments)]
-fn bcr_block_times_vector(
-    kb: &mut KB,
-    kept: usize,
-    kept_cols: Value,
-    col_ptrs: Value,
-    vals: Value,
+/// Where a block's data and its operands are.
+struct BlockOperands {
+    /// Kept column indices (u32), kept row indices (u32), values (padded columns).
+    cols: Value,
     rows: Value,
+    vals: Value,
+    /// B and C, and their row strides in bytes.
+    b: Value,
     c: Value,
-    ldc4: Value,
-) {
-    use cranelift_codegen::ir::types::I64;
+    ldb4: Stride,
+    ldc4: Stride,
+}
+
+/// A block's kept-column count: known when the code is specialised to its pattern.
+#[derive(Clone, Copy)]
+enum ColumnCount {
+    Fixed(usize),
+    Run(Value),
+}
+
+/// A block times a vector B (one column): the kept rows are the vector lanes (each kept
+/// column's values are one or two padded vectors), each input element is broadcast once,
+/// and two accumulator sets hide the FMA latency. The lanes are added into their rows of C.
+fn block_times_vector(kb: &mut KB, kept: usize, count: ColumnCount, o: &BlockOperands) {
     let vectors = padded_rows(kept) / 4;
-    let acc = vars(kb, 2 * vectors, Chunk::Vectors(1));
-    let pairs = kb.b.ins().ushr_imm_u(kept_cols, 1);
-    let pairs_end = kb.b.ins().ishl_imm_u(pairs, 1);
-    let zero = kb.int(0);
     let stride = (16 * vectors) as i64;
-    let column = |kb: &mut KB, ci: Value, set: usize| {
-        let slot_at = kb.offset(col_ptrs, ci, 8);
-        let at = kb.b.ins().load(I64, MemFlagsData::trusted(), slot_at, 0);
+    // One column: x = B[col] broadcast, times the column's values.
+    let column = |kb: &mut KB, ci: Value, imm: i32, acc: &mut [Value]| {
+        let col = kb.offset(o.cols, ci, 4);
+        let col = kb.b.ins().uload32(ro(), col, 4 * imm);
+        let off = o.ldb4.times(kb, col);
+        let at = kb.b.ins().iadd(o.b, off);
         let x = kb.load(at, 0);
         let x = kb.splat_v(x);
-        let wcol = kb.offset(vals, ci, stride);
-        for v in 0..vectors {
-            let w = kb.b.ins().load(F32X4, ro(), wcol, (16 * v) as i32);
-            let a = kb.b.use_var(acc[set * vectors + v]);
-            let a = kb.fma(x, w, a);
-            kb.b.def_var(acc[set * vectors + v], a);
+        let wcol = kb.offset(o.vals, ci, stride);
+        for (v, a) in acc.iter_mut().enumerate() {
+            let w =
+                kb.b.ins()
+                    .load(F32X4, ro(), wcol, (stride as i32) * imm + 16 * v as i32);
+            *a = kb.fma(x, w, *a);
         }
     };
-    kb.for_range(zero, pairs_end, 2, |kb, ci| {
-        column(kb, ci, 0);
-        let next = kb.b.ins().iadd_imm_s(ci, 1);
-        column(kb, next, 1);
-    });
-    kb.for_range(pairs_end, kept_cols, 1, |kb, ci| column(kb, ci, 0));
-    for v in 0..vectors {
-        let a0 = kb.b.use_var(acc[v]);
-        let a1 = kb.b.use_var(acc[vectors + v]);
+    let zero = kb.int(0);
+    let z = kb.splat(0.0);
+    let mut sets = [vec![z; vectors], vec![z; vectors]];
+    match count {
+        ColumnCount::Fixed(cc) => {
+            for ci in 0..cc {
+                column(kb, zero, ci as i32, &mut sets[ci % 2]);
+            }
+        }
+        ColumnCount::Run(kept_cols) => {
+            let acc = vars(kb, 2 * vectors, Chunk::Vectors(1));
+            let pairs = kb.b.ins().ushr_imm_u(kept_cols, 1);
+            let pairs_end = kb.b.ins().ishl_imm_u(pairs, 1);
+            let step = |kb: &mut KB, ci: Value, imm: i32, set: usize| {
+                let mut a: Vec<Value> = (0..vectors)
+                    .map(|v| kb.b.use_var(acc[set * vectors + v]))
+                    .collect();
+                column(kb, ci, imm, &mut a);
+                for (v, x) in a.into_iter().enumerate() {
+                    kb.b.def_var(acc[set * vectors + v], x);
+                }
+            };
+            kb.for_range(zero, pairs_end, 2, |kb, ci| {
+                step(kb, ci, 0, 0);
+                step(kb, ci, 1, 1);
+            });
+            kb.for_range(pairs_end, kept_cols, 1, |kb, ci| step(kb, ci, 0, 0));
+            for (set, accs) in sets.iter_mut().enumerate() {
+                for (v, a) in accs.iter_mut().enumerate() {
+                    *a = kb.b.use_var(acc[set * vectors + v]);
+                }
+            }
+        }
+    }
+    let [first, second] = [&sets[0], &sets[1]];
+    for (v, (&a0, &a1)) in first.iter().zip(second).enumerate() {
         let sum = kb.b.ins().fadd(a0, a1);
         for lane in 0..4.min(kept - 4 * v) {
             let r = 4 * v + lane;
-            let row = kb.b.ins().uload32(ro(), rows, (4 * r) as i32);
-            let off = kb.b.ins().imul(row, ldc4);
-            let at = kb.b.ins().iadd(c, off);
+            let row = kb.b.ins().uload32(ro(), o.rows, (4 * r) as i32);
+            let off = o.ldc4.times(kb, row);
+            let at = kb.b.ins().iadd(o.c, off);
             let old = kb.load(at, 0);
             let x = kb.b.ins().extractlane(sum, lane as u8);
             let new = kb.b.ins().fadd(old, x);
