@@ -912,53 +912,12 @@ impl Lower<'_> {
         };
         let (px, py) = (self.addr(x), self.addr(y));
         if let Some(layout) = sparse_layout(self.options, self.func.ty(w)) {
-            // y = x·Wᵀ row by row: per batch row, the matrix-vector product W·x (C is
-            // `nf × 1`, the row of y), with the features as the epilogue's channels.
-            // Matrix-vector products: B and C are vectors (strides 1), known now.
-            let sparse = self.sparse_a(
-                layout,
-                &[&wv],
-                nf,
-                kf,
-                sparse::Columns::Matrix,
-                &|c| c as u32,
-                Some((1, 1)),
-            )?;
-            let unit = sparse.row_unit;
-            let (m_tile, _) = self.tiles(nf, 1, m, unit, 1);
-            let batches = (0..m)
-                .map(|bi| Batch {
-                    b: bi * kf * 4,
-                    c: bi * nf * 4,
-                    ..Batch::default()
-                })
-                .collect();
-            let epilogue = self.gemm_epilogue(node, bias, ChannelAxis::Rows, 1)?;
+            let sparse = self.sparse_weight(layout, &wv, nf, kf)?;
             self.variant = Some(match layout {
                 SparseLayout::Bcr(_) => "bcr",
                 SparseLayout::Csr => "csr",
             });
-            self.steps.push(Step::Gemm(Box::new(GemmStep {
-                m: nf,
-                n: 1,
-                k: kf,
-                lda: kf,
-                ldb: 1,
-                ldc: 1,
-                a: Addr::Null,
-                b: px,
-                c: py,
-                batches,
-                m_tile: m_tile.div_ceil(unit) * unit,
-                n_tile: 1,
-                im2col: None,
-                epilogue,
-                b_transposed: false,
-                generated: None,
-                sparse: Some(sparse),
-                b_rows: None,
-            })));
-            return Ok(());
+            return self.sparse_weight_product(node, &sparse, m, nf, kf, px, py, bias);
         }
         let pw = self.addr(w);
         self.gemm_node(
@@ -1094,6 +1053,74 @@ impl Lower<'_> {
         self.gemm_node(node, m, n, k, (pa, None), (pb, None), py, batches, None)
     }
 
+    /// The sparse form of a constant weight `W [n × k]` multiplied by vectors.
+    fn sparse_weight(
+        &mut self,
+        layout: SparseLayout,
+        values: &[f32],
+        n: usize,
+        k: usize,
+    ) -> Result<SparseA, CompileError> {
+        // Matrix-vector products: B and C are vectors (strides 1), known now.
+        self.sparse_a(
+            layout,
+            &[values],
+            n,
+            k,
+            sparse::Columns::Matrix,
+            &|c| c as u32,
+            Some((1, 1)),
+        )
+    }
+
+    /// `y[rows × n] = x[rows × k]·Wᵀ (+ bias per feature)` with a sparse `W`: one
+    /// matrix-vector product `W·x_row` per row of x (C is `n × 1`, a row of y), with the
+    /// features as the epilogue's channels.
+    #[allow(clippy::too_many_arguments)]
+    fn sparse_weight_product(
+        &mut self,
+        node: &Node,
+        sparse: &SparseA,
+        rows: usize,
+        n: usize,
+        k: usize,
+        x: Addr,
+        y: Addr,
+        bias: Option<Vec<f32>>,
+    ) -> Result<(), CompileError> {
+        let unit = sparse.row_unit;
+        let (m_tile, _) = self.tiles(n, 1, rows, unit, 1);
+        let batches = (0..rows)
+            .map(|bi| Batch {
+                b: bi * k * 4,
+                c: bi * n * 4,
+                ..Batch::default()
+            })
+            .collect();
+        let epilogue = self.gemm_epilogue(node, bias, ChannelAxis::Rows, 1)?;
+        self.steps.push(Step::Gemm(Box::new(GemmStep {
+            m: n,
+            n: 1,
+            k,
+            lda: k,
+            ldb: 1,
+            ldc: 1,
+            a: Addr::Null,
+            b: x,
+            c: y,
+            batches,
+            m_tile: m_tile.div_ceil(unit) * unit,
+            n_tile: 1,
+            im2col: None,
+            epilogue,
+            b_transposed: false,
+            generated: None,
+            sparse: Some(sparse.clone()),
+            b_rows: None,
+        })));
+        Ok(())
+    }
+
     fn rnn(&mut self, index: usize, node: &Node) -> Result<(), CompileError> {
         let lstm = matches!(node.kind, OpKind::Lstm(_));
         let gates = if lstm { 4 } else { 3 };
@@ -1137,17 +1164,35 @@ impl Lower<'_> {
             ..node.clone()
         };
         let gx = Addr::Arena(gx_buf);
-        self.gemm_node(
-            &xproj,
-            t * batch,
-            gh,
-            input,
-            (px, None),
-            (pw, Some(wv.clone())),
-            gx,
-            vec![Batch::default()],
-            Some(xb),
-        )?;
+        // Pruned W and R run sparse: every step's products, as matrix-vector products.
+        let w_layout = sparse_layout(self.options, self.func.ty(w));
+        let r_layout = sparse_layout(self.options, self.func.ty(r));
+        if let Some(layout) = w_layout {
+            let sw = self.sparse_weight(layout, &wv, gh, input)?;
+            self.sparse_weight_product(&xproj, &sw, t * batch, gh, input, px, gx, Some(xb))?;
+        } else {
+            self.gemm_node(
+                &xproj,
+                t * batch,
+                gh,
+                input,
+                (px, None),
+                (pw, Some(wv.clone())),
+                gx,
+                vec![Batch::default()],
+                Some(xb),
+            )?;
+        }
+        let r_sparse = match r_layout {
+            Some(layout) if lstm || linear_before_reset => {
+                vec![self.sparse_weight(layout, &rv, gh, hidden)?]
+            }
+            Some(layout) => vec![
+                self.sparse_weight(layout, &rv[..2 * hidden * hidden], 2 * hidden, hidden)?,
+                self.sparse_weight(layout, &rv[2 * hidden * hidden..], hidden, hidden)?,
+            ],
+            None => Vec::new(),
+        };
         let y = node.outputs[0];
         let py = self.addr(y);
         let step_bytes = batch * hidden * 4;
@@ -1193,17 +1238,21 @@ impl Lower<'_> {
                 // gh = h·Rᵀ (+ Rb for the GRU).
                 let rb = (!lstm).then(|| bv[gh..].to_vec());
                 let ghb = Addr::Arena(gh_buf);
-                self.gemm_node(
-                    &plain,
-                    batch,
-                    gh,
-                    hidden,
-                    (h_prev, None),
-                    (r_all, Some(rv.clone())),
-                    ghb,
-                    vec![Batch::default()],
-                    rb,
-                )?;
+                if let Some(sr) = r_sparse.first() {
+                    self.sparse_weight_product(&plain, sr, batch, gh, hidden, h_prev, ghb, rb)?;
+                } else {
+                    self.gemm_node(
+                        &plain,
+                        batch,
+                        gh,
+                        hidden,
+                        (h_prev, None),
+                        (r_all, Some(rv.clone())),
+                        ghb,
+                        vec![Batch::default()],
+                        rb,
+                    )?;
+                }
                 let cell = if lstm {
                     rnn::lstm_cell(&mut self.cg, batch, hidden)?
                 } else {
@@ -1225,17 +1274,22 @@ impl Lower<'_> {
                 let rb_zr = bv[gh..gh + 2 * hidden].to_vec();
                 let rb_h = bv[gh + 2 * hidden..].to_vec();
                 let ghb = Addr::Arena(gh_buf);
-                self.gemm_node(
-                    &plain,
-                    batch,
-                    2 * hidden,
-                    hidden,
-                    (h_prev, None),
-                    (r_zr.1, Some(r_zr.0.clone())),
-                    ghb,
-                    vec![Batch::default()],
-                    Some(rb_zr),
-                )?;
+                if let Some(sr) = r_sparse.first() {
+                    let (n, k) = (2 * hidden, hidden);
+                    self.sparse_weight_product(&plain, sr, batch, n, k, h_prev, ghb, Some(rb_zr))?;
+                } else {
+                    self.gemm_node(
+                        &plain,
+                        batch,
+                        2 * hidden,
+                        hidden,
+                        (h_prev, None),
+                        (r_zr.1, Some(r_zr.0.clone())),
+                        ghb,
+                        vec![Batch::default()],
+                        Some(rb_zr),
+                    )?;
+                }
                 let reset = rnn::gru_reset(&mut self.cg, batch, hidden)?;
                 let rh = Addr::Arena(state_buf);
                 self.steps.push(Step::Kernel(KernelStep {
@@ -1245,17 +1299,30 @@ impl Lower<'_> {
                     grain,
                 }));
                 let ghh = Addr::Arena(gh_buf + 2 * batch * hidden * 4);
-                self.gemm_node(
-                    &plain,
-                    batch,
-                    hidden,
-                    hidden,
-                    (rh, None),
-                    (r_h.1, Some(r_h.0.clone())),
-                    ghh,
-                    vec![Batch::default()],
-                    Some(rb_h),
-                )?;
+                if let Some(sr) = r_sparse.get(1) {
+                    self.sparse_weight_product(
+                        &plain,
+                        sr,
+                        batch,
+                        hidden,
+                        hidden,
+                        rh,
+                        ghh,
+                        Some(rb_h),
+                    )?;
+                } else {
+                    self.gemm_node(
+                        &plain,
+                        batch,
+                        hidden,
+                        hidden,
+                        (rh, None),
+                        (r_h.1, Some(r_h.0.clone())),
+                        ghh,
+                        vec![Batch::default()],
+                        Some(rb_h),
+                    )?;
+                }
                 let update = rnn::gru_update(&mut self.cg, batch, hidden)?;
                 self.steps.push(Step::Kernel(KernelStep {
                     kernel: update,

@@ -147,6 +147,7 @@ pub struct GemmStep {
 }
 
 /// A sparse A operand: the BCR or CSR kernel and its descriptors.
+#[derive(Clone)]
 pub struct SparseA {
     /// The kernel (see [`crate::codegen::sparse`]).
     pub kernel: KernelId,
