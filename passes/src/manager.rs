@@ -45,6 +45,8 @@ pub struct PassManager {
     passes: Vec<Box<dyn Pass>>,
     /// Verify the module after every pass.
     pub verify_each: bool,
+    /// Times kernels for passes that choose by speed.
+    pub timer: Option<std::sync::Arc<dyn crate::pass::KernelTimer>>,
 }
 
 impl PassManager {
@@ -53,6 +55,7 @@ impl PassManager {
         PassManager {
             passes,
             verify_each: true,
+            timer: None,
         }
     }
 
@@ -65,7 +68,7 @@ impl PassManager {
         let mut records = Vec::new();
         for pass in &mut self.passes {
             let name = pass.name();
-            let mut cx = PassContext::new();
+            let mut cx = PassContext::with_timer(self.timer.clone());
             let start = Instant::now();
             let result = pass.run(module, &mut cx);
             let time = start.elapsed();

@@ -35,17 +35,49 @@ pub struct Statistic {
     pub value: StatValue,
 }
 
+/// Times kernels on this machine, for passes that choose by measured speed (`bcr-tune`).
+/// The driver backs it with the JIT, so that passes never depend on a backend.
+pub trait KernelTimer {
+    /// Seconds of one product `W·B` with `W` an `m × k` weight pruned into BCR at `rate` in
+    /// `block`-shaped blocks and `B` a `k × n` matrix (`n = 1`: a matrix-vector product).
+    fn bcr_product(
+        &self,
+        m: usize,
+        k: usize,
+        n: usize,
+        block: [usize; 2],
+        rate: f64,
+    ) -> Result<f64, String>;
+
+    /// Names this machine and kernel generation, for caches of measurements.
+    fn machine(&self) -> String;
+}
+
 /// What a pass can see and report besides the module.
 #[derive(Default)]
 pub struct PassContext {
     stats: Vec<Statistic>,
     diags: Vec<Diagnostic>,
+    timer: Option<std::sync::Arc<dyn KernelTimer>>,
 }
 
 impl PassContext {
     /// A fresh context.
     pub fn new() -> PassContext {
         PassContext::default()
+    }
+
+    /// A context with a kernel timer.
+    pub fn with_timer(timer: Option<std::sync::Arc<dyn KernelTimer>>) -> PassContext {
+        PassContext {
+            timer,
+            ..PassContext::default()
+        }
+    }
+
+    /// The kernel timer, if the driver provides one.
+    pub fn timer(&self) -> Option<&dyn KernelTimer> {
+        self.timer.as_deref()
     }
 
     /// Adds `n` to a counting statistic (created at 0 on first use).

@@ -38,6 +38,7 @@ impl PassRegistry {
         r.register(crate::canonicalize::INFO);
         r.register(crate::dce::INFO);
         r.register(crate::bcr::INFO);
+        r.register(crate::bcr::tune::INFO);
         r
     }
 

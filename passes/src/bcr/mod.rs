@@ -8,6 +8,7 @@
 //! rate in the op's `bcr.rate` attribute (set by `bcr-tune`) overrides the pass's `rate`.
 
 pub mod prune;
+pub mod tune;
 
 use crate::options::{OptionError, OptionSpec, PassOptions};
 use crate::pass::{Pass, PassContext, PassError, StatValue};
@@ -102,7 +103,7 @@ fn create(o: &PassOptions) -> Result<Box<dyn Pass>, OptionError> {
     }))
 }
 
-fn parse_block(s: &str) -> Option<[usize; 2]> {
+pub(crate) fn parse_block(s: &str) -> Option<[usize; 2]> {
     let (r, c) = s.split_once('x')?;
     let (r, c) = (r.parse().ok()?, c.parse().ok()?);
     (r >= 1 && c >= 1).then_some([r, c])
@@ -126,6 +127,7 @@ pub struct BcrPrune {
 struct Target {
     weight: WeightId,
     rate: f64,
+    block: [usize; 2],
     /// Gates of a recurrent weight (its matrices are split per gate), else 1.
     gates: usize,
     loc: dnnc_ir::Location,
@@ -156,6 +158,28 @@ impl BcrPrune {
                         .into());
                     }
                 };
+                let block = match data.attrs.get("bcr.block") {
+                    None => self.block,
+                    Some(Attribute::Array(v)) => match v.as_slice() {
+                        [Attribute::Int(r), Attribute::Int(c)] if *r >= 1 && *c >= 1 => {
+                            [*r as usize, *c as usize]
+                        }
+                        _ => {
+                            return Err(Diagnostic::error(
+                                data.loc.clone(),
+                                "bcr.block must be [rows, columns], each at least 1",
+                            )
+                            .into());
+                        }
+                    },
+                    Some(other) => {
+                        return Err(Diagnostic::error(
+                            data.loc.clone(),
+                            format!("bcr.block must be [rows, columns], got {other}"),
+                        )
+                        .into());
+                    }
+                };
                 for &i in operands {
                     let Some(&v) = data.operands.get(i) else {
                         continue;
@@ -164,6 +188,10 @@ impl BcrPrune {
                         continue;
                     };
                     let decl = &module.weights[w.weight];
+                    // A layer tuned to rate 1 stays dense.
+                    if rate <= 1.0 {
+                        continue;
+                    }
                     if !self.layers.is_match(&decl.name)
                         || decl.ty.elem != ElemType::F32
                         || !seen.insert(w.weight)
@@ -173,6 +201,7 @@ impl BcrPrune {
                     out.push(Target {
                         weight: w.weight,
                         rate,
+                        block,
                         gates,
                         loc: data.loc.clone(),
                     });
@@ -202,12 +231,12 @@ impl Pass for BcrPrune {
             let matrices = gemm_matrices(&ty);
             if t.gates > 1 {
                 let hidden = matrices[0].rows / t.gates;
-                if !hidden.is_multiple_of(self.block[0]) {
+                if !hidden.is_multiple_of(t.block[0]) {
                     return Err(Diagnostic::error(
                         t.loc.clone(),
                         format!(
                             "bcr-prune: block rows ({}) must divide the hidden size ({hidden}) of @{name}, so that no block straddles two gates",
-                            self.block[0]
+                            t.block[0]
                         ),
                     )
                     .into());
@@ -225,17 +254,17 @@ impl Pass for BcrPrune {
                         slice,
                         gate_rows,
                         m.cols,
-                        self.block,
+                        t.block,
                         t.rate,
                         self.criterion,
                         self.balanced,
                     );
-                    stored += BcrMatrix::from_dense(slice, gate_rows, m.cols, self.block).bytes();
+                    stored += BcrMatrix::from_dense(slice, gate_rows, m.cols, t.block).bytes();
                 }
             }
             let elements = ty.num_elements();
             let mut new_ty = ty.clone();
-            new_ty.encoding = Some(Encoding::Bcr(BcrEncoding { block: self.block }));
+            new_ty.encoding = Some(Encoding::Bcr(BcrEncoding { block: t.block }));
             let decl = &mut module.weights[t.weight];
             decl.set_values(Tensor::from_f32(&ty.shape, values));
             decl.ty = new_ty.clone();

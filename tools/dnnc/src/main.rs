@@ -15,6 +15,7 @@ mod output;
 mod report;
 mod run;
 mod sidecar;
+mod timer;
 mod zoo;
 
 use clap::{Parser, Subcommand};

@@ -223,6 +223,7 @@ fn process_chunk(
         .expect("checked before reading input");
     let mut pm = PassManager::new(passes);
     pm.verify_each = args.verify_each;
+    pm.timer = Some(std::sync::Arc::new(crate::timer::JitTimer));
     let mut instrumentation = PrintAfter {
         all: args.print_ir_after_all,
         names: &args.print_ir_after,

@@ -1,0 +1,591 @@
+//! `bcr-tune`: GRIM's decoupled search for BCR pruning hyper-parameters.
+//!
+//! (a) Compiler side: each layer's block shape is the candidate whose BCR kernel runs
+//! fastest on this machine at the layer's GEMM shape and the target rate, measured through
+//! the driver's [`KernelTimer`] (results cached in a file keyed by machine and shape).
+//! (b) Accuracy side: each layer's sensitivity — the relative error of the function's
+//! outputs, on calibration inputs through the reference interpreter, when only that
+//! layer is pruned at each candidate rate — and then the per-layer rates that meet the
+//! global compression target with the least total error (greedy marginal allocation).
+//! The choices become `bcr.block` and `bcr.rate` attributes that `bcr-prune` follows.
+
+use super::prune::{Criterion, prune_matrix};
+use crate::options::{OptionError, OptionSpec, PassOptions};
+use crate::pass::{KernelTimer, Pass, PassContext, PassError, StatValue};
+use crate::registry::PassInfo;
+use dnnc_ir::attr::Attribute;
+use dnnc_ir::init::{InitKind, InitSpec};
+use dnnc_ir::ops::OpKind;
+use dnnc_ir::sparse::gemm_matrices;
+use dnnc_ir::{Diagnostic, ElemType, FuncId, Location, Module, OpId, Tensor, WeightId};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Registration of `bcr-tune`.
+pub const INFO: PassInfo = PassInfo {
+    name: "bcr-tune",
+    summary: "choose BCR block shapes (measured) and per-layer rates (sensitivity) for a compression target",
+    options: &[
+        OptionSpec {
+            name: "target",
+            kind: "number",
+            default: Some("8"),
+            help: "overall compression of the tuned layers (nonzeros before / after)",
+        },
+        OptionSpec {
+            name: "blocks",
+            kind: "RxC,...",
+            default: Some("4x16,8x16,8x32,16x32"),
+            help: "candidate block shapes (quote lists in pipelines: blocks=\"8x16,8x32\")",
+        },
+        OptionSpec {
+            name: "rates",
+            kind: "r,...",
+            default: Some("1,2,4,8,16,32"),
+            help: "candidate per-layer rates",
+        },
+        OptionSpec {
+            name: "calibration",
+            kind: "random|FILE.npy",
+            default: Some("random"),
+            help: "inputs of the first parameter: seeded normals, or a .npy of one or more batches",
+        },
+        OptionSpec {
+            name: "samples",
+            kind: "integer",
+            default: Some("4"),
+            help: "calibration batches",
+        },
+        OptionSpec {
+            name: "layers",
+            kind: "regex",
+            default: Some(".*"),
+            help: "the weights to tune (by name)",
+        },
+        OptionSpec {
+            name: "cache",
+            kind: "path",
+            default: Some(""),
+            help: "kernel-time cache file (default: $XDG_CACHE_HOME or ~/.cache, dnnc/bcr-tune.txt)",
+        },
+    ],
+    create,
+};
+
+fn list<T>(
+    o: &PassOptions,
+    name: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Vec<T>, OptionError> {
+    let text: String = o.get(name)?;
+    text.split(',')
+        .map(|s| {
+            parse(s.trim()).ok_or_else(|| OptionError {
+                option: name.to_string(),
+                message: format!("cannot read '{s}' in '{text}'"),
+            })
+        })
+        .collect()
+}
+
+fn create(o: &PassOptions) -> Result<Box<dyn Pass>, OptionError> {
+    let target: f64 = o.get("target")?;
+    if target < 1.0 {
+        return Err(OptionError {
+            option: "target".into(),
+            message: format!("target must be at least 1, got {target}"),
+        });
+    }
+    let blocks = list(o, "blocks", super::parse_block)?;
+    let mut rates = list(o, "rates", |s| s.parse::<f64>().ok().filter(|r| *r >= 1.0))?;
+    rates.sort_by(f64::total_cmp);
+    rates.dedup();
+    let layers_text: String = o.get("layers")?;
+    let layers = regex::Regex::new(&layers_text).map_err(|e| OptionError {
+        option: "layers".into(),
+        message: format!("not a valid regular expression: {e}"),
+    })?;
+    let cache: String = o.get("cache")?;
+    Ok(Box::new(BcrTune {
+        target,
+        blocks,
+        rates,
+        calibration: o.get("calibration")?,
+        samples: o.get::<usize>("samples")?.max(1),
+        layers,
+        cache: (!cache.is_empty()).then(|| PathBuf::from(cache)),
+    }))
+}
+
+/// The pass.
+pub struct BcrTune {
+    /// Overall compression target.
+    pub target: f64,
+    /// Candidate block shapes.
+    pub blocks: Vec<[usize; 2]>,
+    /// Candidate rates, ascending.
+    pub rates: Vec<f64>,
+    /// `random` or a .npy path.
+    pub calibration: String,
+    /// Calibration batches.
+    pub samples: usize,
+    /// Which weights.
+    pub layers: regex::Regex,
+    /// Kernel-time cache file.
+    pub cache: Option<PathBuf>,
+}
+
+/// A weight to tune and where it is used.
+struct Layer {
+    weight: WeightId,
+    users: Vec<(FuncId, OpId)>,
+    loc: Location,
+    /// GEMM view `m × k`, and columns of B per product (output positions; 1 for vectors).
+    m: usize,
+    k: usize,
+    n: usize,
+    /// Rows per gate of a recurrent weight (blocks must not straddle gates), else `m`.
+    gate_rows: usize,
+}
+
+fn layers(module: &Module, pattern: &regex::Regex) -> Vec<Layer> {
+    let mut out: Vec<Layer> = Vec::new();
+    for (fid, f) in module.funcs.iter() {
+        for &op in &f.body {
+            let data = &f.ops[op];
+            let (operands, gates): (&[usize], usize) = match &data.kind {
+                OpKind::Conv2d(_) | OpKind::Linear(_) | OpKind::MatMul(_) => (&[1], 1),
+                OpKind::Lstm(_) => (&[1, 2], 4),
+                OpKind::Gru(_) => (&[1, 2], 3),
+                _ => continue,
+            };
+            for &i in operands {
+                let Some(&v) = data.operands.get(i) else {
+                    continue;
+                };
+                let Some(OpKind::Weight(w)) = f.producer(v) else {
+                    continue;
+                };
+                let decl = &module.weights[w.weight];
+                if !pattern.is_match(&decl.name) || decl.ty.elem != ElemType::F32 {
+                    continue;
+                }
+                if let Some(l) = out.iter_mut().find(|l| l.weight == w.weight) {
+                    l.users.push((fid, op));
+                    continue;
+                }
+                let mat = gemm_matrices(&decl.ty)[0];
+                let out_ty = f.ty(data.results[0]);
+                let n = match &data.kind {
+                    OpKind::Conv2d(_) => out_ty.shape[0] * out_ty.shape[2] * out_ty.shape[3],
+                    OpKind::MatMul(_) => *out_ty.shape.last().unwrap_or(&1),
+                    _ => 1,
+                };
+                out.push(Layer {
+                    weight: w.weight,
+                    users: vec![(fid, op)],
+                    loc: data.loc.clone(),
+                    m: mat.rows,
+                    k: mat.cols,
+                    n,
+                    gate_rows: mat.rows / gates,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Prunes one weight of `module` in place (its values only).
+fn prune_weight(
+    module: &mut Module,
+    weight: WeightId,
+    block: [usize; 2],
+    rate: f64,
+    gate_rows: usize,
+) -> Result<(), String> {
+    let ty = module.weights[weight].ty.clone();
+    let mut values = module
+        .weight_value(weight)
+        .map_err(|e| e.to_string())?
+        .to_f32_vec();
+    for mat in gemm_matrices(&ty) {
+        for g in 0..mat.rows / gate_rows {
+            let start = mat.offset + g * gate_rows * mat.cols;
+            let slice = &mut values[start..start + gate_rows * mat.cols];
+            prune_matrix(slice, gate_rows, mat.cols, block, rate, Criterion::L2, true);
+        }
+    }
+    module.weights[weight].set_values(Tensor::from_f32(&ty.shape, values));
+    Ok(())
+}
+
+fn rel_error(got: &[Tensor], want: &[Tensor]) -> f64 {
+    let (mut diff, mut norm) = (0.0f64, 0.0f64);
+    for (g, w) in got.iter().zip(want) {
+        for (a, b) in g.to_f32_vec().iter().zip(w.to_f32_vec()) {
+            diff += ((a - b) as f64).powi(2);
+            norm += (b as f64).powi(2);
+        }
+    }
+    (diff / norm.max(1e-30)).sqrt()
+}
+
+/// Kernel times by key, loaded from and saved to a text file (`key seconds` per line).
+struct TimeCache {
+    path: PathBuf,
+    times: BTreeMap<String, f64>,
+    dirty: bool,
+}
+
+impl TimeCache {
+    fn open(path: PathBuf) -> TimeCache {
+        let times = std::fs::read_to_string(&path)
+            .map(|text| {
+                text.lines()
+                    .filter_map(|l| {
+                        let (k, v) = l.rsplit_once(' ')?;
+                        Some((k.to_string(), v.parse().ok()?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        TimeCache {
+            path,
+            times,
+            dirty: false,
+        }
+    }
+
+    fn get_or(
+        &mut self,
+        key: String,
+        measure: impl FnOnce() -> Result<f64, String>,
+    ) -> Result<f64, String> {
+        if let Some(&t) = self.times.get(&key) {
+            return Ok(t);
+        }
+        let t = measure()?;
+        self.times.insert(key, t);
+        self.dirty = true;
+        Ok(t)
+    }
+
+    fn save(&self) -> Result<(), String> {
+        if !self.dirty {
+            return Ok(());
+        }
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        let text: String = self
+            .times
+            .iter()
+            .map(|(k, v)| format!("{k} {v:e}\n"))
+            .collect();
+        // Write-then-rename, so that a concurrent reader never sees half a file.
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| format!("{}: {e}", self.path.display()))
+    }
+}
+
+fn default_cache() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("dnnc").join("bcr-tune.txt")
+}
+
+impl BcrTune {
+    /// (a) The fastest candidate block of each layer at the target rate.
+    fn choose_blocks(
+        &self,
+        timer: &dyn KernelTimer,
+        found: &[Layer],
+    ) -> Result<Vec<([usize; 2], f64)>, PassError> {
+        let mut cache = TimeCache::open(self.cache.clone().unwrap_or_else(default_cache));
+        let machine = timer.machine();
+        let mut chosen = Vec::with_capacity(found.len());
+        for l in found {
+            let mut best: Option<([usize; 2], f64)> = None;
+            // Blocks must not straddle two gates of a recurrent weight.
+            let gates_ok = |b: &[usize; 2]| l.gate_rows == l.m || l.gate_rows % b[0] == 0;
+            let mut candidates: Vec<[usize; 2]> = self
+                .blocks
+                .iter()
+                .copied()
+                .filter(|b| b[0] <= l.m && b[1] <= l.k && gates_ok(b))
+                .collect();
+            if candidates.is_empty() {
+                // A small layer: the candidates cut down to its size.
+                for b in &self.blocks {
+                    let c = [b[0].min(l.m), b[1].min(l.k)];
+                    if gates_ok(&c) && !candidates.contains(&c) {
+                        candidates.push(c);
+                    }
+                }
+            }
+            for b in candidates {
+                let key = format!(
+                    "{machine}|{}x{}x{}|{}x{}|{}",
+                    l.m, l.k, l.n, b[0], b[1], self.target
+                );
+                let t = cache
+                    .get_or(key, || timer.bcr_product(l.m, l.k, l.n, b, self.target))
+                    .map_err(|e| {
+                        Diagnostic::error(
+                            l.loc.clone(),
+                            format!("bcr-tune: timing a {}x{} block: {e}", b[0], b[1]),
+                        )
+                    })?;
+                if best.is_none_or(|(_, bt)| t < bt) {
+                    best = Some((b, t));
+                }
+            }
+            chosen.push(best.ok_or_else(|| {
+                Diagnostic::error(
+                    l.loc.clone(),
+                    format!(
+                        "bcr-tune: no candidate block fits this {}x{} weight{}; add a smaller one to blocks=",
+                        l.m,
+                        l.k,
+                        if l.gate_rows != l.m { format!(" (blocks must divide the {}-row gates)", l.gate_rows) } else { String::new() }
+                    ),
+                )
+            })?);
+        }
+        cache.save().map_err(|e| {
+            Diagnostic::error(
+                Location::unknown(),
+                format!("bcr-tune: cannot write the kernel-time cache: {e}"),
+            )
+        })?;
+        Ok(chosen)
+    }
+
+    /// Calibration batches for the first parameter of `f` (seeded normals for the others).
+    fn calibration(&self, module: &Module, f: FuncId) -> Result<Vec<Vec<Tensor>>, PassError> {
+        let func = &module.funcs[f];
+        let err = |m: String| PassError::from(Diagnostic::error(func.loc.clone(), m));
+        let mut first: Vec<Tensor> = Vec::new();
+        let ty0 = func.params.first().map(|&p| func.ty(p).clone());
+        if self.calibration != "random"
+            && let Some(ty0) = &ty0
+        {
+            let bytes = std::fs::read(&self.calibration).map_err(|e| {
+                err(format!(
+                    "bcr-tune: cannot read calibration '{}': {e}",
+                    self.calibration
+                ))
+            })?;
+            let t = dnnc_ir::npy::read_npy(&bytes)
+                .map_err(|e| err(format!("bcr-tune: calibration '{}': {e}", self.calibration)))?;
+            let per: usize = ty0.num_elements();
+            let values = t.to_f32_vec();
+            if values.len() % per != 0 {
+                return Err(err(format!(
+                    "bcr-tune: calibration '{}' holds {} values, not a whole number of {} inputs",
+                    self.calibration,
+                    values.len(),
+                    ty0
+                )));
+            }
+            for chunk in values.chunks(per).take(self.samples) {
+                first.push(Tensor::from_f32(&ty0.shape, chunk.to_vec()));
+            }
+        }
+        let batches = if first.is_empty() {
+            self.samples
+        } else {
+            first.len()
+        };
+        let mut out = Vec::with_capacity(batches);
+        for s in 0..batches {
+            let inputs = func
+                .params
+                .iter()
+                .enumerate()
+                .map(|(i, &p)| {
+                    if i == 0 && !first.is_empty() {
+                        return Ok(first[s].clone());
+                    }
+                    InitSpec::new(InitKind::Normal, 1000 * s as u64 + i as u64)
+                        .materialize(func.ty(p))
+                        .map_err(|e| err(format!("bcr-tune: calibration input: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            out.push(inputs);
+        }
+        Ok(out)
+    }
+}
+
+impl Pass for BcrTune {
+    fn name(&self) -> &'static str {
+        "bcr-tune"
+    }
+
+    fn run(&mut self, module: &mut Module, cx: &mut PassContext) -> Result<(), PassError> {
+        let found = layers(module, &self.layers);
+        if found.is_empty() {
+            return Ok(());
+        }
+        let Some(timer) = cx.timer() else {
+            return Err(Diagnostic::error(
+                Location::unknown(),
+                "bcr-tune measures the JIT's BCR kernels: run it through `dnnc opt` (which provides the timer)",
+            )
+            .into());
+        };
+        let blocks = self.choose_blocks(timer, &found)?;
+
+        // (b) Sensitivity of the outputs to pruning each layer alone, on the entry function.
+        let f = module
+            .func_by_name("main")
+            .or_else(|| module.funcs.keys().next())
+            .expect("a module with layers has a function");
+        let inputs = self.calibration(module, f)?;
+        let run = |m: &Module, x: &[Tensor]| {
+            dnnc_reference::run(m, f, x, &Default::default())
+                .map_err(|e| PassError::from(e.to_diagnostic()))
+        };
+        let dense: Vec<Vec<Tensor>> = inputs
+            .iter()
+            .map(|x| run(module, x))
+            .collect::<Result<_, _>>()?;
+        let mut error = vec![vec![0.0f64; self.rates.len()]; found.len()];
+        for (li, l) in found.iter().enumerate() {
+            for (ri, &rate) in self.rates.iter().enumerate() {
+                if rate <= 1.0 {
+                    continue;
+                }
+                let mut trial = module.clone();
+                prune_weight(&mut trial, l.weight, blocks[li].0, rate, l.gate_rows)
+                    .map_err(|e| Diagnostic::error(l.loc.clone(), format!("bcr-tune: {e}")))?;
+                let mut sum = 0.0;
+                for (x, want) in inputs.iter().zip(&dense) {
+                    sum += rel_error(&run(&trial, x)?, want);
+                }
+                error[li][ri] = sum / inputs.len() as f64;
+            }
+        }
+
+        // Allocation: from the lowest rate, repeatedly raise the layer whose next rate costs
+        // the least error per nonzero saved, until the target is met.
+        let params: Vec<f64> = found.iter().map(|l| (l.m * l.k) as f64).collect();
+        let budget = params.iter().sum::<f64>() / self.target;
+        let mut level = vec![0usize; found.len()];
+        let kept = |level: &[usize]| -> f64 {
+            level
+                .iter()
+                .zip(&params)
+                .map(|(&i, p)| p / self.rates[i])
+                .sum()
+        };
+        while kept(&level) > budget * (1.0 + 1e-9) {
+            let mut best: Option<(usize, f64)> = None;
+            for li in 0..found.len() {
+                let i = level[li];
+                if i + 1 >= self.rates.len() {
+                    continue;
+                }
+                let saved = params[li] / self.rates[i] - params[li] / self.rates[i + 1];
+                let cost = (error[li][i + 1] - error[li][i]).max(0.0) / saved;
+                if best.is_none_or(|(_, c)| cost < c) {
+                    best = Some((li, cost));
+                }
+            }
+            let Some((li, _)) = best else {
+                return Err(Diagnostic::error(
+                    Location::unknown(),
+                    format!(
+                        "bcr-tune: target {} is out of reach with rates up to {}; add higher rates",
+                        self.target,
+                        self.rates.last().copied().unwrap_or(1.0)
+                    ),
+                )
+                .into());
+            };
+            level[li] += 1;
+        }
+
+        // The single-layer errors do not add up exactly: check the allocation as a whole
+        // against uniform pruning at the target, and keep the better on calibration data.
+        let whole = |rates: &[f64]| -> Result<f64, PassError> {
+            let mut trial = module.clone();
+            for (li, l) in found.iter().enumerate() {
+                if rates[li] > 1.0 {
+                    prune_weight(&mut trial, l.weight, blocks[li].0, rates[li], l.gate_rows)
+                        .map_err(|e| Diagnostic::error(l.loc.clone(), format!("bcr-tune: {e}")))?;
+                }
+            }
+            let mut sum = 0.0;
+            for (x, want) in inputs.iter().zip(&dense) {
+                sum += rel_error(&run(&trial, x)?, want);
+            }
+            Ok(sum / inputs.len() as f64)
+        };
+        let tuned: Vec<f64> = level.iter().map(|&i| self.rates[i]).collect();
+        let uniform = vec![self.target; found.len()];
+        let (tuned_error, uniform_error) = (whole(&tuned)?, whole(&uniform)?);
+        let chosen = if tuned_error <= uniform_error {
+            tuned
+        } else {
+            uniform
+        };
+        cx.set(
+            "error-tuned",
+            "output error on calibration inputs with the tuned rates",
+            StatValue::Float(tuned_error),
+        );
+        cx.set(
+            "error-uniform",
+            "output error with every layer at the target rate (kept if lower)",
+            StatValue::Float(uniform_error),
+        );
+        let kept_chosen: f64 = chosen.iter().zip(&params).map(|(r, p)| p / r).sum();
+        for (li, l) in found.iter().enumerate() {
+            let rate = chosen[li];
+            let (block, seconds) = blocks[li];
+            for &(fid, op) in &l.users {
+                let attrs = &mut module.funcs[fid].ops[op].attrs;
+                attrs.insert("bcr.rate".into(), Attribute::Float(rate));
+                attrs.insert(
+                    "bcr.block".into(),
+                    Attribute::Array(vec![
+                        Attribute::Int(block[0] as i64),
+                        Attribute::Int(block[1] as i64),
+                    ]),
+                );
+            }
+            cx.set(
+                &format!("layer {}", module.weights[l.weight].name),
+                "block (kernel time at the target), rate, output error at that rate alone",
+                StatValue::Text(format!(
+                    "block {}x{} ({:.1} us), rate {rate}, error {:.2e}",
+                    block[0],
+                    block[1],
+                    seconds * 1e6,
+                    if rate == self.rates[level[li]] {
+                        error[li][level[li]]
+                    } else {
+                        f64::NAN
+                    }
+                )),
+            );
+        }
+        cx.count(
+            "layers-tuned",
+            "weights given a block and a rate",
+            found.len() as u64,
+        );
+        cx.set(
+            "compression",
+            "nonzeros before / after over the tuned layers, as allocated",
+            StatValue::Float(params.iter().sum::<f64>() / kept_chosen),
+        );
+        Ok(())
+    }
+}
