@@ -39,6 +39,7 @@ impl PassRegistry {
         r.register(crate::dce::INFO);
         r.register(crate::bcr::INFO);
         r.register(crate::bcr::tune::INFO);
+        r.register(crate::bcr::check::INFO);
         r
     }
 

@@ -7,6 +7,7 @@
 //! `#bcr<block = [r, c]>`: the compact layout is a pure function of the two. A per-layer
 //! rate in the op's `bcr.rate` attribute (set by `bcr-tune`) overrides the pass's `rate`.
 
+pub mod check;
 pub mod prune;
 pub mod tune;
 
@@ -49,6 +50,12 @@ pub const INFO: PassInfo = PassInfo {
             kind: "bool",
             default: Some("true"),
             help: "every block keeps the same rows and columns (the BCR kernel's best case); false ranks segments across the whole layer",
+        },
+        OptionSpec {
+            name: "masks",
+            kind: "path",
+            default: Some(""),
+            help: "also write each pruned weight's 0/1 mask to this .safetensors file (for mask-fixed fine-tuning)",
         },
         OptionSpec {
             name: "criterion",
@@ -100,6 +107,9 @@ fn create(o: &PassOptions) -> Result<Box<dyn Pass>, OptionError> {
         layers,
         criterion,
         balanced: o.get("balanced")?,
+        masks: Some(o.get::<String>("masks")?)
+            .filter(|m| !m.is_empty())
+            .map(std::path::PathBuf::from),
     }))
 }
 
@@ -121,6 +131,8 @@ pub struct BcrPrune {
     pub criterion: Criterion,
     /// Same kept rows and columns in every block.
     pub balanced: bool,
+    /// Where to write the masks, if anywhere.
+    pub masks: Option<std::path::PathBuf>,
 }
 
 /// A weight to prune, found through the op that consumes it.
@@ -220,6 +232,7 @@ impl Pass for BcrPrune {
     fn run(&mut self, module: &mut Module, cx: &mut PassContext) -> Result<(), PassError> {
         let targets = self.targets(module)?;
         let (mut before, mut after, mut dense_bytes, mut bcr_bytes) = (0u64, 0u64, 0u64, 0u64);
+        let mut masks: Vec<(String, std::sync::Arc<Tensor>)> = Vec::new();
         for t in &targets {
             let decl = &module.weights[t.weight];
             let name = decl.name.clone();
@@ -265,6 +278,13 @@ impl Pass for BcrPrune {
             let elements = ty.num_elements();
             let mut new_ty = ty.clone();
             new_ty.encoding = Some(Encoding::Bcr(BcrEncoding { block: t.block }));
+            if self.masks.is_some() {
+                let mask = values.iter().map(|&v| f32::from(v != 0.0)).collect();
+                masks.push((
+                    name.clone(),
+                    std::sync::Arc::new(Tensor::from_f32(&ty.shape, mask)),
+                ));
+            }
             let decl = &mut module.weights[t.weight];
             decl.set_values(Tensor::from_f32(&ty.shape, values));
             decl.ty = new_ty.clone();
@@ -295,6 +315,22 @@ impl Pass for BcrPrune {
             after += nz_after as u64;
             dense_bytes += 4 * elements as u64;
             bcr_bytes += stored as u64;
+        }
+        if let Some(path) = &self.masks {
+            let fail = |e: String| {
+                PassError::from(Diagnostic::error(
+                    dnnc_ir::Location::unknown(),
+                    format!(
+                        "bcr-prune: cannot write the masks to '{}': {e}",
+                        path.display()
+                    ),
+                ))
+            };
+            let bytes = dnnc_ir::weights::safetensors_bytes(&masks).map_err(fail)?;
+            // Whole or not at all: write beside, then rename.
+            let tmp = path.with_extension("safetensors.tmp");
+            std::fs::write(&tmp, bytes).map_err(|e| fail(e.to_string()))?;
+            std::fs::rename(&tmp, path).map_err(|e| fail(e.to_string()))?;
         }
         cx.count(
             "layers-pruned",

@@ -38,12 +38,21 @@ pub fn prune_matrix(
     }
 }
 
-/// How many rows and columns a balanced block of `rows × cols` keeps at `rate`: about
-/// four rows (the BCR kernel's sweet spot: one vector of kept rows, and four rows sharing
-/// each loaded input), and as many columns as the rate then allows.
-pub fn balanced_keep(rows: usize, cols: usize, rate: f64) -> (usize, usize) {
-    let target = ((rows * cols) as f64 / rate.max(1.0)).round().max(1.0) as usize;
-    let mut kr = rows.min(4);
+/// How many rows and columns a balanced block of `rows × cols` keeps at `rate`: rows and
+/// columns shrink alike (about `rows/√rate` rows), except that four rows — the BCR
+/// kernel's sweet spot, one vector of kept rows sharing each loaded input — win when
+/// they are within one row of that; then as many columns as the rate allows.
+/// At least `min_rows` rows stay (so that every row of a block row can be kept somewhere).
+pub fn balanced_keep(rows: usize, cols: usize, rate: f64, min_rows: usize) -> (usize, usize) {
+    let rate = rate.max(1.0);
+    let target = ((rows * cols) as f64 / rate).round().max(1.0) as usize;
+    let even = (rows as f64 / rate.sqrt()).round().clamp(1.0, rows as f64) as usize;
+    let mut kr = if rows >= 4 && even.abs_diff(4) <= 1 {
+        4
+    } else {
+        even
+    };
+    kr = kr.max(min_rows.min(rows));
     while kr < rows && target / kr > cols {
         kr += 1;
     }
@@ -76,7 +85,8 @@ pub fn prune_balanced(
         let mut room: Vec<usize> = Vec::with_capacity(block_cols);
         for bj in 0..block_cols {
             let (c0, c1) = (bj * bc, ((bj + 1) * bc).min(cols));
-            let (kr, kc) = balanced_keep(r1 - r0, c1 - c0, rate);
+            // Enough kept rows per block that each row of the block row fits somewhere.
+            let (kr, kc) = balanced_keep(r1 - r0, c1 - c0, rate, (r1 - r0).div_ceil(block_cols));
             let mut by_col: Vec<(f64, usize)> = (c0..c1)
                 .map(|c| (criterion.norm((r0..r1).map(|r| original[r * cols + c])), c))
                 .collect();
@@ -365,14 +375,17 @@ mod tests {
             for blk in &b.blocks {
                 let full = blk.row0 + block[0] <= rows && blk.col0 + block[1] <= cols;
                 if full {
-                    let (kr, kc) = balanced_keep(block[0], block[1], rate);
+                    let min_rows = block[0].div_ceil(cols.div_ceil(block[1]));
+                    let (kr, kc) = balanced_keep(block[0], block[1], rate, min_rows);
                     assert_eq!(blk.cols.len(), kc);
                     assert_eq!(blk.rows.len(), kr);
                 }
             }
         }
-        assert_eq!(balanced_keep(8, 32, 8.0), (4, 8));
-        assert_eq!(balanced_keep(8, 32, 16.0), (4, 4));
-        assert_eq!(balanced_keep(8, 32, 1.5), (6, 28));
+        assert_eq!(balanced_keep(8, 32, 8.0, 1), (4, 8));
+        assert_eq!(balanced_keep(8, 32, 4.0, 1), (4, 16));
+        assert_eq!(balanced_keep(8, 32, 2.0, 1), (6, 21));
+        assert_eq!(balanced_keep(8, 32, 16.0, 1), (2, 8));
+        assert_eq!(balanced_keep(8, 32, 16.0, 4), (4, 4));
     }
 }

@@ -513,7 +513,24 @@ impl Pass for BcrTune {
 
         // The single-layer errors do not add up exactly: check the allocation as a whole
         // against uniform pruning at the target, and keep the better on calibration data.
-        let whole = |rates: &[f64]| -> Result<f64, PassError> {
+        // Top-1 classes of the first output's rows: a classifier's decisions.
+        let decisions = |outs: &[Tensor]| -> Vec<usize> {
+            let Some(t) = outs.first() else {
+                return Vec::new();
+            };
+            let classes = (*t.shape.last().unwrap_or(&1)).max(1);
+            t.to_f32_vec()
+                .chunks(classes)
+                .map(|row| {
+                    (0..row.len())
+                        .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                        .unwrap_or(0)
+                })
+                .collect()
+        };
+        let dense_decisions: Vec<Vec<usize>> = dense.iter().map(|d| decisions(d)).collect();
+        // (decisions changed against the dense model, output error), compared in order.
+        let whole = |rates: &[f64]| -> Result<(usize, f64), PassError> {
             let mut trial = module.clone();
             for (li, l) in found.iter().enumerate() {
                 if rates[li] > 1.0 {
@@ -521,11 +538,17 @@ impl Pass for BcrTune {
                         .map_err(|e| Diagnostic::error(l.loc.clone(), format!("bcr-tune: {e}")))?;
                 }
             }
-            let mut sum = 0.0;
-            for (x, want) in inputs.iter().zip(&dense) {
-                sum += rel_error(&run(&trial, x)?, want);
+            let (mut sum, mut changed) = (0.0, 0);
+            for ((x, want), want_top) in inputs.iter().zip(&dense).zip(&dense_decisions) {
+                let got = run(&trial, x)?;
+                sum += rel_error(&got, want);
+                changed += decisions(&got)
+                    .iter()
+                    .zip(want_top)
+                    .filter(|(a, b)| a != b)
+                    .count();
             }
-            Ok(sum / inputs.len() as f64)
+            Ok((changed, sum / inputs.len() as f64))
         };
         let tuned: Vec<f64> = level.iter().map(|&i| self.rates[i]).collect();
         let uniform = vec![self.target; found.len()];
@@ -537,13 +560,16 @@ impl Pass for BcrTune {
         };
         cx.set(
             "error-tuned",
-            "output error on calibration inputs with the tuned rates",
-            StatValue::Float(tuned_error),
+            "calibration decisions changed and output error, with the tuned rates",
+            StatValue::Text(format!("{} changed, {:.4}", tuned_error.0, tuned_error.1)),
         );
         cx.set(
             "error-uniform",
-            "output error with every layer at the target rate (kept if lower)",
-            StatValue::Float(uniform_error),
+            "the same with every layer at the target rate (kept if better)",
+            StatValue::Text(format!(
+                "{} changed, {:.4}",
+                uniform_error.0, uniform_error.1
+            )),
         );
         let kept_chosen: f64 = chosen.iter().zip(&params).map(|(r, p)| p / r).sum();
         for (li, l) in found.iter().enumerate() {

@@ -7,6 +7,7 @@
 //! - `bench`: latency of a function on an engine.
 
 mod bench;
+mod eval;
 mod import;
 mod info;
 mod load;
@@ -43,6 +44,8 @@ enum Command {
     Import(import::ImportArgs),
     /// Measure a function's latency: median, p10 and p90 over repeated runs.
     Bench(bench::BenchArgs),
+    /// Top-1 accuracy of a classifier on labelled samples (.npy).
+    Eval(eval::EvalArgs),
 }
 
 /// How a command ended, for the exit code.
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Info(args) => info::run(args),
         Command::Import(args) => import::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Eval(args) => eval::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
