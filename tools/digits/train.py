@@ -10,7 +10,8 @@ usage:
                                               # weights from DNN's sidecar, masks from
                                               # `bcr-prune{masks=...}`, result to OUT
   tools/digits/train.py experiment            # the accuracy table: dense, uniform and
-                                              # bcr-tune rates at 2x/4x/8x, and fine-tuned
+                                              # bcr-tune rates at 2x/4x/8x (one-shot), and
+                                              # gradual pruning with mask-fixed fine-tuning
 
 It sets up its own virtualenv (target/digits/venv: numpy, scikit-learn, safetensors).
 """
@@ -211,7 +212,7 @@ def load_weights(dnn_path):
     return load_file(base + ".safetensors")
 
 
-def cmd_finetune(kind, dnn, masks_path, out, epochs=60):
+def cmd_finetune(kind, dnn, masks_path, out, epochs=30):
     import numpy as np
     from safetensors.numpy import load_file, save_file
     xtr, xte, ytr, yte = data()
@@ -254,18 +255,29 @@ def cmd_experiment():
             dnnc("opt", model, "-p",
                  f"bcr-tune{{target={rate} calibration={cal} samples=256}},bcr-prune{{masks={masks}}}",
                  "-o", tuned)
-            # Fine-tune the tuned model with its masks fixed, write the weights back, and
-            # let dnnc check them against the masks.
-            ft = os.path.join(work, f"{kind}_f{rate}.dnn")
-            ftw = os.path.join(work, f"{kind}_f{rate}.safetensors")
-            subprocess.check_call([sys.executable, __file__, "finetune", kind, tuned, masks, ftw],
-                                  stdout=subprocess.DEVNULL)
-            text = open(tuned).read().replace(os.path.basename(os.path.splitext(tuned)[0]) + ".safetensors",
-                                              os.path.basename(ftw))
-            open(ft, "w").write(text)
-            dnnc("opt", ft, "-p", f"bcr-check{{masks={masks}}}")
+            # Gradual pruning with mask-fixed fine-tuning: prune at 2x, fine-tune with the
+            # masks fixed, write the weights back, let dnnc check them against the masks,
+            # then prune the result further, up to the rate.
+            current = model
+            stage = 2
+            while True:
+                pruned = os.path.join(work, f"{kind}_g{rate}_{stage}.dnn")
+                masks = os.path.join(work, f"{kind}_g{rate}_{stage}.masks.safetensors")
+                dnnc("opt", current, "-p", f"bcr-prune{{rate={stage} masks={masks}}}", "-o", pruned)
+                ftw = os.path.join(work, f"{kind}_f{rate}_{stage}.safetensors")
+                subprocess.check_call([sys.executable, __file__, "finetune", kind, pruned, masks, ftw],
+                                      stdout=subprocess.DEVNULL)
+                ft = os.path.join(work, f"{kind}_f{rate}_{stage}.dnn")
+                text = open(pruned).read().replace(
+                    os.path.basename(os.path.splitext(pruned)[0]) + ".safetensors", os.path.basename(ftw))
+                open(ft, "w").write(text)
+                dnnc("opt", ft, "-p", f"bcr-check{{masks={masks}}}")
+                current = ft
+                if stage >= rate:
+                    break
+                stage *= 2
             print(f"{kind:<5} {rate:>4}x {dense:>7.4f} {eval_acc(uni):>8.4f} {eval_acc(tuned):>9.4f} "
-                  f"{eval_acc(ft):>11.4f}")
+                  f"{eval_acc(current):>11.4f}")
 
 
 def main():
