@@ -25,6 +25,9 @@ OUT = os.path.join(ROOT, "models", "digits")
 VENV = os.path.join(ROOT, "target", "digits", "venv")
 PACKAGES = ["numpy", "scikit-learn", "safetensors"]
 SEED = 7
+# Gradual pruning for the fine-tuned column: block shape and epochs per stage.
+FT_BLOCK = os.environ.get("DIGITS_BLOCK", "4x16")
+FT_EPOCHS = int(os.environ.get("DIGITS_EPOCHS", "40"))
 
 
 def ensure_venv():
@@ -212,7 +215,7 @@ def load_weights(dnn_path):
     return load_file(base + ".safetensors")
 
 
-def cmd_finetune(kind, dnn, masks_path, out, epochs=30):
+def cmd_finetune(kind, dnn, masks_path, out, epochs=FT_EPOCHS):
     import numpy as np
     from safetensors.numpy import load_file, save_file
     xtr, xte, ytr, yte = data()
@@ -263,7 +266,8 @@ def cmd_experiment():
             while True:
                 pruned = os.path.join(work, f"{kind}_g{rate}_{stage}.dnn")
                 masks = os.path.join(work, f"{kind}_g{rate}_{stage}.masks.safetensors")
-                dnnc("opt", current, "-p", f"bcr-prune{{rate={stage} masks={masks}}}", "-o", pruned)
+                dnnc("opt", current, "-p", f"bcr-prune{{rate={stage} block={FT_BLOCK} masks={masks}}}",
+                     "-o", pruned)
                 ftw = os.path.join(work, f"{kind}_f{rate}_{stage}.safetensors")
                 subprocess.check_call([sys.executable, __file__, "finetune", kind, pruned, masks, ftw],
                                       stdout=subprocess.DEVNULL)
