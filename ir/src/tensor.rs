@@ -218,6 +218,23 @@ impl Tensor {
         self.shape = Shape::from_slice(shape);
         self
     }
+
+    /// Relative L2 error `‖self − reference‖ / ‖reference‖` (0 when equal), in f64: the
+    /// tolerance measure of dnnc's differential tests.
+    pub fn relative_l2(&self, reference: &Tensor) -> f64 {
+        let (a, b) = (self.to_f32_vec(), reference.to_f32_vec());
+        let diff: f64 = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| ((x - y) as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        if diff == 0.0 {
+            return 0.0;
+        }
+        let norm: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt();
+        diff / norm.max(1e-30)
+    }
 }
 
 impl fmt::Debug for Tensor {

@@ -10,18 +10,6 @@ use std::path::Path;
 
 pub const TOLERANCE: f64 = 1e-4;
 
-fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
-    let (a, b) = (a.to_f32_vec(), b.to_f32_vec());
-    let diff: f64 = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| ((x - y) as f64).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    let norm: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt();
-    diff / norm.max(1e-30)
-}
-
 fn load(path: &Path) -> Module {
     let text = std::fs::read_to_string(path).unwrap();
     let file = SourceFile::new(path.display().to_string(), text.as_str());
@@ -55,7 +43,7 @@ pub fn check(name: &str, m: &Module, options: &JitOptions, seed: u64) -> f64 {
     let mut worst: f64 = 0.0;
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_eq!(g.shape, w.shape, "{name} output {i}");
-        let e = rel_l2(g, w);
+        let e = g.relative_l2(w);
         assert!(
             e <= TOLERANCE,
             "{name} output {i}: relative L2 error {e:.3e} ({options:?})"

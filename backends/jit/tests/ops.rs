@@ -19,22 +19,6 @@ const TOLERANCE: f64 = 1e-4;
 /// Cases per op.
 const CASES: u32 = 200;
 
-fn rel_l2(got: &Tensor, want: &Tensor) -> f64 {
-    let (a, b) = (got.to_f32_vec(), want.to_f32_vec());
-    let diff: f64 = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| ((x - y) as f64).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    let norm: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt();
-    if diff == 0.0 {
-        0.0
-    } else {
-        diff / norm.max(1e-30)
-    }
-}
-
 /// How a case compiles.
 #[derive(Clone, Debug)]
 struct Setup {
@@ -171,7 +155,7 @@ impl Case {
         prop_assert_eq!(got.len(), want.len());
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             prop_assert_eq!(&g.shape, &w.shape, "output {}", i);
-            let e = rel_l2(g, w);
+            let e = g.relative_l2(w);
             prop_assert!(
                 e <= TOLERANCE,
                 "output {i}: relative L2 error {e:.3e} > {TOLERANCE:e}\n{}",

@@ -308,6 +308,16 @@ mod tests {
             .collect()
     }
 
+    /// No output row of the pruned matrix is empty.
+    fn assert_rows_kept(m: &[f32], rows: usize, cols: usize) {
+        for r in 0..rows {
+            assert!(
+                m[r * cols..(r + 1) * cols].iter().any(|&v| v != 0.0),
+                "row {r}"
+            );
+        }
+    }
+
     #[test]
     fn meets_the_rate_and_keeps_every_row() {
         for (rows, cols, block, rate) in [
@@ -326,9 +336,7 @@ mod tests {
                 nz + block[0].max(block[1]) >= target,
                 "{nz} much below {target}"
             );
-            for r in 0..rows {
-                assert!(m[r * cols..(r + 1) * cols].iter().any(|&v| v != 0.0));
-            }
+            assert_rows_kept(&m, rows, cols);
             // The zeros are whole row and column segments: every block is dense on its
             // kept rows × kept columns.
             let b = BcrMatrix::from_dense(&m, rows, cols, block);
@@ -365,12 +373,7 @@ mod tests {
             let nz = prune_balanced(&mut m, rows, cols, block, rate, Criterion::L2);
             let target = ((rows * cols) as f64 / rate).ceil() as usize;
             assert!(nz <= target, "{nz} vs {target}");
-            for r in 0..rows {
-                assert!(
-                    m[r * cols..(r + 1) * cols].iter().any(|&v| v != 0.0),
-                    "row {r}"
-                );
-            }
+            assert_rows_kept(&m, rows, cols);
             let b = BcrMatrix::from_dense(&m, rows, cols, block);
             for blk in &b.blocks {
                 let full = blk.row0 + block[0] <= rows && blk.col0 + block[1] <= cols;

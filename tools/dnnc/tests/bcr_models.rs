@@ -28,18 +28,6 @@ fn prune(m: &mut Module, pipeline: &str) {
     assert!(result.is_ok(), "{pipeline} failed");
 }
 
-fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
-    let (a, b) = (a.to_f32_vec(), b.to_f32_vec());
-    let diff: f64 = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| ((x - y) as f64).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    let norm: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt();
-    diff / norm.max(1e-30)
-}
-
 /// Checks the pattern of every BCR weight: the rate is met (within one segment), no output
 /// row is empty, and the compact form holds exactly the nonzeros' blocks.
 fn check_pattern(name: &str, m: &Module, rate: f64) -> usize {
@@ -110,7 +98,7 @@ fn check_model(name: &str) {
         let exe = dnnc_jit::compile(&m, fid, &options).unwrap();
         let got = exe.run(&x).unwrap();
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            let e = rel_l2(g, w);
+            let e = g.relative_l2(w);
             assert!(
                 e <= TOLERANCE,
                 "{name} output {i} ({layout:?}, {threads} threads): relative L2 error {e:.3e}"

@@ -414,12 +414,9 @@ pub fn bcr(
                 by_class.emit(&mut kb.b, class, generic);
                 for (&(kept, cc), &p) in classes.iter().zip(&special) {
                     kb.b.switch_to_block(p);
-                    let (vector, matrix) = (kb.b.create_block(), kb.b.create_block());
-                    kb.b.ins().brif(is_vector, vector, &[], matrix, &[]);
-                    kb.b.switch_to_block(vector);
-                    block_times_vector(kb, kept, ColumnCount::Fixed(cc), &operands);
-                    kb.b.ins().jump(done, &[]);
-                    kb.b.switch_to_block(matrix);
+                    vector_or_matrix(kb, is_vector, done, |kb| {
+                        block_times_vector(kb, kept, ColumnCount::Fixed(cc), &operands)
+                    });
                     addresses(kb);
                     let stride = 4 * padded_rows(kept);
                     column_chunks(
@@ -492,12 +489,9 @@ pub fn bcr(
                 for (i, &p) in paths.iter().enumerate() {
                     let kept = i + 1;
                     kb.b.switch_to_block(p);
-                    let (vector, matrix) = (kb.b.create_block(), kb.b.create_block());
-                    kb.b.ins().brif(is_vector, vector, &[], matrix, &[]);
-                    kb.b.switch_to_block(vector);
-                    block_times_vector(kb, kept, ColumnCount::Run(kept_cols), &operands);
-                    kb.b.ins().jump(done, &[]);
-                    kb.b.switch_to_block(matrix);
+                    vector_or_matrix(kb, is_vector, done, |kb| {
+                        block_times_vector(kb, kept, ColumnCount::Run(kept_cols), &operands)
+                    });
                     addresses(kb);
                     let stride = 4 * padded_rows(kept) as i64;
                     column_chunks(
@@ -559,6 +553,22 @@ pub fn bcr(
     } else {
         cg.kernel_in_order(&key, build)
     }
+}
+
+/// Branches on the shape of B: a vector runs `vector` and jumps to `done`; a matrix goes on
+/// in the current (new) block.
+fn vector_or_matrix(
+    kb: &mut KB,
+    is_vector: Value,
+    done: cranelift_codegen::ir::Block,
+    vector: impl FnOnce(&mut KB),
+) {
+    let (v, m) = (kb.b.create_block(), kb.b.create_block());
+    kb.b.ins().brif(is_vector, v, &[], m, &[]);
+    kb.b.switch_to_block(v);
+    vector(kb);
+    kb.b.ins().jump(done, &[]);
+    kb.b.switch_to_block(m);
 }
 
 /// Where a block's data and its operands are.
