@@ -671,7 +671,7 @@ impl Lower<'_> {
             pad: [c.pad.0[0], c.pad.0[1]],
             dilation: c.dilation,
         };
-        let (px, pw, py) = (self.addr(x), self.addr(w), self.addr(y));
+        let (px, py) = (self.addr(x), self.addr(y));
         if groups == ch && groups == k && cg == 1 {
             // Depthwise: a direct kernel with the leading affine map and activation fused.
             let mut rest: Vec<Epi> = node.epilogue.clone();
@@ -767,6 +767,12 @@ impl Lower<'_> {
         }
         let (m_tile, n_tile) = (tiling.m_tile, tiling.n_tile);
         let epilogue = self.gemm_epilogue(node, bias, ChannelAxis::Rows, p)?;
+        // A sparse weight runs from its descriptor: the dense values are not needed.
+        let pw = if sparse.is_some() {
+            Addr::Null
+        } else {
+            self.addr(w)
+        };
         let mut step = GemmStep {
             m: kg,
             n: p,
@@ -1157,7 +1163,6 @@ impl Lower<'_> {
                 *v += bv[gh + j];
             }
         }
-        let pw = self.addr(w);
         let px = self.addr(x);
         let xproj = Node {
             epilogue: Vec::new(),
@@ -1171,6 +1176,7 @@ impl Lower<'_> {
             let sw = self.sparse_weight(layout, &wv, gh, input)?;
             self.sparse_weight_product(&xproj, &sw, t * batch, gh, input, px, gx, Some(xb))?;
         } else {
+            let pw = self.addr(w);
             self.gemm_node(
                 &xproj,
                 t * batch,
@@ -1220,7 +1226,12 @@ impl Lower<'_> {
         };
         // R [G·H × H] as the weight of h·Rᵀ; its z-and-r and h row blocks for the GRU
         // that resets before the product.
-        let r_all = self.addr(r);
+        // A sparse R runs from its descriptors: the dense values are not needed.
+        let r_all = if r_sparse.is_empty() {
+            self.addr(r)
+        } else {
+            Addr::Null
+        };
         let r_zr = (rv[..2 * hidden * hidden].to_vec(), r_all);
         let r_h = (
             rv[2 * hidden * hidden..].to_vec(),

@@ -18,9 +18,8 @@ use dnnc_ir::attr::Attribute;
 use dnnc_ir::ops::OpKind;
 use dnnc_ir::sparse::{BcrMatrix, gemm_matrices};
 use dnnc_ir::types::{BcrEncoding, Encoding};
-use dnnc_ir::{Diagnostic, ElemType, Module, Tensor, WeightId};
+use dnnc_ir::{Diagnostic, ElemType, FuncId, Module, OpId, Tensor, WeightId};
 use prune::{Criterion, prune_matrix};
-use std::collections::HashSet;
 
 /// Registration of `bcr-prune`.
 pub const INFO: PassInfo = PassInfo {
@@ -113,7 +112,8 @@ fn create(o: &PassOptions) -> Result<Box<dyn Pass>, OptionError> {
     }))
 }
 
-pub(crate) fn parse_block(s: &str) -> Option<[usize; 2]> {
+/// Parses a block shape `RxC` (each at least 1).
+pub fn parse_block(s: &str) -> Option<[usize; 2]> {
     let (r, c) = s.split_once('x')?;
     let (r, c) = (r.parse().ok()?, c.parse().ok()?);
     (r >= 1 && c >= 1).then_some([r, c])
@@ -135,6 +135,75 @@ pub struct BcrPrune {
     pub masks: Option<std::path::PathBuf>,
 }
 
+/// A prunable weight — of a conv2d, linear or matmul, or an LSTM/GRU's W or R — and the
+/// ops that use it, in program order.
+pub(crate) struct WeightUse {
+    pub weight: WeightId,
+    pub users: Vec<(FuncId, OpId)>,
+    /// Gates of a recurrent weight (its matrices are pruned per gate), else 1.
+    pub gates: usize,
+}
+
+/// The f32 weights whose names match `pattern`, each with its users.
+pub(crate) fn prunable_weights(module: &Module, pattern: &regex::Regex) -> Vec<WeightUse> {
+    let mut out: Vec<WeightUse> = Vec::new();
+    for (fid, f) in module.funcs.iter() {
+        for &op in &f.body {
+            let data = &f.ops[op];
+            let (operands, gates): (&[usize], usize) = match &data.kind {
+                OpKind::Conv2d(_) | OpKind::Linear(_) | OpKind::MatMul(_) => (&[1], 1),
+                OpKind::Lstm(_) => (&[1, 2], 4),
+                OpKind::Gru(_) => (&[1, 2], 3),
+                _ => continue,
+            };
+            for &i in operands {
+                let Some(OpKind::Weight(w)) = data.operands.get(i).and_then(|&v| f.producer(v))
+                else {
+                    continue;
+                };
+                let decl = &module.weights[w.weight];
+                if !pattern.is_match(&decl.name) || decl.ty.elem != ElemType::F32 {
+                    continue;
+                }
+                match out.iter_mut().find(|u| u.weight == w.weight) {
+                    Some(u) => u.users.push((fid, op)),
+                    None => out.push(WeightUse {
+                        weight: w.weight,
+                        users: vec![(fid, op)],
+                        gates,
+                    }),
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Prunes a weight's values (of type `ty`) per gate matrix of its GEMM view; returns the
+/// nonzeros left and the bytes of the compact BCR form.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn prune_values(
+    values: &mut [f32],
+    ty: &dnnc_ir::TensorType,
+    gates: usize,
+    block: [usize; 2],
+    rate: f64,
+    criterion: Criterion,
+    balanced: bool,
+) -> (usize, usize) {
+    let (mut nonzeros, mut stored) = (0, 0);
+    for m in gemm_matrices(ty) {
+        let gate_rows = m.rows / gates;
+        for g in 0..gates {
+            let start = m.offset + g * gate_rows * m.cols;
+            let slice = &mut values[start..start + gate_rows * m.cols];
+            nonzeros += prune_matrix(slice, gate_rows, m.cols, block, rate, criterion, balanced);
+            stored += BcrMatrix::from_dense(slice, gate_rows, m.cols, block).bytes();
+        }
+    }
+    (nonzeros, stored)
+}
+
 /// A weight to prune, found through the op that consumes it.
 struct Target {
     weight: WeightId,
@@ -147,77 +216,54 @@ struct Target {
 
 impl BcrPrune {
     fn targets(&self, module: &Module) -> Result<Vec<Target>, PassError> {
-        let mut seen = HashSet::new();
         let mut out = Vec::new();
-        for f in module.funcs.values() {
-            for &op in &f.body {
-                let data = &f.ops[op];
-                let (operands, gates): (&[usize], usize) = match &data.kind {
-                    OpKind::Conv2d(_) | OpKind::Linear(_) | OpKind::MatMul(_) => (&[1], 1),
-                    OpKind::Lstm(_) => (&[1, 2], 4),
-                    OpKind::Gru(_) => (&[1, 2], 3),
-                    _ => continue,
-                };
-                let rate = match data.attrs.get("bcr.rate") {
-                    None => self.rate,
-                    Some(Attribute::Float(r)) if *r >= 1.0 => *r,
-                    Some(Attribute::Int(r)) if *r >= 1 => *r as f64,
-                    Some(other) => {
-                        return Err(Diagnostic::error(
-                            data.loc.clone(),
-                            format!("bcr.rate must be a number ≥ 1, got {other}"),
-                        )
-                        .into());
-                    }
-                };
-                let block = match data.attrs.get("bcr.block") {
-                    None => self.block,
-                    Some(Attribute::Array(v)) => match v.as_slice() {
-                        [Attribute::Int(r), Attribute::Int(c)] if *r >= 1 && *c >= 1 => {
-                            [*r as usize, *c as usize]
-                        }
-                        _ => {
-                            return Err(Diagnostic::error(
-                                data.loc.clone(),
-                                "bcr.block must be [rows, columns], each at least 1",
-                            )
-                            .into());
-                        }
-                    },
-                    Some(other) => {
-                        return Err(Diagnostic::error(
-                            data.loc.clone(),
-                            format!("bcr.block must be [rows, columns], got {other}"),
-                        )
-                        .into());
-                    }
-                };
-                for &i in operands {
-                    let Some(&v) = data.operands.get(i) else {
-                        continue;
-                    };
-                    let Some(OpKind::Weight(w)) = f.producer(v) else {
-                        continue;
-                    };
-                    let decl = &module.weights[w.weight];
-                    // A layer tuned to rate 1 stays dense.
-                    if rate <= 1.0 {
-                        continue;
-                    }
-                    if !self.layers.is_match(&decl.name)
-                        || decl.ty.elem != ElemType::F32
-                        || !seen.insert(w.weight)
-                    {
-                        continue;
-                    }
-                    out.push(Target {
-                        weight: w.weight,
-                        rate,
-                        block,
-                        gates,
-                        loc: data.loc.clone(),
-                    });
+        for u in prunable_weights(module, &self.layers) {
+            // The first user's bcr.* attributes (set by bcr-tune) override the options.
+            let (fid, op) = u.users[0];
+            let data = &module.funcs[fid].ops[op];
+            let rate = match data.attrs.get("bcr.rate") {
+                None => self.rate,
+                Some(Attribute::Float(r)) if *r >= 1.0 => *r,
+                Some(Attribute::Int(r)) if *r >= 1 => *r as f64,
+                Some(other) => {
+                    return Err(Diagnostic::error(
+                        data.loc.clone(),
+                        format!("bcr.rate must be a number ≥ 1, got {other}"),
+                    )
+                    .into());
                 }
+            };
+            let block = match data.attrs.get("bcr.block") {
+                None => self.block,
+                Some(Attribute::Array(v)) => match v.as_slice() {
+                    [Attribute::Int(r), Attribute::Int(c)] if *r >= 1 && *c >= 1 => {
+                        [*r as usize, *c as usize]
+                    }
+                    _ => {
+                        return Err(Diagnostic::error(
+                            data.loc.clone(),
+                            "bcr.block must be [rows, columns], each at least 1",
+                        )
+                        .into());
+                    }
+                },
+                Some(other) => {
+                    return Err(Diagnostic::error(
+                        data.loc.clone(),
+                        format!("bcr.block must be [rows, columns], got {other}"),
+                    )
+                    .into());
+                }
+            };
+            // A layer tuned to rate 1 stays dense.
+            if rate > 1.0 {
+                out.push(Target {
+                    weight: u.weight,
+                    rate,
+                    block,
+                    gates: u.gates,
+                    loc: data.loc.clone(),
+                });
             }
         }
         Ok(out)
@@ -256,25 +302,15 @@ impl Pass for BcrPrune {
                 }
             }
             let nz_before = values.iter().filter(|&&v| v != 0.0).count();
-            let (mut nz_after, mut stored) = (0, 0);
-            for m in &matrices {
-                // Recurrent weights: one matrix per gate.
-                let gate_rows = m.rows / t.gates;
-                for g in 0..t.gates {
-                    let start = m.offset + g * gate_rows * m.cols;
-                    let slice = &mut values[start..start + gate_rows * m.cols];
-                    nz_after += prune_matrix(
-                        slice,
-                        gate_rows,
-                        m.cols,
-                        t.block,
-                        t.rate,
-                        self.criterion,
-                        self.balanced,
-                    );
-                    stored += BcrMatrix::from_dense(slice, gate_rows, m.cols, t.block).bytes();
-                }
-            }
+            let (nz_after, stored) = prune_values(
+                &mut values,
+                &ty,
+                t.gates,
+                t.block,
+                t.rate,
+                self.criterion,
+                self.balanced,
+            );
             let elements = ty.num_elements();
             let mut new_ty = ty.clone();
             new_ty.encoding = Some(Encoding::Bcr(BcrEncoding { block: t.block }));

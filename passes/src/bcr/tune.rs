@@ -9,7 +9,8 @@
 //! global compression target with the least total error (greedy marginal allocation).
 //! The choices become `bcr.block` and `bcr.rate` attributes that `bcr-prune` follows.
 
-use super::prune::{Criterion, prune_matrix};
+use super::prune::Criterion;
+use super::{prunable_weights, prune_values};
 use crate::options::{OptionError, OptionSpec, PassOptions};
 use crate::pass::{KernelTimer, Pass, PassContext, PassError, StatValue};
 use crate::registry::PassInfo;
@@ -17,7 +18,7 @@ use dnnc_ir::attr::Attribute;
 use dnnc_ir::init::{InitKind, InitSpec};
 use dnnc_ir::ops::OpKind;
 use dnnc_ir::sparse::gemm_matrices;
-use dnnc_ir::{Diagnostic, ElemType, FuncId, Location, Module, OpId, Tensor, WeightId};
+use dnnc_ir::{Diagnostic, FuncId, Location, Module, OpId, Tensor, WeightId};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -144,79 +145,63 @@ struct Layer {
     m: usize,
     k: usize,
     n: usize,
-    /// Rows per gate of a recurrent weight (blocks must not straddle gates), else `m`.
+    /// Gates of a recurrent weight, and rows per gate (blocks must not straddle gates).
+    gates: usize,
     gate_rows: usize,
 }
 
 fn layers(module: &Module, pattern: &regex::Regex) -> Vec<Layer> {
-    let mut out: Vec<Layer> = Vec::new();
-    for (fid, f) in module.funcs.iter() {
-        for &op in &f.body {
+    prunable_weights(module, pattern)
+        .into_iter()
+        .map(|u| {
+            let decl = &module.weights[u.weight];
+            let mat = gemm_matrices(&decl.ty)[0];
+            let (fid, op) = u.users[0];
+            let f = &module.funcs[fid];
             let data = &f.ops[op];
-            let (operands, gates): (&[usize], usize) = match &data.kind {
-                OpKind::Conv2d(_) | OpKind::Linear(_) | OpKind::MatMul(_) => (&[1], 1),
-                OpKind::Lstm(_) => (&[1, 2], 4),
-                OpKind::Gru(_) => (&[1, 2], 3),
-                _ => continue,
+            let out_ty = f.ty(data.results[0]);
+            // Columns of B per product: output positions of a conv, a matmul's columns.
+            let n = match &data.kind {
+                OpKind::Conv2d(_) => out_ty.shape[0] * out_ty.shape[2] * out_ty.shape[3],
+                OpKind::MatMul(_) => *out_ty.shape.last().unwrap_or(&1),
+                _ => 1,
             };
-            for &i in operands {
-                let Some(&v) = data.operands.get(i) else {
-                    continue;
-                };
-                let Some(OpKind::Weight(w)) = f.producer(v) else {
-                    continue;
-                };
-                let decl = &module.weights[w.weight];
-                if !pattern.is_match(&decl.name) || decl.ty.elem != ElemType::F32 {
-                    continue;
-                }
-                if let Some(l) = out.iter_mut().find(|l| l.weight == w.weight) {
-                    l.users.push((fid, op));
-                    continue;
-                }
-                let mat = gemm_matrices(&decl.ty)[0];
-                let out_ty = f.ty(data.results[0]);
-                let n = match &data.kind {
-                    OpKind::Conv2d(_) => out_ty.shape[0] * out_ty.shape[2] * out_ty.shape[3],
-                    OpKind::MatMul(_) => *out_ty.shape.last().unwrap_or(&1),
-                    _ => 1,
-                };
-                out.push(Layer {
-                    weight: w.weight,
-                    users: vec![(fid, op)],
-                    loc: data.loc.clone(),
-                    m: mat.rows,
-                    k: mat.cols,
-                    n,
-                    gate_rows: mat.rows / gates,
-                });
+            Layer {
+                weight: u.weight,
+                loc: data.loc.clone(),
+                users: u.users,
+                m: mat.rows,
+                k: mat.cols,
+                n,
+                gates: u.gates,
+                gate_rows: mat.rows / u.gates,
             }
-        }
-    }
-    out
+        })
+        .collect()
 }
 
-/// Prunes one weight of `module` in place (its values only).
+/// Prunes one weight of `module` in place (its values only), balanced, by L2 norms.
 fn prune_weight(
     module: &mut Module,
-    weight: WeightId,
+    layer: &Layer,
     block: [usize; 2],
     rate: f64,
-    gate_rows: usize,
 ) -> Result<(), String> {
-    let ty = module.weights[weight].ty.clone();
+    let ty = module.weights[layer.weight].ty.clone();
     let mut values = module
-        .weight_value(weight)
+        .weight_value(layer.weight)
         .map_err(|e| e.to_string())?
         .to_f32_vec();
-    for mat in gemm_matrices(&ty) {
-        for g in 0..mat.rows / gate_rows {
-            let start = mat.offset + g * gate_rows * mat.cols;
-            let slice = &mut values[start..start + gate_rows * mat.cols];
-            prune_matrix(slice, gate_rows, mat.cols, block, rate, Criterion::L2, true);
-        }
-    }
-    module.weights[weight].set_values(Tensor::from_f32(&ty.shape, values));
+    prune_values(
+        &mut values,
+        &ty,
+        layer.gates,
+        block,
+        rate,
+        Criterion::L2,
+        true,
+    );
+    module.weights[layer.weight].set_values(Tensor::from_f32(&ty.shape, values));
     Ok(())
 }
 
@@ -462,7 +447,7 @@ impl Pass for BcrTune {
                     continue;
                 }
                 let mut trial = module.clone();
-                prune_weight(&mut trial, l.weight, blocks[li].0, rate, l.gate_rows)
+                prune_weight(&mut trial, l, blocks[li].0, rate)
                     .map_err(|e| Diagnostic::error(l.loc.clone(), format!("bcr-tune: {e}")))?;
                 let mut sum = 0.0;
                 for (x, want) in inputs.iter().zip(&dense) {
@@ -534,7 +519,7 @@ impl Pass for BcrTune {
             let mut trial = module.clone();
             for (li, l) in found.iter().enumerate() {
                 if rates[li] > 1.0 {
-                    prune_weight(&mut trial, l.weight, blocks[li].0, rates[li], l.gate_rows)
+                    prune_weight(&mut trial, l, blocks[li].0, rates[li])
                         .map_err(|e| Diagnostic::error(l.loc.clone(), format!("bcr-tune: {e}")))?;
                 }
             }

@@ -68,21 +68,7 @@ pub fn run(mut args: BenchArgs) -> Result<(), Failure> {
     let start = Instant::now();
     let prepared = prepare(&m, f, &args.engine, &sources)?;
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;
-    let run_once = || prepared.run(&inputs, false);
-    let fail = |d: dnnc_ir::Diagnostic| {
-        eprint!("{}", sources.render(&d));
-        Failure::Diagnostics
-    };
-    for _ in 0..args.warmup {
-        run_once().map_err(fail)?;
-    }
-    let mut latencies = Vec::with_capacity(args.runs as usize);
-    for _ in 0..args.runs {
-        let t = Instant::now();
-        let out = run_once().map_err(fail)?;
-        latencies.push(t.elapsed().as_secs_f64() * 1e3);
-        std::hint::black_box(out);
-    }
+    let latencies = time_runs(&prepared, &inputs, args.warmup, args.runs, &sources)?;
     let mut sorted = latencies.clone();
     sorted.sort_by(f64::total_cmp);
     let (median, p10, p90) = (
@@ -263,6 +249,31 @@ fn profile(
     })
 }
 
+/// Milliseconds of each of `runs` runs after `warmup` untimed ones.
+fn time_runs(
+    prepared: &Prepared,
+    inputs: &[dnnc_ir::Tensor],
+    warmup: u32,
+    runs: u32,
+    sources: &dnnc_ir::SourceMap,
+) -> Result<Vec<f64>, Failure> {
+    let fail = |d: dnnc_ir::Diagnostic| {
+        eprint!("{}", sources.render(&d));
+        Failure::Diagnostics
+    };
+    for _ in 0..warmup {
+        prepared.run(inputs, false).map_err(fail)?;
+    }
+    let mut latencies = Vec::with_capacity(runs as usize);
+    for _ in 0..runs {
+        let t = Instant::now();
+        let out = prepared.run(inputs, false).map_err(fail)?;
+        latencies.push(t.elapsed().as_secs_f64() * 1e3);
+        std::hint::black_box(out);
+    }
+    Ok(latencies)
+}
+
 /// `--layouts`: the same model compiled with each weight layout, timed alike, in one table.
 fn compare_layouts(
     args: &BenchArgs,
@@ -288,20 +299,7 @@ fn compare_layouts(
         let start = Instant::now();
         let prepared = prepare(m, f, &engine, sources)?;
         let compile_ms = start.elapsed().as_secs_f64() * 1e3;
-        let fail = |d: dnnc_ir::Diagnostic| {
-            eprint!("{}", sources.render(&d));
-            Failure::Diagnostics
-        };
-        for _ in 0..args.warmup {
-            prepared.run(inputs, false).map_err(fail)?;
-        }
-        let mut latencies = Vec::with_capacity(args.runs as usize);
-        for _ in 0..args.runs {
-            let t = Instant::now();
-            let out = prepared.run(inputs, false).map_err(fail)?;
-            latencies.push(t.elapsed().as_secs_f64() * 1e3);
-            std::hint::black_box(out);
-        }
+        let mut latencies = time_runs(&prepared, inputs, args.warmup, args.runs, sources)?;
         latencies.sort_by(f64::total_cmp);
         let weight_bytes = match &prepared {
             Prepared::Jit(exe) => exe.stats.weight_bytes,

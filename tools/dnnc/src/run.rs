@@ -57,11 +57,6 @@ pub struct EngineArgs {
 /// Parses `--layout`.
 pub fn parse_layout(s: &str) -> Result<dnnc_jit::WeightLayout, String> {
     use dnnc_jit::WeightLayout;
-    let block = |b: &str| -> Option<[usize; 2]> {
-        let (r, c) = b.split_once('x')?;
-        let (r, c) = (r.parse().ok()?, c.parse().ok()?);
-        (r >= 1 && c >= 1).then_some([r, c])
-    };
     match s {
         "auto" => Ok(WeightLayout::ByEncoding),
         "dense" => Ok(WeightLayout::Dense),
@@ -69,7 +64,7 @@ pub fn parse_layout(s: &str) -> Result<dnnc_jit::WeightLayout, String> {
         "bcr" => Ok(WeightLayout::Bcr([8, 32])),
         _ => s
             .strip_prefix("bcr:")
-            .and_then(block)
+            .and_then(dnnc_passes::bcr::parse_block)
             .map(WeightLayout::Bcr)
             .ok_or_else(|| {
                 format!("expected auto, dense, csr, bcr or bcr:RxC (e.g. bcr:8x32), got '{s}'")
