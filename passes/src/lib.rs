@@ -17,6 +17,7 @@
 
 #![deny(missing_docs)]
 
+pub mod accpar;
 pub mod bcr;
 pub mod canonicalize;
 pub mod dce;

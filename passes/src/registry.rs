@@ -37,6 +37,7 @@ impl PassRegistry {
         let mut r = PassRegistry::new();
         r.register(crate::canonicalize::INFO);
         r.register(crate::dce::INFO);
+        r.register(crate::accpar::INFO);
         r.register(crate::bcr::INFO);
         r.register(crate::bcr::tune::INFO);
         r.register(crate::bcr::check::INFO);

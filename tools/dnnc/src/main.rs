@@ -4,7 +4,9 @@
 //! - `zoo`: write a model of the zoo;
 //! - `info`: a module's parameters, ops and cost;
 //! - `import`: an ONNX model as a module;
-//! - `bench`: latency of a function on an engine.
+//! - `bench`: latency of a function on an engine;
+//! - `eval`: top-1 accuracy on labelled data;
+//! - `partition`: ACCPAR's partition of training over an accelerator array.
 
 mod bench;
 mod eval;
@@ -13,6 +15,7 @@ mod info;
 mod load;
 mod opt;
 mod output;
+mod partition;
 mod report;
 mod run;
 mod sidecar;
@@ -46,6 +49,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Top-1 accuracy of a classifier on labelled samples (.npy).
     Eval(eval::EvalArgs),
+    /// Partition training over an accelerator array (ACCPAR) and compare strategies.
+    Partition(partition::PartitionArgs),
 }
 
 /// How a command ended, for the exit code.
@@ -73,6 +78,7 @@ fn main() -> ExitCode {
         Command::Import(args) => import::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Partition(args) => partition::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -50,3 +50,50 @@ fn usage_errors_are_two() {
         assert!(out.is_empty(), "{args:?} printed {out}");
     }
 }
+
+#[test]
+fn partition_prints_json_and_rejects_bad_input() {
+    let model = format!("{}/../../models/resnet18.dnn", env!("CARGO_MANIFEST_DIR"));
+    let (code, out, err) = dnnc(&[
+        "partition",
+        &model,
+        "--devices",
+        "tpu-v2:4,tpu-v3:4",
+        "--batch",
+        "64",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["devices"], 8);
+    assert_eq!(v["levels"], 3);
+    let strategies = v["strategies"].as_array().unwrap();
+    let names: Vec<&str> = strategies
+        .iter()
+        .map(|s| s["strategy"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["dp", "owt", "hypar", "accpar"]);
+    assert_eq!(strategies[0]["speedup_over_dp"], 1.0);
+    let layers = strategies[3]["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 21);
+    assert_eq!(layers[0]["name"], "conv1");
+    assert_eq!(layers[0]["paths"]["tpu-v2"].as_array().unwrap().len(), 3);
+
+    let (code, out, err) = dnnc(&["partition", &model, "--devices", "tpu-v9:2"]);
+    assert_eq!(code, 1);
+    assert!(out.is_empty());
+    assert!(err.contains("unknown device 'tpu-v9'"), "{err}");
+    let (code, _, err) = dnnc(&["partition", &model, "--devices", "tpu-v3:2", "--batch", "0"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = dnnc(&[
+        "partition",
+        &model,
+        "--devices-file",
+        "no-such-devices.toml",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot read device file no-such-devices.toml"),
+        "{err}"
+    );
+}
