@@ -123,3 +123,29 @@ fn owt_and_dp_use_their_fixed_types() {
         assert!(dp.root.path(0, l).iter().all(|(t, _)| *t == PType::I));
     }
 }
+
+/// The whole search (every level) never loses to data parallelism on the paper's models.
+#[test]
+fn accpar_is_no_slower_than_data_parallelism() {
+    for name in [
+        "alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50",
+    ] {
+        let g = graph(name);
+        let dp = plan(&g, "tpu-v2:128,tpu-v3:128", Strategy::Dp, false);
+        let accpar = plan(&g, "tpu-v2:128,tpu-v3:128", Strategy::AccPar, false);
+        assert!(
+            accpar.step_time <= dp.step_time,
+            "{name}: accpar {} > dp {}",
+            accpar.step_time,
+            dp.step_time
+        );
+    }
+}
+
+#[test]
+fn grouped_convs_are_named_as_unknown_to_the_cost_model() {
+    let m = model("mobilenet_v2");
+    let e = layer_graph(&m, m.func_by_name("main").unwrap(), Some(512)).unwrap_err();
+    let text = e[0].to_string();
+    assert!(text.contains("'dnn.conv2d' with groups = 32"), "{text}");
+}

@@ -8,7 +8,6 @@
 //! memory_bytes = 17179869184
 //! memory_bandwidth = 800e9                     # bytes/s
 //! link_bandwidth = 50e9                        # bytes/s of one inter-chip link
-//! links = 4
 //!
 //! [array]                                      # optional: the array to partition over
 //! groups = [{ device = "my-npu", count = 64 }, { device = "tpu-v3", count = 64 }]
@@ -41,16 +40,9 @@ pub struct Device {
     pub memory_bandwidth: f64,
     /// Bandwidth of one inter-chip link in bytes/s.
     pub link_bandwidth: f64,
-    /// Number of inter-chip links.
-    #[serde(default = "one")]
-    pub links: u32,
     /// Where the figures come from.
     #[serde(default)]
     pub source: String,
-}
-
-fn one() -> u32 {
-    1
 }
 
 /// `count` devices of one kind.
@@ -155,6 +147,18 @@ impl Catalog {
 
     /// Resolves an array: the `--devices` text if given, else the device file's `[array]`.
     pub fn array(&self, spec: Option<&str>, dtype: &str) -> Result<Array, DeviceError> {
+        if self.array.as_ref().is_some_and(Vec::is_empty) && spec.is_none() {
+            return Err(DeviceError(
+                "the device file's [array] lists no groups: add { device = NAME, count = N }"
+                    .into(),
+            ));
+        }
+        // The file's bandwidth between its groups belongs to its array, not to --devices.
+        let inter_group_bandwidth = if spec.is_some() {
+            None
+        } else {
+            self.inter_group_bandwidth
+        };
         let groups = match spec {
             Some(s) => parse_array(s)?,
             None => self.array.clone().ok_or_else(|| {
@@ -196,7 +200,7 @@ impl Catalog {
             kinds,
             groups: counts,
             dtype: dtype.to_string(),
-            inter_group_bandwidth: self.inter_group_bandwidth,
+            inter_group_bandwidth,
         })
     }
 }
@@ -345,6 +349,14 @@ mod tests {
         let a = c.array(None, "f32").unwrap();
         assert_eq!(a.describe(), "2 × npu");
         assert_eq!(a.inter_group_bandwidth, Some(5e9));
+        let a = c.array(Some("npu:4"), "f32").unwrap();
+        assert_eq!(
+            a.inter_group_bandwidth, None,
+            "--devices replaces the file's array"
+        );
+        c.add_file("e.toml", "[array]\ngroups = []\n").unwrap();
+        let e = c.array(None, "f32").unwrap_err().0;
+        assert!(e.contains("lists no groups"), "{e}");
         let e = c
             .add_file("g.toml", "[[device]]\nname = \"x\"\npeak_flops = {}\n")
             .unwrap_err()

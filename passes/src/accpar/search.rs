@@ -6,11 +6,18 @@
 //! table is keyed by the types of the layers that later edges still refer to (the "frontier":
 //! on a chain just the previous layer, in a residual block also the layer whose output the
 //! shortcut reuses), and a layer leaves the key once its last edge is priced.
+//!
+//! What the model simplifies, as the paper's public code does: below the top split, an edge
+//! between two layers is priced on the consumer's part of the tensor (the producer's part
+//! may have another extent when the upper levels split them differently); each consumer
+//! converts its own copy of a tensor that several layers read; a residual sum keeps the
+//! partition of its later operand; compute is each side's roofline on its part (peak FLOP/s
+//! and memory bandwidth), with one share per split for the whole step.
 
 use super::cost::{self, GroupSpeed, PType};
 use super::devices::{self, Array, Members};
 use super::graph::{Dims, Edge, LayerGraph};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// Which partitions a strategy may use.
@@ -192,16 +199,6 @@ pub fn search(g: &LayerGraph, array: &Array, s: &Settings) -> Result<Plan, Searc
             g.layers.len()
         )));
     }
-    if s.strategy == Strategy::Dp && g.batch < array.num_devices() {
-        return Err(SearchError(format!(
-            "batch {} is smaller than the {} devices of {}: data parallelism needs at least one \
-             sample per device; use batch={} or more",
-            g.batch,
-            array.num_devices(),
-            array.describe(),
-            array.num_devices()
-        )));
-    }
     let mut solver = Solver {
         g,
         array,
@@ -347,22 +344,30 @@ impl Solver<'_> {
     ) -> Result<Options, SearchError> {
         let bpe = self.array.bytes_per_element();
         let (s0, s1) = (self.speed(m0), self.speed(m1));
+        // One share for the whole step, so that both sides finish it together:
+        // α·T₀ = (1 − α)·T₁ with T the step's compute on each side. (A share per layer would
+        // make even data parallelism reshuffle its batch between layers.)
+        let total = |s: &GroupSpeed| -> f64 {
+            dims.iter()
+                .zip(backward)
+                .map(|(d, &b)| s.layer_seconds(d, b, bpe))
+                .sum()
+        };
+        let (t0, t1) = (total(&s0), total(&s1));
+        let alpha = t1 / (t0 + t1);
         let mut out = Vec::with_capacity(dims.len());
         for (l, d) in dims.iter().enumerate() {
-            let (c0, c1) = (
-                s0.layer_seconds(d, backward[l], bpe),
-                s1.layer_seconds(d, backward[l], bpe),
-            );
-            // Group 0's share so that both sides finish together: α·c₀ = (1 − α)·c₁.
-            let alpha = c1 / (c0 + c1);
             let choice = |t: PType| {
                 let n = t.split_dim(d);
                 let shares = cost::split_shares(n, alpha)?;
-                let f = shares[0] as f64 / n as f64;
                 let compute = if self.s.comm_only {
                     0.0
                 } else {
-                    (f * c0).max((1.0 - f) * c1)
+                    // Each side's roofline on its own part of the layer.
+                    let part = |g: usize, s: &GroupSpeed| {
+                        s.layer_seconds(&t.sub_dims(d, shares[g]), backward[l], bpe)
+                    };
+                    part(0, &s0).max(part(1, &s1))
                 };
                 let (fw, bw) = cost::intra(t, d, backward[l]);
                 Some(Choice {
@@ -378,6 +383,21 @@ impl Solver<'_> {
             let allowed = self.s.strategy.allowed(self.g.layers[l].kind);
             if allowed.iter().all(|&t| row[t as usize].is_none()) {
                 let layer = &self.g.layers[l];
+                if allowed == [PType::I] {
+                    return Err(SearchError(format!(
+                        "batch {} is too small for {} over {}: split by the devices' speeds, \
+                         it leaves {} sample(s) for the {} devices {} + {}, and every device \
+                         needs at least one; use a larger batch (a multiple of the device count \
+                         is safest) or fewer devices",
+                        self.g.batch,
+                        self.s.strategy.name(),
+                        self.array.describe(),
+                        d.b,
+                        devices::count(m0) + devices::count(m1),
+                        describe(self.array, m0),
+                        describe(self.array, m1),
+                    )));
+                }
                 return Err(SearchError(format!(
                     "{}: layer {} ({}×{}×{}, batch {}) cannot be split further between {} and {} \
                      under {}: every dimension it may split has fewer than 2 elements; use a \
@@ -487,10 +507,11 @@ impl Solver<'_> {
         }
         let mut active: Vec<usize> = Vec::new();
         // Key: types of `active`; value: cost and the full assignment so far.
-        let mut table: HashMap<Vec<PType>, (f64, Vec<PType>)> = HashMap::new();
+        // Ordered, and ties keep the first entry, so that the result is deterministic.
+        let mut table: BTreeMap<Vec<PType>, (f64, Vec<PType>)> = BTreeMap::new();
         table.insert(Vec::new(), (0.0, Vec::new()));
         for l in 0..n {
-            let mut next: HashMap<Vec<PType>, (f64, Vec<PType>)> = HashMap::new();
+            let mut next: BTreeMap<Vec<PType>, (f64, Vec<PType>)> = BTreeMap::new();
             for (key, (cost, assign)) in &table {
                 for &t in &allowed[l] {
                     let own = opts[l][t as usize].as_ref().unwrap();
@@ -516,7 +537,7 @@ impl Solver<'_> {
             // Drop layers no later edge refers to, keeping the best entry per reduced key.
             let keep: Vec<bool> = active.iter().map(|&a| last_use[a] > l).collect();
             if keep.iter().any(|k| !k) {
-                let mut reduced: HashMap<Vec<PType>, (f64, Vec<PType>)> = HashMap::new();
+                let mut reduced: BTreeMap<Vec<PType>, (f64, Vec<PType>)> = BTreeMap::new();
                 for (k, v) in next {
                     let rk: Vec<PType> = k
                         .iter()
@@ -551,7 +572,7 @@ impl Solver<'_> {
         }
         let best = table
             .into_values()
-            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .reduce(|a, b| if b.0 < a.0 { b } else { a })
             .expect("at least one assignment");
         Ok(best.1)
     }

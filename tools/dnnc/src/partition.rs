@@ -46,6 +46,14 @@ pub fn run(args: PartitionArgs) -> Result<(), Failure> {
         None => Strategy::ALL.to_vec(),
     };
     let mut plans = Vec::new();
+    // Baselines that cannot run on this array (too small a batch for data parallelism) are
+    // reported as such; the strategy asked for (ACCPAR under `all`) must succeed.
+    let mut infeasible = Vec::new();
+    let required = if strategies.len() == 1 {
+        strategies[0]
+    } else {
+        Strategy::AccPar
+    };
     let mut graph_and_array = None;
     for &strategy in &strategies {
         let request = Request {
@@ -59,20 +67,29 @@ pub fn run(args: PartitionArgs) -> Result<(), Failure> {
                 forced: None,
             },
         };
-        let (g, array, plan) = request.plan(&module).map_err(|diags| {
-            for d in &diags {
-                eprint!("{}", sources.render(d));
+        match request.plan(&module) {
+            Ok((g, array, plan)) => {
+                plans.push(plan);
+                graph_and_array = Some((g, array));
             }
-            Failure::Diagnostics
-        })?;
-        plans.push(plan);
-        graph_and_array = Some((g, array));
+            Err(diags) if strategy != required => {
+                let why = diags.first().map_or(String::new(), |d| d.message.clone());
+                infeasible.push((strategy, why));
+            }
+            Err(diags) => {
+                for d in &diags {
+                    eprint!("{}", sources.render(d));
+                }
+                return Err(Failure::Diagnostics);
+            }
+        }
     }
-    let (g, array) = graph_and_array.expect("at least one strategy");
+    let (g, array) = graph_and_array.expect("the required strategy succeeded");
     let dp_time = plans
         .iter()
         .find(|p| p.strategy == Strategy::Dp)
-        .map(|p| p.step_time);
+        .map(|p| p.step_time)
+        .filter(|&t| t > 0.0);
     let shown = plans
         .iter()
         .find(|p| p.strategy == Strategy::AccPar)
@@ -92,6 +109,10 @@ pub fn run(args: PartitionArgs) -> Result<(), Failure> {
             "levels": shown.root.depth(),
             "comm_only": args.comm_only,
             "strategies": strategies,
+            "infeasible": infeasible
+                .iter()
+                .map(|(s, why)| serde_json::json!({"strategy": s.name(), "reason": why}))
+                .collect::<Vec<_>>(),
         });
         emit(&format!("{out:#}\n"));
         return Ok(());
@@ -119,7 +140,9 @@ pub fn run(args: PartitionArgs) -> Result<(), Failure> {
         let (compute, comm) = p
             .layer_times()
             .fold((0.0, 0.0), |(a, b), (c, m)| (a + c, b + m));
-        let speedup = dp_time.map_or("-".to_string(), |d| format!("{:.2}×", d / p.step_time));
+        let speedup = dp_time
+            .filter(|_| p.step_time > 0.0)
+            .map_or("-".to_string(), |d| format!("{:.2}×", d / p.step_time));
         let _ = writeln!(
             text,
             "{:<8} {:>12.3} {:>12.3} {:>12.3} {:>10} {:>10.2} {:>11.2} GB{}",
@@ -136,6 +159,9 @@ pub fn run(args: PartitionArgs) -> Result<(), Failure> {
                 "  (exceeds a device's memory)"
             }
         );
+    }
+    for (strategy, why) in &infeasible {
+        let _ = writeln!(text, "{:<8} infeasible: {why}", strategy.name());
     }
     emit(&text);
     Ok(())
@@ -240,7 +266,7 @@ fn plan_json(
     serde_json::json!({
         "strategy": p.strategy.name(),
         "step_time_s": p.step_time,
-        "speedup_over_dp": dp_time.map(|d| d / p.step_time),
+        "speedup_over_dp": dp_time.filter(|_| p.step_time > 0.0).map(|d| d / p.step_time),
         "search_s": p.search_seconds,
         "memory_per_device_bytes": p.root.memory,
         "fits_in_memory": p.root.fits,
