@@ -227,6 +227,24 @@ fn step(g: &mut Gen, kind: u8, a: u32, c: u32) -> Option<Value> {
                 dilation: [1, 1 + (c as usize >> 5) % 2],
                 groups,
             };
+            if c % 7 == 5 {
+                // The same window as ESCALATE's two stages.
+                let m = 1 + c as usize % 3;
+                let bases = g.weight(&[m, 1, r, r], c >> 2);
+                let stage1 = BasisConv {
+                    stride: conv.stride,
+                    pad: conv.pad,
+                    dilation: conv.dilation,
+                    scale: 1.0,
+                };
+                let y = g.push(OpKind::BasisConv(stage1), &[x, bases])?;
+                let coeffs = g.weight(&[k, ch * m], c >> 3);
+                let mut ops = vec![y, coeffs];
+                if c % 4 == 3 {
+                    ops.push(g.weight(&[k], c));
+                }
+                return g.push(OpKind::CoeffConv(CoeffConv { scale: 1.0 }), &ops);
+            }
             let mut ops = vec![x, w];
             if c % 4 == 3 {
                 ops.push(g.weight(&[kout], c));

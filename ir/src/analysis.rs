@@ -70,6 +70,17 @@ pub fn op_cost(f: &Function, op: OpId) -> OpCost {
             c.flops += t * b * gates_h * 6;
             c
         }
+        OpKind::BasisConv(_) => {
+            let b = ty(1);
+            macs(out_elems * (b.shape[2] * b.shape[3]) as u64)
+        }
+        OpKind::CoeffConv(_) => {
+            let mut c = macs(out_elems * ty(1).shape[1] as u64);
+            if data.operands.len() == 3 {
+                c.flops += out_elems;
+            }
+            c
+        }
         OpKind::BatchNorm(_) => per_elem(2),
         OpKind::Sigmoid(_) | OpKind::Tanh(_) | OpKind::Softmax(_) => per_elem(4),
         OpKind::Add(_)

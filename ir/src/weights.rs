@@ -48,6 +48,23 @@ fn elem_of_dtype(dtype: Dtype) -> Option<ElemType> {
     })
 }
 
+/// safetensors has no 4-bit type: i4 weights are stored one per byte as I8, and read back as
+/// i4 when declared so (every value must then fit in 4 bits).
+fn as_declared_i4(t: Tensor, declared: &crate::TensorType) -> Result<Tensor, String> {
+    if declared.elem != ElemType::I4 || t.elem() != ElemType::I8 {
+        return Ok(t);
+    }
+    let crate::Buffer::I8(v) = &t.data else {
+        return Ok(t);
+    };
+    if let Some(bad) = v.iter().find(|x| !(-8..=7).contains(*x)) {
+        return Err(format!(
+            "declared i4 but the file holds {bad}, outside [-8, 7]"
+        ));
+    }
+    Ok(Tensor::new(&t.shape, crate::Buffer::I4(v.clone())))
+}
+
 fn dtype_of_elem(elem: ElemType) -> Dtype {
     match elem {
         ElemType::F32 => Dtype::F32,
@@ -86,7 +103,8 @@ impl Module {
                 let key = key.as_deref().unwrap_or(&decl.name);
                 let full = self.resolve_path(path);
                 let bytes = self.file_cache.load(&full).map_err(err)?;
-                Arc::new(read_tensor(&bytes, key, &full).map_err(err)?)
+                let t = read_tensor(&bytes, key, &full).map_err(err)?;
+                Arc::new(as_declared_i4(t, &decl.ty).map_err(err)?)
             }
         };
         if value.elem() != decl.ty.elem || value.shape != decl.ty.shape {

@@ -19,8 +19,10 @@
 
 pub mod accpar;
 pub mod bcr;
+pub mod calibration;
 pub mod canonicalize;
 pub mod dce;
+pub mod escalate;
 pub mod manager;
 pub mod options;
 pub mod pass;

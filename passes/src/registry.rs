@@ -37,6 +37,9 @@ impl PassRegistry {
         let mut r = PassRegistry::new();
         r.register(crate::canonicalize::INFO);
         r.register(crate::dce::INFO);
+        r.register(crate::escalate::decompose::INFO);
+        r.register(crate::escalate::coeff_prune::INFO);
+        r.register(crate::escalate::quantize::INFO);
         r.register(crate::accpar::INFO);
         r.register(crate::bcr::INFO);
         r.register(crate::bcr::tune::INFO);

@@ -19,7 +19,7 @@ mod runtime;
 
 pub use runtime::Executable;
 
-use dnnc_ir::{FuncId, Location, Module};
+use dnnc_ir::{FuncId, Location, Module, OpKind};
 use std::time::Duration;
 
 /// How dense matrix products are computed.
@@ -123,6 +123,25 @@ pub fn compile(
     options: &JitOptions,
 ) -> Result<Executable, CompileError> {
     let start = std::time::Instant::now();
+    let func = &module.funcs[f];
+    let decomposed = func.body.iter().any(|&op| {
+        matches!(
+            func.ops[op].kind,
+            OpKind::BasisConv(_) | OpKind::CoeffConv(_)
+        )
+    });
+    // ESCALATE's two stages run as a grouped convolution and a 1×1 convolution.
+    let rewritten;
+    let module = if decomposed {
+        rewritten = dnnc_ir::ops::esc::to_dnn(module).map_err(|d| CompileError::Unsupported {
+            op: "esc".into(),
+            loc: d.loc.clone(),
+            reason: d.message.clone(),
+        })?;
+        &rewritten
+    } else {
+        module
+    };
     let graph = graph::build(module, f, options.fuse)?;
     let mut exe = lower::lower(module, f, &graph, options)?;
     exe.stats.time = start.elapsed();

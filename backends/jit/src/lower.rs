@@ -299,6 +299,10 @@ impl Lower<'_> {
         }
         match &node.kind {
             OpKind::Conv2d(_) => self.conv(i, node),
+            OpKind::BasisConv(_) | OpKind::CoeffConv(_) => Err(unsupported(
+                node,
+                "decomposed convolutions are rewritten into convolutions before lowering",
+            )),
             OpKind::Linear(_) => self.linear(node),
             OpKind::MatMul(_) => self.matmul(node),
             OpKind::Relu(_) | OpKind::Relu6(_) | OpKind::Sigmoid(_) | OpKind::Tanh(_) => {

@@ -16,7 +16,7 @@ mod shape;
 
 use cranelift_entity::SecondaryMap;
 use dnnc_ir::module::{Function, Module};
-use dnnc_ir::ops::OpKind;
+use dnnc_ir::ops::{OpKind, esc};
 use dnnc_ir::{Diagnostic, FuncId, Location, Tensor, TensorType, Value};
 use std::sync::Arc;
 
@@ -63,6 +63,25 @@ pub fn eval_op(kind: &OpKind, operands: &[&Tensor]) -> Result<Vec<Tensor>, Strin
             operands[1],
             operands.get(2).copied(),
         )),
+        OpKind::BasisConv(op) => {
+            let channels = operands[0].ty().shape[1];
+            let bases = esc::expand_bases(&esc::dequantize(operands[1], op.scale), channels);
+            one(linalg::conv2d(
+                &op.as_conv(channels),
+                operands[0],
+                &bases,
+                None,
+            ))
+        }
+        OpKind::CoeffConv(op) => {
+            let w = esc::coeff_conv_weight(&esc::dequantize(operands[1], op.scale));
+            one(linalg::conv2d(
+                &Default::default(),
+                operands[0],
+                &w,
+                operands.get(2).copied(),
+            ))
+        }
         OpKind::MatMul(_) => one(linalg::matmul(operands[0], operands[1])),
         OpKind::Linear(_) => one(linalg::linear(
             operands[0],

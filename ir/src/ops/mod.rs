@@ -7,6 +7,7 @@
 
 mod data;
 mod elementwise;
+pub mod esc;
 mod nn;
 mod pool;
 pub mod rnn;
@@ -14,6 +15,7 @@ mod shape;
 
 pub use data::{Constant, WeightRef};
 pub use elementwise::{Add, Div, Mul, Relu, Relu6, Sigmoid, Softmax, Sub, Tanh};
+pub use esc::{BasisConv, CoeffConv};
 pub use nn::{BatchNorm, Conv2d, Linear, MatMul, window_output_len};
 pub use pool::{AvgPool2d, GlobalAvgPool2d, MaxPool2d, Window};
 pub use rnn::{Gru, Lstm};
@@ -173,6 +175,7 @@ define_ops! {
     MaxPool2d, AvgPool2d, GlobalAvgPool2d,
     Reshape, Flatten, Transpose, Concat,
     Lstm, Gru,
+    BasisConv, CoeffConv,
 }
 
 impl OpKind {

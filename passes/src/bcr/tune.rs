@@ -15,7 +15,6 @@ use crate::options::{OptionError, OptionSpec, PassOptions};
 use crate::pass::{KernelTimer, Pass, PassContext, PassError, StatValue};
 use crate::registry::PassInfo;
 use dnnc_ir::attr::Attribute;
-use dnnc_ir::init::{InitKind, InitSpec};
 use dnnc_ir::ops::OpKind;
 use dnnc_ir::sparse::gemm_matrices;
 use dnnc_ir::{Diagnostic, FuncId, Location, Module, OpId, Tensor, WeightId};
@@ -352,58 +351,7 @@ impl BcrTune {
 
     /// Calibration batches for the first parameter of `f` (seeded normals for the others).
     fn calibration(&self, module: &Module, f: FuncId) -> Result<Vec<Vec<Tensor>>, PassError> {
-        let func = &module.funcs[f];
-        let err = |m: String| PassError::from(Diagnostic::error(func.loc.clone(), m));
-        let mut first: Vec<Tensor> = Vec::new();
-        let ty0 = func.params.first().map(|&p| func.ty(p).clone());
-        if self.calibration != "random"
-            && let Some(ty0) = &ty0
-        {
-            let bytes = std::fs::read(&self.calibration).map_err(|e| {
-                err(format!(
-                    "bcr-tune: cannot read calibration '{}': {e}",
-                    self.calibration
-                ))
-            })?;
-            let t = dnnc_ir::npy::read_npy(&bytes)
-                .map_err(|e| err(format!("bcr-tune: calibration '{}': {e}", self.calibration)))?;
-            let per: usize = ty0.num_elements();
-            let values = t.to_f32_vec();
-            if values.len() % per != 0 {
-                return Err(err(format!(
-                    "bcr-tune: calibration '{}' holds {} values, not a whole number of {} inputs",
-                    self.calibration,
-                    values.len(),
-                    ty0
-                )));
-            }
-            for chunk in values.chunks(per).take(self.samples) {
-                first.push(Tensor::from_f32(&ty0.shape, chunk.to_vec()));
-            }
-        }
-        let batches = if first.is_empty() {
-            self.samples
-        } else {
-            first.len()
-        };
-        let mut out = Vec::with_capacity(batches);
-        for s in 0..batches {
-            let inputs = func
-                .params
-                .iter()
-                .enumerate()
-                .map(|(i, &p)| {
-                    if i == 0 && !first.is_empty() {
-                        return Ok(first[s].clone());
-                    }
-                    InitSpec::new(InitKind::Normal, 1000 * s as u64 + i as u64)
-                        .materialize(func.ty(p))
-                        .map_err(|e| err(format!("bcr-tune: calibration input: {e}")))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            out.push(inputs);
-        }
-        Ok(out)
+        crate::calibration::inputs(module, f, &self.calibration, self.samples, "bcr-tune")
     }
 }
 
