@@ -1,0 +1,218 @@
+//! The accelerator's configuration: compute units, buffers, DRAM, precisions and the energy
+//! of each access — all TOML, every field defaulted.
+//!
+//! ```toml
+//! [compute]
+//! acc_lanes = 32      # coefficient accumulator lanes: output channels per chunk
+//! acc_pixels = 16     # output pixels each lane accumulates per cycle
+//! basis_macs = 256    # basis-convolution MACs per cycle
+//! clock_mhz = 1000
+//! [buffers]           # bytes
+//! input = 131072
+//! ...
+//! [energy]            # picojoules
+//! dram_per_byte = 243.75
+//! ```
+//!
+//! Energy defaults are 45 nm figures from M. Horowitz, "Computing's Energy Problem (and what
+//! we can do about it)", ISSCC 2014: 8-bit multiply 0.2 pJ, 32-bit add 0.1 pJ, 16-bit float
+//! multiply 1.1 pJ; SRAM 64-bit access 10 pJ (8 KB), 20 pJ (32 KB), 100 pJ (1 MB); DRAM 1.3–2.6
+//! nJ per 64-bit access (the middle, 1.95 nJ, is 243.75 pJ per byte). A MAC of a 16-bit
+//! activation by an 8-bit weight is taken as two 8-bit multiplies and a 32-bit add (0.5 pJ),
+//! by a 4-bit coefficient as one multiply and an add (0.3 pJ); an SRAM buffer costs per byte
+//! the figure of the nearest size above it.
+
+use serde::Deserialize;
+
+/// Compute units.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Compute {
+    /// Coefficient accumulator lanes (output channels per chunk).
+    pub acc_lanes: u32,
+    /// Output pixels per lane per cycle.
+    pub acc_pixels: u32,
+    /// Basis-convolution MACs per cycle.
+    pub basis_macs: u32,
+    /// Clock in MHz.
+    pub clock_mhz: f64,
+}
+
+impl Default for Compute {
+    fn default() -> Self {
+        Compute {
+            acc_lanes: 32,
+            acc_pixels: 16,
+            basis_macs: 256,
+            clock_mhz: 1000.0,
+        }
+    }
+}
+
+/// On-chip buffer sizes in bytes (double-buffered ones hold two tiles).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Buffers {
+    /// Input tiles (double-buffered).
+    pub input: u64,
+    /// Basis kernels.
+    pub basis: u64,
+    /// Coefficient values (double-buffered).
+    pub coef: u64,
+    /// Coefficient indices (double-buffered).
+    pub cidx: u64,
+    /// Dense weights of the baseline (double-buffered).
+    pub weight: u64,
+    /// Biases.
+    pub bias: u64,
+    /// Output accumulators (32-bit).
+    pub output: u64,
+    /// Intermediate maps of the basis convolution (double-buffered).
+    pub psum: u64,
+}
+
+impl Default for Buffers {
+    fn default() -> Self {
+        Buffers {
+            input: 256 * 1024,
+            basis: 4 * 1024,
+            coef: 64 * 1024,
+            cidx: 16 * 1024,
+            weight: 96 * 1024,
+            bias: 8 * 1024,
+            output: 256 * 1024,
+            psum: 128 * 1024,
+        }
+    }
+}
+
+/// Off-chip memory.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Dram {
+    /// Bytes per cycle.
+    pub bandwidth: f64,
+    /// Cycles before a transfer's first byte.
+    pub latency: u64,
+}
+
+impl Default for Dram {
+    fn default() -> Self {
+        Dram {
+            bandwidth: 32.0,
+            latency: 100,
+        }
+    }
+}
+
+/// Element widths.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Precision {
+    /// Activations in DRAM and buffers.
+    pub act_bits: u32,
+    /// Dense weights of the baseline.
+    pub weight_bits: u32,
+    /// Coefficient stream index entries.
+    pub index_bits: u32,
+    /// Bases and coefficients of a decomposed layer that is not quantised.
+    pub float_bits: u32,
+}
+
+impl Default for Precision {
+    fn default() -> Self {
+        Precision {
+            act_bits: 16,
+            weight_bits: 8,
+            index_bits: 16,
+            float_bits: 16,
+        }
+    }
+}
+
+/// Energy per operation and access, in picojoules.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Energy {
+    /// MAC of an activation by a basis weight (and a dense weight).
+    pub mac: f64,
+    /// MAC of an activation by a coefficient.
+    pub mac_coeff: f64,
+    /// DRAM, per byte.
+    pub dram_per_byte: f64,
+    /// SRAM per byte by size: `[bytes, pJ/byte]` steps, smallest first.
+    pub sram_per_byte: Vec<[f64; 2]>,
+}
+
+impl Default for Energy {
+    fn default() -> Self {
+        Energy {
+            mac: 0.5,
+            mac_coeff: 0.3,
+            dram_per_byte: 243.75,
+            sram_per_byte: vec![
+                [8.0 * 1024.0, 10.0 / 8.0],
+                [32.0 * 1024.0, 20.0 / 8.0],
+                [1024.0 * 1024.0, 100.0 / 8.0],
+            ],
+        }
+    }
+}
+
+impl Energy {
+    /// pJ per byte of an SRAM of `bytes`.
+    pub fn sram(&self, bytes: u64) -> f64 {
+        self.sram_per_byte
+            .iter()
+            .find(|s| bytes as f64 <= s[0])
+            .or(self.sram_per_byte.last())
+            .map_or(0.0, |s| s[1])
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Compute units.
+    pub compute: Compute,
+    /// Buffers.
+    pub buffers: Buffers,
+    /// DRAM.
+    pub dram: Dram,
+    /// Widths.
+    pub precision: Precision,
+    /// Energy table.
+    pub energy: Energy,
+}
+
+impl Config {
+    /// Parses a TOML configuration (`name` for messages).
+    pub fn from_toml(name: &str, text: &str) -> Result<Config, String> {
+        let c: Config = toml::from_str(text).map_err(|e| format!("{name}: {e}"))?;
+        let positive = [
+            ("compute.acc_lanes", c.compute.acc_lanes as f64),
+            ("compute.acc_pixels", c.compute.acc_pixels as f64),
+            ("compute.basis_macs", c.compute.basis_macs as f64),
+            ("compute.clock_mhz", c.compute.clock_mhz),
+            ("dram.bandwidth", c.dram.bandwidth),
+            ("buffers.input", c.buffers.input as f64),
+            ("buffers.output", c.buffers.output as f64),
+            ("buffers.psum", c.buffers.psum as f64),
+            ("buffers.coef", c.buffers.coef as f64),
+            ("buffers.cidx", c.buffers.cidx as f64),
+            ("buffers.weight", c.buffers.weight as f64),
+        ];
+        for (field, v) in positive {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("{name}: {field} must be positive, got {v}"));
+            }
+        }
+        Ok(c)
+    }
+
+    /// MACs per cycle of the whole machine (the dense baseline gets the same).
+    pub fn macs_per_cycle(&self) -> u64 {
+        (self.compute.acc_lanes * self.compute.acc_pixels + self.compute.basis_macs) as u64
+    }
+}

@@ -1,0 +1,189 @@
+//! `dnnc-escalate`: ESCALATE's Basis-First accelerator as a backend.
+//!
+//! - [`isa`]: the instruction set, assembler, disassembler and binary encoding;
+//! - [`config`]: the accelerator's configuration (TOML) and energy table;
+//! - [`lower`]: decomposed convolutions to Basis-First instruction streams, plain
+//!   convolutions to dense ones, everything else host work;
+//! - [`sim`]: the functional and timing simulator.
+//!
+//! [`execute`] runs a function with the accelerator layers simulated and the host work on
+//! the reference interpreter; [`measure`] only times it.
+//!
+//! ```
+//! use dnnc_escalate::isa;
+//! let program = isa::assemble("bconv m=0\nsync\nhalt").unwrap();
+//! assert_eq!(isa::decode(&isa::encode(&program)).unwrap(), program);
+//! ```
+
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod isa;
+pub mod lower;
+pub mod sim;
+
+pub use config::Config;
+pub use lower::{LayerKind, LayerProgram, Step, lower};
+pub use sim::Stats;
+
+use dnnc_ir::{FuncId, Module, OpKind, Tensor, Value};
+use std::collections::HashMap;
+
+/// One accelerator layer's measurements (over the whole batch).
+#[derive(Clone, Debug)]
+pub struct LayerReport {
+    /// Name.
+    pub name: String,
+    /// Basis-First or dense.
+    pub kind: LayerKind,
+    /// What the simulator measured.
+    pub stats: Stats,
+    /// Bits of the layer's weights as stored.
+    pub weight_bits: u64,
+    /// Instructions in the program.
+    pub instructions: usize,
+}
+
+/// A function's measurements.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// The accelerator layers.
+    pub layers: Vec<LayerReport>,
+    /// Ops left to the host (name and location).
+    pub host: Vec<(String, String)>,
+    /// Sums over the layers.
+    pub total: Stats,
+}
+
+/// Why a function could not run.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct Error(pub String);
+
+fn report_of(m: &Module, f: FuncId, steps: &[Step]) -> Report {
+    let func = &m.funcs[f];
+    let host = steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Host(op) => {
+                let d = &func.ops[*op];
+                Some((d.kind.name().to_string(), d.loc.to_string()))
+            }
+            Step::Accel(_) => None,
+        })
+        .collect();
+    Report {
+        host,
+        ..Report::default()
+    }
+}
+
+/// Times every accelerator layer of `steps` for a batch of `batch` (no values computed).
+pub fn measure(
+    m: &Module,
+    f: FuncId,
+    steps: &[Step],
+    cfg: &Config,
+    batch: usize,
+) -> Result<Report, Error> {
+    let mut report = report_of(m, f, steps);
+    for step in steps {
+        let Step::Accel(p) = step else { continue };
+        let mut dram = p.dram.clone();
+        let one = sim::run(cfg, &p.insts, &mut dram, false)
+            .map_err(|e| Error(format!("{}: {e}", p.name)))?;
+        let mut stats = Stats::default();
+        for _ in 0..batch {
+            stats.add(&one);
+        }
+        report.total.add(&stats);
+        report.layers.push(LayerReport {
+            name: p.name.clone(),
+            kind: p.kind,
+            stats,
+            weight_bits: p.weight_bits,
+            instructions: p.insts.len(),
+        });
+    }
+    Ok(report)
+}
+
+/// Runs function `f` on `inputs`: accelerator layers on the simulator (sample by sample),
+/// host work on the reference interpreter. Returns the outputs and the measurements.
+pub fn execute(
+    m: &Module,
+    f: FuncId,
+    steps: &[Step],
+    cfg: &Config,
+    inputs: &[Tensor],
+) -> Result<(Vec<Tensor>, Report), Error> {
+    let func = &m.funcs[f];
+    dnnc_reference::check_inputs(func, inputs).map_err(|e| Error(e.to_string()))?;
+    let mut values: HashMap<Value, Tensor> = HashMap::new();
+    for (&p, t) in func.params.iter().zip(inputs) {
+        values.insert(p, t.clone());
+    }
+    let value = |values: &HashMap<Value, Tensor>, v: Value| -> Result<Tensor, Error> {
+        if let Some(t) = values.get(&v) {
+            return Ok(t.clone());
+        }
+        match func.producer(v) {
+            Some(OpKind::Weight(w)) => m
+                .weight_value(w.weight)
+                .map(|t| (*t).clone())
+                .map_err(|e| Error(e.to_string())),
+            Some(OpKind::Constant(c)) => Ok((*c.value).clone()),
+            _ => Err(Error(format!("{v} is not computed yet"))),
+        }
+    };
+    let mut report = report_of(m, f, steps);
+    for step in steps {
+        match step {
+            Step::Host(op) => {
+                let d = &func.ops[*op];
+                let operands = d
+                    .operands
+                    .iter()
+                    .map(|&v| value(&values, v))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let refs: Vec<&Tensor> = operands.iter().collect();
+                let out = dnnc_reference::eval_op(&d.kind, &refs)
+                    .map_err(|e| Error(format!("{}: {}: {e}", d.loc, d.kind.name())))?;
+                for (&r, t) in d.results.iter().zip(out) {
+                    values.insert(r, t);
+                }
+            }
+            Step::Accel(p) => {
+                let x = value(&values, p.input)?.to_f32_vec();
+                let g = &p.geometry;
+                let (per_in, per_out) = (g.c * g.h * g.w, g.k * g.ho * g.wo);
+                let batch = x.len() / per_in;
+                let mut out = Vec::with_capacity(batch * per_out);
+                let mut stats = Stats::default();
+                for n in 0..batch {
+                    let mut dram = p.dram.clone();
+                    dram[..per_in].copy_from_slice(&x[n * per_in..(n + 1) * per_in]);
+                    let s = sim::run(cfg, &p.insts, &mut dram, true)
+                        .map_err(|e| Error(format!("{}: {e}", p.name)))?;
+                    stats.add(&s);
+                    out.extend_from_slice(&dram[p.output_addr..p.output_addr + per_out]);
+                }
+                values.insert(p.output, Tensor::from_f32(&[batch, g.k, g.ho, g.wo], out));
+                report.total.add(&stats);
+                report.layers.push(LayerReport {
+                    name: p.name.clone(),
+                    kind: p.kind,
+                    stats,
+                    weight_bits: p.weight_bits,
+                    instructions: p.insts.len(),
+                });
+            }
+        }
+    }
+    let outputs = func
+        .returns
+        .iter()
+        .map(|&v| value(&values, v))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((outputs, report))
+}
