@@ -121,3 +121,27 @@ fn coefficient_pruning_keeps_its_share_and_skips_chunk_columns() {
     );
     assert!(count("zero-chunk-columns") * 4 >= count("chunk-columns") * 3 - 8);
 }
+
+#[test]
+fn depthwise_convolutions_decompose_exactly_with_every_basis() {
+    let original = dnnc_models::build(
+        "mobilenet_v2",
+        &dnnc_models::ZooOptions {
+            image_size: Some(32),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let x = input(&original);
+    let want = run(&original, &x);
+    let mut m = original.clone();
+    let stats = apply(&mut m, "decompose{bases=9}");
+    let decomposed = match stats.iter().find(|s| s.0 == "decomposed").map(|s| &s.1) {
+        Some(StatValue::Count(n)) => *n,
+        other => panic!("{other:?}"),
+    };
+    // The stem conv and the 17 depthwise convs.
+    assert_eq!(decomposed, 18);
+    let err = run(&m, &x).relative_l2(&want);
+    assert!(err < 1e-4, "{err:e}");
+}

@@ -19,8 +19,8 @@
 //! multiply 1.1 pJ; SRAM 64-bit access 10 pJ (8 KB), 20 pJ (32 KB), 100 pJ (1 MB); DRAM 1.3–2.6
 //! nJ per 64-bit access (the middle, 1.95 nJ, is 243.75 pJ per byte). A MAC of a 16-bit
 //! activation by an 8-bit weight is taken as two 8-bit multiplies and a 32-bit add (0.5 pJ),
-//! by a 4-bit coefficient as one multiply and an add (0.3 pJ); an SRAM buffer costs per byte
-//! the figure of the nearest size above it.
+//! by a 4-bit coefficient as one multiply and an add (0.3 pJ); an SRAM buffer's cost per byte
+//! is interpolated between those sizes in log₂(size).
 
 use serde::Deserialize;
 
@@ -140,7 +140,8 @@ pub struct Energy {
     pub mac_coeff: f64,
     /// DRAM, per byte.
     pub dram_per_byte: f64,
-    /// SRAM per byte by size: `[bytes, pJ/byte]` steps, smallest first.
+    /// SRAM per byte by size: `[bytes, pJ/byte]` points, smallest first, interpolated
+    /// linearly in log₂(size) (and held flat outside).
     pub sram_per_byte: Vec<[f64; 2]>,
 }
 
@@ -162,11 +163,17 @@ impl Default for Energy {
 impl Energy {
     /// pJ per byte of an SRAM of `bytes`.
     pub fn sram(&self, bytes: u64) -> f64 {
-        self.sram_per_byte
-            .iter()
-            .find(|s| bytes as f64 <= s[0])
-            .or(self.sram_per_byte.last())
-            .map_or(0.0, |s| s[1])
+        let pts = &self.sram_per_byte;
+        let x = (bytes.max(1) as f64).log2();
+        match pts.iter().position(|p| x <= p[0].log2()) {
+            None => pts.last().map_or(0.0, |p| p[1]),
+            Some(0) => pts[0][1],
+            Some(i) => {
+                let (a, b) = (pts[i - 1], pts[i]);
+                let t = (x - a[0].log2()) / (b[0].log2() - a[0].log2());
+                a[1] + t * (b[1] - a[1])
+            }
+        }
     }
 }
 
@@ -184,6 +191,31 @@ pub struct Config {
     pub precision: Precision,
     /// Energy table.
     pub energy: Energy,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sram_energy_interpolates_in_log_size() {
+        let e = Energy::default();
+        assert_eq!(e.sram(4096), 1.25);
+        assert_eq!(e.sram(32 * 1024), 2.5);
+        assert!((e.sram(128 * 1024) - 6.5).abs() < 1e-9);
+        assert_eq!(e.sram(1 << 30), 12.5);
+    }
+
+    #[test]
+    fn configs_parse_with_defaults_and_reject_nonsense() {
+        let c = Config::from_toml("a.toml", "[compute]\nacc_lanes = 16\n").unwrap();
+        assert_eq!(c.compute.acc_lanes, 16);
+        assert_eq!(c.buffers, Buffers::default());
+        let e = Config::from_toml("b.toml", "[dram]\nbandwidth = 0\n").unwrap_err();
+        assert!(e.contains("dram.bandwidth must be positive"), "{e}");
+        let e = Config::from_toml("c.toml", "[compute]\nlanes = 1\n").unwrap_err();
+        assert!(e.starts_with("c.toml"), "{e}");
+    }
 }
 
 impl Config {
@@ -214,5 +246,15 @@ impl Config {
     /// MACs per cycle of the whole machine (the dense baseline gets the same).
     pub fn macs_per_cycle(&self) -> u64 {
         (self.compute.acc_lanes * self.compute.acc_pixels + self.compute.basis_macs) as u64
+    }
+}
+
+#[cfg(test)]
+mod default_file {
+    #[test]
+    fn the_documented_defaults_are_the_defaults() {
+        let text = include_str!("../../../docs/escalate-default.toml");
+        let c = super::Config::from_toml("docs/escalate-default.toml", text).unwrap();
+        assert_eq!(c, super::Config::default());
     }
 }

@@ -1,5 +1,5 @@
 //! The Basis-First accelerator's instruction set: instructions, their text form (assembler
-//! and disassembler) and their binary encoding. `docs/escalate-isa.md` describes the
+//! and disassembler) and their binary encoding. `docs/escalate.md` describes the
 //! machine; every instruction is documented here.
 //!
 //! Text: one instruction per line, a mnemonic and `name=value` fields (`#` starts a comment):

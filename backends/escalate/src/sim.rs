@@ -464,9 +464,20 @@ pub fn run(
                 m.stats.macs += macs;
                 m.stats.coeff_macs += macs;
                 m.stats.energy_pj[0] += macs as f64 * cfg.energy.mac_coeff;
-                // Each entry reads one intermediate map and updates `chunk` accumulator rows.
+                // Each entry reads one intermediate map, broadcast to the chunk's lanes. The
+                // lanes keep their partial sums in registers over a chunk's consecutive
+                // entries, reading and writing the accumulator buffer once per chunk.
+                let mut chunks = 0;
+                let mut previous = None;
+                for e in addr..addr + count {
+                    let ch = m.bufs[Buf::CIdx as usize][e] as usize / 65536;
+                    if previous != Some(ch) {
+                        chunks += 1;
+                        previous = Some(ch);
+                    }
+                }
                 m.sram(cfg.buffers.psum, (count * pixels) as u64 * act_bytes);
-                m.sram(cfg.buffers.output, (count * chunk * pixels) as u64 * 8);
+                m.sram(cfg.buffers.output, (chunks * chunk * pixels) as u64 * 8);
                 let half = basis as usize % 2;
                 let cur = |s: &Slots| s.ready[s.current()];
                 let after = m.psum_ready[half]

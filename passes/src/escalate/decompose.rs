@@ -7,6 +7,8 @@
 //! layer, `‖X − A·Bᵀ‖ / ‖X‖`, is `√(Σ_{i>M} λᵢ / Σ λᵢ)` over the eigenvalues λ, which
 //! chooses the smallest `M` for a target error. The conv becomes `esc.basis_conv` (bases
 //! `[M, 1, R, S]`) feeding `esc.coeff_conv` (coefficients `[K, C·M]`, the conv's bias).
+//! Grouped and depthwise convolutions decompose the same way, with coefficients that are
+//! zero outside each output channel's group.
 
 use crate::options::{OptionError, OptionSpec, PassOptions};
 use crate::pass::{Pass, PassContext, PassError, StatValue};
@@ -99,10 +101,13 @@ pub struct Decomposition {
     pub error: f64,
 }
 
-/// Decomposes a conv weight `[K, C, R, S]`.
-pub fn decompose_weight(w: &Tensor, target: Target) -> Decomposition {
+/// Decomposes the weight `[K, C/groups, R, S]` of a convolution with `groups` groups. The
+/// coefficients of a grouped (or depthwise) convolution are zero outside each output
+/// channel's group: block-diagonal `[K, C·M]`.
+pub fn decompose_weight(w: &Tensor, target: Target, groups: usize) -> Decomposition {
     let shape = w.ty().shape;
     let (k, c, r, s) = (shape[0], shape[1], shape[2], shape[3]);
+    let groups = groups.max(1);
     let (rows, taps) = (k * c, r * s);
     let x = w.to_f32_vec();
     let mut gram = DMatrix::<f64>::zeros(taps, taps);
@@ -139,8 +144,13 @@ pub fn decompose_weight(w: &Tensor, target: Target) -> Decomposition {
     for &i in &order[..m] {
         bases.extend(eig.eigenvectors.column(i).iter().map(|&v| v as f32));
     }
-    let mut coeffs = vec![0f32; rows * m];
+    let channels = c * groups;
+    let per_group = k / groups;
+    let mut coeffs = vec![0f32; k * channels * m];
     for (row, x_row) in x.chunks_exact(taps).enumerate() {
+        // Row `k·Cg + cl` of X is output `k`'s kernel on its group's channel `cl`.
+        let (out, cl) = (row / c, row % c);
+        let channel = out / per_group * c + cl;
         for mm in 0..m {
             let b = &bases[mm * taps..(mm + 1) * taps];
             let dot: f64 = x_row
@@ -148,13 +158,13 @@ pub fn decompose_weight(w: &Tensor, target: Target) -> Decomposition {
                 .zip(b)
                 .map(|(&a, &b)| a as f64 * b as f64)
                 .sum();
-            // Row `k·C + c` of X lands at coeffs[k, c·M + m].
-            coeffs[row * m + mm] = dot as f32;
+            coeffs[out * channels * m + channel * m + mm] = dot as f32;
         }
     }
+    let _ = rows;
     Decomposition {
         bases: Tensor::from_f32(&[m, 1, r, s], bases),
-        coeffs: Tensor::from_f32(&[k, c * m], coeffs),
+        coeffs: Tensor::from_f32(&[k, channels * m], coeffs),
         error: tail_error(m),
     }
 }
@@ -182,8 +192,7 @@ impl Pass for Decompose {
                 };
                 let decl = &module.weights[*weight];
                 let shape = &decl.ty.shape;
-                if conv.groups != 1
-                    || shape[2] * shape[3] == 1
+                if shape[2] * shape[3] == 1
                     || decl.ty.elem != dnnc_ir::ElemType::F32
                     || !self.layers.is_match(&decl.name)
                 {
@@ -192,7 +201,7 @@ impl Pass for Decompose {
                 let w = module
                     .weight_value(*weight)
                     .map_err(|e| Diagnostic::error(data.loc.clone(), e.to_string()))?;
-                let d = decompose_weight(&w, self.target);
+                let d = decompose_weight(&w, self.target, conv.groups);
                 cx.emit(Diagnostic::remark(
                     data.loc.clone(),
                     format!(
@@ -213,7 +222,8 @@ impl Pass for Decompose {
                 let loc = module.funcs[fid].ops[op].loc.clone();
                 let wshape = module.funcs[fid].ty(module.funcs[fid].ops[op].operands[1]);
                 params_before += wshape.num_elements() as u64;
-                params_after += (d.bases.num_elements() + d.coeffs.num_elements()) as u64;
+                let nonzero = d.coeffs.to_f32_vec().iter().filter(|v| **v != 0.0).count();
+                params_after += (d.bases.num_elements() + nonzero) as u64;
                 let mut add = |suffix: &str, t: Tensor| {
                     let ty = t.ty();
                     let n = module.fresh_weight_name(&format!("{name}.{suffix}"));
@@ -294,7 +304,7 @@ impl Pass for Decompose {
         );
         cx.set(
             "weight-params-after",
-            "parameters of their bases and coefficients",
+            "parameters of their bases and nonzero coefficients",
             StatValue::Count(params_after),
         );
         Ok(())
@@ -336,12 +346,12 @@ mod tests {
     #[test]
     fn all_bases_reconstruct_exactly_and_the_error_matches() {
         let w = weight(6, 4, 3, 7);
-        let full = decompose_weight(&w, Target::Bases(9));
+        let full = decompose_weight(&w, Target::Bases(9), 1);
         let back = Tensor::from_f32(&[6, 4, 3, 3], reconstruct(&full, 6, 4));
         assert!(back.relative_l2(&w) < 1e-5);
         assert!(full.error < 1e-6);
         for m in 1..9 {
-            let d = decompose_weight(&w, Target::Bases(m));
+            let d = decompose_weight(&w, Target::Bases(m), 1);
             let back = Tensor::from_f32(&[6, 4, 3, 3], reconstruct(&d, 6, 4));
             let measured = back.relative_l2(&w);
             assert!(
@@ -355,9 +365,9 @@ mod tests {
     #[test]
     fn an_error_target_picks_the_fewest_bases() {
         let w = weight(8, 8, 3, 3);
-        let d = decompose_weight(&w, Target::Error(0.5));
+        let d = decompose_weight(&w, Target::Error(0.5), 1);
         let m = d.bases.ty().shape[0];
         assert!(d.error <= 0.5);
-        assert!(decompose_weight(&w, Target::Bases(m - 1)).error > 0.5);
+        assert!(decompose_weight(&w, Target::Bases(m - 1), 1).error > 0.5);
     }
 }

@@ -6,9 +6,11 @@
 //! - `import`: an ONNX model as a module;
 //! - `bench`: latency of a function on an engine;
 //! - `eval`: top-1 accuracy on labelled data;
-//! - `partition`: ACCPAR's partition of training over an accelerator array.
+//! - `partition`: ACCPAR's partition of training over an accelerator array;
+//! - `escalate`: a model on ESCALATE's Basis-First accelerator, simulated.
 
 mod bench;
+mod escalate;
 mod eval;
 mod import;
 mod info;
@@ -51,6 +53,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Partition training over an accelerator array (ACCPAR) and compare strategies.
     Partition(partition::PartitionArgs),
+    /// Lower a model to ESCALATE's accelerator and simulate it against a dense one.
+    Escalate(escalate::EscalateArgs),
 }
 
 /// How a command ended, for the exit code.
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Partition(args) => partition::run(args),
+        Command::Escalate(args) => escalate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
