@@ -135,7 +135,7 @@ fn depthwise_convolutions_decompose_exactly_with_every_basis() {
     let x = input(&original);
     let want = run(&original, &x);
     let mut m = original.clone();
-    let stats = apply(&mut m, "decompose{bases=9}");
+    let stats = apply(&mut m, "decompose{bases=9 grouped=true}");
     let decomposed = match stats.iter().find(|s| s.0 == "decomposed").map(|s| &s.1) {
         Some(StatValue::Count(n)) => *n,
         other => panic!("{other:?}"),

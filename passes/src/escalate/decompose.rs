@@ -41,6 +41,12 @@ pub const INFO: PassInfo = PassInfo {
             default: Some(".*"),
             help: "decompose the convs whose weight names match",
         },
+        OptionSpec {
+            name: "grouped",
+            kind: "bool",
+            default: Some("false"),
+            help: "also decompose grouped and depthwise convs (their coefficients are block-diagonal, which the accelerator's chunked stream runs poorly)",
+        },
     ],
     create,
 };
@@ -65,6 +71,7 @@ fn create(o: &PassOptions) -> Result<Box<dyn Pass>, OptionError> {
     let layers = regex::Regex::new(&layers)
         .map_err(|e| bad("layers", format!("invalid regular expression: {e}")))?;
     Ok(Box::new(Decompose {
+        grouped: o.get("grouped")?,
         target: match bases {
             Some(m) => Target::Bases(m),
             None => Target::Error(error),
@@ -88,6 +95,8 @@ pub struct Decompose {
     pub target: Target,
     /// Which weights.
     pub layers: regex::Regex,
+    /// Also grouped and depthwise convolutions.
+    pub grouped: bool,
 }
 
 /// A layer's decomposition.
@@ -193,6 +202,7 @@ impl Pass for Decompose {
                 let decl = &module.weights[*weight];
                 let shape = &decl.ty.shape;
                 if shape[2] * shape[3] == 1
+                    || (conv.groups != 1 && !self.grouped)
                     || decl.ty.elem != dnnc_ir::ElemType::F32
                     || !self.layers.is_match(&decl.name)
                 {
