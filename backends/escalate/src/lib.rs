@@ -166,7 +166,20 @@ pub fn execute(
                     let s = sim::run(cfg, &p.insts, &mut dram, true)
                         .map_err(|e| Error(format!("{}: {e}", p.name)))?;
                     stats.add(&s);
-                    out.extend_from_slice(&dram[p.output_addr..p.output_addr + per_out]);
+                    let region = &dram[p.output_addr..p.output_addr + per_out];
+                    match &p.channel_order {
+                        None => out.extend_from_slice(region),
+                        Some(order) => {
+                            // Row `i` of the accumulators is channel `order[i]`.
+                            let plane = g.ho * g.wo;
+                            let mut sample = vec![0f32; per_out];
+                            for (i, &k) in order.iter().enumerate() {
+                                sample[k * plane..(k + 1) * plane]
+                                    .copy_from_slice(&region[i * plane..(i + 1) * plane]);
+                            }
+                            out.extend(sample);
+                        }
+                    }
                 }
                 values.insert(p.output, Tensor::from_f32(&[batch, g.k, g.ho, g.wo], out));
                 report.total.add(&stats);

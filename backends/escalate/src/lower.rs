@@ -103,6 +103,10 @@ pub struct LayerProgram {
     pub weight_bits: u64,
     /// Nonzero coefficients (decomposed) or weights (dense).
     pub nonzeros: u64,
+    /// Output channel of each accumulator row, when `coeff-prune` reordered them: the
+    /// program stores row `i` at channel `i`, and the DMA that returns the output to the
+    /// host scatters it to channel `channel_order[i]`.
+    pub channel_order: Option<Vec<usize>>,
 }
 
 /// A function as accelerator programs and host work, in program order.
@@ -452,11 +456,23 @@ fn decomposed(
     let (basis_bits, coeff_bits) = (bits_of(&bases_q, cfg), bits_of(&coeffs_q, cfg));
     let bases = dequantize(&bases_q, b.scale).to_f32_vec();
     let coeffs = dequantize(&coeffs_q, c.scale).to_f32_vec();
-    let bias = match d2.operands.get(2) {
+    let mut bias = match d2.operands.get(2) {
         Some(&v) => Some(weight_tensor(m, f, v)?),
         None => None,
     };
     let bshape = bases_q.ty().shape;
+    // `coeff-prune{permute=true}`'s order of output channels: the accumulators hold channel
+    // `order[i]` in row `i`, so chunks group channels with the same zero pattern.
+    let k_all = func.ty(d2.results[0]).shape[1];
+    let order = chunk_order(d2, k_all)?;
+    if let (Some(order), Some(b)) = (&order, &bias) {
+        let v = b.to_f32_vec();
+        bias = Some(Tensor::from_f32(
+            &[k_all],
+            order.iter().map(|&k| v[k]).collect(),
+        ));
+    }
+    let channel = |i: usize| order.as_ref().map_or(i, |o| o[i]);
     let (mm, r, s) = (bshape[0], bshape[2], bshape[3]);
     let k = out[1];
     let conv = b.as_conv(x[1]);
@@ -496,7 +512,13 @@ fn decomposed(
                     for cl in 0..c1 - c0 {
                         let col = (c0 + cl) * mm + b;
                         let chunk_vals: Vec<f32> = (kc..kc + lanes)
-                            .map(|kk| if kk < k1 { coeffs[kk * cm + col] } else { 0.0 })
+                            .map(|kk| {
+                                if kk < k1 {
+                                    coeffs[channel(kk) * cm + col]
+                                } else {
+                                    0.0
+                                }
+                            })
                             .collect();
                         let nz = chunk_vals.iter().filter(|v| **v != 0.0).count();
                         if nz == 0 {
@@ -583,7 +605,42 @@ fn decomposed(
         ops: vec![stage1, stage2],
         weight_bits: bases.len() as u64 * basis_bits as u64 + stream_bits,
         nonzeros,
+        channel_order: order,
     })
+}
+
+/// The `esc.chunk_order` attribute of a coefficient convolution, checked to be a
+/// permutation of its `k` output channels.
+fn chunk_order(d: &dnnc_ir::OpData, k: usize) -> Result<Option<Vec<usize>>, LowerError> {
+    let Some(attr) = d.attrs.get("esc.chunk_order") else {
+        return Ok(None);
+    };
+    let bad = || {
+        LowerError(format!(
+            "{}: esc.chunk_order must be a permutation of the {k} output channels",
+            d.loc
+        ))
+    };
+    let dnnc_ir::attr::Attribute::Array(items) = attr else {
+        return Err(bad());
+    };
+    let order: Vec<usize> = items
+        .iter()
+        .map(|a| match a {
+            dnnc_ir::attr::Attribute::Int(i) if *i >= 0 && (*i as usize) < k => Ok(*i as usize),
+            _ => Err(bad()),
+        })
+        .collect::<Result<_, _>>()?;
+    let mut seen = vec![false; k];
+    for &i in &order {
+        if std::mem::replace(&mut seen[i], true) {
+            return Err(bad());
+        }
+    }
+    if order.len() != k {
+        return Err(bad());
+    }
+    Ok(Some(order))
 }
 
 fn dense(m: &Module, f: FuncId, cfg: &Config, op: OpId) -> Result<LayerProgram, LowerError> {
@@ -644,5 +701,6 @@ fn dense(m: &Module, f: FuncId, cfg: &Config, op: OpId) -> Result<LayerProgram, 
         ops: vec![op],
         weight_bits: w.len() as u64 * wbits as u64,
         nonzeros: w.iter().filter(|v| **v != 0.0).count() as u64,
+        channel_order: None,
     })
 }

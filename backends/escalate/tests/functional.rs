@@ -84,6 +84,22 @@ fn decomposed_vgg16_equals_the_reference() {
 }
 
 #[test]
+fn reordered_output_channels_land_in_place() {
+    let m = model(
+        "resnet18",
+        "canonicalize,decompose{bases=3},coeff-prune{rate=8 grouped=false permute=true},quantize{calibration=none}",
+    );
+    let f = &m.funcs[m.func_by_name("main").unwrap()];
+    let reordered = f
+        .body
+        .iter()
+        .filter(|&&op| f.ops[op].attrs.contains_key("esc.chunk_order"))
+        .count();
+    assert!(reordered > 0, "coeff-prune found no better channel order");
+    check("resnet18 reordered", &m, LayerKind::Decomposed);
+}
+
+#[test]
 fn the_dense_baseline_equals_the_reference() {
     let m = model("vgg16", "canonicalize");
     check("vgg16 dense", &m, LayerKind::Dense);
