@@ -226,7 +226,10 @@ pub fn to_dnn(m: &Module) -> Result<Module, Diagnostic> {
                 _ => "esc".to_string(),
             };
             let name = out.fresh_weight_name(&format!("{base}.as_conv"));
-            let ty = weight.ty();
+            let mut ty = weight.ty();
+            if matches!(data.kind, OpKind::CoeffConv(_)) {
+                ty.encoding = sparse_encoding(&weight);
+            }
             let id = out.add_weight(WeightDecl::new(
                 &name,
                 ty.clone(),
@@ -251,6 +254,15 @@ pub fn to_dnn(m: &Module) -> Result<Module, Diagnostic> {
         out.funcs[fid].remove_dead_ops();
     }
     Ok(out)
+}
+
+/// Coefficients that are at least three quarters zero run on the CSR kernel (measured on
+/// resnet18 at CIFAR size: at a quarter kept, CSR and dense GEMM tie; at a sixteenth, CSR is
+/// twice as fast; BCR blocks of 32 channels lost to both).
+fn sparse_encoding(w: &Tensor) -> Option<crate::types::Encoding> {
+    let v = w.to_f32_vec();
+    let zeros = v.iter().filter(|x| **x == 0.0).count();
+    (zeros * 4 >= v.len() * 3).then_some(crate::types::Encoding::Csr)
 }
 
 fn constant_value(
