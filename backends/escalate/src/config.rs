@@ -234,18 +234,55 @@ impl Config {
             ("buffers.coef", c.buffers.coef as f64),
             ("buffers.cidx", c.buffers.cidx as f64),
             ("buffers.weight", c.buffers.weight as f64),
+            ("buffers.basis", c.buffers.basis as f64),
+            ("buffers.bias", c.buffers.bias as f64),
+            ("precision.act_bits", c.precision.act_bits as f64),
+            ("precision.weight_bits", c.precision.weight_bits as f64),
+            ("precision.index_bits", c.precision.index_bits as f64),
+            ("precision.float_bits", c.precision.float_bits as f64),
+            ("energy.dram_per_byte", c.energy.dram_per_byte),
         ];
         for (field, v) in positive {
             if !(v.is_finite() && v > 0.0) {
                 return Err(format!("{name}: {field} must be positive, got {v}"));
             }
         }
+        let bits = [
+            c.precision.act_bits,
+            c.precision.weight_bits,
+            c.precision.index_bits,
+            c.precision.float_bits,
+        ];
+        if bits.iter().any(|&b| b > 32) {
+            return Err(format!("{name}: [precision] widths are at most 32 bits"));
+        }
+        let e = &c.energy;
+        if !(e.mac.is_finite() && e.mac >= 0.0 && e.mac_coeff.is_finite() && e.mac_coeff >= 0.0)
+            || e.sram_per_byte.is_empty()
+            || e.sram_per_byte
+                .iter()
+                .any(|p| !(p[0].is_finite() && p[0] > 0.0 && p[1].is_finite() && p[1] >= 0.0))
+            || e.sram_per_byte.windows(2).any(|w| w[1][0] <= w[0][0])
+        {
+            return Err(format!(
+                "{name}: [energy] needs non-negative MAC energies and sram_per_byte points \
+                 [bytes, pJ] with increasing sizes"
+            ));
+        }
         Ok(c)
     }
 
     /// MACs per cycle of the whole machine (the dense baseline gets the same).
     pub fn macs_per_cycle(&self) -> u64 {
-        (self.compute.acc_lanes * self.compute.acc_pixels + self.compute.basis_macs) as u64
+        self.compute.acc_lanes as u64 * self.compute.acc_pixels as u64
+            + self.compute.basis_macs as u64
+    }
+
+    /// The dense baseline's weight buffer: its own plus the buffers only ESCALATE uses
+    /// (bases, coefficients, indices, intermediate maps) — the same silicon.
+    pub fn dense_weight_bytes(&self) -> u64 {
+        let b = &self.buffers;
+        b.weight + b.basis + b.coef + b.cidx + b.psum
     }
 }
 

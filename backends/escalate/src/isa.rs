@@ -169,9 +169,9 @@ isa! {
     /// intermediate buffer (one map per channel; it never leaves the chip).
     Bconv = 6, "bconv" { m },
     /// Coefficient accumulation for basis `m`: `count` chunk-columns of the stream at buffer
-    /// element `addr` (values in `coef`, indices in `cidx`); each adds its `chunk`
-    /// coefficients times one intermediate map into `chunk` output accumulators.
-    Cacc = 7, "cacc" { m, addr, count, chunk },
+    /// element `addr` (values in `coef`, indices `chunk << shift | channel` in `cidx`); each
+    /// adds its `chunk` coefficients times one intermediate map into `chunk` accumulators.
+    Cacc = 7, "cacc" { m, addr, count, chunk, shift },
     /// Dense convolution of the tile (the baseline): weights `[k1−k0, c1−c0, r, s]` at
     /// weight-buffer element `addr`, accumulated into the outputs.
     Dconv = 8, "dconv" { addr },
@@ -313,6 +313,16 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Inst>, AsmError> {
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
+        for (name, &v) in names.iter().zip(&values) {
+            let valid = match *name {
+                "buf" => Buf::from_code(v).is_some(),
+                "act" => Act::from_code(v).is_some(),
+                _ => true,
+            };
+            if !valid {
+                return Err(err(format!("'{mnemonic}' has an invalid {name} code {v}")));
+            }
+        }
         at = end;
         out.push(Inst::build(mnemonic, &values).expect("field count matches"));
     }

@@ -155,8 +155,8 @@ pub fn tiling(
     };
     let fits_out = |t: &Tiling| (t.channels_out * t.rows * g.wo * 4) as u64 <= b.output;
     let fits_rest = |t: &Tiling| {
-        let (r0, r1) = g.input_rows(0, t.rows);
-        let rows_in = (r1 - r0).max(1);
+        // Any band's rows: the first is clipped by the padding, later ones are not.
+        let rows_in = ((t.rows - 1) * g.stride[0] + g.dilation[0] * (g.r - 1) + 1).min(g.h);
         let input = bytes(t.channels_in * rows_in * g.w, p.act_bits) * 2 <= b.input;
         match kind {
             LayerKind::Decomposed => {
@@ -169,7 +169,7 @@ pub fn tiling(
             LayerKind::Dense => {
                 input
                     && bytes(t.channels_out * t.channels_in * g.r * g.s, p.weight_bits) * 2
-                        <= b.weight
+                        <= cfg.dense_weight_bytes()
             }
         }
     };
@@ -225,7 +225,14 @@ fn weight_name(m: &Module, f: FuncId, v: Value) -> String {
     }
 }
 
-fn bits_of(t: &Tensor, cfg: &Config) -> u32 {
+/// Bits of a weight as stored: what `quantize` recorded on the op (`esc.bits`), else its
+/// element type's.
+fn bits_of(t: &Tensor, op: &dnnc_ir::OpData, cfg: &Config) -> u32 {
+    if let Some(dnnc_ir::attr::Attribute::Int(b)) = op.attrs.get("esc.bits")
+        && (1..=32).contains(b)
+    {
+        return *b as u32;
+    }
     match t.elem() {
         ElemType::I8 => 8,
         ElemType::I4 => 4,
@@ -248,7 +255,16 @@ pub fn lower(m: &Module, f: FuncId, cfg: &Config) -> Result<Vec<Step>, LowerErro
         if matches!(data.kind, OpKind::Weight(_) | OpKind::Constant(_)) {
             continue;
         }
+        let constant = |v: Value| {
+            matches!(
+                func.producer(v),
+                Some(OpKind::Weight(_) | OpKind::Constant(_))
+            )
+        };
         let program = match &data.kind {
+            _ if data.operands.len() > 1 && !data.operands[1..].iter().all(|&v| constant(v)) => {
+                None
+            }
             OpKind::BasisConv(_) => {
                 let y = data.results[0];
                 let stage2 = users[y]
@@ -256,7 +272,12 @@ pub fn lower(m: &Module, f: FuncId, cfg: &Config) -> Result<Vec<Step>, LowerErro
                     .copied()
                     .find(|&u| matches!(func.ops[u].kind, OpKind::CoeffConv(_)));
                 match stage2 {
-                    Some(c) if uses[y] == 1 => Some(decomposed(m, f, cfg, op, c)?),
+                    Some(c)
+                        if uses[y] == 1
+                            && func.ops[c].operands[1..].iter().all(|&v| constant(v)) =>
+                    {
+                        Some(decomposed(m, f, cfg, op, c)?)
+                    }
                     _ => None,
                 }
             }
@@ -413,6 +434,21 @@ fn emit(
     insts.push(Inst::Halt {});
 }
 
+fn check_bias(
+    cfg: &Config,
+    k: usize,
+    has_bias: bool,
+    loc: &dnnc_ir::Location,
+) -> Result<(), LowerError> {
+    if has_bias && (k * 4) as u64 > cfg.buffers.bias {
+        return Err(LowerError(format!(
+            "{loc}: {k} 32-bit biases do not fit the {}-byte bias buffer; enlarge [buffers] bias",
+            cfg.buffers.bias
+        )));
+    }
+    Ok(())
+}
+
 fn bias_load(img: &mut Image, bias: &Option<Tensor>, insts: &mut Vec<Inst>) -> Option<usize> {
     let b = bias.as_ref()?;
     let v = b.to_f32_vec();
@@ -453,7 +489,7 @@ fn decomposed(
     let out = func.ty(d2.results[0]).shape.to_vec();
     let bases_q = weight_tensor(m, f, d1.operands[1])?;
     let coeffs_q = weight_tensor(m, f, d2.operands[1])?;
-    let (basis_bits, coeff_bits) = (bits_of(&bases_q, cfg), bits_of(&coeffs_q, cfg));
+    let (basis_bits, coeff_bits) = (bits_of(&bases_q, d1, cfg), bits_of(&coeffs_q, d2, cfg));
     let bases = dequantize(&bases_q, b.scale).to_f32_vec();
     let coeffs = dequantize(&coeffs_q, c.scale).to_f32_vec();
     let mut bias = match d2.operands.get(2) {
@@ -478,7 +514,26 @@ fn decomposed(
     let conv = b.as_conv(x[1]);
     let g = geometry(&conv, &x, &out, k, mm, r, s);
     let t = tiling(cfg, &g, LayerKind::Decomposed, coeff_bits)?;
+    if bytes(bases.len(), basis_bits) > cfg.buffers.basis {
+        return Err(LowerError(format!(
+            "{}: {} bases of {}×{} at {basis_bits} bits do not fit the {}-byte basis buffer; \
+             enlarge [buffers] basis or use fewer bases",
+            d1.loc, mm, r, s, cfg.buffers.basis
+        )));
+    }
+    check_bias(cfg, k, bias.is_some(), &d2.loc)?;
     let lanes = cfg.compute.acc_lanes as usize;
+    // Stream indices pack `chunk << shift | channel`.
+    let shift = usize::BITS - (t.channels_in.max(2) - 1).leading_zeros();
+    let chunks = t.channels_out.div_ceil(lanes);
+    let index_needs = shift + usize::BITS - (chunks.max(2) - 1).leading_zeros();
+    if index_needs > cfg.precision.index_bits {
+        return Err(LowerError(format!(
+            "{}: stream indices need {index_needs} bits ({chunks} chunks × {} channels) but \
+             [precision] index_bits is {}",
+            d2.loc, t.channels_in, cfg.precision.index_bits
+        )));
+    }
     let cm = g.c * mm;
     let mut img = Image {
         dram: vec![0.0; g.c * g.h * g.w],
@@ -525,7 +580,7 @@ fn decomposed(
                             continue;
                         }
                         nonzeros += nz as u64;
-                        idx.push((chunk * 65536 + cl) as f32);
+                        idx.push(((chunk << shift) | cl) as f32);
                         vals.extend(chunk_vals);
                     }
                 }
@@ -586,6 +641,7 @@ fn decomposed(
                         addr: *first as u32,
                         count: *count as u32,
                         chunk: lanes_u,
+                        shift,
                     });
                 }
             }
@@ -660,6 +716,7 @@ fn dense(m: &Module, f: FuncId, cfg: &Config, op: OpId) -> Result<LayerProgram, 
     let (k, r, s) = (wshape[0], wshape[2], wshape[3]);
     let g = geometry(conv, &x, &out, k, 0, r, s);
     let t = tiling(cfg, &g, LayerKind::Dense, 0)?;
+    check_bias(cfg, k, bias.is_some(), &d.loc)?;
     let rs = r * s;
     let mut img = Image {
         dram: vec![0.0; g.c * g.h * g.w],

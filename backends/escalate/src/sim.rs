@@ -98,11 +98,18 @@ struct Slots {
     loads: usize,
     ready: [u64; 2],
     last_read: [u64; 2],
+    /// Element width of the last load.
+    bits: u32,
 }
 
 impl Slots {
     fn current(&self) -> usize {
         (self.loads + 1) % 2
+    }
+
+    /// When the latest load of a single-buffered buffer is ready.
+    fn single(&self) -> u64 {
+        self.ready[0]
     }
 }
 
@@ -125,6 +132,7 @@ struct Machine<'a> {
     acc_done: u64,
     act_done: u64,
     store_done: u64,
+    tile_set: bool,
 }
 
 const DMA: usize = 0;
@@ -138,7 +146,7 @@ fn capacity_bytes(cfg: &Config, b: Buf) -> u64 {
         Buf::Basis => c.basis,
         Buf::Coef => c.coef,
         Buf::CIdx => c.cidx,
-        Buf::Weight => c.weight,
+        Buf::Weight => cfg.dense_weight_bytes(),
         Buf::Bias => c.bias,
     }
 }
@@ -235,6 +243,7 @@ pub fn run(
         acc_done: 0,
         act_done: 0,
         store_done: 0,
+        tile_set: false,
     };
     let act_bytes = (cfg.precision.act_bits as u64).div_ceil(8);
     for (index, inst) in insts.iter().enumerate() {
@@ -293,14 +302,20 @@ pub fn run(
                     count as usize,
                     stride as usize,
                 );
-                let elems = len * count;
+                if bits == 0 || bits > 32 {
+                    return Err(err(format!("bits must be 1 to 32, got {bits}")));
+                }
+                let elems = len
+                    .checked_mul(count)
+                    .filter(|&e| e.checked_add(addr).is_some())
+                    .ok_or_else(|| err("the transfer's size overflows".into()))?;
                 let cap_bits = capacity_bytes(cfg, b) * 8;
                 let cap_bits = if double_buffered(b) {
                     cap_bits / 2
                 } else {
                     cap_bits
                 };
-                if ((addr + elems) as u64) * bits as u64 > cap_bits {
+                if ((addr + elems) as u128) * bits as u128 > cap_bits as u128 {
                     return Err(err(format!(
                         "{} elements of {bits} bits overflow the {} buffer ({} bytes{})",
                         addr + elems,
@@ -313,7 +328,12 @@ pub fn run(
                         }
                     )));
                 }
-                let last = dram + count.saturating_sub(1) * stride + len;
+                let last = count
+                    .saturating_sub(1)
+                    .checked_mul(stride)
+                    .and_then(|x| x.checked_add(dram))
+                    .and_then(|x| x.checked_add(len))
+                    .ok_or_else(|| err("the transfer's DRAM range overflows".into()))?;
                 if count > 0 && last > m.dram.len() {
                     return Err(err(format!(
                         "reads DRAM up to element {last}, beyond its {}",
@@ -333,7 +353,11 @@ pub fn run(
                 }
                 let bytes = (elems as u64 * bits as u64).div_ceil(8);
                 let slot = &m.slots[b as usize];
-                let half = slot.loads % 2;
+                let half = if double_buffered(b) {
+                    slot.loads % 2
+                } else {
+                    0
+                };
                 let after = if double_buffered(b) {
                     slot.last_read[half]
                 } else {
@@ -344,6 +368,7 @@ pub fn run(
                 let slot = &mut m.slots[b as usize];
                 slot.ready[half] = end;
                 slot.loads += 1;
+                slot.bits = bits;
             }
             Inst::Tile {
                 c0,
@@ -371,8 +396,12 @@ pub fn run(
                     return Err(err("the tile is empty or outside the layer".into()));
                 }
                 m.t = t;
+                m.tile_set = true;
             }
             Inst::Zero {} => {
+                if !m.tile_set {
+                    return Err(err("no tile: `tile` must come first".into()));
+                }
                 let n = (m.t.k1 - m.t.k0) * (m.t.y1 - m.t.y0) * m.g.wo;
                 m.acc = vec![0.0; n];
                 let after = m.store_done;
@@ -380,6 +409,9 @@ pub fn run(
                 m.acc_done = m.compute(ACC, after, cycles);
             }
             Inst::Bconv { m: basis } => {
+                if !m.tile_set {
+                    return Err(err("no tile: `tile` must come first".into()));
+                }
                 let (g, t) = (m.g, m.t);
                 let taps = g.r * g.s;
                 let b0 = basis as usize * taps;
@@ -388,6 +420,10 @@ pub fn run(
                 }
                 let pixels = (t.y1 - t.y0) * g.wo;
                 let channels = t.c1 - t.c0;
+                let (r0, r1) = rows_read(&g, t.y0, t.y1);
+                if m.bufs[Buf::In as usize].len() < channels * (r1 - r0) * g.w {
+                    return Err(err("the tile's input rows are not loaded".into()));
+                }
                 let mut psum = vec![0f32; channels * pixels];
                 if m.functional {
                     let bases = m.bufs[Buf::Basis as usize][b0..b0 + taps].to_vec();
@@ -406,22 +442,41 @@ pub fn run(
                 let half = basis as usize % 2;
                 let in_slot = m.slots[Buf::In as usize];
                 let after = in_slot.ready[in_slot.current()]
-                    .max(m.slots[Buf::Basis as usize].ready[0])
+                    .max(m.slots[Buf::Basis as usize].single())
                     .max(m.psum_read[half]);
                 let end = m.compute(BASIS, after, macs.div_ceil(cfg.compute.basis_macs as u64));
                 m.psum_ready[half] = end;
                 let cur = in_slot.current();
                 let s = &mut m.slots[Buf::In as usize];
                 s.last_read[cur] = s.last_read[cur].max(end);
+                let s = &mut m.slots[Buf::Basis as usize];
+                s.last_read[0] = s.last_read[0].max(end);
+                let taps_bits = taps as u64 * s.bits as u64;
+                m.sram(cfg.buffers.basis, taps_bits.div_ceil(8));
             }
             Inst::Cacc {
                 m: basis,
                 addr,
                 count,
                 chunk,
+                shift,
             } => {
+                if !m.tile_set {
+                    return Err(err("no tile: `tile` must come first".into()));
+                }
+                if m.acc.len() != (m.t.k1 - m.t.k0) * (m.t.y1 - m.t.y0) * m.g.wo {
+                    return Err(err(
+                        "no accumulators for this tile: `zero` must come first".into()
+                    ));
+                }
                 let (g, t) = (m.g, m.t);
                 let (addr, count, chunk) = (addr as usize, count as usize, chunk as usize);
+                if shift >= 24 {
+                    return Err(err(format!(
+                        "shift {shift} leaves no room for the chunk index"
+                    )));
+                }
+                let mask = (1usize << shift) - 1;
                 if chunk == 0 || chunk > cfg.compute.acc_lanes as usize {
                     return Err(err(format!(
                         "chunk {chunk} must be between 1 and the {} accumulator lanes",
@@ -430,7 +485,9 @@ pub fn run(
                 }
                 let idx = &m.bufs[Buf::CIdx as usize];
                 let vals = &m.bufs[Buf::Coef as usize];
-                if idx.len() < addr + count || vals.len() < (addr + count) * chunk {
+                if addr.checked_add(count).is_none_or(|end| {
+                    idx.len() < end || end.checked_mul(chunk).is_none_or(|v| vals.len() < v)
+                }) {
                     return Err(err("the coefficient stream is not loaded".into()));
                 }
                 let pixels = (t.y1 - t.y0) * g.wo;
@@ -438,9 +495,11 @@ pub fn run(
                 if m.psum.len() != channels * pixels {
                     return Err(err("no intermediate map: bconv must come first".into()));
                 }
+                let mut lanes_used = 0usize;
                 for e in addr..addr + count {
                     let code = idx[e] as usize;
-                    let (ch, cl) = (code / 65536, code % 65536);
+                    let (ch, cl) = (code >> shift, code & mask);
+                    lanes_used += chunk.min(t.k1.saturating_sub(t.k0 + ch * chunk));
                     if cl >= channels {
                         return Err(err(format!("entry {e} names channel {cl} of {channels}")));
                     }
@@ -460,7 +519,8 @@ pub fn run(
                         }
                     }
                 }
-                let macs = (count * chunk * pixels) as u64;
+                // Only lanes that hold an output channel do useful MACs.
+                let macs = (lanes_used * pixels) as u64;
                 m.stats.macs += macs;
                 m.stats.coeff_macs += macs;
                 m.stats.energy_pj[0] += macs as f64 * cfg.energy.mac_coeff;
@@ -470,7 +530,7 @@ pub fn run(
                 let mut chunks = 0;
                 let mut previous = None;
                 for e in addr..addr + count {
-                    let ch = m.bufs[Buf::CIdx as usize][e] as usize / 65536;
+                    let ch = m.bufs[Buf::CIdx as usize][e] as usize >> shift;
                     if previous != Some(ch) {
                         chunks += 1;
                         previous = Some(ch);
@@ -478,6 +538,13 @@ pub fn run(
                 }
                 m.sram(cfg.buffers.psum, (count * pixels) as u64 * act_bytes);
                 m.sram(cfg.buffers.output, (chunks * chunk * pixels) as u64 * 8);
+                // The stream itself: each entry's index and values, read once.
+                let coef_bits = m.slots[Buf::Coef as usize].bits as u64;
+                m.sram(cfg.buffers.coef, (count * chunk) as u64 * coef_bits / 8);
+                m.sram(
+                    cfg.buffers.cidx,
+                    count as u64 * cfg.precision.index_bits as u64 / 8,
+                );
                 let half = basis as usize % 2;
                 let cur = |s: &Slots| s.ready[s.current()];
                 let after = m.psum_ready[half]
@@ -496,6 +563,14 @@ pub fn run(
                 let _ = basis;
             }
             Inst::Dconv { addr } => {
+                if !m.tile_set {
+                    return Err(err("no tile: `tile` must come first".into()));
+                }
+                if m.acc.len() != (m.t.k1 - m.t.k0) * (m.t.y1 - m.t.y0) * m.g.wo {
+                    return Err(err(
+                        "no accumulators for this tile: `zero` must come first".into()
+                    ));
+                }
                 let (g, t) = (m.g, m.t);
                 let addr = addr as usize;
                 let taps = g.r * g.s;
@@ -551,6 +626,14 @@ pub fn run(
                 round,
                 bits,
             } => {
+                if !m.tile_set {
+                    return Err(err("no tile: `tile` must come first".into()));
+                }
+                if m.acc.len() != (m.t.k1 - m.t.k0) * (m.t.y1 - m.t.y0) * m.g.wo {
+                    return Err(err(
+                        "no accumulators for this tile: `zero` must come first".into()
+                    ));
+                }
                 let act = Act::from_code(act).ok_or_else(|| err(format!("no activation {act}")))?;
                 let t = m.t;
                 let pixels = (t.y1 - t.y0) * m.g.wo;
@@ -580,13 +663,21 @@ pub fn run(
                 }
                 let n = ((t.k1 - t.k0) * pixels) as u64;
                 m.sram(cfg.buffers.output, n * 4);
-                let after = m.acc_done;
+                let mut after = m.acc_done;
+                if bias != NONE {
+                    after = after.max(m.slots[Buf::Bias as usize].single());
+                    m.sram(cfg.buffers.bias, ((t.k1 - t.k0) * 4) as u64);
+                }
                 m.act_done = m.compute(
                     ACC,
                     after,
-                    n.div_ceil((cfg.compute.acc_lanes * cfg.compute.acc_pixels) as u64),
+                    n.div_ceil(cfg.compute.acc_lanes as u64 * cfg.compute.acc_pixels as u64),
                 );
                 m.acc_done = m.act_done;
+                if bias != NONE {
+                    let s = &mut m.slots[Buf::Bias as usize];
+                    s.last_read[0] = s.last_read[0].max(m.act_done);
+                }
             }
             Inst::Store {
                 dram,
@@ -595,6 +686,14 @@ pub fn run(
                 stride,
                 bits,
             } => {
+                if !m.tile_set {
+                    return Err(err("no tile: `tile` must come first".into()));
+                }
+                if m.acc.len() != (m.t.k1 - m.t.k0) * (m.t.y1 - m.t.y0) * m.g.wo {
+                    return Err(err(
+                        "no accumulators for this tile: `zero` must come first".into()
+                    ));
+                }
                 let (dram, len, count, stride) =
                     (dram as usize, len as usize, count as usize, stride as usize);
                 if len * count != m.acc.len() {
@@ -615,7 +714,7 @@ pub fn run(
                     m.dram[dram + i * stride..dram + i * stride + len]
                         .copy_from_slice(&m.acc[i * len..(i + 1) * len]);
                 }
-                let bytes = (len * count) as u64 * bits as u64 / 8;
+                let bytes = ((len * count) as u64 * bits as u64).div_ceil(8);
                 let after = m.act_done;
                 let (_, end) = m.dma(bytes, after);
                 m.store_done = end;

@@ -53,6 +53,7 @@ fn any_inst() -> impl Strategy<Value = Inst> {
             addr: v[1],
             count: v[2],
             chunk: v[3],
+            shift: v[4],
         },
         7 => Inst::Dconv { addr: v[0] },
         8 => Inst::Act {

@@ -177,7 +177,10 @@ impl Pass for CoeffPrune {
                 let shape = t.ty().shape;
                 let (k, n) = (shape[0], shape[1]);
                 let mut a = t.to_f32_vec();
-                let keep = ((a.len() as f64) / self.rate).ceil() as usize;
+                // The rate applies to the coefficients that exist: a grouped layer's
+                // block-diagonal zeros are not there to prune.
+                let before = a.iter().filter(|&&x| x != 0.0).count();
+                let keep = ((before as f64) / self.rate).ceil() as usize;
                 prune(&mut a, k, n, self.chunk, self.grouped, keep);
                 let identity: Vec<usize> = (0..k).collect();
                 let mut order = identity.clone();
@@ -189,7 +192,7 @@ impl Pass for CoeffPrune {
                         order = clustered;
                     }
                 }
-                total += a.len() as u64;
+                total += before as u64;
                 kept += a.iter().filter(|&&x| x != 0.0).count() as u64;
                 chunk_cols += (k.div_ceil(self.chunk) * n) as u64;
                 zero_cols += zero_chunk_columns(&a, k, n, self.chunk, &order) as u64;
@@ -207,7 +210,7 @@ impl Pass for CoeffPrune {
         }
         cx.set(
             "coefficients",
-            "coefficients before pruning",
+            "nonzero coefficients before pruning",
             StatValue::Count(total),
         );
         cx.set("kept", "nonzero coefficients kept", StatValue::Count(kept));

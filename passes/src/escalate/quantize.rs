@@ -3,7 +3,8 @@
 //! The bases are reused for every output channel and the coefficients only once per
 //! intermediate map, so the two parts take different precisions. Each layer's part gets a
 //! symmetric per-layer scale (`max |x| / (2^(b−1) − 1)`); the weight becomes `i8` (5–8 bits)
-//! or `i4` (2–4 bits) holding `round(x / scale)`, and its op carries `scale`. The pass reports
+//! or `i4` (2–4 bits) holding `round(x / scale)`, and its op carries `scale` (and the width
+//! in `esc.bits`, for the accelerator's storage). The pass reports
 //! the weights' relative error and, on calibration inputs through the reference
 //! interpreter, the output's.
 
@@ -98,6 +99,9 @@ impl Pass for Quantize {
             None => None,
         };
         let (mut layers, mut worst) = (0u64, 0f64);
+        // Weights quantised in this run, with their scales and bits: a weight shared by two
+        // ops is quantised once and both ops get its scale.
+        let mut done: std::collections::HashMap<dnnc_ir::WeightId, (f64, u32)> = Default::default();
         for fid in module.funcs.keys().collect::<Vec<_>>() {
             let body = module.funcs[fid].body.clone();
             for op in body {
@@ -117,6 +121,22 @@ impl Pass for Quantize {
                     .into());
                 };
                 let (weight, loc) = (*weight, data.loc.clone());
+                let set = |module: &mut Module, scale: f64, bits: u32| {
+                    let o = &mut module.funcs[fid].ops[op];
+                    match &mut o.kind {
+                        OpKind::BasisConv(b) => b.scale = scale,
+                        OpKind::CoeffConv(c) => c.scale = scale,
+                        _ => unreachable!(),
+                    }
+                    o.attrs.insert(
+                        "esc.bits".into(),
+                        dnnc_ir::attr::Attribute::Int(bits as i64),
+                    );
+                };
+                if let Some(&(scale, bits)) = done.get(&weight) {
+                    set(module, scale, bits);
+                    continue;
+                }
                 if module.weights[weight].ty.elem != ElemType::F32 {
                     continue;
                 }
@@ -130,11 +150,8 @@ impl Pass for Quantize {
                 let decl = &mut module.weights[weight];
                 decl.ty.elem = q.elem();
                 decl.set_values(q);
-                match &mut module.funcs[fid].ops[op].kind {
-                    OpKind::BasisConv(b) => b.scale = scale,
-                    OpKind::CoeffConv(c) => c.scale = scale,
-                    _ => unreachable!(),
-                }
+                set(module, scale, bits);
+                done.insert(weight, (scale, bits));
             }
             // The weight ops' result types follow their weights.
             let f = &mut module.funcs[fid];

@@ -167,9 +167,12 @@ pub fn run(args: EscalateArgs) -> Result<(), Failure> {
             .map(|(i, &p)| {
                 InitSpec::new(InitKind::Normal, 1 + i as u64)
                     .materialize(func.ty(p))
-                    .expect("f32 input")
+                    .map_err(|e| {
+                        eprintln!("error: --simulate: input #{i}: {e}");
+                        Failure::Diagnostics
+                    })
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         let (outputs, report) =
             dnnc_escalate::execute(&model, f, &steps, &cfg, &inputs).map_err(fail)?;
         let want = dnnc_reference::run(&model, f, &inputs, &Default::default()).map_err(|e| {
@@ -203,9 +206,12 @@ pub fn run(args: EscalateArgs) -> Result<(), Failure> {
                 .map(|(i, &p)| {
                     InitSpec::new(InitKind::Normal, 7 + i as u64)
                         .materialize(func.ty(p))
-                        .expect("f32 input")
+                        .map_err(|e| {
+                            eprintln!("error: --output-error: input #{i}: {e}");
+                            Failure::Diagnostics
+                        })
                 })
-                .collect();
+                .collect::<Result<_, _>>()?;
             let run = |m: &Module| {
                 let f = entry(m)?;
                 dnnc_reference::run(m, f, &inputs, &Default::default()).map_err(|e| {
@@ -252,6 +258,8 @@ pub fn run(args: EscalateArgs) -> Result<(), Failure> {
             serde_json::json!({
                 "cycles": r.total.cycles, "latency_ms": ms(r.total.cycles),
                 "energy_uj": r.total.energy() / 1e6, "dram_bytes": r.total.dram_bytes,
+                "sram_bytes": r.total.sram_bytes,
+                "energy_uj_mac_sram_dram": r.total.energy_pj.map(|e| e / 1e6),
                 "macs": r.total.macs, "utilisation": r.total.utilisation(&cfg),
             })
         };
@@ -298,13 +306,14 @@ pub fn run(args: EscalateArgs) -> Result<(), Failure> {
     let line = |t: &mut String, what: &str, r: &Report| {
         let _ = writeln!(
             t,
-            "{what:<10} latency {:>10.3} ms  energy {:>10.1} µJ (MAC {:.1}, SRAM {:.1}, DRAM {:.1})  DRAM {:>9.1} KB  utilisation {:>5.1}%",
+            "{what:<10} latency {:>10.3} ms  energy {:>10.1} µJ (MAC {:.1}, SRAM {:.1}, DRAM {:.1})  DRAM {:>9.1} KB  on-chip {:>9.1} KB  utilisation {:>5.1}%",
             ms(r.total.cycles),
             r.total.energy() / 1e6,
             r.total.energy_pj[0] / 1e6,
             r.total.energy_pj[1] / 1e6,
             r.total.energy_pj[2] / 1e6,
             r.total.dram_bytes as f64 / 1024.0,
+            r.total.sram_bytes as f64 / 1024.0,
             100.0 * r.total.utilisation(&cfg)
         );
     };
