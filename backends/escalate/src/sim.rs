@@ -598,13 +598,16 @@ pub fn run(
                 let macs = (kt * channels * taps * pixels) as u64;
                 m.stats.macs += macs;
                 m.stats.energy_pj[0] += macs as f64 * cfg.energy.mac;
+                // Like the accumulator array, the MAC array covers `acc_lanes` output
+                // channels at a time and reads the input tile once per such chunk.
                 let (rr0, rr1) = rows_read(&g, t.y0, t.y1);
+                let chunks = kt.div_ceil(cfg.compute.acc_lanes as usize) as u64;
                 m.sram(
                     cfg.buffers.input,
-                    (channels * (rr1 - rr0) * g.w) as u64 * act_bytes,
+                    chunks * (channels * (rr1 - rr0) * g.w) as u64 * act_bytes,
                 );
                 m.sram(
-                    cfg.buffers.weight,
+                    cfg.dense_weight_bytes(),
                     (kt * channels * taps) as u64 * cfg.precision.weight_bits as u64 / 8,
                 );
                 m.sram(cfg.buffers.output, (kt * pixels) as u64 * 8);
