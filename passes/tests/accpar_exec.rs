@@ -410,17 +410,9 @@ fn objective(p: &search::Plan) -> f64 {
 }
 
 fn seeded_input(shape: &[usize]) -> Tensor {
-    let n: usize = shape.iter().product();
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let values = (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect();
-    Tensor::from_f32(shape, values)
+    dnnc_ir::init::InitSpec::new(dnnc_ir::init::InitKind::Normal, 17)
+        .materialize(&dnnc_ir::TensorType::f32(shape))
+        .unwrap()
 }
 
 /// Every type assignment: simulated output equals the reference, elements moved equal the

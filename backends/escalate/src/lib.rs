@@ -55,6 +55,20 @@ pub struct Report {
     pub total: Stats,
 }
 
+impl Report {
+    /// Adds a layer's measurements.
+    fn push(&mut self, p: &LayerProgram, stats: Stats) {
+        self.total.add(&stats);
+        self.layers.push(LayerReport {
+            name: p.name.clone(),
+            kind: p.kind,
+            stats,
+            weight_bits: p.weight_bits,
+            instructions: p.insts.len(),
+        });
+    }
+}
+
 /// Why a function could not run.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("{0}")]
@@ -96,14 +110,7 @@ pub fn measure(
         for _ in 0..batch {
             stats.add(&one);
         }
-        report.total.add(&stats);
-        report.layers.push(LayerReport {
-            name: p.name.clone(),
-            kind: p.kind,
-            stats,
-            weight_bits: p.weight_bits,
-            instructions: p.insts.len(),
-        });
+        report.push(p, stats);
     }
     Ok(report)
 }
@@ -182,14 +189,7 @@ pub fn execute(
                     }
                 }
                 values.insert(p.output, Tensor::from_f32(&[batch, g.k, g.ho, g.wo], out));
-                report.total.add(&stats);
-                report.layers.push(LayerReport {
-                    name: p.name.clone(),
-                    kind: p.kind,
-                    stats,
-                    weight_bits: p.weight_bits,
-                    instructions: p.insts.len(),
-                });
+                report.push(p, stats);
             }
         }
     }

@@ -449,19 +449,23 @@ fn check_bias(
     Ok(())
 }
 
-fn bias_load(img: &mut Image, bias: &Option<Tensor>, insts: &mut Vec<Inst>) -> Option<usize> {
-    let b = bias.as_ref()?;
-    let v = b.to_f32_vec();
-    let at = img.push(&v);
-    insts.push(Inst::Load {
-        buf: Buf::Bias as u32,
-        dram: at as u32,
+/// One contiguous transfer of `len` elements from DRAM element `dram` to the start of `buf`.
+fn load_block(buf: Buf, dram: usize, len: usize, bits: u32) -> Inst {
+    Inst::Load {
+        buf: buf as u32,
+        dram: dram as u32,
         addr: 0,
-        len: v.len() as u32,
+        len: len as u32,
         count: 1,
         stride: 0,
-        bits: 32,
-    });
+        bits,
+    }
+}
+
+fn bias_load(img: &mut Image, bias: &Option<Tensor>, insts: &mut Vec<Inst>) -> Option<usize> {
+    let v = bias.as_ref()?.to_f32_vec();
+    let at = img.push(&v);
+    insts.push(load_block(Buf::Bias, at, v.len(), 32));
     Some(at)
 }
 
@@ -541,15 +545,7 @@ fn decomposed(
     let out_addr = img.push(&vec![0.0; k * g.ho * g.wo]);
     let mut insts = vec![layer_inst(&g)];
     let basis_at = img.push(&bases);
-    insts.push(Inst::Load {
-        buf: Buf::Basis as u32,
-        dram: basis_at as u32,
-        addr: 0,
-        len: bases.len() as u32,
-        count: 1,
-        stride: 0,
-        bits: basis_bits,
-    });
+    insts.push(load_block(Buf::Basis, basis_at, bases.len(), basis_bits));
     let bias_at = bias_load(&mut img, &bias, &mut insts);
     let mut nonzeros = 0u64;
     let mut stream_bits = 0u64;
@@ -615,24 +611,8 @@ fn decomposed(
                 per_basis: per_m,
             } = &streams[&(k0, c0)];
             let entries: usize = per_m.iter().map(|p| p[1]).sum();
-            insts.push(Inst::Load {
-                buf: Buf::CIdx as u32,
-                dram: *idx_at as u32,
-                addr: 0,
-                len: entries as u32,
-                count: 1,
-                stride: 0,
-                bits: index_bits,
-            });
-            insts.push(Inst::Load {
-                buf: Buf::Coef as u32,
-                dram: *val_at as u32,
-                addr: 0,
-                len: entries as u32 * lanes_u,
-                count: 1,
-                stride: 0,
-                bits: coeff_bits,
-            });
+            insts.push(load_block(Buf::CIdx, *idx_at, entries, index_bits));
+            insts.push(load_block(Buf::Coef, *val_at, entries * lanes, coeff_bits));
             for (b, [first, count]) in per_m.iter().enumerate() {
                 insts.push(Inst::Bconv { m: b as u32 });
                 if *count > 0 {

@@ -177,6 +177,18 @@ impl Machine<'_> {
         start + cycles
     }
 
+    /// Whether a tile is set and, when `accumulators`, zeroed for this tile.
+    fn ready_for(&self, accumulators: bool) -> Result<(), String> {
+        if !self.tile_set {
+            return Err("no tile: `tile` must come first".into());
+        }
+        let t = self.t;
+        if accumulators && self.acc.len() != (t.k1 - t.k0) * (t.y1 - t.y0) * self.g.wo {
+            return Err("no accumulators for this tile: `zero` must come first".into());
+        }
+        Ok(())
+    }
+
     /// Reads input channel `cl` of the tile at input position (`y`, `x`), zero outside.
     fn input(&self, cl: usize, row0: usize, rows: usize, y: i64, x: i64) -> f32 {
         if y < row0 as i64 || y >= (row0 + rows) as i64 || x < 0 || x >= self.g.w as i64 {
@@ -399,9 +411,7 @@ pub fn run(
                 m.tile_set = true;
             }
             Inst::Zero {} => {
-                if !m.tile_set {
-                    return Err(err("no tile: `tile` must come first".into()));
-                }
+                m.ready_for(false).map_err(err)?;
                 let n = (m.t.k1 - m.t.k0) * (m.t.y1 - m.t.y0) * m.g.wo;
                 m.acc = vec![0.0; n];
                 let after = m.store_done;
@@ -409,9 +419,7 @@ pub fn run(
                 m.acc_done = m.compute(ACC, after, cycles);
             }
             Inst::Bconv { m: basis } => {
-                if !m.tile_set {
-                    return Err(err("no tile: `tile` must come first".into()));
-                }
+                m.ready_for(false).map_err(err)?;
                 let (g, t) = (m.g, m.t);
                 let taps = g.r * g.s;
                 let b0 = basis as usize * taps;
@@ -461,14 +469,7 @@ pub fn run(
                 chunk,
                 shift,
             } => {
-                if !m.tile_set {
-                    return Err(err("no tile: `tile` must come first".into()));
-                }
-                if m.acc.len() != (m.t.k1 - m.t.k0) * (m.t.y1 - m.t.y0) * m.g.wo {
-                    return Err(err(
-                        "no accumulators for this tile: `zero` must come first".into()
-                    ));
-                }
+                m.ready_for(true).map_err(err)?;
                 let (g, t) = (m.g, m.t);
                 let (addr, count, chunk) = (addr as usize, count as usize, chunk as usize);
                 if shift >= 24 {
@@ -563,14 +564,7 @@ pub fn run(
                 let _ = basis;
             }
             Inst::Dconv { addr } => {
-                if !m.tile_set {
-                    return Err(err("no tile: `tile` must come first".into()));
-                }
-                if m.acc.len() != (m.t.k1 - m.t.k0) * (m.t.y1 - m.t.y0) * m.g.wo {
-                    return Err(err(
-                        "no accumulators for this tile: `zero` must come first".into()
-                    ));
-                }
+                m.ready_for(true).map_err(err)?;
                 let (g, t) = (m.g, m.t);
                 let addr = addr as usize;
                 let taps = g.r * g.s;
@@ -629,14 +623,7 @@ pub fn run(
                 round,
                 bits,
             } => {
-                if !m.tile_set {
-                    return Err(err("no tile: `tile` must come first".into()));
-                }
-                if m.acc.len() != (m.t.k1 - m.t.k0) * (m.t.y1 - m.t.y0) * m.g.wo {
-                    return Err(err(
-                        "no accumulators for this tile: `zero` must come first".into()
-                    ));
-                }
+                m.ready_for(true).map_err(err)?;
                 let act = Act::from_code(act).ok_or_else(|| err(format!("no activation {act}")))?;
                 let t = m.t;
                 let pixels = (t.y1 - t.y0) * m.g.wo;
@@ -689,14 +676,7 @@ pub fn run(
                 stride,
                 bits,
             } => {
-                if !m.tile_set {
-                    return Err(err("no tile: `tile` must come first".into()));
-                }
-                if m.acc.len() != (m.t.k1 - m.t.k0) * (m.t.y1 - m.t.y0) * m.g.wo {
-                    return Err(err(
-                        "no accumulators for this tile: `zero` must come first".into()
-                    ));
-                }
+                m.ready_for(true).map_err(err)?;
                 let (dram, len, count, stride) =
                     (dram as usize, len as usize, count as usize, stride as usize);
                 if len * count != m.acc.len() {

@@ -125,9 +125,15 @@ pub fn prune(a: &mut [f32], k: usize, n: usize, chunk: usize, grouped: bool, kee
             }
         }
     } else {
+        if keep >= a.len() {
+            return;
+        }
+        // The `keep` largest magnitudes (ties by position), found in linear time.
         let mut order: Vec<usize> = (0..a.len()).collect();
-        order.sort_by(|&x, &y| a[y].abs().total_cmp(&a[x].abs()).then(x.cmp(&y)));
-        for &i in &order[keep.min(a.len())..] {
+        order.select_nth_unstable_by(keep, |&x, &y| {
+            a[y].abs().total_cmp(&a[x].abs()).then(x.cmp(&y))
+        });
+        for &i in &order[keep..] {
             a[i] = 0.0;
         }
     }
@@ -137,7 +143,7 @@ pub fn prune(a: &mut [f32], k: usize, n: usize, chunk: usize, grouped: bool, kee
 pub fn cluster_rows(a: &[f32], k: usize, n: usize) -> Vec<usize> {
     let pattern = |r: usize| -> Vec<bool> { (0..n).map(|c| a[r * n + c] == 0.0).collect() };
     let mut order: Vec<usize> = (0..k).collect();
-    order.sort_by_key(|&r| (std::cmp::Reverse(pattern(r)), r));
+    order.sort_by_cached_key(|&r| (std::cmp::Reverse(pattern(r)), r));
     order
 }
 

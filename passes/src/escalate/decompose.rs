@@ -326,16 +326,9 @@ mod tests {
     use super::*;
 
     fn weight(k: usize, c: usize, r: usize, seed: u64) -> Tensor {
-        let mut state = seed | 1;
-        let v = (0..k * c * r * r)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect();
-        Tensor::from_f32(&[k, c, r, r], v)
+        dnnc_ir::init::InitSpec::new(dnnc_ir::init::InitKind::Normal, seed)
+            .materialize(&TensorType::f32(&[k, c, r, r]))
+            .unwrap()
     }
 
     fn reconstruct(d: &Decomposition, k: usize, c: usize) -> Vec<f32> {

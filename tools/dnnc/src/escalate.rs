@@ -57,6 +57,26 @@ fn entry(m: &Module) -> Result<FuncId, Failure> {
         })
 }
 
+/// Seeded normal inputs for every parameter of `func` (`what` names the flag in errors).
+fn seeded_inputs(
+    func: &dnnc_ir::Function,
+    seed: u64,
+    what: &str,
+) -> Result<Vec<dnnc_ir::Tensor>, Failure> {
+    func.params
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| {
+            InitSpec::new(InitKind::Normal, seed + i as u64)
+                .materialize(func.ty(p))
+                .map_err(|e| {
+                    eprintln!("error: {what}: input #{i}: {e}");
+                    Failure::Diagnostics
+                })
+        })
+        .collect()
+}
+
 fn has_esc(m: &Module) -> bool {
     m.funcs.values().any(|f| {
         f.body
@@ -160,19 +180,7 @@ pub fn run(args: EscalateArgs) -> Result<(), Failure> {
     };
     let mut check = None;
     let report = if args.simulate {
-        let inputs: Vec<_> = func
-            .params
-            .iter()
-            .enumerate()
-            .map(|(i, &p)| {
-                InitSpec::new(InitKind::Normal, 1 + i as u64)
-                    .materialize(func.ty(p))
-                    .map_err(|e| {
-                        eprintln!("error: --simulate: input #{i}: {e}");
-                        Failure::Diagnostics
-                    })
-            })
-            .collect::<Result<_, _>>()?;
+        let inputs = seeded_inputs(func, 1, "--simulate")?;
         let (outputs, report) =
             dnnc_escalate::execute(&model, f, &steps, &cfg, &inputs).map_err(fail)?;
         let want = dnnc_reference::run(&model, f, &inputs, &Default::default()).map_err(|e| {
@@ -199,19 +207,7 @@ pub fn run(args: EscalateArgs) -> Result<(), Failure> {
     };
     let model_error = match (&baseline, args.output_error) {
         (Some(b), true) => {
-            let inputs: Vec<_> = func
-                .params
-                .iter()
-                .enumerate()
-                .map(|(i, &p)| {
-                    InitSpec::new(InitKind::Normal, 7 + i as u64)
-                        .materialize(func.ty(p))
-                        .map_err(|e| {
-                            eprintln!("error: --output-error: input #{i}: {e}");
-                            Failure::Diagnostics
-                        })
-                })
-                .collect::<Result<_, _>>()?;
+            let inputs = seeded_inputs(func, 7, "--output-error")?;
             let run = |m: &Module| {
                 let f = entry(m)?;
                 dnnc_reference::run(m, f, &inputs, &Default::default()).map_err(|e| {
