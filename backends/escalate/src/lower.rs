@@ -101,8 +101,6 @@ pub struct LayerProgram {
     /// Bits of the layer's weights as stored (bases + coefficients and their indices, or the
     /// dense weight at the baseline's width).
     pub weight_bits: u64,
-    /// Nonzero coefficients (decomposed) or weights (dense).
-    pub nonzeros: u64,
     /// Output channel of each accumulator row, when `coeff-prune` reordered them: the
     /// program stores row `i` at channel `i`, and the DMA that returns the output to the
     /// host scatters it to channel `channel_order[i]`.
@@ -547,7 +545,6 @@ fn decomposed(
     let basis_at = img.push(&bases);
     insts.push(load_block(Buf::Basis, basis_at, bases.len(), basis_bits));
     let bias_at = bias_load(&mut img, &bias, &mut insts);
-    let mut nonzeros = 0u64;
     let mut stream_bits = 0u64;
     // Streams per (output group, input tile), built once and reloaded per band.
     let mut streams: std::collections::HashMap<(usize, usize), Stream> = Default::default();
@@ -571,11 +568,9 @@ fn decomposed(
                                 }
                             })
                             .collect();
-                        let nz = chunk_vals.iter().filter(|v| **v != 0.0).count();
-                        if nz == 0 {
+                        if chunk_vals.iter().all(|v| *v == 0.0) {
                             continue;
                         }
-                        nonzeros += nz as u64;
                         idx.push(((chunk << shift) | cl) as f32);
                         vals.extend(chunk_vals);
                     }
@@ -640,7 +635,6 @@ fn decomposed(
         output: d2.results[0],
         ops: vec![stage1, stage2],
         weight_bits: bases.len() as u64 * basis_bits as u64 + stream_bits,
-        nonzeros,
         channel_order: order,
     })
 }
@@ -737,7 +731,6 @@ fn dense(m: &Module, f: FuncId, cfg: &Config, op: OpId) -> Result<LayerProgram, 
         output: d.results[0],
         ops: vec![op],
         weight_bits: w.len() as u64 * wbits as u64,
-        nonzeros: w.iter().filter(|v| **v != 0.0).count() as u64,
         channel_order: None,
     })
 }

@@ -21,8 +21,6 @@ pub struct Stats {
     pub cycles: u64,
     /// MACs done (coefficient accumulation counts every lane of a chunk).
     pub macs: u64,
-    /// MACs by the coefficient accumulators.
-    pub coeff_macs: u64,
     /// Bytes read from and written to DRAM.
     pub dram_bytes: u64,
     /// Bytes read from and written to on-chip buffers.
@@ -36,7 +34,6 @@ impl Stats {
     pub fn add(&mut self, o: &Stats) {
         self.cycles += o.cycles;
         self.macs += o.macs;
-        self.coeff_macs += o.coeff_macs;
         self.dram_bytes += o.dram_bytes;
         self.sram_bytes += o.sram_bytes;
         for i in 0..3 {
@@ -523,7 +520,6 @@ pub fn run(
                 // Only lanes that hold an output channel do useful MACs.
                 let macs = (lanes_used * pixels) as u64;
                 m.stats.macs += macs;
-                m.stats.coeff_macs += macs;
                 m.stats.energy_pj[0] += macs as f64 * cfg.energy.mac_coeff;
                 // Each entry reads one intermediate map, broadcast to the chunk's lanes. The
                 // lanes keep their partial sums in registers over a chunk's consecutive

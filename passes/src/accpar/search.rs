@@ -93,8 +93,6 @@ pub struct Choice {
     pub comm: f64,
     /// Elements each side receives in the forward pass for this layer.
     pub forward_elems: [f64; 2],
-    /// Elements each side receives in the backward pass for this layer.
-    pub backward_elems: [f64; 2],
 }
 
 impl Choice {
@@ -110,8 +108,6 @@ impl Choice {
 pub struct Node {
     /// The devices.
     pub members: Members,
-    /// The layers' sizes on this node.
-    pub dims: Vec<Dims>,
     /// Per layer, the choice at this split (empty for a single device).
     pub choices: Vec<Choice>,
     /// The two halves (none for a single device).
@@ -120,8 +116,6 @@ pub struct Node {
     pub compute: Vec<f64>,
     /// Per layer, communication seconds at this split plus the slower half's below.
     pub comm: Vec<f64>,
-    /// Link bandwidth between the two halves (bytes/s).
-    pub link_bandwidth: f64,
     /// Bytes a device below needs at most: weights and their gradients, and every layer's
     /// input and output kept for the backward pass.
     pub memory: f64,
@@ -269,11 +263,9 @@ impl Solver<'_> {
                     fits: memory <= capacity,
                     members,
                     comm: vec![0.0; dims.len()],
-                    dims,
                     choices: Vec::new(),
                     children: Vec::new(),
                     compute,
-                    link_bandwidth: 0.0,
                 }
             }
             Some((m0, m1)) => {
@@ -303,12 +295,10 @@ impl Solver<'_> {
                     memory: c0.memory.max(c1.memory),
                     fits: c0.fits && c1.fits,
                     members,
-                    dims,
                     choices,
                     children: vec![c0, c1],
                     compute,
                     comm,
-                    link_bandwidth: link,
                 }
             }
         };
@@ -376,7 +366,6 @@ impl Solver<'_> {
                     compute,
                     comm: (fw + bw) * bpe / link,
                     forward_elems: [fw; 2],
-                    backward_elems: [bw; 2],
                 })
             };
             let row = PType::ALL.map(choice);
@@ -603,9 +592,8 @@ impl Solver<'_> {
             let (at, fw, bw) = self.edge(e, opts, dims, |x| types[x]);
             let c = &mut out[at];
             c.comm += self.edge_seconds(fw, bw, link);
-            for g in 0..2 {
-                c.forward_elems[g] += fw[g];
-                c.backward_elems[g] += bw[g];
+            for (acc, moved) in c.forward_elems.iter_mut().zip(fw) {
+                *acc += moved;
             }
         }
         Ok(out)
