@@ -3,6 +3,9 @@
 //! (a) Compiler side: each layer's block shape is the candidate whose BCR kernel runs
 //! fastest on this machine at the layer's GEMM shape and the target rate, measured through
 //! the driver's [`KernelTimer`] (results cached in a file keyed by machine and shape).
+//! Candidates within `slack` of the fastest time count as equally fast (sub-microsecond
+//! kernels differ by less than the machine's noise); among those, the block whose pruning
+//! at the target disturbs the outputs least wins.
 //! (b) Accuracy side: each layer's sensitivity — the relative error of the function's
 //! outputs, on calibration inputs through the reference interpreter, when only that
 //! layer is pruned at each candidate rate — and then the per-layer rates that meet the
@@ -39,6 +42,12 @@ pub const INFO: PassInfo = PassInfo {
             help: "candidate block shapes (quote lists in pipelines: blocks=\"8x16,8x32\")",
         },
         OptionSpec {
+            name: "slack",
+            kind: "number",
+            default: Some("0.1"),
+            help: "blocks whose kernel time is within this fraction of the fastest count as equally fast; the accuracy side picks among them",
+        },
+        OptionSpec {
             name: "rates",
             kind: "r,...",
             default: Some("1,2,4,8,16,32"),
@@ -55,6 +64,12 @@ pub const INFO: PassInfo = PassInfo {
             kind: "integer",
             default: Some("4"),
             help: "calibration batches",
+        },
+        OptionSpec {
+            name: "refine",
+            kind: "integer",
+            default: Some("32"),
+            help: "whole-model evaluations the local search may spend improving the allocation (0: none)",
         },
         OptionSpec {
             name: "layers",
@@ -97,6 +112,15 @@ fn create(o: &PassOptions) -> Result<Box<dyn Pass>, OptionError> {
         });
     }
     let blocks = list(o, "blocks", super::parse_block)?;
+    let slack: f64 = o.get("slack")?;
+    if !(slack >= 0.0 && slack.is_finite()) {
+        return Err(OptionError {
+            option: "slack".into(),
+            message: format!(
+                "slack is a fraction of the fastest kernel time (0 = the fastest only); got {slack}"
+            ),
+        });
+    }
     let mut rates = list(o, "rates", |s| s.parse::<f64>().ok().filter(|r| *r >= 1.0))?;
     rates.sort_by(f64::total_cmp);
     rates.dedup();
@@ -109,9 +133,11 @@ fn create(o: &PassOptions) -> Result<Box<dyn Pass>, OptionError> {
     Ok(Box::new(BcrTune {
         target,
         blocks,
+        slack,
         rates,
         calibration: o.get("calibration")?,
         samples: o.get::<usize>("samples")?.max(1),
+        refine: o.get("refine")?,
         layers,
         cache: (!cache.is_empty()).then(|| PathBuf::from(cache)),
     }))
@@ -123,17 +149,27 @@ pub struct BcrTune {
     pub target: f64,
     /// Candidate block shapes.
     pub blocks: Vec<[usize; 2]>,
+    /// Kernel times within this fraction of the fastest are equally fast.
+    pub slack: f64,
     /// Candidate rates, ascending.
     pub rates: Vec<f64>,
     /// `random` or a .npy path.
     pub calibration: String,
     /// Calibration batches.
     pub samples: usize,
+    /// Whole-model evaluations for the allocation's local search.
+    pub refine: usize,
     /// Which weights.
     pub layers: regex::Regex,
     /// Kernel-time cache file.
     pub cache: Option<PathBuf>,
 }
+
+/// Calibration decisions changed against the dense model, then output error: smaller is better.
+type Score = (usize, f64);
+
+/// A candidate block shape and its kernel's time in seconds at the target rate.
+type TimedBlock = ([usize; 2], f64);
 
 /// A weight to tune and where it is used.
 struct Layer {
@@ -283,17 +319,18 @@ fn default_cache() -> PathBuf {
 }
 
 impl BcrTune {
-    /// (a) The fastest candidate block of each layer at the target rate.
+    /// (a) Each layer's speed-equivalent candidate blocks at the target rate, fastest first:
+    /// those whose kernel time is within `slack` of the fastest.
     fn choose_blocks(
         &self,
         timer: &dyn KernelTimer,
         found: &[Layer],
-    ) -> Result<Vec<([usize; 2], f64)>, PassError> {
+    ) -> Result<Vec<Vec<TimedBlock>>, PassError> {
         let mut cache = TimeCache::open(self.cache.clone().unwrap_or_else(default_cache));
         let machine = timer.machine();
         let mut chosen = Vec::with_capacity(found.len());
         for l in found {
-            let mut best: Option<([usize; 2], f64)> = None;
+            let mut timed: Vec<TimedBlock> = Vec::new();
             // Blocks must not straddle two gates of a recurrent weight.
             let gates_ok = |b: &[usize; 2]| l.gate_rows == l.m || l.gate_rows % b[0] == 0;
             let mut candidates: Vec<[usize; 2]> = self
@@ -324,21 +361,27 @@ impl BcrTune {
                             format!("bcr-tune: timing a {}x{} block: {e}", b[0], b[1]),
                         )
                     })?;
-                if best.is_none_or(|(_, bt)| t < bt) {
-                    best = Some((b, t));
-                }
+                timed.push((b, t));
             }
-            chosen.push(best.ok_or_else(|| {
-                Diagnostic::error(
-                    l.loc.clone(),
-                    format!(
-                        "bcr-tune: no candidate block fits this {}x{} weight{}; add a smaller one to blocks=",
-                        l.m,
-                        l.k,
-                        if l.gate_rows != l.m { format!(" (blocks must divide the {}-row gates)", l.gate_rows) } else { String::new() }
-                    ),
-                )
-            })?);
+            timed.sort_by(|a, b| a.1.total_cmp(&b.1));
+            if let Some(&(_, fastest)) = timed.first() {
+                timed.retain(|&(_, t)| t <= fastest * (1.0 + self.slack));
+                chosen.push(timed);
+                continue;
+            }
+            return Err(PassError::from(Diagnostic::error(
+                l.loc.clone(),
+                format!(
+                    "bcr-tune: no candidate block fits this {}x{} weight{}; add a smaller one to blocks=",
+                    l.m,
+                    l.k,
+                    if l.gate_rows != l.m {
+                        format!(" (blocks must divide the {}-row gates)", l.gate_rows)
+                    } else {
+                        String::new()
+                    }
+                ),
+            )));
         }
         cache.save().map_err(|e| {
             Diagnostic::error(
@@ -372,7 +415,7 @@ impl Pass for BcrTune {
             )
             .into());
         };
-        let blocks = self.choose_blocks(timer, &found)?;
+        let equally_fast = self.choose_blocks(timer, &found)?;
 
         // (b) Sensitivity of the outputs to pruning each layer alone, on the entry function.
         let f = module
@@ -388,20 +431,38 @@ impl Pass for BcrTune {
             .iter()
             .map(|x| run(module, x))
             .collect::<Result<_, _>>()?;
+        let sensitivity = |l: &Layer, block: [usize; 2], rate: f64| -> Result<f64, PassError> {
+            let mut trial = module.clone();
+            prune_weight(&mut trial, l, block, rate)
+                .map_err(|e| Diagnostic::error(l.loc.clone(), format!("bcr-tune: {e}")))?;
+            let mut sum = 0.0;
+            for (x, want) in inputs.iter().zip(&dense) {
+                sum += rel_error(&run(&trial, x)?, want);
+            }
+            Ok(sum / inputs.len() as f64)
+        };
+        // Among equally fast blocks, the one whose pruning at the target disturbs the outputs
+        // least (kernel times this close are within the machine's noise).
+        let mut blocks: Vec<TimedBlock> = Vec::with_capacity(found.len());
+        for (l, candidates) in found.iter().zip(&equally_fast) {
+            let mut best = (candidates[0], f64::INFINITY);
+            if candidates.len() > 1 {
+                for &c in candidates {
+                    let e = sensitivity(l, c.0, self.target)?;
+                    if e < best.1 {
+                        best = (c, e);
+                    }
+                }
+            }
+            blocks.push(best.0);
+        }
         let mut error = vec![vec![0.0f64; self.rates.len()]; found.len()];
         for (li, l) in found.iter().enumerate() {
             for (ri, &rate) in self.rates.iter().enumerate() {
                 if rate <= 1.0 {
                     continue;
                 }
-                let mut trial = module.clone();
-                prune_weight(&mut trial, l, blocks[li].0, rate)
-                    .map_err(|e| Diagnostic::error(l.loc.clone(), format!("bcr-tune: {e}")))?;
-                let mut sum = 0.0;
-                for (x, want) in inputs.iter().zip(&dense) {
-                    sum += rel_error(&run(&trial, x)?, want);
-                }
-                error[li][ri] = sum / inputs.len() as f64;
+                error[li][ri] = sensitivity(l, blocks[li].0, rate)?;
             }
         }
 
@@ -444,9 +505,10 @@ impl Pass for BcrTune {
             level[li] += 1;
         }
 
-        // The single-layer errors do not add up exactly: check the allocation as a whole
-        // against uniform pruning at the target, and keep the better on calibration data.
-        // Top-1 classes of the first output's rows: a classifier's decisions.
+        // The single-layer errors do not add up exactly, so allocations are judged on the
+        // whole model: by the calibration decisions they change against the dense model
+        // (top-1 classes of the first output's rows: a classifier's decisions), then by the
+        // output error.
         let decisions = |outs: &[Tensor]| -> Vec<usize> {
             let Some(t) = outs.first() else {
                 return Vec::new();
@@ -462,8 +524,7 @@ impl Pass for BcrTune {
                 .collect()
         };
         let dense_decisions: Vec<Vec<usize>> = dense.iter().map(|d| decisions(d)).collect();
-        // (decisions changed against the dense model, output error), compared in order.
-        let whole = |rates: &[f64]| -> Result<(usize, f64), PassError> {
+        let whole = |rates: &[f64]| -> Result<Score, PassError> {
             let mut trial = module.clone();
             for (li, l) in found.iter().enumerate() {
                 if rates[li] > 1.0 {
@@ -483,26 +544,101 @@ impl Pass for BcrTune {
             }
             Ok((changed, sum / inputs.len() as f64))
         };
-        let tuned: Vec<f64> = level.iter().map(|&i| self.rates[i]).collect();
-        let uniform = vec![self.target; found.len()];
-        let (tuned_error, uniform_error) = (whole(&tuned)?, whole(&uniform)?);
-        let chosen = if tuned_error <= uniform_error {
-            tuned
-        } else {
-            uniform
+        let fits = |rates: &[f64]| {
+            rates.iter().zip(&params).map(|(r, p)| p / r).sum::<f64>() <= budget * (1.0 + 1e-9)
         };
+        let greedy: Vec<f64> = level.iter().map(|&i| self.rates[i]).collect();
+        let uniform = vec![self.target; found.len()];
+        let (greedy_score, uniform_score) = (whole(&greedy)?, whole(&uniform)?);
+        let mut starts = vec![(greedy, greedy_score), (uniform, uniform_score)];
+        starts.sort_by(|a, b| a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal));
+        let (mut chosen, mut score) = starts[0].clone();
+
+        // Local search from each start, best first: move compression from one layer to
+        // another (one layer down any number of rate steps, another up one or two), or relax
+        // one layer, while the budget holds; take the first move that improves the whole
+        // model, most promising first by the single-layer errors.
+        let below =
+            |r: f64| -> Vec<f64> { self.rates.iter().copied().filter(|&c| c < r).collect() };
+        let above = |r: f64| -> Vec<f64> {
+            self.rates
+                .iter()
+                .copied()
+                .filter(|&c| c > r)
+                .take(2)
+                .collect()
+        };
+        let single = |li: usize, r: f64| {
+            self.rates
+                .iter()
+                .position(|&c| c == r)
+                .map_or(f64::INFINITY, |i| error[li][i])
+        };
+        let mut evaluations = 0;
+        for (mut here, mut here_score) in starts {
+            'search: while evaluations < self.refine {
+                let mut moves: Vec<(f64, Vec<f64>)> = Vec::new();
+                for lower in 0..found.len() {
+                    for down in below(here[lower]) {
+                        let relief = single(lower, down) - single(lower, here[lower]);
+                        let mut relaxed = here.clone();
+                        relaxed[lower] = down;
+                        if fits(&relaxed) {
+                            moves.push((relief, relaxed));
+                            continue;
+                        }
+                        for raise in (0..found.len()).filter(|&r| r != lower) {
+                            for up in above(here[raise]) {
+                                let mut moved = relaxed.clone();
+                                moved[raise] = up;
+                                if fits(&moved) {
+                                    let cost = single(raise, up) - single(raise, here[raise]);
+                                    moves.push((relief + cost, moved));
+                                }
+                            }
+                        }
+                    }
+                }
+                moves.sort_by(|a, b| a.0.total_cmp(&b.0));
+                for (_, rates) in moves {
+                    if evaluations >= self.refine {
+                        break 'search;
+                    }
+                    evaluations += 1;
+                    let s = whole(&rates)?;
+                    if s < here_score {
+                        (here, here_score) = (rates, s);
+                        continue 'search;
+                    }
+                }
+                break;
+            }
+            if here_score < score {
+                (chosen, score) = (here, here_score);
+            }
+        }
         cx.set(
-            "error-tuned",
-            "calibration decisions changed and output error, with the tuned rates",
-            StatValue::Text(format!("{} changed, {:.4}", tuned_error.0, tuned_error.1)),
+            "error-greedy",
+            "calibration decisions changed and output error, with the greedy allocation",
+            StatValue::Text(format!("{} changed, {:.4}", greedy_score.0, greedy_score.1)),
         );
         cx.set(
             "error-uniform",
-            "the same with every layer at the target rate (kept if better)",
+            "the same with every layer at the target rate",
             StatValue::Text(format!(
                 "{} changed, {:.4}",
-                uniform_error.0, uniform_error.1
+                uniform_score.0, uniform_score.1
             )),
+        );
+        cx.set(
+            "error-chosen",
+            "the same for the allocation kept, after the local search",
+            StatValue::Text(format!("{} changed, {:.4}", score.0, score.1)),
+        );
+        cx.count(
+            "refine-evaluations",
+            "whole-model evaluations of the local search",
+            evaluations as u64,
         );
         let kept_chosen: f64 = chosen.iter().zip(&params).map(|(r, p)| p / r).sum();
         for (li, l) in found.iter().enumerate() {
@@ -527,11 +663,10 @@ impl Pass for BcrTune {
                     block[0],
                     block[1],
                     seconds * 1e6,
-                    if rate == self.rates[level[li]] {
-                        error[li][level[li]]
-                    } else {
-                        f64::NAN
-                    }
+                    self.rates
+                        .iter()
+                        .position(|&c| c == rate)
+                        .map_or(f64::NAN, |i| error[li][i])
                 )),
             );
         }

@@ -12,8 +12,12 @@ use std::time::Instant;
 /// Times BCR products with the JIT, on one thread.
 pub struct JitTimer;
 
-/// Timed runs per measurement (after as many warm-up runs); the median is kept.
-const RUNS: usize = 7;
+/// Timed samples per measurement (after one warm-up sample); the median is kept.
+const SAMPLES: usize = 7;
+
+/// Each sample repeats the run until it lasts this long: a microsecond kernel timed alone
+/// is mostly clock and call overhead, and its medians drift by tens of per cent.
+const SAMPLE_SECONDS: f64 = 200e-6;
 
 impl KernelTimer for JitTimer {
     fn bcr_product(
@@ -59,20 +63,24 @@ impl KernelTimer for JitTimer {
             .materialize(&x_ty)
             .map_err(|e| e.to_string())?;
         let inputs = [input];
-        for _ in 0..RUNS {
-            exe.run(&inputs).map_err(|e| e.to_string())?;
+        let run = || exe.run(&inputs).map(std::hint::black_box);
+        let t = Instant::now();
+        run().map_err(|e| e.to_string())?;
+        let once = t.elapsed().as_secs_f64().max(1e-9);
+        let repeats = ((SAMPLE_SECONDS / once).ceil() as usize).clamp(1, 10_000);
+        let mut times = Vec::with_capacity(SAMPLES);
+        for sample in 0..=SAMPLES {
+            let t = Instant::now();
+            for _ in 0..repeats {
+                run().map_err(|e| e.to_string())?;
+            }
+            // Sample 0 warms the caches and is not kept.
+            if sample > 0 {
+                times.push(t.elapsed().as_secs_f64() / repeats as f64);
+            }
         }
-        let mut times: Vec<f64> = (0..RUNS)
-            .map(|_| {
-                let t = Instant::now();
-                let out = exe.run(&inputs);
-                let s = t.elapsed().as_secs_f64();
-                std::hint::black_box(out).map(|_| s)
-            })
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
         times.sort_by(f64::total_cmp);
-        Ok(times[RUNS / 2])
+        Ok(times[SAMPLES / 2])
     }
 
     fn machine(&self) -> String {
