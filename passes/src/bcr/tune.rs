@@ -9,7 +9,8 @@
 //! (b) Accuracy side: each layer's sensitivity — the relative error of the function's
 //! outputs, on calibration inputs through the reference interpreter, when only that
 //! layer is pruned at each candidate rate — and then the per-layer rates that meet the
-//! global compression target with the least total error (greedy marginal allocation).
+//! global compression target with the least total error (greedy marginal allocation),
+//! improved by a local search that judges allocations on the whole model (`refine`).
 //! The choices become `bcr.block` and `bcr.rate` attributes that `bcr-prune` follows.
 
 use super::prune::Criterion;
@@ -552,6 +553,7 @@ impl Pass for BcrTune {
         let (greedy_score, uniform_score) = (whole(&greedy)?, whole(&uniform)?);
         let mut starts = vec![(greedy, greedy_score), (uniform, uniform_score)];
         starts.sort_by(|a, b| a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal));
+        starts.dedup_by(|a, b| a.0 == b.0);
         let (mut chosen, mut score) = starts[0].clone();
 
         // Local search from each start, best first: move compression from one layer to
