@@ -347,95 +347,125 @@ pub fn window(
                     let prow = kb.at(pout, orow);
                     let factors = kb.at(w, orow);
                     let irow = kb.offset(buf, t, (sh * row_bytes) as i64);
-                    let group = |kb: &mut KB, g: Value| -> Value {
-                        // Byte offset of the group's first input column.
-                        let col =
-                            kb.b.ins()
-                                .imul_imm_s(g, if sw == 2 { 16 } else { (16 * sw) as i64 });
+                    // Loop-invariant operands of the group loop, carried as block parameters.
+                    // `count` consecutive groups of four outputs from group `g`, each weight
+                    // loaded once for all of them. `inv` holds the loop-invariant operands
+                    // (carried into the group loop as block parameters).
+                    let groups_at = |kb: &mut KB, g: Value, count: usize, inv: &[Value]| {
+                        let (irow, wc) = (inv[0], inv[1]);
+                        let sc = sc.map(|_| inv[2]);
+                        let shv = shv.map(|_| inv[2 + usize::from(sc.is_some())]);
+                        // Bytes from one group's first input column to the next.
+                        let group_bytes = if sw == 2 { 16 } else { 16 * sw };
+                        let col = kb.b.ins().imul_imm_s(g, group_bytes as i64);
                         let base = kb.b.ins().iadd(irow, col);
-                        let mut rows = Vec::with_capacity(s.r);
+                        let mut rows: Vec<Vec<Value>> = vec![Vec::with_capacity(s.r); count];
                         for ri in 0..s.r {
-                            let mut acc = None;
+                            let mut acc: Vec<Option<Value>> = vec![None; count];
                             for si in 0..s.s {
                                 let q = si * dw;
-                                // The band is not written while its outputs are computed:
-                                // its loads may move next to their use.
-                                let v = match sw {
-                                    1 => kb.load4_ro(base, (ri * dh * row_bytes + q * 4) as i32),
-                                    2 => {
-                                        let part = if q % 2 == 0 { 0 } else { half * 4 };
-                                        kb.load4_ro(
-                                            base,
-                                            (ri * dh * row_bytes + part + q / 2 * 4) as i32,
-                                        )
-                                    }
-                                    _ => {
-                                        let off = ri * dh * row_bytes + q * 4;
-                                        let lanes: Vec<Value> = (0..4)
-                                            .map(|l| kb.load_ro(base, (off + 4 * l * sw) as i32))
-                                            .collect();
-                                        let mut v = kb.splat_v(lanes[0]);
-                                        for (l, &x) in lanes.iter().enumerate().skip(1) {
-                                            v = kb.b.ins().insertlane(v, x, l as u8);
+                                let wv = matches!(op, WindowOp::Depthwise(_))
+                                    .then(|| kb.load4_in_place(wc, ((ri * s.s + si) * 16) as i32));
+                                for (j, acc) in acc.iter_mut().enumerate() {
+                                    let at = j * group_bytes + ri * dh * row_bytes;
+                                    // The band is not written while its outputs are computed:
+                                    // its loads may move next to their use.
+                                    let v = match sw {
+                                        1 => kb.load4_ro(base, (at + q * 4) as i32),
+                                        2 => {
+                                            let part = if q % 2 == 0 { 0 } else { half * 4 };
+                                            kb.load4_ro(base, (at + part + q / 2 * 4) as i32)
                                         }
-                                        v
-                                    }
-                                };
-                                acc = Some(match (&op, acc) {
-                                    (WindowOp::Depthwise(_), acc) => {
-                                        let wv =
-                                            kb.load4_in_place(wc, ((ri * s.s + si) * 16) as i32);
-                                        match acc {
-                                            None => kb.b.ins().fmul(v, wv),
-                                            Some(a) => kb.fma(v, wv, a),
+                                        _ => {
+                                            let off = at + q * 4;
+                                            let lanes: Vec<Value> = (0..4)
+                                                .map(|l| {
+                                                    kb.load_ro(base, (off + 4 * l * sw) as i32)
+                                                })
+                                                .collect();
+                                            let mut v = kb.splat_v(lanes[0]);
+                                            for (l, &x) in lanes.iter().enumerate().skip(1) {
+                                                v = kb.b.ins().insertlane(v, x, l as u8);
+                                            }
+                                            v
                                         }
-                                    }
-                                    (_, None) => v,
-                                    (WindowOp::Max, Some(a)) => kb.vmax(a, v),
-                                    (WindowOp::Average, Some(a)) => kb.b.ins().fadd(a, v),
-                                });
+                                    };
+                                    *acc = Some(match (&op, *acc, wv) {
+                                        (_, None, Some(wv)) => kb.b.ins().fmul(v, wv),
+                                        (_, Some(a), Some(wv)) => kb.fma(v, wv, a),
+                                        (_, None, None) => v,
+                                        (WindowOp::Max, Some(a), None) => kb.vmax(a, v),
+                                        (_, Some(a), None) => kb.b.ins().fadd(a, v),
+                                    });
+                                }
                             }
-                            rows.push(acc.expect("a kernel row has taps"));
+                            for (j, a) in acc.into_iter().enumerate() {
+                                rows[j].push(a.expect("a kernel row has taps"));
+                            }
                         }
-                        // Pairwise reduction of the rows' partial results.
-                        while rows.len() > 1 {
-                            let next: Vec<Value> = rows
-                                .chunks(2)
-                                .map(|p| match p {
-                                    [a, b] if op == WindowOp::Max => kb.vmax(*a, *b),
-                                    [a, b] => kb.b.ins().fadd(*a, *b),
-                                    _ => p[0],
-                                })
-                                .collect();
-                            rows = next;
+                        let mut out = Vec::with_capacity(count);
+                        for (j, mut rows) in rows.into_iter().enumerate() {
+                            // Pairwise reduction of the rows' partial results.
+                            while rows.len() > 1 {
+                                let next: Vec<Value> = rows
+                                    .chunks(2)
+                                    .map(|p| match p {
+                                        [a, b] if op == WindowOp::Max => kb.vmax(*a, *b),
+                                        [a, b] => kb.b.ins().fadd(*a, *b),
+                                        _ => p[0],
+                                    })
+                                    .collect();
+                                rows = next;
+                            }
+                            let mut v = rows[0];
+                            if op == WindowOp::Average {
+                                let f = kb.offset(factors, g, 16);
+                                let f = kb.load4(f, (16 * j) as i32);
+                                v = kb.b.ins().fmul(v, f);
+                            }
+                            if let Some(sc) = sc {
+                                v = kb.b.ins().fmul(v, sc);
+                            }
+                            if let Some(shv) = shv {
+                                v = kb.b.ins().fadd(v, shv);
+                            }
+                            if let Some(a) = epi.act {
+                                v = apply_unary(kb, a, v);
+                            }
+                            out.push(v);
                         }
-                        let mut v = rows[0];
-                        if op == WindowOp::Average {
-                            let f = kb.offset(factors, g, 16);
-                            let f = kb.load4(f, 0);
-                            v = kb.b.ins().fmul(v, f);
-                        }
-                        if let Some(sc) = sc {
-                            v = kb.b.ins().fmul(v, sc);
-                        }
-                        if let Some(shv) = shv {
-                            v = kb.b.ins().fadd(v, shv);
-                        }
-                        if let Some(a) = epi.act {
-                            v = apply_unary(kb, a, v);
-                        }
-                        v
+                        out
                     };
+                    let mut invariant = vec![irow, wc];
+                    invariant.extend(sc);
+                    invariant.extend(shv);
+                    invariant.push(prow);
+                    // Depthwise: two groups per step share each weight load.
+                    let per_step = if matches!(op, WindowOp::Depthwise(_)) {
+                        2
+                    } else {
+                        1
+                    };
+                    let paired = full_groups / per_step * per_step;
                     let z = kb.int(0);
-                    let fg = kb.int(full_groups as i64);
-                    kb.for_range(z, fg, 1, |kb, g| {
-                        let v = group(kb, g);
+                    let fg = kb.int(paired as i64);
+                    kb.for_range_carrying(z, fg, per_step as i64, &invariant, |kb, g, inv| {
+                        let vs = groups_at(kb, g, per_step, inv);
+                        let prow = *inv.last().expect("prow is carried");
+                        let o = kb.offset(prow, g, 16);
+                        for (j, v) in vs.into_iter().enumerate() {
+                            kb.store4(v, o, (16 * j) as i32);
+                        }
+                    });
+                    if paired < full_groups {
+                        let g = kb.int(paired as i64);
+                        let v = groups_at(kb, g, 1, &invariant)[0];
                         let o = kb.offset(prow, g, 16);
                         kb.store4(v, o, 0);
-                    });
+                    }
                     if tail > 0 {
                         let g = kb.int(full_groups as i64);
-                        let v = group(kb, g);
+                        let v = groups_at(kb, g, 1, &invariant)[0];
                         for l in 0..tail {
                             let x = kb.b.ins().extractlane(v, l as u8);
                             kb.store(x, prow, ((full_groups * 4 + l) * 4) as i32);

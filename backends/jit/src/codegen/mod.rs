@@ -514,6 +514,52 @@ impl KB<'_> {
         self.b.switch_to_block(exit);
     }
 
+    /// [`KB::for_range`] that also carries loop-invariant `values` through the loop header
+    /// as block parameters: the body sees them as opaque registers, so the e-graph can
+    /// neither sink their computation into the loop nor rematerialise it there.
+    pub fn for_range_carrying(
+        &mut self,
+        start: Value,
+        end: Value,
+        step: i64,
+        values: &[Value],
+        mut body: impl FnMut(&mut Self, Value, &[Value]),
+    ) {
+        let header = self.b.create_block();
+        let body_block = self.b.create_block();
+        let exit = self.b.create_block();
+        let i_param = self.b.append_block_param(header, I64);
+        let carried: Vec<Value> = values
+            .iter()
+            .map(|&v| {
+                let ty = self.b.func.dfg.value_type(v);
+                self.b.append_block_param(header, ty)
+            })
+            .collect();
+        let mut args = vec![BlockArg::Value(start)];
+        args.extend(values.iter().map(|&v| BlockArg::Value(v)));
+        self.b.ins().jump(header, &args);
+        self.b.switch_to_block(header);
+        let cond = self.b.ins().icmp(IntCC::SignedLessThan, i_param, end);
+        self.b.ins().brif(cond, body_block, &[], exit, &[]);
+        self.b.switch_to_block(body_block);
+        body(self, i_param, &carried);
+        let next = self.b.ins().iadd_imm_s(i_param, step);
+        let mut args = vec![BlockArg::Value(next)];
+        for &v in &carried {
+            // `v + 0`, not `v`: Cranelift removes a parameter whose every incoming value is
+            // the same before its e-graph pass (which then folds the `+ 0` away).
+            let back = if self.b.func.dfg.value_type(v) == I64 {
+                self.b.ins().iadd_imm_s(v, 0)
+            } else {
+                v
+            };
+            args.push(BlockArg::Value(back));
+        }
+        self.b.ins().jump(header, &args);
+        self.b.switch_to_block(exit);
+    }
+
     /// A mutable local variable.
     pub fn var(&mut self, ty: cranelift_codegen::ir::Type, init: Value) -> Variable {
         let v = self.b.declare_var(ty);
