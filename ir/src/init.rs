@@ -128,6 +128,23 @@ impl InitSpec {
     }
 }
 
+/// Seeded standard normals for inputs of these types, the `i`-th drawn with seed `seed + i`
+/// (the inputs `--random-inputs`-style tools and tests feed a function).
+pub fn seeded_normals<'a>(
+    types: impl IntoIterator<Item = &'a TensorType>,
+    seed: u64,
+) -> Result<Vec<Tensor>, String> {
+    types
+        .into_iter()
+        .enumerate()
+        .map(|(i, ty)| {
+            InitSpec::new(InitKind::Normal, seed.wrapping_add(i as u64))
+                .materialize(ty)
+                .map_err(|e| format!("input #{i}: {e}"))
+        })
+        .collect()
+}
+
 impl fmt::Display for InitSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#init<{}", self.kind.name())?;

@@ -3,7 +3,7 @@
 //! relative L2 error ≤ 1e-4 on every output.
 
 use dnnc_ir::diag::SourceFile;
-use dnnc_ir::init::{InitKind, InitSpec};
+use dnnc_ir::init::seeded_normals;
 use dnnc_ir::{Module, Tensor};
 use dnnc_jit::{GemmImpl, JitOptions, compile};
 use std::path::Path;
@@ -20,15 +20,7 @@ fn load(path: &Path) -> Module {
 
 fn inputs(m: &Module, seed: u64) -> Vec<Tensor> {
     let f = m.funcs.values().next().unwrap();
-    f.params
-        .iter()
-        .enumerate()
-        .map(|(i, &p)| {
-            InitSpec::new(InitKind::Normal, seed + i as u64)
-                .materialize(f.ty(p))
-                .unwrap()
-        })
-        .collect()
+    seeded_normals(f.params.iter().map(|&p| f.ty(p)), seed).unwrap()
 }
 
 /// Compiles and runs `m` with `options`, comparing with the reference; returns the worst

@@ -5,7 +5,7 @@
 
 use dnnc_ir::attr::Padding;
 use dnnc_ir::builder::FuncBuilder;
-use dnnc_ir::init::{InitKind, InitSpec};
+use dnnc_ir::init::{InitKind, InitSpec, seeded_normals};
 use dnnc_ir::ops::*;
 use dnnc_ir::types::TensorType;
 use dnnc_ir::{Module, Tensor, Value};
@@ -129,16 +129,7 @@ impl Case {
             &sparse
         };
         let f = module.funcs.keys().next().expect("one function");
-        let inputs: Vec<Tensor> = self
-            .params
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                InitSpec::new(InitKind::Normal, s.seed + i as u64)
-                    .materialize(t)
-                    .expect("small")
-            })
-            .collect();
+        let inputs = seeded_normals(&self.params, s.seed).expect("small");
         let want = dnnc_reference::run(module, f, &inputs, &Default::default())
             .map_err(|e| TestCaseError::fail(format!("reference: {e}")))?;
         let options = JitOptions {

@@ -6,7 +6,7 @@ use crate::Failure;
 use crate::load::load_module;
 use clap::Args;
 use dnnc_escalate::{Config, LayerKind, Report, Step, isa};
-use dnnc_ir::init::{InitKind, InitSpec};
+use dnnc_ir::init::seeded_normals;
 use dnnc_ir::{FuncId, Module, OpKind};
 use dnnc_passes::manager::NoInstrumentation;
 use dnnc_passes::{PassManager, PassRegistry};
@@ -63,18 +63,10 @@ fn seeded_inputs(
     seed: u64,
     what: &str,
 ) -> Result<Vec<dnnc_ir::Tensor>, Failure> {
-    func.params
-        .iter()
-        .enumerate()
-        .map(|(i, &p)| {
-            InitSpec::new(InitKind::Normal, seed + i as u64)
-                .materialize(func.ty(p))
-                .map_err(|e| {
-                    eprintln!("error: {what}: input #{i}: {e}");
-                    Failure::Diagnostics
-                })
-        })
-        .collect()
+    seeded_normals(func.params.iter().map(|&p| func.ty(p)), seed).map_err(|e| {
+        eprintln!("error: {what}: {e}");
+        Failure::Diagnostics
+    })
 }
 
 fn has_esc(m: &Module) -> bool {

@@ -4,9 +4,9 @@
 //! reference interpreter on the pruned model (relative L2 error ≤ 1e-4).
 
 use dnnc_ir::diag::SourceFile;
-use dnnc_ir::init::{InitKind, InitSpec};
+use dnnc_ir::init::seeded_normals;
 use dnnc_ir::sparse::{BcrMatrix, gemm_matrices};
-use dnnc_ir::{Encoding, Module, Tensor};
+use dnnc_ir::{Encoding, Module};
 use dnnc_passes::manager::{NoInstrumentation, PassManager};
 use dnnc_passes::registry::PassRegistry;
 use std::path::Path;
@@ -72,16 +72,7 @@ fn check_model(name: &str) {
     assert!(pruned > 0, "{name}: nothing was pruned");
     let fid = m.funcs.keys().next().unwrap();
     let f = &m.funcs[fid];
-    let x: Vec<Tensor> = f
-        .params
-        .iter()
-        .enumerate()
-        .map(|(i, &p)| {
-            InitSpec::new(InitKind::Normal, 7 + i as u64)
-                .materialize(f.ty(p))
-                .unwrap()
-        })
-        .collect();
+    let x = seeded_normals(f.params.iter().map(|&p| f.ty(p)), 7).unwrap();
     let want = dnnc_reference::run(&m, fid, &x, &Default::default()).unwrap();
     use dnnc_jit::{JitOptions, WeightLayout};
     for (layout, threads) in [

@@ -347,19 +347,16 @@ pub fn window(
                     let prow = kb.at(pout, orow);
                     let factors = kb.at(w, orow);
                     let irow = kb.offset(buf, t, (sh * row_bytes) as i64);
-                    // Loop-invariant operands of the group loop, carried as block parameters.
                     // `count` consecutive groups of four outputs from group `g`, each weight
-                    // loaded once for all of them. `inv` holds the loop-invariant operands
-                    // (carried into the group loop as block parameters).
-                    let groups_at = |kb: &mut KB, g: Value, count: usize, inv: &[Value]| {
-                        let (irow, wc) = (inv[0], inv[1]);
-                        let sc = sc.map(|_| inv[2]);
-                        let shv = shv.map(|_| inv[2 + usize::from(sc.is_some())]);
+                    // loaded once for all of them; `rows` are the input row and the
+                    // channel's weights (carried into the group loop as block parameters).
+                    let groups_at = |kb: &mut KB, g: Value, count: usize, rows: [Value; 2]| {
+                        let [irow, wc] = rows;
                         // Bytes from one group's first input column to the next.
                         let group_bytes = if sw == 2 { 16 } else { 16 * sw };
                         let col = kb.b.ins().imul_imm_s(g, group_bytes as i64);
                         let base = kb.b.ins().iadd(irow, col);
-                        let mut rows: Vec<Vec<Value>> = vec![Vec::with_capacity(s.r); count];
+                        let mut partial: Vec<Vec<Value>> = vec![Vec::with_capacity(s.r); count];
                         for ri in 0..s.r {
                             let mut acc: Vec<Option<Value>> = vec![None; count];
                             for si in 0..s.s {
@@ -400,11 +397,11 @@ pub fn window(
                                 }
                             }
                             for (j, a) in acc.into_iter().enumerate() {
-                                rows[j].push(a.expect("a kernel row has taps"));
+                                partial[j].push(a.expect("a kernel row has taps"));
                             }
                         }
                         let mut out = Vec::with_capacity(count);
-                        for (j, mut rows) in rows.into_iter().enumerate() {
+                        for (j, mut rows) in partial.into_iter().enumerate() {
                             // Pairwise reduction of the rows' partial results.
                             while rows.len() > 1 {
                                 let next: Vec<Value> = rows
@@ -436,10 +433,6 @@ pub fn window(
                         }
                         out
                     };
-                    let mut invariant = vec![irow, wc];
-                    invariant.extend(sc);
-                    invariant.extend(shv);
-                    invariant.push(prow);
                     // Depthwise: two groups per step share each weight load.
                     let per_step = if matches!(op, WindowOp::Depthwise(_)) {
                         2
@@ -449,23 +442,23 @@ pub fn window(
                     let paired = full_groups / per_step * per_step;
                     let z = kb.int(0);
                     let fg = kb.int(paired as i64);
-                    kb.for_range_carrying(z, fg, per_step as i64, &invariant, |kb, g, inv| {
-                        let vs = groups_at(kb, g, per_step, inv);
-                        let prow = *inv.last().expect("prow is carried");
-                        let o = kb.offset(prow, g, 16);
+                    let carried = [irow, wc, prow];
+                    kb.for_range_carrying(z, fg, per_step as i64, &carried, |kb, g, c| {
+                        let vs = groups_at(kb, g, per_step, [c[0], c[1]]);
+                        let o = kb.offset(c[2], g, 16);
                         for (j, v) in vs.into_iter().enumerate() {
                             kb.store4(v, o, (16 * j) as i32);
                         }
                     });
                     if paired < full_groups {
                         let g = kb.int(paired as i64);
-                        let v = groups_at(kb, g, 1, &invariant)[0];
+                        let v = groups_at(kb, g, 1, [irow, wc])[0];
                         let o = kb.offset(prow, g, 16);
                         kb.store4(v, o, 0);
                     }
                     if tail > 0 {
                         let g = kb.int(full_groups as i64);
-                        let v = groups_at(kb, g, 1, &invariant)[0];
+                        let v = groups_at(kb, g, 1, [irow, wc])[0];
                         for l in 0..tail {
                             let x = kb.b.ins().extractlane(v, l as u8);
                             kb.store(x, prow, ((full_groups * 4 + l) * 4) as i32);

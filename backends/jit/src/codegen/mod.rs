@@ -514,9 +514,10 @@ impl KB<'_> {
         self.b.switch_to_block(exit);
     }
 
-    /// [`KB::for_range`] that also carries loop-invariant `values` through the loop header
-    /// as block parameters: the body sees them as opaque registers, so the e-graph can
-    /// neither sink their computation into the loop nor rematerialise it there.
+    /// [`KB::for_range`] that also carries loop-invariant integer `values` (pointers)
+    /// through the loop header as block parameters: the body sees them as opaque registers,
+    /// so the e-graph can neither sink their computation into the loop nor rematerialise it
+    /// there.
     pub fn for_range_carrying(
         &mut self,
         start: Value,
@@ -532,8 +533,12 @@ impl KB<'_> {
         let carried: Vec<Value> = values
             .iter()
             .map(|&v| {
-                let ty = self.b.func.dfg.value_type(v);
-                self.b.append_block_param(header, ty)
+                debug_assert_eq!(
+                    self.b.func.dfg.value_type(v),
+                    I64,
+                    "carried values are pointers"
+                );
+                self.b.append_block_param(header, I64)
             })
             .collect();
         let mut args = vec![BlockArg::Value(start)];
@@ -549,12 +554,7 @@ impl KB<'_> {
         for &v in &carried {
             // `v + 0`, not `v`: Cranelift removes a parameter whose every incoming value is
             // the same before its e-graph pass (which then folds the `+ 0` away).
-            let back = if self.b.func.dfg.value_type(v) == I64 {
-                self.b.ins().iadd_imm_s(v, 0)
-            } else {
-                v
-            };
-            args.push(BlockArg::Value(back));
+            args.push(BlockArg::Value(self.b.ins().iadd_imm_s(v, 0)));
         }
         self.b.ins().jump(header, &args);
         self.b.switch_to_block(exit);
