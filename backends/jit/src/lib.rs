@@ -16,6 +16,7 @@ mod graph;
 mod lower;
 mod plan;
 mod runtime;
+mod steps;
 
 pub use runtime::Executable;
 

@@ -1,0 +1,359 @@
+//! Convolutions over planar activations: depthwise windows, im2col or pointwise GEMMs,
+//! and sparse weights read through their descriptors.
+
+use super::*;
+use crate::codegen::{conv, gemm, sparse};
+
+impl Lower<'_> {
+    pub(super) fn conv(&mut self, index: usize, node: &Node) -> Result<(), CompileError> {
+        let OpKind::Conv2d(c) = &node.kind else {
+            unreachable!()
+        };
+        let (x, w, y) = (node.inputs[0], node.inputs[1], node.outputs[0]);
+        let (sx, sw, sy) = (self.shape(x), self.shape(w), self.shape(y));
+        let (n, ch, h, wd) = (sx[0], sx[1], sx[2], sx[3]);
+        let (k, cg, r, s) = (sw[0], sw[1], sw[2], sw[3]);
+        let (ho, wo) = (sy[2], sy[3]);
+        let groups = c.groups;
+        let bias = match node.inputs.get(2) {
+            Some(&b) => Some(
+                self.konst(b)
+                    .ok_or_else(|| unsupported(node, "the bias must be a weight or constant"))?,
+            ),
+            None => None,
+        };
+        let shape = ConvShape {
+            c: cg,
+            h,
+            w: wd,
+            r,
+            s,
+            ho,
+            wo,
+            stride: c.stride,
+            pad: [c.pad.0[0], c.pad.0[1]],
+            dilation: c.dilation,
+        };
+        let (px, py) = (self.addr(x), self.addr(y));
+        if groups == ch && groups == k && cg == 1 {
+            // Depthwise: a direct kernel with the leading affine map and activation fused.
+            let mut rest: Vec<Epi> = node.epilogue.clone();
+            let mut scale = None;
+            let mut shift = bias.clone();
+            if let Some(Epi::Affine {
+                scale: s2,
+                shift: t2,
+            }) = rest.first().cloned()
+            {
+                rest.remove(0);
+                let s_vec = s2.clone().unwrap_or_else(|| vec![1.0; k]);
+                shift = Some(
+                    (0..k)
+                        .map(|i| {
+                            shift.as_ref().map_or(0.0, |b| b[i]) * s_vec[i]
+                                + t2.as_ref().map_or(0.0, |t| t[i])
+                        })
+                        .collect(),
+                );
+                scale = s2;
+            }
+            let act = match rest.first() {
+                Some(Epi::Relu) => Some(Unary::Relu),
+                Some(Epi::Relu6) => Some(Unary::Relu6),
+                _ => None,
+            };
+            if act.is_some() {
+                rest.remove(0);
+            }
+            self.variant = Some("depthwise");
+            let epi = DepthwiseEpilogue {
+                scale: scale.is_some(),
+                shift: shift.is_some(),
+                act,
+            };
+            let kid = conv::window(&mut self.cg, &shape, k, &WindowOp::Depthwise(epi))?;
+            let wv = self
+                .konst(w)
+                .ok_or_else(|| unsupported(node, "the weight must be a weight or constant"))?;
+            let pw = self.f32_data(conv::splat_weights(&wv));
+            let sa = scale.map_or(Addr::Null, |v| self.f32_data(v));
+            let sh = shift.map_or(Addr::Null, |v| self.f32_data(v));
+            self.kernel_step(kid, vec![px, pw, py, sa, sh], n * k, ho * wo * r * s);
+            return self.rest_of_epilogue(node, &rest, y);
+        }
+        let sparse = sparse_layout(self.options, self.func.ty(w));
+        let tiling =
+            conv_tiling(c, &sx, &sw, &sy, self.options, sparse.is_some()).expect("not depthwise");
+        let (kg, kk, p, pointwise) = (tiling.m, tiling.k, tiling.n, tiling.pointwise);
+        self.variant = Some(if pointwise { "1x1" } else { "im2col" });
+        let (mut px, mut ldb) = (px, p);
+        let im2col = if pointwise || tiling.direct.is_some() {
+            None
+        } else if tiling.shared_im2col {
+            // One batch: im2col of every output row into the scratch, in parallel, then
+            // the GEMM reads it as B.
+            let col = Addr::Arena(self.plan.scratch[index][0]);
+            let kernel = conv::im2col(&mut self.cg, &shape, true)?;
+            self.steps.push(Step::Kernel(KernelStep {
+                kernel,
+                args: vec![px, col, Addr::Int(p)],
+                tiles: ho,
+                grain: (GRAIN_ELEMENTS / (wo * kk).max(1)).max(1),
+            }));
+            px = col;
+            ldb = p;
+            None
+        } else {
+            Some(Im2col {
+                kernel: conv::im2col(&mut self.cg, &shape, false)?,
+                wo,
+            })
+        };
+        let generated = self.generated_gemm();
+        let packed_block = kg.div_ceil(gemm::MR) * gemm::MR * kk * 4;
+        let mut batches = Vec::new();
+        for b in 0..n {
+            for gi in 0..groups {
+                batches.push(Batch {
+                    a: gi * kg * kk * 4,
+                    b: if tiling.shared_im2col {
+                        0
+                    } else {
+                        (b * ch * h * wd + gi * cg * h * wd) * 4
+                    },
+                    c: (b * k * p + gi * kg * p) * 4,
+                    channel: gi * kg * 4,
+                    a_packed: gi * packed_block,
+                    group: gi,
+                });
+            }
+        }
+        let (m_tile, n_tile) = (tiling.m_tile, tiling.n_tile);
+        let epilogue = self.gemm_epilogue(node, bias, ChannelAxis::Rows, p)?;
+        // A sparse weight runs from its descriptor: the dense values are not needed.
+        let pw = if sparse.is_some() {
+            Addr::Null
+        } else {
+            self.addr(w)
+        };
+        let mut step = GemmStep {
+            m: kg,
+            n: p,
+            k: kk,
+            lda: kk,
+            ldb,
+            ldc: p,
+            a: pw,
+            b: px,
+            c: py,
+            batches,
+            m_tile,
+            n_tile,
+            im2col,
+            epilogue,
+            b_transposed: false,
+            generated: None,
+            sparse: None,
+            b_rows: None,
+        };
+        if let Some(layout) = sparse {
+            let wv = self
+                .konst(w)
+                .ok_or_else(|| unsupported(node, "the weight must be a weight or constant"))?;
+            let matrices: Vec<&[f32]> = (0..groups)
+                .map(|gi| &wv[gi * kg * kk..(gi + 1) * kg * kk])
+                .collect();
+            let mut columns = sparse::Columns::Matrix;
+            let mut col_word: Box<dyn Fn(usize) -> u32> = Box::new(|c| c as u32);
+            if let Some(d) = tiling.direct {
+                // Read the input in place: a zero-padded copy first if the conv pads.
+                if d.bytes > 0 {
+                    let padded = Addr::Arena(self.plan.scratch[index][0]);
+                    let kernel = conv::pad_planes(&mut self.cg, h, wd, d.pad_h, d.pad_w)?;
+                    self.kernel_step(kernel, vec![px, padded], n * ch, h * wd);
+                    step.b = padded;
+                }
+                for (bi, batch) in step.batches.iter_mut().enumerate() {
+                    batch.b = 4 * bi * ch * d.hp * d.wp;
+                }
+                step.ldb = 1;
+                step.b_rows = Some((wo, d.wp));
+                columns = sparse::Columns::Direct { wo, wp: d.wp };
+                let (hp, wp) = (d.hp, d.wp);
+                col_word = Box::new(move |col| {
+                    let (ci, tap) = (col / (r * s), col % (r * s));
+                    (ci * hp * wp + (tap / s) * wp + tap % s) as u32
+                });
+            }
+            step.sparse =
+                Some(self.sparse_a(layout, &matrices, kg, kk, columns, &*col_word, None)?);
+            let unit = step.sparse.as_ref().map_or(1, |s| s.row_unit);
+            step.m_tile = step.m_tile.div_ceil(unit) * unit;
+            self.variant = Some(match (layout, tiling.direct.is_some()) {
+                (SparseLayout::Bcr(_), true) => "bcr-direct",
+                (SparseLayout::Bcr(_), false) => "bcr",
+                (SparseLayout::Csr, true) => "csr-direct",
+                (SparseLayout::Csr, false) => "csr",
+            });
+            self.steps.push(Step::Gemm(Box::new(step)));
+            return Ok(());
+        }
+        if generated {
+            let wv = self
+                .konst(w)
+                .ok_or_else(|| unsupported(node, "the weight must be a weight or constant"))?;
+            let mut packed = Vec::with_capacity(groups * packed_block / 4);
+            for gi in 0..groups {
+                packed.extend(gemm::pack(
+                    &wv[gi * kg * kk..(gi + 1) * kg * kk],
+                    kg,
+                    kk,
+                    gemm::MR,
+                    false,
+                ));
+            }
+            let pa = self.f32_data(packed);
+            let kernels = self.gemm_kernels(&step, Layout::Packed, Layout::Direct(p))?;
+            step.generated = Some(Generated {
+                kernels,
+                a: Some(pa),
+                b: None,
+            });
+        }
+        self.steps.push(Step::Gemm(Box::new(step)));
+        Ok(())
+    }
+}
+
+/// How a dense or grouped convolution becomes a GEMM.
+pub(super) struct ConvTiling {
+    /// A 1×1 convolution reads its input as B directly.
+    pub(super) pointwise: bool,
+    /// Rows of C per group (output channels).
+    pub(super) m: usize,
+    /// Columns of C (output positions).
+    pub(super) n: usize,
+    /// Inner dimension (input channels per group × kernel taps).
+    pub(super) k: usize,
+    /// Tile sizes.
+    pub(super) m_tile: usize,
+    /// Tile width.
+    pub(super) n_tile: usize,
+    /// im2col runs once into a scratch buffer before the GEMM, instead of per tile: the
+    /// rows of C are split across threads, and each row tile would redo it.
+    pub(super) shared_im2col: bool,
+    /// A sparse stride-1 convolution reads its (padded) input in place, without im2col.
+    pub(super) direct: Option<DirectConv>,
+}
+
+/// The padded input of a convolution read in place.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct DirectConv {
+    /// Padded height and width.
+    pub(super) hp: usize,
+    pub(super) wp: usize,
+    /// Padding (top, bottom) and (left, right).
+    pub(super) pad_h: (usize, usize),
+    pub(super) pad_w: (usize, usize),
+    /// Bytes of the padded copy of every batch item (0: no padding, read the input).
+    pub(super) bytes: usize,
+}
+
+/// The GEMM form of a convolution; `None` for a depthwise one (a direct kernel).
+pub(super) fn conv_tiling(
+    c: &dnnc_ir::ops::Conv2d,
+    sx: &[usize],
+    sw: &[usize],
+    sy: &[usize],
+    options: &JitOptions,
+    sparse: bool,
+) -> Option<ConvTiling> {
+    let (n, ch, h, wd) = (sx[0], sx[1], sx[2], sx[3]);
+    let (k, cg, r, s) = (sw[0], sw[1], sw[2], sw[3]);
+    let (ho, wo) = (sy[2], sy[3]);
+    if c.groups == ch && c.groups == k && cg == 1 {
+        return None;
+    }
+    let pointwise =
+        r == 1 && s == 1 && c.stride == [1, 1] && c.pad.0 == [0; 4] && h == ho && wd == wo;
+    let m_unit = if options.gemm == GemmImpl::Generated {
+        gemm::MR
+    } else {
+        1
+    };
+    let batches = n * c.groups;
+    let (m, p) = (k / c.groups, ho * wo);
+    let kk = cg * r * s;
+    if sparse {
+        // A stride-1 convolution reads its padded input in place when its output rows are
+        // whole vectors (ragged rows would run scalar tails on every row).
+        let direct = (!pointwise
+            && c.stride == [1, 1]
+            && c.dilation == [1, 1]
+            && c.groups == 1
+            && wo % 4 == 0)
+            .then(|| {
+                let (pad_h, pad_w) = (c.pad.h(), c.pad.w());
+                let (hp, wp) = (h + pad_h.0 + pad_h.1, wd + pad_w.0 + pad_w.1);
+                let padded = c.pad != dnnc_ir::attr::Padding::ZERO;
+                DirectConv {
+                    hp,
+                    wp,
+                    pad_h,
+                    pad_w,
+                    bytes: if padded { 4 * n * ch * hp * wp } else { 0 },
+                }
+            });
+        // All rows per tile; columns so that the tile's slice of B stays in L2 (whole
+        // output rows unless pointwise), and at least two tiles per thread where that
+        // allows.
+        let unit = if pointwise { 8 } else { wo };
+        let fit = match direct {
+            // Input rows the tile's output rows read: (rows + r - 1) of every channel.
+            Some(d) => {
+                let row_bytes = 4 * ch * d.wp;
+                (SPARSE_B_TILE_BYTES / row_bytes)
+                    .saturating_sub(r - 1)
+                    .max(1)
+                    * wo
+            }
+            None => (SPARSE_B_TILE_BYTES / (4 * kk) / unit).max(64usize.div_ceil(unit)) * unit,
+        };
+        let threads = options.threads.max(1);
+        let per_thread = (p.div_ceil(2 * threads).div_ceil(unit) * unit).max(unit);
+        let n_tile = if threads > 1 {
+            fit.min(per_thread)
+        } else {
+            fit
+        }
+        .min(p);
+        return Some(ConvTiling {
+            pointwise,
+            m,
+            n: p,
+            k: kk,
+            m_tile: m,
+            n_tile,
+            shared_im2col: false,
+            direct,
+        });
+    }
+    let (m_tile, n_tile) = gemm_tiles(
+        m,
+        p,
+        batches,
+        m_unit,
+        if pointwise { 1 } else { wo },
+        options.threads.max(1),
+    );
+    Some(ConvTiling {
+        pointwise,
+        m,
+        n: p,
+        k: kk,
+        m_tile,
+        n_tile,
+        shared_im2col: !pointwise && batches == 1 && m_tile < m,
+        direct: None,
+    })
+}

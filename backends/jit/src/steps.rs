@@ -1,0 +1,237 @@
+//! The steps of an executable: what lowering produces and the runtime executes. Each
+//! step is a generated kernel over tiles, a tiled matrix product, or an ahead-of-time
+//! kernel of `dnnc-kernels`; its arguments are addresses resolved at run time.
+
+use crate::codegen::KernelId;
+use dnnc_ir::{Tensor, TensorType};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Where a kernel argument comes from at run time.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Addr {
+    /// A byte offset in the arena.
+    Arena(usize),
+    /// A data buffer (weights, constants, derived tables), plus a byte offset into it.
+    Data(usize, usize),
+    /// A null pointer (an absent optional input).
+    Null,
+    /// An integer argument.
+    Int(usize),
+}
+
+impl Addr {
+    /// The same address `bytes` further on.
+    pub fn plus(self, bytes: usize) -> Addr {
+        match self {
+            Addr::Arena(o) => Addr::Arena(o + bytes),
+            Addr::Data(i, o) => Addr::Data(i, o + bytes),
+            other => other,
+        }
+    }
+}
+
+/// Immutable data the kernels read.
+pub enum Data {
+    /// A weight or constant of the module.
+    Tensor(Arc<Tensor>),
+    /// f32 data derived at compile time (transposed weights, epilogue parameters).
+    F32(Box<[f32]>),
+    /// Index tables.
+    U32(Box<[u32]>),
+}
+
+impl Data {
+    /// The address of the first byte.
+    pub fn ptr(&self) -> *const u8 {
+        match self {
+            Data::Tensor(t) => {
+                t.as_f32().expect("the JIT keeps f32 data only").as_ptr() as *const u8
+            }
+            Data::F32(v) => v.as_ptr() as *const u8,
+            Data::U32(v) => v.as_ptr() as *const u8,
+        }
+    }
+
+    /// Size in bytes.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Data::Tensor(t) => t.num_elements() * 4,
+            Data::F32(v) => v.len() * 4,
+            Data::U32(v) => v.len() * 4,
+        }
+    }
+}
+
+/// A call of a generated kernel over tiles `[0, tiles)`, split into chunks of at least
+/// `grain` tiles across the threads.
+pub struct KernelStep {
+    /// The kernel.
+    pub kernel: KernelId,
+    /// Its arguments.
+    pub args: Vec<Addr>,
+    /// Units of work.
+    pub tiles: usize,
+    /// Smallest chunk worth a thread.
+    pub grain: usize,
+}
+
+/// The epilogue of a GEMM, run on each output tile while it is in cache.
+pub struct GemmEpilogue {
+    /// The kernel.
+    pub kernel: KernelId,
+    /// Per-step parameters: per-channel data (offset by the tile's first channel) or a
+    /// residual tensor (offset by the tile's corner).
+    pub params: Vec<EpiParam>,
+    /// Whether channels run along rows (convolutions) or columns (linear layers).
+    pub rows_are_channels: bool,
+}
+
+/// A parameter of a GEMM epilogue.
+pub enum EpiParam {
+    /// Per-channel values.
+    Channel(Addr),
+    /// A tensor shaped like the output (same batch offsets as C).
+    Residual(Addr),
+}
+
+/// im2col before each GEMM tile: the B operand is built from the input.
+pub struct Im2col {
+    /// The kernel (tile: output rows).
+    pub kernel: KernelId,
+    /// Output width: tiles are whole output rows.
+    pub wo: usize,
+}
+
+/// `C = A·B` over a batch of matrices, tiled, each tile followed by its epilogue.
+pub struct GemmStep {
+    /// Rows of C.
+    pub m: usize,
+    /// Columns of C.
+    pub n: usize,
+    /// Inner dimension.
+    pub k: usize,
+    /// Row strides (elements).
+    pub lda: usize,
+    /// Row stride of B (ignored with im2col: the tile's width).
+    pub ldb: usize,
+    /// Row stride of C.
+    pub ldc: usize,
+    /// A, B (or the im2col input), C.
+    pub a: Addr,
+    /// B, or the input image for im2col.
+    pub b: Addr,
+    /// C.
+    pub c: Addr,
+    /// Byte offsets of each matrix of the batch: A, B, C, first epilogue channel.
+    pub batches: Vec<Batch>,
+    /// Tile sizes.
+    pub m_tile: usize,
+    /// Tile width (a multiple of the output width with im2col).
+    pub n_tile: usize,
+    /// Build B by im2col.
+    pub im2col: Option<Im2col>,
+    /// The fused epilogue.
+    pub epilogue: Option<GemmEpilogue>,
+    /// B is stored transposed: element `(p, j)` at `j·ldb + p` (a linear layer's `[N, K]`
+    /// weight read as `Wᵀ` without a copy).
+    pub b_transposed: bool,
+    /// The generated GEMM's kernels and packed operands; `None`: use the `gemm` crate.
+    pub generated: Option<Generated>,
+    /// A constant sparse A (a pruned weight): its kernel replaces the GEMM.
+    pub sparse: Option<SparseA>,
+    /// B is a convolution's padded input read in place: `(wo, wp)`, output and padded
+    /// input row widths (a tile's first column `n0` starts at input row `n0 / wo`).
+    pub b_rows: Option<(usize, usize)>,
+}
+
+/// A sparse A operand: the BCR or CSR kernel and its descriptors.
+#[derive(Clone)]
+pub struct SparseA {
+    /// The kernel (see [`crate::codegen::sparse`]).
+    pub kernel: KernelId,
+    /// The descriptors of every group's matrix, in one buffer.
+    pub desc: Addr,
+    /// Byte offset of each group's descriptor in `desc`.
+    pub offsets: Vec<usize>,
+    /// Rows per unit of the kernel's tile (the block rows for BCR, 1 for CSR); row tiles
+    /// are multiples of it.
+    pub row_unit: usize,
+}
+
+/// The generated GEMM of a step: kernels by tile size, and the packed forms of constant
+/// operands (`None`: read in place).
+pub struct Generated {
+    /// Kernels by tile size `(m, n)`.
+    pub kernels: HashMap<(usize, usize), KernelId>,
+    /// Packed A (`[block][k][MR]`, per batch at `Batch.a_packed`).
+    pub a: Option<Addr>,
+    /// Packed B (`[panel][k][NR]`).
+    pub b: Option<Addr>,
+}
+
+impl GemmStep {
+    /// The tiles: `(batch, m0, m1, n0, n1)`.
+    pub fn tiles(&self) -> Vec<(usize, usize, usize, usize, usize)> {
+        let mut out = Vec::new();
+        for b in 0..self.batches.len() {
+            for m0 in (0..self.m).step_by(self.m_tile) {
+                for n0 in (0..self.n).step_by(self.n_tile) {
+                    out.push((
+                        b,
+                        m0,
+                        (m0 + self.m_tile).min(self.m),
+                        n0,
+                        (n0 + self.n_tile).min(self.n),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// One step of execution.
+pub enum Step {
+    /// A generated kernel over tiles.
+    Kernel(KernelStep),
+    /// A tiled matrix product (boxed: it is much larger than a kernel step).
+    Gemm(Box<GemmStep>),
+}
+
+/// What lowering produced, apart from the machine code.
+pub(crate) struct Program {
+    pub steps: Vec<Step>,
+    pub labels: Vec<String>,
+    pub data: Vec<Data>,
+    pub arena_bytes: usize,
+    pub inputs: Vec<(usize, TensorType)>,
+    pub outputs: Vec<(OutputSource, TensorType)>,
+}
+
+/// Where an output comes from.
+pub enum OutputSource {
+    /// An arena buffer.
+    Arena(usize),
+    /// A data buffer (a constant result).
+    Data(usize),
+    /// A constant of another element type than f32, returned as is.
+    Const(Tensor),
+}
+
+/// Byte offsets of one matrix of a batched GEMM.
+#[derive(Copy, Clone, Debug, Default)]
+pub struct Batch {
+    /// Into A.
+    pub a: usize,
+    /// Into B (or the im2col input).
+    pub b: usize,
+    /// Into C (and residuals).
+    pub c: usize,
+    /// Into the epilogue's per-channel data (grouped convolutions).
+    pub channel: usize,
+    /// Into the packed A of the generated GEMM.
+    pub a_packed: usize,
+    /// Which group's matrix A is (for a sparse A's descriptor).
+    pub group: usize,
+}
