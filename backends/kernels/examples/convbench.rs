@@ -1,0 +1,76 @@
+//! Quick GFLOP/s of the direct convolution on a few shapes (development aid; the figures
+//! that count come from `dnnc bench` against peers).
+use dnnc_kernels::conv::{ConvIo, ConvShape, DirectConv, InputLayout};
+use dnnc_kernels::epilogue::{Epilogue, EpilogueArgs};
+use dnnc_kernels::{Level, layout};
+use std::time::Instant;
+
+fn main() {
+    let level: Level = match std::env::args().nth(1).as_deref() {
+        Some("avx2") => Level::Avx2,
+        Some("sse4") => Level::Sse4,
+        _ => Level::native(),
+    };
+    let l = level.lanes();
+    for (c, h, k, r, stride, pad) in [
+        (64, 56, 64, 3, 1, 1),
+        (128, 28, 128, 3, 1, 1),
+        (256, 14, 256, 3, 1, 1),
+        (512, 7, 512, 3, 1, 1),
+        (64, 56, 128, 3, 2, 1),
+        (96, 56, 24, 1, 1, 0),
+        (24, 56, 144, 1, 1, 0),
+        (3, 230, 64, 7, 2, 0),
+    ] {
+        let ho = (h + 2 * pad - r) / stride + 1;
+        let shape = ConvShape {
+            batch: 1,
+            in_channels: c,
+            in_h: h,
+            in_w: h,
+            out_channels: k,
+            out_h: ho,
+            out_w: ho,
+            kernel: [r, r],
+            stride: [stride, stride],
+            dilation: [1, 1],
+            pad: [pad, pad],
+        };
+        let planar = c == 3;
+        let conv = DirectConv::new(
+            level,
+            shape,
+            if planar {
+                InputLayout::Planar
+            } else {
+                InputLayout::Blocked
+            },
+            Epilogue::default(),
+            1,
+        );
+        let w: Vec<f32> = (0..k * c * r * r).map(|i| (i % 7) as f32 * 0.1).collect();
+        let packed = conv.pack(&w);
+        let x = vec![0.5f32; layout::blocked_len([1, c, h, h], l).max(c * h * h)];
+        let mut y = vec![0f32; layout::blocked_len([1, k, ho, ho], l)];
+        let io = ConvIo {
+            input: x.as_ptr(),
+            output: y.as_mut_ptr(),
+            weights: packed.as_ptr(),
+            epilogue: EpilogueArgs::default(),
+        };
+        let flops = 2.0 * (k * ho * ho * c * r * r) as f64;
+        let mut times = Vec::new();
+        for _ in 0..30 {
+            let t = Instant::now();
+            unsafe { conv.run(&io, 0, conv.tiles()) };
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let t = times[times.len() / 2];
+        println!(
+            "{level} c{c} h{h} k{k} r{r} s{stride}: {:.3} ms, {:.1} GFLOP/s",
+            t * 1e3,
+            flops / t / 1e9
+        );
+    }
+}

@@ -1,0 +1,104 @@
+//! Conversions between planar (NCHW) and channel-blocked (NCHWc) activations, and the
+//! zero padding of planar planes.
+//!
+//! NCHWc with block `L` stores `[n][c / L][h][w][L]`: the channels of one position are
+//! one vector. Channels past the last real one are zero after [`to_blocked`], and every
+//! kernel keeps them finite, so products with zero-padded weights stay zero.
+
+/// Floats of an NCHWc tensor of `[n, c, h, w]` in blocks of `lanes`.
+pub fn blocked_len(shape: [usize; 4], lanes: usize) -> usize {
+    shape[0] * shape[1].div_ceil(lanes) * lanes * shape[2] * shape[3]
+}
+
+/// Planar to blocked, for batch items/channel blocks `[begin, end)` of `n × c/L`.
+///
+/// # Safety
+/// `src` holds the planar tensor and `dst` [`blocked_len`] floats.
+pub unsafe fn to_blocked(
+    src: *const f32,
+    dst: *mut f32,
+    shape: [usize; 4],
+    lanes: usize,
+    begin: usize,
+    end: usize,
+) {
+    let [_, c, h, w] = shape;
+    let blocks = c.div_ceil(lanes);
+    let plane = h * w;
+    for nb in begin..end {
+        let (n, b) = (nb / blocks, nb % blocks);
+        let out = unsafe { dst.add(nb * plane * lanes) };
+        for l in 0..lanes {
+            let ch = b * lanes + l;
+            if ch < c {
+                let inp = unsafe { src.add((n * c + ch) * plane) };
+                for p in 0..plane {
+                    unsafe { *out.add(p * lanes + l) = *inp.add(p) };
+                }
+            } else {
+                for p in 0..plane {
+                    unsafe { *out.add(p * lanes + l) = 0.0 };
+                }
+            }
+        }
+    }
+}
+
+/// Blocked to planar, for batch items/channel blocks `[begin, end)` of `n × c/L`.
+///
+/// # Safety
+/// `src` holds [`blocked_len`] floats and `dst` the planar tensor.
+pub unsafe fn to_planar(
+    src: *const f32,
+    dst: *mut f32,
+    shape: [usize; 4],
+    lanes: usize,
+    begin: usize,
+    end: usize,
+) {
+    let [_, c, h, w] = shape;
+    let blocks = c.div_ceil(lanes);
+    let plane = h * w;
+    for nb in begin..end {
+        let (n, b) = (nb / blocks, nb % blocks);
+        let inp = unsafe { src.add(nb * plane * lanes) };
+        for l in 0..lanes.min(c - b * lanes) {
+            let out = unsafe { dst.add((n * c + b * lanes + l) * plane) };
+            for p in 0..plane {
+                unsafe { *out.add(p) = *inp.add(p * lanes + l) };
+            }
+        }
+    }
+}
+
+/// Copies planes `[begin, end)` of `[planes][h][w]` into `[planes][h + top + bottom][w +
+/// left + right]` with zeros around.
+///
+/// # Safety
+/// `src` and `dst` hold the two tensors.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn pad_planar(
+    src: *const f32,
+    dst: *mut f32,
+    h: usize,
+    w: usize,
+    pad: [usize; 4],
+    begin: usize,
+    end: usize,
+) {
+    let [top, left, bottom, right] = pad;
+    let (hp, wp) = (h + top + bottom, w + left + right);
+    for plane in begin..end {
+        let out = unsafe { dst.add(plane * hp * wp) };
+        unsafe { std::ptr::write_bytes(out, 0, hp * wp) };
+        for y in 0..h {
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    src.add((plane * h + y) * w),
+                    out.add((y + top) * wp + left),
+                    w,
+                )
+            };
+        }
+    }
+}

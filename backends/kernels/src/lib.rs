@@ -1,0 +1,23 @@
+//! `dnnc-kernels`: the JIT's ahead-of-time SIMD kernels.
+//!
+//! Cranelift emits 128-bit vectors only, so the kernels whose speed is the width of the
+//! vector unit (convolutions, matrix products, sparse products) are written here once,
+//! against the lane-generic [`simd::Simd`] interface, and compiled for every level
+//! ([`Level`]): AVX-512, AVX2+FMA and SSE on x86-64, NEON on aarch64. The JIT detects the
+//! CPU once and picks each kernel's implementation for the level in use; tests force lower
+//! levels so that every implementation runs on the best machine.
+//!
+//! Activations between convolutions are channel-blocked (NCHWc) with one
+//! vector of channels per block, so the block is the level's lane count.
+
+#![deny(missing_docs)]
+
+pub mod channelwise;
+pub mod conv;
+pub mod epilogue;
+pub mod layout;
+pub mod level;
+pub mod simd;
+pub mod window;
+
+pub use level::{CpuRequest, Level, LevelError};

@@ -1,0 +1,485 @@
+//! The lane-generic vector interface every kernel is written against, and its
+//! implementations: [`Avx512`] (16 lanes), [`Avx2`] (8), [`Sse`] (4, without FMA) and
+//! [`Neon`] (4).
+//!
+//! Kernels are generic over [`Simd`] and instantiated once per level inside a function
+//! compiled for that level's target features (see [`crate::instantiate`]), so that the
+//! `#[inline(always)]` methods below become single instructions there. One source per
+//! kernel: the AVX2 tests run the same code the AVX-512 machines run.
+
+use crate::Level;
+
+/// A vector instruction set: f32 vectors of [`Simd::LANES`] lanes.
+///
+/// # Safety
+/// Every method is `unsafe`: it may only run on a CPU that supports [`Simd::LEVEL`] and
+/// from code compiled for it; pointers must be valid for the lanes they touch.
+pub trait Simd: Copy + Send + Sync + 'static {
+    /// The level these vectors belong to.
+    const LEVEL: Level;
+    /// f32 lanes per vector.
+    const LANES: usize;
+    /// A vector of f32.
+    type V: Copy;
+
+    /// All lanes zero.
+    unsafe fn zero() -> Self::V;
+    /// All lanes `x`.
+    unsafe fn splat(x: f32) -> Self::V;
+    /// `LANES` floats from `p` (unaligned).
+    unsafe fn load(p: *const f32) -> Self::V;
+    /// `LANES` floats to `p` (unaligned).
+    unsafe fn store(p: *mut f32, v: Self::V);
+    /// The first `n < LANES` floats from `p`, the other lanes zero; reads nothing past `p + n`.
+    unsafe fn load_partial(p: *const f32, n: usize) -> Self::V;
+    /// The first `n < LANES` lanes of `v` to `p`; writes nothing past `p + n`.
+    unsafe fn store_partial(p: *mut f32, v: Self::V, n: usize);
+    /// `a·b + c`, fused where the ISA has FMA.
+    unsafe fn mul_add(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// `a + b`.
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    /// `a − b`.
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
+    /// `a · b`.
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+    /// Lane-wise maximum (`b` where either is NaN, as `maxps` does; callers pass the
+    /// data operand as `a`).
+    unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
+    /// Lane-wise minimum.
+    unsafe fn min(a: Self::V, b: Self::V) -> Self::V;
+    /// The sum of the lanes.
+    unsafe fn reduce_add(v: Self::V) -> f32;
+
+    /// `*p` in every lane.
+    #[inline(always)]
+    unsafe fn broadcast(p: *const f32) -> Self::V {
+        unsafe { Self::splat(*p) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub use x86::{Avx2, Avx512, Sse};
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::Simd;
+    use crate::Level;
+    use std::arch::x86_64::*;
+
+    /// AVX-512F/BW/VL/DQ: 16 lanes.
+    #[derive(Copy, Clone, Debug)]
+    pub struct Avx512;
+
+    impl Simd for Avx512 {
+        const LEVEL: Level = Level::Avx512;
+        const LANES: usize = 16;
+        type V = __m512;
+
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+        unsafe fn zero() -> __m512 {
+            _mm512_setzero_ps()
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+        unsafe fn splat(x: f32) -> __m512 {
+            _mm512_set1_ps(x)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+        unsafe fn load(p: *const f32) -> __m512 {
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+        unsafe fn store(p: *mut f32, v: __m512) {
+            unsafe { _mm512_storeu_ps(p, v) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+        unsafe fn load_partial(p: *const f32, n: usize) -> __m512 {
+            unsafe { _mm512_maskz_loadu_ps(((1u32 << n) - 1) as u16, p) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+        unsafe fn store_partial(p: *mut f32, v: __m512, n: usize) {
+            unsafe { _mm512_mask_storeu_ps(p, ((1u32 << n) - 1) as u16, v) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+        unsafe fn mul_add(a: __m512, b: __m512, c: __m512) -> __m512 {
+            _mm512_fmadd_ps(a, b, c)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+        unsafe fn add(a: __m512, b: __m512) -> __m512 {
+            _mm512_add_ps(a, b)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+        unsafe fn sub(a: __m512, b: __m512) -> __m512 {
+            _mm512_sub_ps(a, b)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+        unsafe fn mul(a: __m512, b: __m512) -> __m512 {
+            _mm512_mul_ps(a, b)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+        unsafe fn max(a: __m512, b: __m512) -> __m512 {
+            _mm512_max_ps(a, b)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+        unsafe fn min(a: __m512, b: __m512) -> __m512 {
+            _mm512_min_ps(a, b)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+        unsafe fn reduce_add(v: __m512) -> f32 {
+            _mm512_reduce_add_ps(v)
+        }
+    }
+
+    /// AVX2 with FMA: 8 lanes.
+    #[derive(Copy, Clone, Debug)]
+    pub struct Avx2;
+
+    /// A lane mask of the first `n` lanes, for AVX2's masked moves.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2_mask(n: usize) -> __m256i {
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes)
+    }
+
+    impl Simd for Avx2 {
+        const LEVEL: Level = Level::Avx2;
+        const LANES: usize = 8;
+        type V = __m256;
+
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn zero() -> __m256 {
+            _mm256_setzero_ps()
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn splat(x: f32) -> __m256 {
+            _mm256_set1_ps(x)
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn load(p: *const f32) -> __m256 {
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn store(p: *mut f32, v: __m256) {
+            unsafe { _mm256_storeu_ps(p, v) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn load_partial(p: *const f32, n: usize) -> __m256 {
+            unsafe { _mm256_maskload_ps(p, avx2_mask(n)) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn store_partial(p: *mut f32, v: __m256, n: usize) {
+            unsafe { _mm256_maskstore_ps(p, avx2_mask(n), v) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn mul_add(a: __m256, b: __m256, c: __m256) -> __m256 {
+            _mm256_fmadd_ps(a, b, c)
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn add(a: __m256, b: __m256) -> __m256 {
+            _mm256_add_ps(a, b)
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn sub(a: __m256, b: __m256) -> __m256 {
+            _mm256_sub_ps(a, b)
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+            _mm256_mul_ps(a, b)
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn max(a: __m256, b: __m256) -> __m256 {
+            _mm256_max_ps(a, b)
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn min(a: __m256, b: __m256) -> __m256 {
+            _mm256_min_ps(a, b)
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn reduce_add(v: __m256) -> f32 {
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
+        }
+    }
+
+    /// 128-bit SSE without FMA: 4 lanes, a multiply then an add.
+    #[derive(Copy, Clone, Debug)]
+    pub struct Sse;
+
+    impl Simd for Sse {
+        const LEVEL: Level = Level::Sse4;
+        const LANES: usize = 4;
+        type V = __m128;
+
+        #[inline(always)]
+        unsafe fn zero() -> __m128 {
+            unsafe { _mm_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> __m128 {
+            unsafe { _mm_set1_ps(x) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m128 {
+            unsafe { _mm_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m128) {
+            unsafe { _mm_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn load_partial(p: *const f32, n: usize) -> __m128 {
+            let mut a = [0f32; 4];
+            unsafe {
+                std::ptr::copy_nonoverlapping(p, a.as_mut_ptr(), n);
+                _mm_loadu_ps(a.as_ptr())
+            }
+        }
+        #[inline(always)]
+        unsafe fn store_partial(p: *mut f32, v: __m128, n: usize) {
+            let mut a = [0f32; 4];
+            unsafe {
+                _mm_storeu_ps(a.as_mut_ptr(), v);
+                std::ptr::copy_nonoverlapping(a.as_ptr(), p, n);
+            }
+        }
+        #[inline(always)]
+        unsafe fn mul_add(a: __m128, b: __m128, c: __m128) -> __m128 {
+            unsafe { _mm_add_ps(_mm_mul_ps(a, b), c) }
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m128, b: __m128) -> __m128 {
+            unsafe { _mm_add_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn sub(a: __m128, b: __m128) -> __m128 {
+            unsafe { _mm_sub_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn mul(a: __m128, b: __m128) -> __m128 {
+            unsafe { _mm_mul_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn max(a: __m128, b: __m128) -> __m128 {
+            unsafe { _mm_max_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn min(a: __m128, b: __m128) -> __m128 {
+            unsafe { _mm_min_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn reduce_add(v: __m128) -> f32 {
+            unsafe {
+                let s = _mm_add_ps(v, _mm_movehl_ps(v, v));
+                _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+pub use arm::Neon;
+
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use super::Simd;
+    use crate::Level;
+    use std::arch::aarch64::*;
+
+    /// NEON with FMA: 4 lanes.
+    #[derive(Copy, Clone, Debug)]
+    pub struct Neon;
+
+    impl Simd for Neon {
+        const LEVEL: Level = Level::Neon;
+        const LANES: usize = 4;
+        type V = float32x4_t;
+
+        #[inline(always)]
+        unsafe fn zero() -> float32x4_t {
+            unsafe { vdupq_n_f32(0.0) }
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> float32x4_t {
+            unsafe { vdupq_n_f32(x) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> float32x4_t {
+            unsafe { vld1q_f32(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: float32x4_t) {
+            unsafe { vst1q_f32(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn load_partial(p: *const f32, n: usize) -> float32x4_t {
+            let mut a = [0f32; 4];
+            unsafe {
+                std::ptr::copy_nonoverlapping(p, a.as_mut_ptr(), n);
+                vld1q_f32(a.as_ptr())
+            }
+        }
+        #[inline(always)]
+        unsafe fn store_partial(p: *mut f32, v: float32x4_t, n: usize) {
+            let mut a = [0f32; 4];
+            unsafe {
+                vst1q_f32(a.as_mut_ptr(), v);
+                std::ptr::copy_nonoverlapping(a.as_ptr(), p, n);
+            }
+        }
+        #[inline(always)]
+        unsafe fn mul_add(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
+            unsafe { vfmaq_f32(c, a, b) }
+        }
+        #[inline(always)]
+        unsafe fn add(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+            unsafe { vaddq_f32(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn sub(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+            unsafe { vsubq_f32(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn mul(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+            unsafe { vmulq_f32(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn max(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+            unsafe { vmaxq_f32(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn min(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+            unsafe { vminq_f32(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn reduce_add(v: float32x4_t) -> f32 {
+            unsafe { vaddvq_f32(v) }
+        }
+    }
+}
+
+/// Instantiates a generic kernel `$generic::<S, ...>` (which must be `#[inline(always)]`,
+/// so that it and everything it inlines are compiled with the level's features) once per
+/// level, each inside a function compiled for that level's features, and defines `$name(level)` returning the
+/// instantiation for a level as a function pointer.
+///
+/// ```ignore
+/// instantiate!(pub fn scale_fn(level) -> unsafe fn(*mut f32, usize) = scale::<S>);
+/// ```
+#[macro_export]
+macro_rules! instantiate {
+    ($vis:vis fn $name:ident(level) -> unsafe fn($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $generic:ident::<S $(, $extra:tt)*>) => {
+        $vis fn $name(level: $crate::Level) -> unsafe fn($($ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+            unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                unsafe { $generic::<$crate::simd::Avx512 $(, $extra)*>($($arg),*) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                unsafe { $generic::<$crate::simd::Avx2 $(, $extra)*>($($arg),*) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            unsafe fn sse($($arg: $ty),*) $(-> $ret)? {
+                unsafe { $generic::<$crate::simd::Sse $(, $extra)*>($($arg),*) }
+            }
+            #[cfg(target_arch = "aarch64")]
+            unsafe fn neon($($arg: $ty),*) $(-> $ret)? {
+                unsafe { $generic::<$crate::simd::Neon $(, $extra)*>($($arg),*) }
+            }
+            match level {
+                #[cfg(target_arch = "x86_64")]
+                $crate::Level::Avx512 => avx512,
+                #[cfg(target_arch = "x86_64")]
+                $crate::Level::Avx2 => avx2,
+                #[cfg(target_arch = "x86_64")]
+                $crate::Level::Sse4 => sse,
+                #[cfg(target_arch = "aarch64")]
+                $crate::Level::Neon => neon,
+                #[allow(unreachable_patterns)]
+                other => panic!("{other} kernels are not built for {}", std::env::consts::ARCH),
+            }
+        }
+    };
+}
+
+/// Builds a table `[[unsafe fn(...); F]; R]` of a generic micro-kernel `$generic::<S, R, F>`
+/// for one level: each entry is its own function compiled for the level's features, so
+/// that every `(R, F)` instantiation is register-allocated on its own.
+///
+/// ```ignore
+/// micro_table!(fn block_table(level) -> unsafe fn(a: *const f32) = block::<S, R, F>;
+///     rows [1 2 3]; filters [1 2]);
+/// ```
+#[macro_export]
+macro_rules! micro_table {
+    ($vis:vis fn $name:ident(level) -> unsafe fn($($arg:ident: $ty:ty),*) = $generic:ident::<S, R, F>;
+     rows [$($r:literal)*]; filters $fs:tt) => {
+        #[allow(clippy::type_complexity)]
+        $vis fn $name(level: $crate::Level) -> Vec<Vec<unsafe fn($($ty),*)>> {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+            unsafe fn avx512<const R: usize, const F: usize>($($arg: $ty),*) {
+                unsafe { $generic::<$crate::simd::Avx512, R, F>($($arg),*) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2<const R: usize, const F: usize>($($arg: $ty),*) {
+                unsafe { $generic::<$crate::simd::Avx2, R, F>($($arg),*) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            unsafe fn sse<const R: usize, const F: usize>($($arg: $ty),*) {
+                unsafe { $generic::<$crate::simd::Sse, R, F>($($arg),*) }
+            }
+            #[cfg(target_arch = "aarch64")]
+            unsafe fn neon<const R: usize, const F: usize>($($arg: $ty),*) {
+                unsafe { $generic::<$crate::simd::Neon, R, F>($($arg),*) }
+            }
+            macro_rules! rows {
+                ($f_:ident) => { vec![$( $crate::micro_table!(@row $f_, $r, $fs) ),*] };
+            }
+            match level {
+                #[cfg(target_arch = "x86_64")]
+                $crate::Level::Avx512 => rows!(avx512),
+                #[cfg(target_arch = "x86_64")]
+                $crate::Level::Avx2 => rows!(avx2),
+                #[cfg(target_arch = "x86_64")]
+                $crate::Level::Sse4 => rows!(sse),
+                #[cfg(target_arch = "aarch64")]
+                $crate::Level::Neon => rows!(neon),
+                #[allow(unreachable_patterns)]
+                other => panic!("{other} kernels are not built for {}", std::env::consts::ARCH),
+            }
+        }
+    };
+    (@row $f_:ident, $r:literal, [$($f:literal)*]) => {
+        vec![$( $f_::<$r, $f> as _ ),*]
+    };
+}
