@@ -5,9 +5,12 @@
 //! linear layer or matrix product that produces their input.
 
 use crate::CompileError;
+use crate::layout::Act;
+use cranelift_entity::EntityRef;
 use cranelift_entity::SecondaryMap;
 use dnnc_ir::ops::OpKind;
-use dnnc_ir::{FuncId, Location, Module, OpId, Tensor, Value};
+use dnnc_ir::types::TensorType;
+use dnnc_ir::{FuncId, Function, Location, Module, OpId, Tensor, Value};
 use std::sync::Arc;
 
 /// One epilogue step, applied per element after the producer's arithmetic.
@@ -40,11 +43,39 @@ impl Epi {
     }
 }
 
+/// What a node computes.
+#[derive(Clone, Debug)]
+pub enum NodeKind {
+    /// An op of the function (with its fused epilogue).
+    Op(OpKind),
+    /// A copy of its input in another activation layout (see [`crate::layout`]).
+    Reorder(Act),
+}
+
+impl NodeKind {
+    /// The op's name, for profiles and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            NodeKind::Op(k) => k.name(),
+            NodeKind::Reorder(Act::Blocked) => "reorder.to_blocked",
+            NodeKind::Reorder(Act::Planar) => "reorder.to_planar",
+        }
+    }
+
+    /// The op, if the node is one.
+    pub fn op(&self) -> Option<&OpKind> {
+        match self {
+            NodeKind::Op(k) => Some(k),
+            NodeKind::Reorder(_) => None,
+        }
+    }
+}
+
 /// A unit of execution.
 #[derive(Clone, Debug)]
 pub struct Node {
     /// Its kind.
-    pub kind: OpKind,
+    pub kind: NodeKind,
     /// Its operands.
     pub inputs: Vec<Value>,
     /// The values it defines (after the epilogue, for fused nodes).
@@ -69,9 +100,30 @@ pub struct Graph {
     pub returns: Vec<Value>,
     /// Ops folded into a producer.
     pub fused: usize,
+    /// The layout of each planned activation (planar unless [`crate::layout`] says).
+    pub layout: SecondaryMap<Value, Act>,
+    /// Values the JIT added (reordered copies, their aliases): the first one's index, and
+    /// their types.
+    pub first_synthetic: usize,
+    /// Types of the synthetic values, from [`Graph::first_synthetic`] on.
+    pub synthetic_types: Vec<TensorType>,
 }
 
 impl Graph {
+    /// The type of a value of the function or of the JIT's own.
+    pub fn ty<'a>(&'a self, func: &'a Function, v: Value) -> &'a TensorType {
+        match v.index().checked_sub(self.first_synthetic) {
+            Some(i) => &self.synthetic_types[i],
+            None => func.ty(v),
+        }
+    }
+
+    /// A new value of type `ty`.
+    pub fn new_value(&mut self, ty: TensorType) -> Value {
+        self.synthetic_types.push(ty);
+        Value::new(self.first_synthetic + self.synthetic_types.len() - 1)
+    }
+
     /// The value owning the buffer `v` views.
     pub fn root(&self, mut v: Value) -> Value {
         while let Some(a) = self.alias[v] {
@@ -124,6 +176,9 @@ pub fn build(m: &Module, f: FuncId, fuse: bool) -> Result<Graph, CompileError> {
         params: func.params.clone(),
         returns: func.returns.clone(),
         fused: 0,
+        layout: SecondaryMap::new(),
+        first_synthetic: func.values.len(),
+        synthetic_types: Vec::new(),
     };
     let uses = func.use_counts();
     let returned: std::collections::HashSet<Value> = func.returns.iter().copied().collect();
@@ -167,7 +222,7 @@ pub fn build(m: &Module, f: FuncId, fuse: bool) -> Result<Graph, CompileError> {
         }
         let n = g.nodes.len();
         g.nodes.push(Node {
-            kind: data.kind.clone(),
+            kind: NodeKind::Op(data.kind.clone()),
             inputs: data.operands.to_vec(),
             outputs: data.results.to_vec(),
             epilogue: Vec::new(),
@@ -209,7 +264,7 @@ fn try_fuse(
             let node = &g.nodes[n];
             let fusible = matches!(
                 node.kind,
-                OpKind::Conv2d(_) | OpKind::Linear(_) | OpKind::MatMul(_)
+                NodeKind::Op(OpKind::Conv2d(_) | OpKind::Linear(_) | OpKind::MatMul(_))
             );
             (fusible
                 && node.outputs == [v]
@@ -221,7 +276,7 @@ fn try_fuse(
         .collect();
     let &(n, v) = candidates.first()?;
     let shape = func.ty(v).shape.clone();
-    let axis = channel_axis(&g.nodes[n].kind, shape.len())?;
+    let axis = channel_axis(g.nodes[n].kind.op()?, shape.len())?;
     if func.ty(data.results[0]).shape != shape {
         return None;
     }

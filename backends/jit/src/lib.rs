@@ -13,11 +13,14 @@
 
 mod codegen;
 mod graph;
+mod layout;
 mod lower;
+mod native;
 mod plan;
 mod runtime;
 mod steps;
 
+pub use dnnc_kernels::{CpuRequest, Level, LevelError};
 pub use runtime::Executable;
 
 use dnnc_ir::{FuncId, Location, Module, OpKind};
@@ -44,6 +47,8 @@ pub struct JitOptions {
     pub fuse: bool,
     /// How the weights of convolutions and linear layers are stored and multiplied.
     pub layout: WeightLayout,
+    /// The vector instruction-set level of every kernel (at most the CPU's).
+    pub cpu: Level,
 }
 
 impl Default for JitOptions {
@@ -53,6 +58,7 @@ impl Default for JitOptions {
             gemm: GemmImpl::default(),
             fuse: true,
             layout: WeightLayout::default(),
+            cpu: Level::native(),
         }
     }
 }
@@ -124,6 +130,13 @@ pub fn compile(
     options: &JitOptions,
 ) -> Result<Executable, CompileError> {
     let start = std::time::Instant::now();
+    if !options.cpu.is_supported() {
+        return Err(CompileError::Codegen(format!(
+            "this CPU cannot run {} kernels (its best level is {})",
+            options.cpu,
+            Level::native()
+        )));
+    }
     let func = &module.funcs[f];
     let decomposed = func.body.iter().any(|&op| {
         matches!(
@@ -143,7 +156,8 @@ pub fn compile(
     } else {
         module
     };
-    let graph = graph::build(module, f, options.fuse)?;
+    let mut graph = graph::build(module, f, options.fuse)?;
+    layout::assign(&mut graph, &module.funcs[f], options);
     let mut exe = lower::lower(module, f, &graph, options)?;
     exe.stats.time = start.elapsed();
     Ok(exe)

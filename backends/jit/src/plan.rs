@@ -2,7 +2,7 @@
 //! reusing memory once a tensor's last reader has run, and writing elementwise results in
 //! place of an operand that dies there.
 
-use crate::graph::{Epi, Graph};
+use crate::graph::{Epi, Graph, NodeKind};
 use cranelift_entity::SecondaryMap;
 use dnnc_ir::Value;
 use dnnc_ir::ops::OpKind;
@@ -31,18 +31,20 @@ pub fn rnn_scratch(x: &[usize], r: &[usize]) -> Vec<usize> {
     vec![4 * t * b * gh, 4 * b * gh, 4 * b * h, 4 * b * h]
 }
 
-fn elementwise(kind: &OpKind) -> bool {
+fn elementwise(kind: &NodeKind) -> bool {
     matches!(
-        kind,
-        OpKind::Relu(_)
-            | OpKind::Relu6(_)
-            | OpKind::Sigmoid(_)
-            | OpKind::Tanh(_)
-            | OpKind::Add(_)
-            | OpKind::Sub(_)
-            | OpKind::Mul(_)
-            | OpKind::Div(_)
-            | OpKind::BatchNorm(_)
+        kind.op(),
+        Some(
+            OpKind::Relu(_)
+                | OpKind::Relu6(_)
+                | OpKind::Sigmoid(_)
+                | OpKind::Tanh(_)
+                | OpKind::Add(_)
+                | OpKind::Sub(_)
+                | OpKind::Mul(_)
+                | OpKind::Div(_)
+                | OpKind::BatchNorm(_)
+        )
     )
 }
 

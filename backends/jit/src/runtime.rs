@@ -2,7 +2,9 @@
 //! the planned arena, and the thread pool that runs each step's tiles.
 
 use crate::codegen::Compiled;
-use crate::steps::{Addr, Data, EpiParam, GemmStep, KernelStep, OutputSource, Program, Step};
+use crate::steps::{
+    Addr, Data, EpiParam, GemmStep, KernelStep, NativeStep, OutputSource, Program, Step,
+};
 use crate::{CompileStats, RunError};
 use dnnc_ir::{Buffer, Tensor, TensorType};
 use rayon::prelude::*;
@@ -180,6 +182,7 @@ impl Executable {
             match step {
                 Step::Kernel(k) => self.run_kernel(k, &resolve),
                 Step::Gemm(g) => self.run_gemm(g, &resolve),
+                Step::Native(n) => self.run_native(n, &resolve),
             }
             if let (Some(t), Some(start)) = (times.as_deref_mut(), start) {
                 t[i] += start.elapsed();
@@ -234,6 +237,30 @@ impl Executable {
                     let a = args_ptr;
                     // SAFETY: tiles are disjoint; `args` outlives the scope.
                     unsafe { f(a.0 as *const u64, lo as u64, hi as u64) };
+                }
+            })
+        });
+    }
+
+    fn run_native(&self, k: &NativeStep, resolve: &(dyn Fn(&Addr) -> u64 + Sync)) {
+        let args: Vec<u64> = k.args.iter().map(resolve).collect();
+        let chunks = if self.threads > 1 {
+            (k.tiles / k.grain.max(1)).clamp(1, self.threads * 4)
+        } else {
+            1
+        };
+        if chunks <= 1 || self.pool.is_none() {
+            // SAFETY: the kernel was planned for these arguments and tile range.
+            unsafe { k.kernel.run(&args, 0, k.tiles) };
+            return;
+        }
+        let per = k.tiles.div_ceil(chunks);
+        self.pool.as_ref().expect("checked").install(|| {
+            (0..chunks).into_par_iter().for_each(|c| {
+                let (lo, hi) = (c * per, ((c + 1) * per).min(k.tiles));
+                if lo < hi {
+                    // SAFETY: tiles are disjoint.
+                    unsafe { k.kernel.run(&args, lo, hi) };
                 }
             })
         });

@@ -197,6 +197,8 @@ pub enum Step {
     Kernel(KernelStep),
     /// A tiled matrix product (boxed: it is much larger than a kernel step).
     Gemm(Box<GemmStep>),
+    /// An ahead-of-time kernel over tiles.
+    Native(NativeStep),
 }
 
 /// What lowering produced, apart from the machine code.
@@ -234,4 +236,44 @@ pub struct Batch {
     pub a_packed: usize,
     /// Which group's matrix A is (for a sparse A's descriptor).
     pub group: usize,
+}
+
+/// A call of an ahead-of-time kernel of `dnnc-kernels` over tiles `[0, tiles)`, split into
+/// chunks of at least `grain` tiles across the threads.
+pub struct NativeStep {
+    /// The kernel, planned for the compilation's level.
+    pub kernel: Native,
+    /// Its pointers, in the order [`Native::run`] documents for the kernel.
+    pub args: Vec<Addr>,
+    /// Units of work.
+    pub tiles: usize,
+    /// Smallest chunk worth a thread.
+    pub grain: usize,
+}
+
+/// An ahead-of-time kernel and its plan.
+pub enum Native {
+    /// A direct convolution over NCHWc (or planar, padded) input: input, output, packed
+    /// weights, scale, shift, residual.
+    Conv(Box<dnnc_kernels::conv::DirectConv>),
+    /// A depthwise convolution or pool over NCHWc: input, output, packed weights (or
+    /// null), scale, shift, residual.
+    Window(Box<dnnc_kernels::window::Window>),
+    /// Global average pooling of NCHWc into planar `[n, c]`: input, output.
+    GlobalAverage(dnnc_kernels::channelwise::GlobalAverage),
+    /// A per-channel affine map of NCHWc: input, output, scale, shift.
+    Affine(dnnc_kernels::channelwise::BlockedAffine),
+    /// Planar `[n, c, h, w]` to NCHWc with this many lanes: input, output.
+    ToBlocked([usize; 4], usize),
+    /// NCHWc back to planar: input, output.
+    ToPlanar([usize; 4], usize),
+    /// Zero padding of planes `h × w` (top, left, bottom, right): input, output.
+    PadPlanar {
+        /// Plane height.
+        h: usize,
+        /// Plane width.
+        w: usize,
+        /// Padding.
+        pad: [usize; 4],
+    },
 }

@@ -1,11 +1,12 @@
 //! The JIT against the reference interpreter on every model of the zoo and every ONNX
-//! oracle model, at one and two threads and with both GEMM implementations. Tolerance:
-//! relative L2 error ≤ 1e-4 on every output.
+//! oracle model, at one and two threads, with both GEMM implementations, and at every
+//! vector level this CPU supports (lower ones forced). Tolerance: relative L2 error ≤ 1e-4
+//! on every output.
 
 use dnnc_ir::diag::SourceFile;
 use dnnc_ir::init::seeded_normals;
 use dnnc_ir::{Module, Tensor};
-use dnnc_jit::{GemmImpl, JitOptions, compile};
+use dnnc_jit::{GemmImpl, JitOptions, Level, compile};
 use std::path::Path;
 
 pub const TOLERANCE: f64 = 1e-4;
@@ -26,14 +27,26 @@ fn inputs(m: &Module, seed: u64) -> Vec<Tensor> {
 /// Compiles and runs `m` with `options`, comparing with the reference; returns the worst
 /// error.
 pub fn check(name: &str, m: &Module, options: &JitOptions, seed: u64) -> f64 {
+    check_all(name, m, std::slice::from_ref(options), seed)[0]
+}
+
+/// Like [`check`] for several option sets, running the reference once.
+pub fn check_all(name: &str, m: &Module, all: &[JitOptions], seed: u64) -> Vec<f64> {
     let fid = m.funcs.keys().next().unwrap();
     let x = inputs(m, seed);
     let want = dnnc_reference::run(m, fid, &x, &Default::default())
         .unwrap_or_else(|e| panic!("{name}: {e}"));
+    all.iter()
+        .map(|options| compare(name, m, options, &x, &want))
+        .collect()
+}
+
+fn compare(name: &str, m: &Module, options: &JitOptions, x: &[Tensor], want: &[Tensor]) -> f64 {
+    let fid = m.funcs.keys().next().unwrap();
     let exe = compile(m, fid, options).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let got = exe.run(&x).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let got = exe.run(x).unwrap_or_else(|e| panic!("{name}: {e}"));
     let mut worst: f64 = 0.0;
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert_eq!(g.shape, w.shape, "{name} output {i}");
         let e = g.relative_l2(w);
         assert!(
@@ -58,17 +71,29 @@ fn every_zoo_model_matches_the_reference() {
     for path in files {
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         let m = load(&path);
-        let e1 = check(&name, &m, &JitOptions::default(), 1);
-        let e2 = check(
-            &name,
-            &m,
-            &JitOptions {
+        // The native level at one and two threads, then each lower level (two threads on
+        // alternate ones, so both thread counts meet every level across the zoo).
+        let mut all = vec![
+            JitOptions::default(),
+            JitOptions {
                 threads: 2,
                 ..JitOptions::default()
             },
-            2,
-        );
-        println!("{name}: relative L2 error {e1:.2e} (1 thread), {e2:.2e} (2 threads)");
+        ];
+        for (i, cpu) in Level::supported().into_iter().rev().skip(1).enumerate() {
+            all.push(JitOptions {
+                cpu,
+                threads: 1 + (i + name.len()) % 2,
+                ..JitOptions::default()
+            });
+        }
+        let errors = check_all(&name, &m, &all, 1);
+        let report: Vec<String> = all
+            .iter()
+            .zip(&errors)
+            .map(|(o, e)| format!("{}/{}t {e:.2e}", o.cpu, o.threads))
+            .collect();
+        println!("{name}: relative L2 error {}", report.join(", "));
     }
 }
 

@@ -1,6 +1,7 @@
 //! Property tests: every op the JIT lowers, over random shapes and attributes, against the
 //! reference interpreter. Each op runs 200 cases; each case draws the thread count, the
-//! GEMM implementation and whether epilogues are fused. Tolerance: relative L2 error
+//! GEMM implementation, whether epilogues are fused, the weight layout and the vector
+//! level (every level this CPU supports). Tolerance: relative L2 error
 //! ≤ 1e-4 on every output (stated once, in `TOLERANCE`).
 
 use dnnc_ir::attr::Padding;
@@ -9,7 +10,7 @@ use dnnc_ir::init::{InitKind, InitSpec, seeded_normals};
 use dnnc_ir::ops::*;
 use dnnc_ir::types::TensorType;
 use dnnc_ir::{Module, Tensor, Value};
-use dnnc_jit::{GemmImpl, JitOptions, WeightLayout, compile};
+use dnnc_jit::{GemmImpl, JitOptions, Level, WeightLayout, compile};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -29,6 +30,8 @@ struct Setup {
     /// Conv and linear weights: dense, or (with about half their entries zeroed, whole
     /// rows now and then) the CSR or BCR kernel.
     layout: WeightLayout,
+    /// The vector level: every level this CPU supports, forced ones included.
+    cpu: Level,
 }
 
 fn layout() -> impl Strategy<Value = WeightLayout> {
@@ -46,8 +49,9 @@ fn setup() -> impl Strategy<Value = Setup> {
         prop::bool::weighted(0.8),
         0u64..1000,
         layout(),
+        prop::sample::select(Level::supported()),
     )
-        .prop_map(|(threads, generated, fuse, seed, layout)| Setup {
+        .prop_map(|(threads, generated, fuse, seed, layout, cpu)| Setup {
             threads,
             gemm: if generated {
                 GemmImpl::Generated
@@ -57,6 +61,7 @@ fn setup() -> impl Strategy<Value = Setup> {
             fuse,
             seed,
             layout,
+            cpu,
         })
 }
 
@@ -137,6 +142,7 @@ impl Case {
             gemm: s.gemm,
             fuse: s.fuse,
             layout: s.layout,
+            cpu: s.cpu,
         };
         let exe = compile(module, f, &options)
             .map_err(|e| TestCaseError::fail(format!("compile: {e}")))?;
@@ -442,6 +448,84 @@ fn pool(op: impl FnOnce(Window) -> OpKind, p: &PoolCase, s: &Setup) -> Result<()
     case.check(s)
 }
 
+/// An op reading the channel-blocked output of a convolution: the JIT keeps it blocked
+/// (pools, batch norm, activations, same-shape arithmetic, a second convolution) or
+/// converts it (a flatten, a broadcast), and converts whatever is returned back.
+fn after_conv(kind: u8, k: usize, p: &PoolCase, s: &Setup) -> Result<(), TestCaseError> {
+    let case = Case::build(&[vec![p.n, p.c, p.h, p.w]], |b, x| {
+        let conv = |b: &mut FuncBuilder, x: Value, k: usize, seed: u64| {
+            let c = b.ty(x).shape[1];
+            let w = weight(b, &format!("w{seed}"), &[k, c, 1, 1], seed);
+            b.op1(
+                OpKind::Conv2d(Conv2d {
+                    stride: [1, 1],
+                    pad: Padding([0; 4]),
+                    dilation: [1, 1],
+                    groups: 1,
+                }),
+                &[x, w],
+            )
+        };
+        let y = conv(b, x[0], k, s.seed + 30)?;
+        let out = match kind {
+            0 => b.op1(
+                OpKind::MaxPool2d(MaxPool2d {
+                    window: p.window.clone(),
+                }),
+                &[y],
+            )?,
+            1 => b.op1(
+                OpKind::AvgPool2d(AvgPool2d {
+                    window: p.window.clone(),
+                    count_include_pad: s.seed.is_multiple_of(2),
+                }),
+                &[y],
+            )?,
+            2 => b.op1(OpKind::GlobalAvgPool2d(GlobalAvgPool2d), &[y])?,
+            3 => {
+                let e = Epilogue {
+                    batch_norm: true,
+                    act: 0,
+                    residual: false,
+                };
+                apply(b, &e, y, None, s.seed + 40)?
+            }
+            4 => b.op1(OpKind::Sigmoid(Sigmoid), &[y])?,
+            5 => {
+                let z = conv(b, x[0], k, s.seed + 31)?;
+                b.op1(OpKind::Mul(Mul), &[y, z])?
+            }
+            6 => {
+                // Depthwise over the blocked activation, then a dense one reading it.
+                let w = weight(b, "dw", &[k, 1, 3, 3], s.seed + 32);
+                let d = b.op1(
+                    OpKind::Conv2d(Conv2d {
+                        stride: [1, 1],
+                        pad: Padding([1; 4]),
+                        dilation: [1, 1],
+                        groups: k,
+                    }),
+                    &[y, w],
+                )?;
+                conv(b, d, 1 + k % 7, s.seed + 33)?
+            }
+            7 => b.op1(OpKind::Flatten(Flatten { axis: 1 }), &[y])?,
+            _ => {
+                // A per-channel constant broadcast over the blocked activation.
+                let t = b.constant(Tensor::from_f32(
+                    &[1, k, 1, 1],
+                    (0..k).map(|i| i as f32 - 1.5).collect(),
+                ));
+                let r = b.op1(OpKind::Relu(Relu), &[y])?;
+                b.op1(OpKind::Div(Div), &[r, t])?
+            }
+        };
+        Ok(vec![out])
+    })
+    .map_err(TestCaseError::fail)?;
+    case.check(s)
+}
+
 fn shape(max_rank: usize, max_dim: usize) -> impl Strategy<Value = Vec<usize>> {
     prop::collection::vec(1..=max_dim, 1..=max_rank)
 }
@@ -452,6 +536,11 @@ proptest! {
     #[test]
     fn conv2d_dense_and_grouped(c in conv_case(false), e in epilogue(), s in setup()) {
         conv(&c, &e, &s)?;
+    }
+
+    #[test]
+    fn ops_after_a_blocked_conv(kind in 0u8..9, k in 1usize..=40, p in pool_case(12, 12), s in setup()) {
+        after_conv(kind, k, &p, &s)?;
     }
 
     #[test]

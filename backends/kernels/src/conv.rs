@@ -100,6 +100,8 @@ pub struct DirectConv {
     chunk: usize,
     /// Micro-kernels by `[rows - 1][filters - 1]`.
     blocks: Vec<Vec<BlockFn>>,
+    /// A 1×1, stride-1, unpadded convolution: positions map to themselves.
+    pointwise: bool,
 }
 
 /// Accumulator rows for `filters` vectors of output channels on a level: as many as fit
@@ -153,6 +155,11 @@ impl DirectConv {
             filters,
             positions_per_tile,
             chunk,
+            pointwise: shape.kernel == [1, 1]
+                && shape.stride == [1, 1]
+                && shape.pad == [0, 0]
+                && shape.in_h == shape.out_h
+                && shape.in_w == shape.out_w,
             blocks: match input {
                 InputLayout::Blocked => blocked_table(level),
                 InputLayout::Planar => planar_table(level),
@@ -379,15 +386,22 @@ unsafe fn blocked_block<S: Simd, const R: usize, const F: usize>(
     let out_block0 = g * p.filters;
     let plane = s.out_h * s.out_w * l;
     let out = (n * p.out_blocks + out_block0) * plane + q0 * l;
-    // The input origin of each position's window.
+    // The input origin of each position's window (one division, then steps).
     let mut ih0 = [0isize; R];
     let mut iw0 = [0isize; R];
+    let (mut oh, mut ow) = (q0 / s.out_w, q0 % s.out_w);
     for r in 0..R {
-        let q = q0 + r;
-        ih0[r] = ((q / s.out_w) * s.stride[0]) as isize - s.pad[0] as isize;
-        iw0[r] = ((q % s.out_w) * s.stride[1]) as isize - s.pad[1] as isize;
+        ih0[r] = (oh * s.stride[0]) as isize - s.pad[0] as isize;
+        iw0[r] = (ow * s.stride[1]) as isize - s.pad[1] as isize;
+        ow += 1;
+        if ow == s.out_w {
+            ow = 0;
+            oh += 1;
+        }
     }
     let (h, w) = (s.in_h as isize, s.in_w as isize);
+    // A pointwise convolution reads the same positions it writes.
+    let pointwise = p.pointwise;
     unsafe {
         let mut acc = [[S::zero(); F]; R];
         if cb0 > 0 {
@@ -400,6 +414,23 @@ unsafe fn blocked_block<S: Simd, const R: usize, const F: usize>(
         let step = l * F * l;
         for cb in cb0..cb1 {
             let image = io.input.add((n * p.in_blocks + cb) * s.in_h * s.in_w * l);
+            if pointwise {
+                let a = image.add(q0 * l);
+                let b = weights.add(cb * step);
+                for k in 0..l {
+                    let mut wv = [S::zero(); F];
+                    for f in 0..F {
+                        wv[f] = S::load(b.add((k * F + f) * l));
+                    }
+                    for r in 0..R {
+                        let x = S::broadcast(a.add(r * l + k));
+                        for f in 0..F {
+                            acc[r][f] = S::mul_add(x, wv[f], acc[r][f]);
+                        }
+                    }
+                }
+                continue;
+            }
             for kh in 0..kr {
                 let dy = (kh * s.dilation[0]) as isize;
                 if (0..R).all(|r| ih0[r] + dy < 0 || ih0[r] + dy >= h) {

@@ -8,7 +8,8 @@ use std::sync::OnceLock;
 /// A vector instruction-set level. Each kernel has one implementation per level.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {
-    /// 128-bit SSE, without FMA (x86-64's baseline; the kernels use nothing past SSE2).
+    /// 128-bit SSE4.2 (x86-64-v2), without FMA. The ahead-of-time kernels use nothing
+    /// past SSE2; generated code may use SSE4.1/4.2.
     Sse4,
     /// 256-bit AVX2 with FMA.
     Avx2,
@@ -66,7 +67,7 @@ impl Level {
     pub fn is_supported(self) -> bool {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Level::Sse4 => true,
+            Level::Sse4 => std::arch::is_x86_feature_detected!("sse4.2"),
             #[cfg(target_arch = "x86_64")]
             Level::Avx2 => {
                 std::arch::is_x86_feature_detected!("avx2")
@@ -109,7 +110,7 @@ impl Level {
     /// What the level means, for `dnnc info --target`.
     pub fn describe(self) -> &'static str {
         match self {
-            Level::Sse4 => "128-bit SSE, no FMA",
+            Level::Sse4 => "128-bit SSE4.2, no FMA",
             Level::Avx2 => "256-bit AVX2 + FMA",
             Level::Avx512 => "512-bit AVX-512F/BW/VL/DQ",
             Level::Neon => "128-bit NEON + FMA",
@@ -163,7 +164,7 @@ fn detect() -> Level {
     [Level::Avx512, Level::Avx2, Level::Sse4, Level::Neon]
         .into_iter()
         .find(|l| l.is_supported())
-        .expect("x86-64 has SSE and aarch64 has NEON")
+        .unwrap_or(Level::Sse4)
 }
 
 /// The CPU's model name and the vector features that matter to dnnc, for reports.

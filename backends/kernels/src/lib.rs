@@ -11,6 +11,9 @@
 //! vector of channels per block, so the block is the level's lane count.
 
 #![deny(missing_docs)]
+// Micro-kernels index their register blocks `acc[r][f]` over constant ranges, which the
+// compiler unrolls into registers; iterator chains hide that shape.
+#![allow(clippy::needless_range_loop)]
 
 pub mod channelwise;
 pub mod conv;

@@ -14,6 +14,7 @@ use crate::Level;
 /// # Safety
 /// Every method is `unsafe`: it may only run on a CPU that supports [`Simd::LEVEL`] and
 /// from code compiled for it; pointers must be valid for the lanes they touch.
+#[allow(clippy::missing_safety_doc)] // the trait's Safety section covers every method
 pub trait Simd: Copy + Send + Sync + 'static {
     /// The level these vectors belong to.
     const LEVEL: Level;

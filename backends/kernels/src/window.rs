@@ -4,9 +4,9 @@
 //! are processed `R` at a time, and blocks whose windows lie inside the input skip the
 //! bounds checks.
 
+use crate::Level;
 use crate::epilogue::{ChannelVectors, Epilogue, EpilogueArgs};
 use crate::simd::Simd;
-use crate::{Level, instantiate};
 
 /// What a window computes.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -77,7 +77,10 @@ pub struct Window {
     /// The op.
     pub op: WindowOp,
     blocks: usize,
-    run_fn: unsafe fn(&Window, &WindowIo, usize, usize),
+    /// Micro-kernels by `[positions - 1][variant - 1]`.
+    kernels: Vec<Vec<BlockFn>>,
+    /// The 3×3 depthwise row kernel, where it applies.
+    dw3: Option<RowFn>,
 }
 
 impl Window {
@@ -88,7 +91,12 @@ impl Window {
             shape,
             op,
             blocks: shape.channels.div_ceil(level.lanes()),
-            run_fn: window_fn(level),
+            kernels: window_table(level),
+            dw3: (matches!(op, WindowOp::Depthwise(_))
+                && shape.kernel == [3, 3]
+                && shape.dilation == [1, 1]
+                && shape.stride == [1, 1])
+            .then(|| dw3_table(level)[0][shape.stride[0] - 1]),
         }
     }
 
@@ -122,57 +130,218 @@ impl Window {
     /// `io` must hold this shape's NCHWc tensors (and weights and epilogue data for a
     /// depthwise convolution); the CPU must support the level.
     pub unsafe fn run(&self, io: &WindowIo, begin: usize, end: usize) {
-        unsafe { (self.run_fn)(self, io, begin, end) }
+        unsafe { run_rows(self, io, begin, end) }
     }
 }
 
-instantiate!(fn window_fn(level) -> unsafe fn(p: &Window, io: &WindowIo, begin: usize, end: usize) = window_rows::<S>);
+/// A window micro-kernel: `blocks` blocks of `R` consecutive output positions of row
+/// `oh` of channel block `nb` (`at = [nb, oh, ow0]`); the const `V` encodes the op kind and
+/// whether every tap is inside the input horizontally (see [`variant`]).
+type BlockFn = unsafe fn(&Window, &WindowIo, [usize; 3], usize);
+
+/// Op kinds, as the micro-kernels' const parameter.
+const DEPTHWISE: usize = 0;
+const MAX: usize = 1;
+const AVERAGE: usize = 2;
+
+/// The micro-kernel variant of an op kind and an interior flag.
+fn variant(op: &WindowOp, interior: bool) -> usize {
+    let kind = match op {
+        WindowOp::Depthwise(_) => DEPTHWISE,
+        WindowOp::Max => MAX,
+        WindowOp::Average { .. } => AVERAGE,
+    };
+    kind * 2 + usize::from(interior) + 1
+}
+
+crate::micro_table!(fn window_table(level) -> unsafe fn(p: &Window, io: &WindowIo, at: [usize; 3], blocks: usize) = window_blocks::<S, R, F>;
+    rows [1 2 3 4 5 6 7 8]; filters [1 2 3 4 5 6]);
 
 /// Output positions per block.
 const POSITIONS: usize = 8;
 
+/// A whole output row of a 3×3 depthwise convolution (dilation 1), in blocks of
+/// [`POSITIONS`]: each input vector is loaded once per block row and used by every tap that reads it; inputs outside the row are
+/// zeros, and the last block stores only the positions that exist.
+type RowFn = unsafe fn(&Window, &WindowIo, [usize; 3], usize);
+
+crate::micro_table!(fn dw3_table(level) -> unsafe fn(p: &Window, io: &WindowIo, at: [usize; 3], blocks: usize) = dw3_row::<S, R, F>;
+    rows [1]; filters [1]);
+
 #[inline(always)]
-unsafe fn window_rows<S: Simd>(p: &Window, io: &WindowIo, begin: usize, end: usize) {
+unsafe fn dw3_row<S: Simd, const ONE: usize, const STRIDE: usize>(
+    p: &Window,
+    io: &WindowIo,
+    [nb, oh, _]: [usize; 3],
+    _blocks: usize,
+) {
+    const R: usize = POSITIONS;
     let s = &p.shape;
     let l = S::LANES;
-    for tile in begin..end {
-        let oh = tile % s.out_h;
-        let nb = tile / s.out_h;
-        let input = unsafe { io.input.add(nb * s.in_h * s.in_w * l) };
-        let output = unsafe { io.output.add((nb * s.out_h + oh) * s.out_w * l) };
-        let cb = nb % p.blocks;
-        // Rows of the window inside the input.
-        let ih0 = (oh * s.stride[0]) as isize - s.pad[0] as isize;
-        let kh0 = (0..s.kernel[0])
-            .find(|&kh| ih0 + (kh * s.dilation[0]) as isize >= 0)
-            .unwrap_or(s.kernel[0]);
-        let kh1 = (0..s.kernel[0])
-            .rev()
-            .find(|&kh| ih0 + ((kh * s.dilation[0]) as isize) < s.in_h as isize)
-            .map_or(0, |k| k + 1);
+    let WindowOp::Depthwise(e) = p.op else {
+        unreachable!("depthwise only")
+    };
+    let cb = nb % p.blocks;
+    let ih0 = (oh * STRIDE) as isize - s.pad[0] as isize;
+    let (w, loads) = (s.in_w as isize, (R - 1) * STRIDE + 3);
+    unsafe {
+        let input = io.input.add(nb * s.in_h * s.in_w * l);
+        let output = io.output.add((nb * s.out_h + oh) * s.out_w * l);
+        let weights = io.weights.add(cb * 9 * l);
+        let cv = ChannelVectors::<S>::load(&e, &io.epilogue, cb * l);
+        let rows: [bool; 3] = std::array::from_fn(|kh| {
+            let ih = ih0 + kh as isize;
+            ih >= 0 && ih < s.in_h as isize
+        });
         let mut ow = 0;
         while ow < s.out_w {
-            let n = POSITIONS.min(s.out_w - ow);
-            let iw_first = (ow * s.stride[1]) as isize - s.pad[1] as isize;
-            let iw_last = ((ow + n - 1) * s.stride[1] + (s.kernel[1] - 1) * s.dilation[1]) as isize
-                - s.pad[1] as isize;
-            let interior = n == POSITIONS && iw_first >= 0 && iw_last < s.in_w as isize;
-            unsafe {
-                if interior {
-                    window_block::<S, POSITIONS, true>(p, io, input, output, cb, ih0, kh0, kh1, ow);
-                } else {
-                    for o in ow..ow + n {
-                        window_block::<S, 1, false>(p, io, input, output, cb, ih0, kh0, kh1, o);
+            let iw = (ow * STRIDE) as isize - s.pad[1] as isize;
+            let inside = iw >= 0 && iw + loads as isize <= w;
+            let mut acc = [S::zero(); R];
+            for kh in 0..3 {
+                if !rows[kh] {
+                    continue;
+                }
+                let row = input.offset((ih0 + kh as isize) * w * l as isize);
+                let mut x = [S::zero(); 2 * R + 1];
+                for (i, xi) in x.iter_mut().enumerate().take(loads) {
+                    let at = iw + i as isize;
+                    if inside || (at >= 0 && at < w) {
+                        *xi = S::load(row.offset(at * l as isize));
+                    }
+                }
+                for kw in 0..3 {
+                    let wv = S::load(weights.add((kh * 3 + kw) * l));
+                    for r in 0..R {
+                        acc[r] = S::mul_add(x[r * STRIDE + kw], wv, acc[r]);
                     }
                 }
             }
-            ow += n;
+            let out = output.add(ow * l);
+            let base = out.offset_from(io.output) as usize;
+            for r in 0..R.min(s.out_w - ow) {
+                let v = if e.is_identity() {
+                    acc[r]
+                } else {
+                    cv.apply(&e, &io.epilogue, acc[r], base + r * l)
+                };
+                S::store(out.add(r * l), v);
+            }
+            ow += R;
+        }
+    }
+}
+
+/// Enough zeros (and minus infinities) for a vector at any level, read by taps outside
+/// the input.
+static ZEROS: [f32; 16] = [0.0; 16];
+static NEG_INF: [f32; 16] = [f32::NEG_INFINITY; 16];
+
+/// Runs tiles (rows of one channel block of one image) `[begin, end)`.
+unsafe fn run_rows(p: &Window, io: &WindowIo, begin: usize, end: usize) {
+    let s = &p.shape;
+    for tile in begin..end {
+        let (nb, oh) = (tile / s.out_h, tile % s.out_h);
+        if let Some(row) = p.dw3 {
+            unsafe { row(p, io, [nb, oh, 0], 0) };
+            continue;
+        }
+        // Output columns whose windows are inside the input horizontally.
+        let first_inside = s.pad[1].div_ceil(s.stride[1]);
+        let reach = (s.kernel[1] - 1) * s.dilation[1];
+        let last_inside = (s.in_w + s.pad[1])
+            .checked_sub(reach + 1)
+            .map(|v| v / s.stride[1]);
+        let (lo, hi) = match last_inside {
+            Some(last) if first_inside <= last => {
+                (first_inside.min(s.out_w), (last + 1).min(s.out_w))
+            }
+            _ => (0, 0),
+        };
+        let run = |from: usize, to: usize, interior: bool| {
+            let v = variant(&p.op, interior);
+            let n = to - from;
+            let (full, tail) = (n / POSITIONS, n % POSITIONS);
+            unsafe {
+                if full > 0 {
+                    p.kernels[POSITIONS - 1][v - 1](p, io, [nb, oh, from], full);
+                }
+                if tail > 0 {
+                    p.kernels[tail - 1][v - 1](p, io, [nb, oh, from + full * POSITIONS], 1);
+                }
+            }
+        };
+        // Whole blocks of interior positions; the edges in blocks that check their taps.
+        let first = lo.div_ceil(POSITIONS) * POSITIONS;
+        let last = first + hi.saturating_sub(first) / POSITIONS * POSITIONS;
+        if lo < hi && first < last {
+            run(0, first, false);
+            run(first, last, true);
+            run(last, s.out_w, false);
+        } else {
+            run(0, s.out_w, false);
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn window_blocks<S: Simd, const R: usize, const V: usize>(
+    p: &Window,
+    io: &WindowIo,
+    [nb, oh, ow0]: [usize; 3],
+    blocks: usize,
+) {
+    let s = &p.shape;
+    let l = S::LANES;
+    let input = unsafe { io.input.add(nb * s.in_h * s.in_w * l) };
+    let output = unsafe { io.output.add((nb * s.out_h + oh) * s.out_w * l) };
+    let cb = nb % p.blocks;
+    // Rows of the window inside the input.
+    let ih0 = (oh * s.stride[0]) as isize - s.pad[0] as isize;
+    let kh0 = (0..s.kernel[0])
+        .find(|&kh| ih0 + (kh * s.dilation[0]) as isize >= 0)
+        .unwrap_or(s.kernel[0]);
+    let kh1 = (0..s.kernel[0])
+        .rev()
+        .find(|&kh| ih0 + ((kh * s.dilation[0]) as isize) < s.in_h as isize)
+        .map_or(0, |k| k + 1);
+    let kind = (V - 1) / 2;
+    let interior = (V - 1) % 2 == 1;
+    for b in 0..blocks {
+        unsafe {
+            if interior {
+                window_block::<S, R, true>(
+                    p,
+                    io,
+                    input,
+                    output,
+                    cb,
+                    ih0,
+                    kh0,
+                    kh1,
+                    ow0 + b * R,
+                    kind,
+                );
+            } else {
+                window_block::<S, R, false>(
+                    p,
+                    io,
+                    input,
+                    output,
+                    cb,
+                    ih0,
+                    kh0,
+                    kh1,
+                    ow0 + b * R,
+                    kind,
+                );
+            }
         }
     }
 }
 
 /// `R` consecutive output positions from `ow0`; `INTERIOR`: every tap of every position is
-/// inside the input horizontally.
+/// inside the input horizontally (otherwise taps outside read a neutral vector).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn window_block<S: Simd, const R: usize, const INTERIOR: bool>(
@@ -185,54 +354,78 @@ unsafe fn window_block<S: Simd, const R: usize, const INTERIOR: bool>(
     kh0: usize,
     kh1: usize,
     ow0: usize,
+    kind: usize,
 ) {
     let s = &p.shape;
     let l = S::LANES;
     let taps = s.kernel[0] * s.kernel[1];
+    let w = s.in_w as isize;
+    let mut iw0 = [0isize; R];
+    for r in 0..R {
+        iw0[r] = ((ow0 + r) * s.stride[1]) as isize - s.pad[1] as isize;
+    }
+    let neutral = if kind == MAX {
+        NEG_INF.as_ptr()
+    } else {
+        ZEROS.as_ptr()
+    };
     unsafe {
-        let init = match p.op {
-            WindowOp::Max => S::splat(f32::NEG_INFINITY),
-            _ => S::zero(),
+        let init = if kind == MAX {
+            S::splat(f32::NEG_INFINITY)
+        } else {
+            S::zero()
         };
         let mut acc = [init; R];
-        let mut count = [0usize; R];
         for kh in kh0..kh1 {
             let row = input.add((ih0 + (kh * s.dilation[0]) as isize) as usize * s.in_w * l);
             for kw in 0..s.kernel[1] {
-                let w = match p.op {
-                    WindowOp::Depthwise(_) => {
-                        S::load(io.weights.add((cb * taps + kh * s.kernel[1] + kw) * l))
-                    }
-                    _ => S::zero(),
+                let dx = (kw * s.dilation[1]) as isize;
+                let wv = if kind == DEPTHWISE {
+                    S::load(io.weights.add((cb * taps + kh * s.kernel[1] + kw) * l))
+                } else {
+                    S::zero()
                 };
+                // Interior: positions `step` floats apart from the first one's tap.
+                let first = row.offset((iw0[0] + dx) * l as isize);
+                let step = s.stride[1] * l;
                 for r in 0..R {
-                    let iw =
-                        ((ow0 + r) * s.stride[1] + kw * s.dilation[1]) as isize - s.pad[1] as isize;
-                    if !INTERIOR && (iw < 0 || iw >= s.in_w as isize) {
-                        continue;
-                    }
-                    let x = S::load(row.add(iw as usize * l));
-                    acc[r] = match p.op {
-                        WindowOp::Depthwise(_) => S::mul_add(x, w, acc[r]),
-                        WindowOp::Max => S::max(x, acc[r]),
-                        WindowOp::Average { .. } => S::add(x, acc[r]),
+                    let ptr = if INTERIOR {
+                        first.add(r * step)
+                    } else {
+                        let x = iw0[r] + dx;
+                        if x >= 0 && x < w {
+                            row.offset(x * l as isize)
+                        } else {
+                            neutral
+                        }
                     };
-                    count[r] += 1;
+                    let v = S::load(ptr);
+                    acc[r] = if kind == DEPTHWISE {
+                        S::mul_add(v, wv, acc[r])
+                    } else if kind == MAX {
+                        S::max(v, acc[r])
+                    } else {
+                        S::add(v, acc[r])
+                    };
                 }
             }
         }
         let out = output.add(ow0 * l);
         match p.op {
             WindowOp::Depthwise(e) => {
-                let cv = ChannelVectors::<S>::load(&e, &io.epilogue, cb * l);
-                let base = out.offset_from(io.output) as usize;
-                for r in 0..R {
-                    let v = if e.is_identity() {
-                        acc[r]
-                    } else {
-                        cv.apply(&e, &io.epilogue, acc[r], base + r * l)
-                    };
-                    S::store(out.add(r * l), v);
+                if e.is_identity() {
+                    for r in 0..R {
+                        S::store(out.add(r * l), acc[r]);
+                    }
+                } else {
+                    let cv = ChannelVectors::<S>::load(&e, &io.epilogue, cb * l);
+                    let base = out.offset_from(io.output) as usize;
+                    for r in 0..R {
+                        S::store(
+                            out.add(r * l),
+                            cv.apply(&e, &io.epilogue, acc[r], base + r * l),
+                        );
+                    }
                 }
             }
             WindowOp::Max => {
@@ -241,18 +434,24 @@ unsafe fn window_block<S: Simd, const R: usize, const INTERIOR: bool>(
                 }
             }
             WindowOp::Average { include_pad } => {
+                let rows = (kh1 - kh0) as isize;
                 for r in 0..R {
                     let divisor = if include_pad {
                         // The window clipped to the padded input.
-                        let h0 = ih0;
-                        let h1 = (h0 + s.kernel[0] as isize).min((s.in_h + s.pad[2]) as isize);
-                        let w0 = ((ow0 + r) * s.stride[1]) as isize - s.pad[1] as isize;
+                        let h1 = (ih0 + s.kernel[0] as isize).min((s.in_h + s.pad[2]) as isize);
+                        let w0 = iw0[r];
                         let w1 = (w0 + s.kernel[1] as isize).min((s.in_w + s.pad[3]) as isize);
-                        ((h1 - h0) * (w1 - w0)) as f32
+                        (h1 - ih0) * (w1 - w0)
                     } else {
-                        count[r] as f32
+                        let inside = (0..s.kernel[1] as isize)
+                            .filter(|&kw| (0..w).contains(&(iw0[r] + kw)))
+                            .count() as isize;
+                        rows * inside
                     };
-                    S::store(out.add(r * l), S::mul(acc[r], S::splat(1.0 / divisor)));
+                    S::store(
+                        out.add(r * l),
+                        S::mul(acc[r], S::splat(1.0 / divisor as f32)),
+                    );
                 }
             }
         }

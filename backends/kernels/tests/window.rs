@@ -113,8 +113,8 @@ fn check(s: WindowShape, op: WindowOp) -> Result<(), TestCaseError> {
         let out_shape = [s.batch, s.channels, s.out_h, s.out_w];
         let mut out = vec![f32::NAN; layout::blocked_len(out_shape, l)];
         let mut shift_padded = shift.clone();
-        for c in s.channels..shift_padded.len() {
-            shift_padded[c] = 0.0;
+        for v in &mut shift_padded[s.channels..] {
+            *v = 0.0;
         }
         let io = WindowIo {
             input: xin.as_ptr(),

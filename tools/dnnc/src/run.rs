@@ -52,6 +52,29 @@ pub struct EngineArgs {
     /// encoding), dense, csr, bcr, or bcr:RxC (blocks of a weight without #bcr).
     #[arg(long, default_value = "auto", value_parser = parse_layout)]
     pub layout: dnnc_jit::WeightLayout,
+    /// The JIT's vector instruction set: native (the CPU's best), avx512, avx2, sse4 or
+    /// neon; a lower level than the CPU's forces that level's kernels. Defaults to
+    /// $DNNC_CPU, else native.
+    #[arg(long, value_parser = parse_cpu)]
+    pub cpu: Option<dnnc_jit::CpuRequest>,
+}
+
+/// Parses `--cpu`.
+pub fn parse_cpu(s: &str) -> Result<dnnc_jit::CpuRequest, String> {
+    s.parse().map_err(|e: dnnc_jit::LevelError| e.to_string())
+}
+
+impl EngineArgs {
+    /// The JIT's level: `--cpu`, else `DNNC_CPU`, else the CPU's best.
+    pub fn level(&self) -> anyhow::Result<dnnc_jit::Level> {
+        let request = match self.cpu {
+            Some(r) => r,
+            None => {
+                dnnc_jit::CpuRequest::from_env().map_err(|e| anyhow::anyhow!("DNNC_CPU: {e}"))?
+            }
+        };
+        dnnc_jit::Level::resolve(request).map_err(|e| anyhow::anyhow!("--cpu: {e}"))
+    }
 }
 
 /// Parses `--layout`.
@@ -135,6 +158,7 @@ pub fn prepare<'m>(
         },
         fuse: !e.no_fuse,
         layout: e.layout,
+        cpu: e.level()?,
     };
     match dnnc_jit::compile(&optimised, f, &options) {
         Ok(exe) => Ok(Prepared::Jit(Box::new(exe))),

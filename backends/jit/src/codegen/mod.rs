@@ -67,23 +67,59 @@ impl Drop for Compiled {
 unsafe impl Send for Compiled {}
 unsafe impl Sync for Compiled {}
 
+/// The host's ISA builder with the features above `level` turned off.
+fn host_isa(level: dnnc_kernels::Level) -> Result<cranelift_codegen::isa::Builder, CompileError> {
+    use dnnc_kernels::Level;
+    let mut b = cranelift_native::builder().map_err(err)?;
+    let off: &[&str] = match level {
+        Level::Avx512 | Level::Neon => &[],
+        Level::Avx2 => &[
+            "has_avx512f",
+            "has_avx512dq",
+            "has_avx512vl",
+            "has_avx512vbmi",
+            "has_avx512bitalg",
+            "has_avx512vnni",
+        ],
+        Level::Sse4 => &[
+            "has_avx512f",
+            "has_avx512dq",
+            "has_avx512vl",
+            "has_avx512vbmi",
+            "has_avx512bitalg",
+            "has_avx512vnni",
+            "has_avx_vnni",
+            "has_avx",
+            "has_avx2",
+            "has_fma",
+            "has_bmi1",
+            "has_bmi2",
+            "has_lzcnt",
+        ],
+    };
+    for flag in off {
+        b.set(flag, "false").map_err(err)?;
+    }
+    Ok(b)
+}
+
 fn err(e: impl std::fmt::Display) -> CompileError {
     CompileError::Codegen(e.to_string())
 }
 
 impl Codegen {
-    /// A module for the host, optimising for speed.
-    pub fn new() -> Result<Codegen, CompileError> {
+    /// A module for the host at `level` (features above it are turned off, so that a
+    /// forced lower level emits only its instructions), optimising for speed.
+    pub fn new(level: dnnc_kernels::Level) -> Result<Codegen, CompileError> {
         let mut flags = settings::builder();
         flags.set("opt_level", "speed").map_err(err)?;
         flags.set("is_pic", "false").map_err(err)?;
         flags.set("use_colocated_libcalls", "false").map_err(err)?;
-        let isa_builder = cranelift_native::builder().map_err(err)?;
+        let isa_builder = host_isa(level)?;
         let mut plain = settings::builder();
         plain.set("opt_level", "none").map_err(err)?;
         plain.set("is_pic", "false").map_err(err)?;
-        let in_order = cranelift_native::builder()
-            .map_err(err)?
+        let in_order = host_isa(level)?
             .finish(settings::Flags::new(plain))
             .map_err(err)?;
         let isa = isa_builder

@@ -125,8 +125,10 @@ pub fn csr_descriptor(
     words
 }
 
+/// Read-only, non-trapping, and not claimed aligned: without AVX, Cranelift folds aligned
+/// loads into SSE operands, which fault on unaligned addresses.
 fn ro() -> MemFlagsData {
-    MemFlagsData::trusted().with_readonly()
+    MemFlagsData::new().with_notrap().with_readonly()
 }
 
 /// Loads u32 word `index` (a run-time value) of the descriptor as an i64.

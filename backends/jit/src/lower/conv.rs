@@ -6,7 +6,7 @@ use crate::codegen::{conv, gemm, sparse};
 
 impl Lower<'_> {
     pub(super) fn conv(&mut self, index: usize, node: &Node) -> Result<(), CompileError> {
-        let OpKind::Conv2d(c) = &node.kind else {
+        let NodeKind::Op(OpKind::Conv2d(c)) = &node.kind else {
             unreachable!()
         };
         let (x, w, y) = (node.inputs[0], node.inputs[1], node.outputs[0]);
@@ -79,7 +79,7 @@ impl Lower<'_> {
             let sa = scale.map_or(Addr::Null, |v| self.f32_data(v));
             let sh = shift.map_or(Addr::Null, |v| self.f32_data(v));
             self.kernel_step(kid, vec![px, pw, py, sa, sh], n * k, ho * wo * r * s);
-            return self.rest_of_epilogue(node, &rest, y);
+            return self.rest_of_epilogue(&rest, y);
         }
         let sparse = sparse_layout(self.options, self.func.ty(w));
         let tiling =

@@ -5,14 +5,99 @@ use super::*;
 use crate::codegen::elementwise;
 
 impl Lower<'_> {
-    pub(super) fn binary(&mut self, node: &Node) -> Result<(), CompileError> {
-        let op = match node.kind {
-            OpKind::Add(_) => Binary::Add,
-            OpKind::Sub(_) => Binary::Sub,
-            OpKind::Mul(_) => Binary::Mul,
-            _ => Binary::Div,
+    /// A unary activation, over the whole buffer (padding lanes of a blocked one too).
+    pub(super) fn unary(&mut self, node: &Node, op: Unary) -> Result<(), CompileError> {
+        let k = elementwise::unary(&mut self.cg, op)?;
+        let (x, y) = (self.addr(node.inputs[0]), self.addr(node.outputs[0]));
+        let n = self.buffer_elements(node.outputs[0]);
+        self.kernel_step(k, vec![x, y], n, 1);
+        Ok(())
+    }
+
+    /// An unfused batch norm: a per-channel affine map.
+    pub(super) fn batch_norm(
+        &mut self,
+        node: &Node,
+        bn: &dnnc_ir::ops::BatchNorm,
+    ) -> Result<(), CompileError> {
+        let p: Option<Vec<Vec<f32>>> = node.inputs[1..].iter().map(|&v| self.konst(v)).collect();
+        let p = p.ok_or_else(|| {
+            unsupported(node, "batch norm parameters must be weights or constants")
+        })?;
+        let eps = bn.epsilon as f32;
+        let scale: Vec<f32> = (0..p[0].len())
+            .map(|c| p[0][c] / (p[3][c] + eps).sqrt())
+            .collect();
+        let shift: Vec<f32> = (0..p[0].len())
+            .map(|c| p[1][c] - p[2][c] * scale[c])
+            .collect();
+        self.affine(node.inputs[0], node.outputs[0], scale, shift)
+    }
+
+    /// `y = x·scale[c] + shift[c]` over channel axis 1, in either layout.
+    pub(super) fn affine(
+        &mut self,
+        x: Value,
+        y: Value,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+    ) -> Result<(), CompileError> {
+        let s = self.shape(x);
+        let (px, py) = (self.addr(x), self.addr(y));
+        if self.blocked(x) {
+            let shape = [s[0], s[1], s[2], s[3]];
+            let lanes = self.options.cpu.lanes();
+            let (sa, sh) = (
+                self.f32_data(padded(scale, lanes)),
+                self.f32_data(padded(shift, lanes)),
+            );
+            let kernel = dnnc_kernels::channelwise::BlockedAffine::new(self.options.cpu, shape);
+            let tiles = kernel.tiles();
+            self.native_step(
+                Native::Affine(kernel),
+                vec![px, py, sa, sh],
+                tiles,
+                s[2] * s[3],
+            );
+            return Ok(());
+        }
+        let (channels, inner) = (s[1], s[2..].iter().product::<usize>());
+        let k = elementwise::channel_affine(&mut self.cg, channels, inner)?;
+        let (sa, sh) = (self.f32_data(scale), self.f32_data(shift));
+        self.kernel_step(k, vec![px, py, sa, sh], s[0] * channels, inner);
+        Ok(())
+    }
+
+    /// Softmax along one axis.
+    pub(super) fn softmax(
+        &mut self,
+        node: &Node,
+        sm: &dnnc_ir::ops::Softmax,
+    ) -> Result<(), CompileError> {
+        let s = self.shape(node.inputs[0]);
+        let axis = if sm.axis < 0 {
+            (sm.axis + s.len() as i64) as usize
+        } else {
+            sm.axis as usize
         };
+        let (len, inner) = (s[axis], s[axis + 1..].iter().product::<usize>());
+        let rows = self.elements(node.inputs[0]) / len;
+        let k = elementwise::softmax(&mut self.cg, len, inner)?;
+        let (x, y) = (self.addr(node.inputs[0]), self.addr(node.outputs[0]));
+        self.kernel_step(k, vec![x, y], rows, len);
+        Ok(())
+    }
+
+    pub(super) fn binary(&mut self, node: &Node, op: Binary) -> Result<(), CompileError> {
         let (a, b, out) = (node.inputs[0], node.inputs[1], node.outputs[0]);
+        if self.blocked(out) {
+            // Same shapes and layouts (the layout pass says): one flat run.
+            let n = self.buffer_elements(out);
+            let k = elementwise::binary(&mut self.cg, op, n, false, false, true)?;
+            let (pa, pb, po) = (self.addr(a), self.addr(b), self.addr(out));
+            self.kernel_step(k, vec![pa, pb, po, Addr::Null, Addr::Null], n, 1);
+            return Ok(());
+        }
         let out_shape = self.shape(out);
         let (sa, sb) = (self.shape(a), self.shape(b));
         // Innermost run where each operand is contiguous or constant.
@@ -87,24 +172,18 @@ impl Lower<'_> {
     }
 
     /// Applies epilogue steps the producer could not fuse as separate elementwise steps.
-    pub(super) fn rest_of_epilogue(
-        &mut self,
-        node: &Node,
-        rest: &[Epi],
-        y: Value,
-    ) -> Result<(), CompileError> {
-        let s = self.shape(y);
+    /// Applies epilogue steps the producer could not fuse, in place on `y` (either
+    /// layout: the residual has `y`'s layout).
+    pub(super) fn rest_of_epilogue(&mut self, rest: &[Epi], y: Value) -> Result<(), CompileError> {
+        let channels = self.shape(y)[1];
         let py = self.addr(y);
-        let n = self.elements(y);
+        let n = self.buffer_elements(y);
         for e in rest {
             match e {
                 Epi::Affine { scale, shift } => {
-                    let channels = s[1];
-                    let inner: usize = s[2..].iter().product();
-                    let k = elementwise::channel_affine(&mut self.cg, channels, inner)?;
-                    let sa = self.f32_data(scale.clone().unwrap_or_else(|| vec![1.0; channels]));
-                    let sh = self.f32_data(shift.clone().unwrap_or_else(|| vec![0.0; channels]));
-                    self.kernel_step(k, vec![py, py, sa, sh], s[0] * channels, inner);
+                    let scale = scale.clone().unwrap_or_else(|| vec![1.0; channels]);
+                    let shift = shift.clone().unwrap_or_else(|| vec![0.0; channels]);
+                    self.affine(y, y, scale, shift)?;
                 }
                 Epi::Relu | Epi::Relu6 => {
                     let op = if *e == Epi::Relu {
@@ -122,7 +201,12 @@ impl Lower<'_> {
                 }
             }
         }
-        let _ = node;
         Ok(())
     }
+}
+
+/// `v` padded with zeros to whole vectors of `lanes`.
+pub(super) fn padded(mut v: Vec<f32>, lanes: usize) -> Vec<f32> {
+    v.resize(v.len().div_ceil(lanes) * lanes, 0.0);
+    v
 }

@@ -2,27 +2,33 @@
 //! becomes one or more steps over planned buffers. One file per op family, mirroring
 //! `codegen/`.
 
+mod blocked_conv;
 mod conv;
 mod elementwise;
 mod gemm;
 mod pool;
 mod rnn;
+mod shape;
 mod sparse;
 
+use blocked_conv::*;
 use conv::*;
 use gemm::*;
 use sparse::*;
+
+pub(crate) use sparse::sparse_layout;
 
 use crate::codegen::conv::{ConvShape, DepthwiseEpilogue, WindowOp};
 use crate::codegen::elementwise::{Binary, ChannelAxis, Unary};
 use crate::codegen::gemm::{GemmShape, Layout};
 use crate::codegen::{self, Codegen, KernelId};
-use crate::graph::{Epi, Graph, Node};
+use crate::graph::{Epi, Graph, Node, NodeKind};
+use crate::layout::Act;
 use crate::plan::Plan;
 use crate::runtime::Executable;
 use crate::steps::{
-    Addr, Batch, Data, EpiParam, GemmEpilogue, GemmStep, Generated, Im2col, KernelStep,
-    OutputSource, Program, SparseA, Step,
+    Addr, Batch, Data, EpiParam, GemmEpilogue, GemmStep, Generated, Im2col, KernelStep, Native,
+    NativeStep, OutputSource, Program, SparseA, Step,
 };
 use crate::{CompileError, CompileStats, GemmImpl, JitOptions, WeightLayout};
 
@@ -80,12 +86,19 @@ pub fn lower(
             });
         }
     }
-    let bytes = |v: Value| func.ty(v).num_elements() * 4;
-    let shape = |v: Value| func.ty(v).shape.to_vec();
+    let lanes = options.cpu.lanes();
+    let bytes = |v: Value| buffer_elements(g, func, v, lanes) * 4;
+    let shape = |v: Value| g.ty(func, v).shape.to_vec();
     let scratch = |node: &Node| -> Vec<usize> {
-        match &node.kind {
+        let Some(kind) = node.kind.op() else {
+            return Vec::new();
+        };
+        match kind {
             OpKind::Lstm(_) | OpKind::Gru(_) => {
                 crate::plan::rnn_scratch(&shape(node.inputs[0]), &shape(node.inputs[2]))
+            }
+            OpKind::Conv2d(c) if g.layout[node.outputs[0]] == Act::Blocked => {
+                blocked_conv_scratch(c, &shape(node.inputs[0]), g.layout[node.inputs[0]])
             }
             OpKind::Conv2d(c) => match conv_tiling(
                 c,
@@ -93,7 +106,7 @@ pub fn lower(
                 &shape(node.inputs[1]),
                 &shape(node.outputs[0]),
                 options,
-                sparse_layout(options, func.ty(node.inputs[1])).is_some(),
+                sparse_layout(options, g.ty(func, node.inputs[1])).is_some(),
             ) {
                 // The column matrix, plus the generated GEMM's read-ahead slack.
                 Some(t) if t.shared_im2col => vec![(t.k * t.n + codegen::gemm::NR) * 4],
@@ -111,7 +124,7 @@ pub fn lower(
         func,
         g,
         plan,
-        cg: Codegen::new()?,
+        cg: Codegen::new(options.cpu)?,
         steps: Vec::new(),
         labels: Vec::new(),
         variant: None,
@@ -130,7 +143,7 @@ pub fn lower(
             label.push_str(e.name());
         }
         let label = match node.outputs.first() {
-            Some(&v) => format!("{label} at {} -> {}", node.loc, func.ty(v)),
+            Some(&v) => format!("{label} at {} -> {}", node.loc, g.ty(func, v)),
             None => format!("{label} at {}", node.loc),
         };
         l.labels.resize(l.steps.len(), label);
@@ -146,13 +159,14 @@ pub fn lower(
         })
         .collect();
     let mut outputs = Vec::new();
-    for &v in &func.returns {
+    // The returned values after layout assignment: planar copies where needed.
+    for &v in &g.returns {
         let r = g.root(v);
-        if func.ty(v).elem != ElemType::F32 {
+        if g.ty(func, v).elem != ElemType::F32 {
             let t = g.consts[r].as_ref().expect("checked above");
             outputs.push((
-                OutputSource::Const((**t).clone().reshaped(&func.ty(v).shape)),
-                func.ty(v).dense(),
+                OutputSource::Const((**t).clone().reshaped(&g.ty(func, v).shape)),
+                g.ty(func, v).dense(),
             ));
             continue;
         }
@@ -163,7 +177,7 @@ pub fn lower(
                 _ => unreachable!("a returned constant is registered as data"),
             },
         };
-        outputs.push((src, func.ty(v).dense()));
+        outputs.push((src, g.ty(func, v).dense()));
     }
     let stats = CompileStats {
         time: Default::default(),
@@ -191,13 +205,49 @@ pub fn lower(
     ))
 }
 
+/// Floats of `v`'s buffer in its layout.
+fn buffer_elements(g: &Graph, func: &dnnc_ir::Function, v: Value, lanes: usize) -> usize {
+    let ty = g.ty(func, v);
+    match g.layout[g.root(v)] {
+        Act::Blocked => {
+            let s = &ty.shape;
+            dnnc_kernels::layout::blocked_len([s[0], s[1], s[2], s[3]], lanes)
+        }
+        Act::Planar => ty.num_elements(),
+    }
+}
+
 impl Lower<'_> {
+    fn ty(&self, v: Value) -> &dnnc_ir::TensorType {
+        self.g.ty(self.func, v)
+    }
+
     fn shape(&self, v: Value) -> Vec<usize> {
-        self.func.ty(v).shape.to_vec()
+        self.ty(v).shape.to_vec()
     }
 
     fn elements(&self, v: Value) -> usize {
-        self.func.ty(v).num_elements()
+        self.ty(v).num_elements()
+    }
+
+    /// Floats of `v`'s buffer (channels padded to whole vectors when blocked).
+    fn buffer_elements(&self, v: Value) -> usize {
+        buffer_elements(self.g, self.func, v, self.options.cpu.lanes())
+    }
+
+    /// Whether `v` is channel-blocked.
+    fn blocked(&self, v: Value) -> bool {
+        self.g.layout[self.g.root(v)] == Act::Blocked
+    }
+
+    /// A native step whose tiles each do `work_per_tile` multiply-adds (or elements).
+    fn native_step(&mut self, kernel: Native, args: Vec<Addr>, tiles: usize, work_per_tile: usize) {
+        self.steps.push(Step::Native(NativeStep {
+            kernel,
+            args,
+            tiles,
+            grain: (GRAIN_ELEMENTS / work_per_tile.max(1)).max(1),
+        }));
     }
 
     /// The address of a value: its arena buffer, or its data.
@@ -249,14 +299,19 @@ impl Lower<'_> {
 
     fn node(&mut self, i: usize, node: &Node) -> Result<(), CompileError> {
         for &v in node.inputs.iter().chain(&node.outputs) {
-            if self.func.ty(v).elem != ElemType::F32 {
+            if self.ty(v).elem != ElemType::F32 {
                 return Err(unsupported(
                     node,
-                    format!("the JIT runs f32 tensors, not {}", self.func.ty(v)),
+                    format!("the JIT runs f32 tensors, not {}", self.ty(v)),
                 ));
             }
         }
-        match &node.kind {
+        let kind = match &node.kind {
+            NodeKind::Op(kind) => kind,
+            NodeKind::Reorder(to) => return self.reorder(node, *to),
+        };
+        match kind {
+            OpKind::Conv2d(c) if self.blocked(node.outputs[0]) => self.blocked_conv(i, node, c),
             OpKind::Conv2d(_) => self.conv(i, node),
             OpKind::BasisConv(_) | OpKind::CoeffConv(_) => Err(unsupported(
                 node,
@@ -264,106 +319,21 @@ impl Lower<'_> {
             )),
             OpKind::Linear(_) => self.linear(node),
             OpKind::MatMul(_) => self.matmul(node),
-            OpKind::Relu(_) | OpKind::Relu6(_) | OpKind::Sigmoid(_) | OpKind::Tanh(_) => {
-                let op = match node.kind {
-                    OpKind::Relu(_) => Unary::Relu,
-                    OpKind::Relu6(_) => Unary::Relu6,
-                    OpKind::Sigmoid(_) => Unary::Sigmoid,
-                    _ => Unary::Tanh,
-                };
-                let k = codegen::elementwise::unary(&mut self.cg, op)?;
-                let (x, y) = (self.addr(node.inputs[0]), self.addr(node.outputs[0]));
-                let n = self.elements(node.outputs[0]);
-                self.kernel_step(k, vec![x, y], n, 1);
-                Ok(())
-            }
-            OpKind::Add(_) | OpKind::Sub(_) | OpKind::Mul(_) | OpKind::Div(_) => self.binary(node),
-            OpKind::BatchNorm(bn) => {
-                let p: Option<Vec<Vec<f32>>> =
-                    node.inputs[1..].iter().map(|&v| self.konst(v)).collect();
-                let p = p.ok_or_else(|| {
-                    unsupported(node, "batch norm parameters must be weights or constants")
-                })?;
-                let eps = bn.epsilon as f32;
-                let scale: Vec<f32> = (0..p[0].len())
-                    .map(|c| p[0][c] / (p[3][c] + eps).sqrt())
-                    .collect();
-                let shift: Vec<f32> = (0..p[0].len())
-                    .map(|c| p[1][c] - p[2][c] * scale[c])
-                    .collect();
-                let s = self.shape(node.inputs[0]);
-                let (channels, inner) = (s[1], s[2..].iter().product::<usize>());
-                let k = codegen::elementwise::channel_affine(&mut self.cg, channels, inner)?;
-                let (x, y) = (self.addr(node.inputs[0]), self.addr(node.outputs[0]));
-                let (sa, sh) = (self.f32_data(scale), self.f32_data(shift));
-                let planes = s[0] * channels;
-                self.kernel_step(k, vec![x, y, sa, sh], planes, inner);
-                Ok(())
-            }
-            OpKind::Softmax(sm) => {
-                let s = self.shape(node.inputs[0]);
-                let axis = if sm.axis < 0 {
-                    (sm.axis + s.len() as i64) as usize
-                } else {
-                    sm.axis as usize
-                };
-                let (len, inner) = (s[axis], s[axis + 1..].iter().product::<usize>());
-                let rows = self.elements(node.inputs[0]) / len;
-                let k = codegen::elementwise::softmax(&mut self.cg, len, inner)?;
-                let (x, y) = (self.addr(node.inputs[0]), self.addr(node.outputs[0]));
-                self.kernel_step(k, vec![x, y], rows, len);
-                Ok(())
-            }
+            OpKind::Relu(_) => self.unary(node, Unary::Relu),
+            OpKind::Relu6(_) => self.unary(node, Unary::Relu6),
+            OpKind::Sigmoid(_) => self.unary(node, Unary::Sigmoid),
+            OpKind::Tanh(_) => self.unary(node, Unary::Tanh),
+            OpKind::Add(_) => self.binary(node, Binary::Add),
+            OpKind::Sub(_) => self.binary(node, Binary::Sub),
+            OpKind::Mul(_) => self.binary(node, Binary::Mul),
+            OpKind::Div(_) => self.binary(node, Binary::Div),
+            OpKind::BatchNorm(bn) => self.batch_norm(node, bn),
+            OpKind::Softmax(sm) => self.softmax(node, sm),
             OpKind::MaxPool2d(p) => self.pool(node, &p.window, true, false),
             OpKind::AvgPool2d(p) => self.pool(node, &p.window, false, p.count_include_pad),
-            OpKind::GlobalAvgPool2d(_) => {
-                let s = self.shape(node.inputs[0]);
-                let hw = s[2] * s[3];
-                let k = codegen::pool::global_avg(&mut self.cg, hw)?;
-                let (x, y) = (self.addr(node.inputs[0]), self.addr(node.outputs[0]));
-                self.kernel_step(k, vec![x, y], s[0] * s[1], hw);
-                Ok(())
-            }
-            OpKind::Transpose(t) => {
-                let s = self.shape(node.inputs[0]);
-                let mut in_strides = vec![1; s.len()];
-                for d in (0..s.len().saturating_sub(1)).rev() {
-                    in_strides[d] = in_strides[d + 1] * s[d + 1];
-                }
-                let out_dims: Vec<usize> = t.perm.iter().map(|&p| s[p]).collect();
-                let strides: Vec<usize> = t.perm.iter().map(|&p| in_strides[p]).collect();
-                let (x, y) = (self.addr(node.inputs[0]), self.addr(node.outputs[0]));
-                if out_dims.is_empty() {
-                    let k = codegen::elementwise::copy(&mut self.cg)?;
-                    self.kernel_step(k, vec![x, y], 1, 1);
-                    return Ok(());
-                }
-                let k = codegen::shape::transpose(&mut self.cg, &out_dims, &strides)?;
-                let inner: usize = out_dims[1..].iter().product();
-                self.kernel_step(k, vec![x, y], out_dims[0], inner);
-                Ok(())
-            }
-            OpKind::Concat(c) => {
-                let out = node.outputs[0];
-                let s = self.shape(out);
-                let axis = if c.axis < 0 {
-                    (c.axis + s.len() as i64) as usize
-                } else {
-                    c.axis as usize
-                };
-                let outer: usize = s[..axis].iter().product();
-                let dst_stride: usize = s[axis..].iter().product();
-                let y = self.addr(out);
-                let mut offset = 0;
-                for &v in &node.inputs {
-                    let chunk: usize = self.shape(v)[axis..].iter().product();
-                    let k = codegen::shape::blocks(&mut self.cg, chunk, dst_stride)?;
-                    let x = self.addr(v);
-                    self.kernel_step(k, vec![x, y.plus(offset * 4)], outer, chunk);
-                    offset += chunk;
-                }
-                Ok(())
-            }
+            OpKind::GlobalAvgPool2d(_) => self.global_avg_pool(node),
+            OpKind::Transpose(t) => self.transpose(node, t),
+            OpKind::Concat(c) => self.concat(node, c),
             OpKind::Lstm(_) | OpKind::Gru(_) => self.rnn(i, node),
             OpKind::Weight(_) | OpKind::Constant(_) | OpKind::Reshape(_) | OpKind::Flatten(_) => {
                 unreachable!("data ops and reshapes are not nodes")

@@ -1,4 +1,4 @@
-//! Pools: max and average windows over planar activations.
+//! Pools: max and average windows, and the global average, over either layout.
 
 use super::*;
 use crate::codegen::conv;
@@ -15,6 +15,32 @@ impl Lower<'_> {
         let (si, so) = (self.shape(x), self.shape(y));
         let (h, wd, ho, wo) = (si[2], si[3], so[2], so[3]);
         let pad = w.pad.0;
+        if self.blocked(x) {
+            let shape = dnnc_kernels::window::WindowShape {
+                batch: si[0],
+                channels: si[1],
+                in_h: h,
+                in_w: wd,
+                out_h: ho,
+                out_w: wo,
+                kernel: w.kernel,
+                stride: w.stride,
+                dilation: [1, 1],
+                pad,
+            };
+            let op = if max {
+                dnnc_kernels::window::WindowOp::Max
+            } else {
+                dnnc_kernels::window::WindowOp::Average { include_pad }
+            };
+            let kernel = dnnc_kernels::window::Window::new(self.options.cpu, shape, op);
+            let (tiles, work) = (kernel.tiles(), kernel.work_per_tile());
+            let (px, py) = (self.addr(x), self.addr(y));
+            let args = vec![px, py, Addr::Null, Addr::Null, Addr::Null, Addr::Null];
+            self.variant = Some("blocked");
+            self.native_step(Native::Window(Box::new(kernel)), args, tiles, work);
+            return Ok(());
+        }
         let shape = ConvShape {
             c: 1,
             h,
@@ -65,6 +91,30 @@ impl Lower<'_> {
             si[0] * si[1],
             ho * wo * w.kernel[0] * w.kernel[1],
         );
+        Ok(())
+    }
+
+    pub(super) fn global_avg_pool(&mut self, node: &Node) -> Result<(), CompileError> {
+        let s = self.shape(node.inputs[0]);
+        let (x, y) = (self.addr(node.inputs[0]), self.addr(node.outputs[0]));
+        if self.blocked(node.inputs[0]) {
+            let kernel = dnnc_kernels::channelwise::GlobalAverage::new(
+                self.options.cpu,
+                [s[0], s[1], s[2], s[3]],
+            );
+            let tiles = kernel.tiles();
+            self.variant = Some("blocked");
+            self.native_step(
+                Native::GlobalAverage(kernel),
+                vec![x, y],
+                tiles,
+                s[2] * s[3],
+            );
+            return Ok(());
+        }
+        let hw = s[2] * s[3];
+        let k = codegen::pool::global_avg(&mut self.cg, hw)?;
+        self.kernel_step(k, vec![x, y], s[0] * s[1], hw);
         Ok(())
     }
 }

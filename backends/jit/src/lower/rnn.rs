@@ -5,7 +5,7 @@ use crate::codegen::{elementwise, rnn};
 
 impl Lower<'_> {
     pub(super) fn rnn(&mut self, index: usize, node: &Node) -> Result<(), CompileError> {
-        let lstm = matches!(node.kind, OpKind::Lstm(_));
+        let lstm = matches!(node.kind, NodeKind::Op(OpKind::Lstm(_)));
         let gates = if lstm { 4 } else { 3 };
         let (x, w, r, b) = (
             node.inputs[0],
@@ -27,7 +27,7 @@ impl Lower<'_> {
             .konst(b)
             .ok_or_else(|| unsupported(node, "B must be a weight or constant"))?;
         let linear_before_reset = match &node.kind {
-            OpKind::Gru(g) => g.linear_before_reset,
+            NodeKind::Op(OpKind::Gru(g)) => g.linear_before_reset,
             _ => true,
         };
         let scratch = self.plan.scratch[index].clone();

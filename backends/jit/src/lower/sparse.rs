@@ -121,7 +121,7 @@ impl Lower<'_> {
 
 /// A sparse kernel for a weight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum SparseLayout {
+pub(crate) enum SparseLayout {
     /// BCR in blocks of this shape.
     Bcr([usize; 2]),
     /// CSR.
@@ -129,7 +129,7 @@ pub(super) enum SparseLayout {
 }
 
 /// The sparse form a conv2d or linear weight of type `ty` runs in, if any.
-pub(super) fn sparse_layout(
+pub(crate) fn sparse_layout(
     options: &JitOptions,
     ty: &dnnc_ir::TensorType,
 ) -> Option<SparseLayout> {

@@ -1,0 +1,232 @@
+//! Activation layouts: which values are channel-blocked (NCHWc, one vector of channels
+//! per position, see `dnnc_kernels::layout`) and where conversions go.
+//!
+//! Dense convolutions run on blocked activations at full vector width, and so do the ops
+//! that follow them (pools, depthwise convolutions, batch norm, activations, residual
+//! adds), so a chain of them stays blocked; every other op reads and writes planar NCHW.
+//! The rule is forward and greedy: a node's output takes the layout the node prefers
+//! given its inputs' layouts, and a consumer that needs the other layout gets a
+//! [`NodeKind::Reorder`] node, one per value and layout, shared by every consumer.
+//! Function inputs and outputs are planar, and so is anything seen through a reshape.
+
+use crate::graph::{Epi, Graph, Node, NodeKind};
+use crate::{JitOptions, lower};
+use cranelift_entity::SecondaryMap;
+use dnnc_ir::ops::OpKind;
+use dnnc_ir::{Function, Value};
+use std::collections::HashMap;
+
+/// How an activation is laid out.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Act {
+    /// NCHW (or whatever row-major shape the type says).
+    #[default]
+    Planar,
+    /// NCHWc with the compilation's lanes; channels padded to whole vectors.
+    Blocked,
+}
+
+/// How a node reads and writes its activations.
+struct Wants {
+    /// The layout each activation operand must have (`None`: a weight, or any).
+    inputs: Vec<Option<Act>>,
+    /// The layout of its outputs.
+    output: Act,
+}
+
+/// Input channels below which a dense convolution reads its planar input directly
+/// (broadcasting from channel planes) rather than converting it: the first layer.
+const PLANAR_INPUT_CHANNELS: usize = 4;
+
+/// Assigns layouts and inserts the conversions they need.
+pub fn assign(g: &mut Graph, func: &Function, options: &JitOptions) {
+    let nodes = std::mem::take(&mut g.nodes);
+    let mut copies: HashMap<(Value, Act), Value> = HashMap::new();
+    let mut out: Vec<Node> = Vec::with_capacity(nodes.len());
+    for mut node in nodes {
+        let wants = wants(g, func, &node, options);
+        for (i, want) in wants.inputs.iter().enumerate() {
+            if let Some(want) = *want {
+                node.inputs[i] = convert(g, func, &mut out, &mut copies, node.inputs[i], want);
+            }
+        }
+        let residual_layout = wants.output;
+        for e in node.epilogue.iter_mut() {
+            if let Epi::Add(v) = e {
+                *v = convert(g, func, &mut out, &mut copies, *v, residual_layout);
+            }
+        }
+        for &o in &node.outputs {
+            g.layout[o] = wants.output;
+        }
+        out.push(node);
+    }
+    let returns = g.returns.clone();
+    for (i, &v) in returns.iter().enumerate() {
+        g.returns[i] = convert(g, func, &mut out, &mut copies, v, Act::Planar);
+    }
+    g.nodes = out;
+}
+
+/// The layouts a node reads and writes, given its inputs' current layouts.
+fn wants(g: &Graph, func: &Function, node: &Node, options: &JitOptions) -> Wants {
+    let is_activation = |v: Value| g.consts[g.root(v)].is_none();
+    let current = |v: Value| {
+        if g.alias[v].is_some() {
+            Act::Planar
+        } else {
+            g.layout[v]
+        }
+    };
+    let planar = || Wants {
+        inputs: node
+            .inputs
+            .iter()
+            .map(|&v| is_activation(v).then_some(Act::Planar))
+            .collect(),
+        output: Act::Planar,
+    };
+    let rank4 = |v: Value| g.ty(func, v).rank() == 4;
+    let NodeKind::Op(kind) = &node.kind else {
+        unreachable!("layouts are assigned once, before any reorder exists")
+    };
+    match kind {
+        OpKind::Conv2d(c) => {
+            let (x, w) = (node.inputs[0], node.inputs[1]);
+            let (sx, sw) = (&g.ty(func, x).shape, &g.ty(func, w).shape);
+            let depthwise = c.groups == sx[1] && c.groups == sw[0] && sw[1] == 1;
+            let dense = lower::sparse_layout(options, g.ty(func, w)).is_none();
+            if !dense || !is_activation(x) || (c.groups != 1 && !depthwise) {
+                return planar();
+            }
+            let input = if !depthwise && sx[1] < PLANAR_INPUT_CHANNELS && current(x) == Act::Planar
+            {
+                Act::Planar
+            } else {
+                Act::Blocked
+            };
+            let mut inputs = vec![Some(input)];
+            inputs.extend(node.inputs[1..].iter().map(|_| None));
+            Wants {
+                inputs,
+                output: Act::Blocked,
+            }
+        }
+        OpKind::MaxPool2d(_) | OpKind::AvgPool2d(_) | OpKind::BatchNorm(_) => {
+            let x = node.inputs[0];
+            if is_activation(x) && current(x) == Act::Blocked {
+                let mut inputs = vec![Some(Act::Blocked)];
+                inputs.extend(node.inputs[1..].iter().map(|_| None));
+                Wants {
+                    inputs,
+                    output: Act::Blocked,
+                }
+            } else {
+                planar()
+            }
+        }
+        OpKind::GlobalAvgPool2d(_) => Wants {
+            inputs: vec![Some(current(node.inputs[0]))],
+            output: Act::Planar,
+        },
+        OpKind::Relu(_) | OpKind::Relu6(_) | OpKind::Sigmoid(_) | OpKind::Tanh(_) => {
+            let x = node.inputs[0];
+            let l = if rank4(x) { current(x) } else { Act::Planar };
+            Wants {
+                inputs: vec![Some(l)],
+                output: l,
+            }
+        }
+        // Div is left planar: 0/0 in the padding lanes would be NaN.
+        OpKind::Add(_) | OpKind::Sub(_) | OpKind::Mul(_) => {
+            let out_shape = &g.ty(func, node.outputs[0]).shape;
+            let same = node
+                .inputs
+                .iter()
+                .all(|&v| is_activation(v) && &g.ty(func, v).shape == out_shape);
+            let any_blocked = node.inputs.iter().any(|&v| current(v) == Act::Blocked);
+            if same && out_shape.len() == 4 && any_blocked {
+                Wants {
+                    inputs: vec![Some(Act::Blocked); node.inputs.len()],
+                    output: Act::Blocked,
+                }
+            } else {
+                planar()
+            }
+        }
+        OpKind::Div(_)
+        | OpKind::Linear(_)
+        | OpKind::MatMul(_)
+        | OpKind::Softmax(_)
+        | OpKind::Transpose(_)
+        | OpKind::Concat(_)
+        | OpKind::Lstm(_)
+        | OpKind::Gru(_)
+        | OpKind::BasisConv(_)
+        | OpKind::CoeffConv(_) => planar(),
+        OpKind::Weight(_) | OpKind::Constant(_) | OpKind::Reshape(_) | OpKind::Flatten(_) => {
+            unreachable!("data ops and reshapes are not nodes")
+        }
+    }
+}
+
+/// `v` in layout `want`: itself, or a (shared) converted copy.
+fn convert(
+    g: &mut Graph,
+    func: &Function,
+    out: &mut Vec<Node>,
+    copies: &mut HashMap<(Value, Act), Value>,
+    v: Value,
+    want: Act,
+) -> Value {
+    let root = g.root(v);
+    if g.consts[root].is_some() {
+        return v;
+    }
+    let have = if g.alias[v].is_some() {
+        // A reshape's view is only meaningful over a planar buffer.
+        if g.layout[root] == Act::Planar {
+            return v;
+        }
+        Act::Blocked
+    } else {
+        g.layout[v]
+    };
+    if have == want {
+        return v;
+    }
+    let copy = match copies.get(&(root, want)) {
+        Some(&c) => c,
+        None => {
+            let ty = g.ty(func, root).clone();
+            let c = g.new_value(ty);
+            g.layout[c] = want;
+            let loc = out
+                .last()
+                .map(|n| n.loc.clone())
+                .unwrap_or_else(|| func.loc.clone());
+            out.push(Node {
+                kind: NodeKind::Reorder(want),
+                inputs: vec![root],
+                outputs: vec![c],
+                epilogue: Vec::new(),
+                loc,
+            });
+            copies.insert((root, want), c);
+            c
+        }
+    };
+    if v == root {
+        return copy;
+    }
+    // A view of the converted copy with the reshape's type.
+    let view = g.new_value(g.ty(func, v).clone());
+    g.alias[view] = Some(copy);
+    view
+}
+
+/// The layout map, for tests.
+#[allow(dead_code)]
+pub fn layouts(g: &Graph) -> &SecondaryMap<Value, Act> {
+    &g.layout
+}

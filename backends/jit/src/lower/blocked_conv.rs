@@ -1,0 +1,212 @@
+//! Convolutions over channel-blocked activations, on the ahead-of-time kernels: direct
+//! convolutions (from a blocked input, or from the first layer's padded planar input)
+//! and depthwise windows, each with its epilogue applied in registers.
+
+use super::*;
+use dnnc_kernels::conv::{ConvShape as DirectShape, DirectConv, InputLayout};
+use dnnc_kernels::epilogue::{Activation, Epilogue};
+use dnnc_kernels::window::{Window, WindowOp as NativeWindowOp, WindowShape};
+
+/// The part of a node's epilogue the kernels apply as they store (`act2(act1(x·scale +
+/// shift) + residual)`), and the steps left over.
+pub(super) struct FusedEpilogue {
+    /// Which steps the kernel applies.
+    pub spec: Epilogue,
+    /// Per-channel scale.
+    pub scale: Option<Vec<f32>>,
+    /// Per-channel shift (the bias folded in).
+    pub shift: Option<Vec<f32>>,
+    /// The residual.
+    pub residual: Option<Value>,
+    /// Steps applied afterwards, in order.
+    pub rest: Vec<Epi>,
+}
+
+/// Splits `epilogue` (after an optional `bias`) into the kernels' form and the rest.
+pub(super) fn fuse_epilogue(epilogue: &[Epi], bias: Option<Vec<f32>>) -> FusedEpilogue {
+    let mut scale = None;
+    let mut shift = bias;
+    let mut i = 0;
+    if let Some(Epi::Affine { scale: s, shift: t }) = epilogue.first() {
+        // (x + b)·s + t = x·s + (b·s + t)
+        let n = s.as_ref().or(t.as_ref()).map_or(0, Vec::len);
+        shift = match (shift, s, t) {
+            (None, _, None) => None,
+            (b, s, t) => Some(
+                (0..n)
+                    .map(|c| {
+                        b.as_ref().map_or(0.0, |b| b[c]) * s.as_ref().map_or(1.0, |s| s[c])
+                            + t.as_ref().map_or(0.0, |t| t[c])
+                    })
+                    .collect(),
+            ),
+        };
+        scale = s.clone();
+        i = 1;
+    }
+    let activation = |e: Option<&Epi>| match e {
+        Some(Epi::Relu) => Some(Activation::Relu),
+        Some(Epi::Relu6) => Some(Activation::Relu6),
+        _ => None,
+    };
+    let act1 = activation(epilogue.get(i));
+    if act1.is_some() {
+        i += 1;
+    }
+    let residual = match epilogue.get(i) {
+        Some(Epi::Add(v)) => {
+            i += 1;
+            Some(*v)
+        }
+        _ => None,
+    };
+    let act2 = if residual.is_some() {
+        activation(epilogue.get(i))
+    } else {
+        None
+    };
+    if act2.is_some() {
+        i += 1;
+    }
+    FusedEpilogue {
+        spec: Epilogue {
+            scale: scale.is_some(),
+            shift: shift.is_some(),
+            act1: act1.unwrap_or_default(),
+            residual: residual.is_some(),
+            act2: act2.unwrap_or_default(),
+        },
+        scale,
+        shift,
+        residual,
+        rest: epilogue[i..].to_vec(),
+    }
+}
+
+/// Scratch of a blocked convolution: the zero-padded copy of a planar input.
+pub(super) fn blocked_conv_scratch(
+    c: &dnnc_ir::ops::Conv2d,
+    sx: &[usize],
+    input: Act,
+) -> Vec<usize> {
+    let [top, left, bottom, right] = c.pad.0;
+    if input == Act::Planar && c.pad.0 != [0; 4] {
+        vec![4 * sx[0] * sx[1] * (sx[2] + top + bottom) * (sx[3] + left + right)]
+    } else {
+        Vec::new()
+    }
+}
+
+impl Lower<'_> {
+    /// A dense convolution writing a blocked output.
+    pub(super) fn blocked_conv(
+        &mut self,
+        index: usize,
+        node: &Node,
+        c: &dnnc_ir::ops::Conv2d,
+    ) -> Result<(), CompileError> {
+        let (x, w, y) = (node.inputs[0], node.inputs[1], node.outputs[0]);
+        let (sx, sw, sy) = (self.shape(x), self.shape(w), self.shape(y));
+        let level = self.options.cpu;
+        let lanes = level.lanes();
+        let bias = match node.inputs.get(2) {
+            Some(&b) => Some(
+                self.konst(b)
+                    .ok_or_else(|| unsupported(node, "the bias must be a weight or constant"))?,
+            ),
+            None => None,
+        };
+        let weights = self
+            .konst(w)
+            .ok_or_else(|| unsupported(node, "the weight must be a weight or constant"))?;
+        let fused = fuse_epilogue(&node.epilogue, bias);
+        let scale = fused
+            .scale
+            .clone()
+            .map(|v| self.f32_data(elementwise_padded(v, lanes)));
+        let shift = fused
+            .shift
+            .clone()
+            .map(|v| self.f32_data(elementwise_padded(v, lanes)));
+        let residual = fused.residual.map(|v| self.addr(v));
+        let epilogue_args = [
+            scale.unwrap_or(Addr::Null),
+            shift.unwrap_or(Addr::Null),
+            residual.unwrap_or(Addr::Null),
+        ];
+        let [top, left, bottom, right] = c.pad.0;
+        let mut px = self.addr(x);
+        let py = self.addr(y);
+        let depthwise = c.groups == sx[1] && c.groups == sw[0] && sw[1] == 1;
+        if depthwise {
+            let shape = WindowShape {
+                batch: sx[0],
+                channels: sx[1],
+                in_h: sx[2],
+                in_w: sx[3],
+                out_h: sy[2],
+                out_w: sy[3],
+                kernel: [sw[2], sw[3]],
+                stride: c.stride,
+                dilation: c.dilation,
+                pad: c.pad.0,
+            };
+            let kernel = Window::new(level, shape, NativeWindowOp::Depthwise(fused.spec));
+            let pw = self.f32_data(kernel.pack(&weights));
+            let mut args = vec![px, py, pw];
+            args.extend(epilogue_args);
+            let (tiles, work) = (kernel.tiles(), kernel.work_per_tile());
+            self.variant = Some("depthwise");
+            self.native_step(Native::Window(Box::new(kernel)), args, tiles, work);
+            return self.rest_of_epilogue(&fused.rest, y);
+        }
+        let mut shape = DirectShape {
+            batch: sx[0],
+            in_channels: sx[1],
+            in_h: sx[2],
+            in_w: sx[3],
+            out_channels: sw[0],
+            out_h: sy[2],
+            out_w: sy[3],
+            kernel: [sw[2], sw[3]],
+            stride: c.stride,
+            dilation: c.dilation,
+            pad: [top, left],
+        };
+        let input = if self.blocked(x) {
+            InputLayout::Blocked
+        } else {
+            // The first layer: broadcast from its planar channels, padded beforehand.
+            if c.pad.0 != [0; 4] {
+                let padded = Addr::Arena(self.plan.scratch[index][0]);
+                let (h, wd) = (sx[2], sx[3]);
+                let kernel = Native::PadPlanar {
+                    h,
+                    w: wd,
+                    pad: c.pad.0,
+                };
+                self.native_step(kernel, vec![px, padded], sx[0] * sx[1], h * wd);
+                px = padded;
+                shape.in_h += top + bottom;
+                shape.in_w += left + right;
+                shape.pad = [0, 0];
+            }
+            InputLayout::Planar
+        };
+        let kernel = DirectConv::new(level, shape, input, fused.spec, self.options.threads.max(1));
+        let pw = self.f32_data(kernel.pack(&weights));
+        let mut args = vec![px, py, pw];
+        args.extend(epilogue_args);
+        let (tiles, work) = (kernel.tiles(), kernel.work_per_tile());
+        self.variant = Some(match input {
+            InputLayout::Blocked => "direct",
+            InputLayout::Planar => "direct-planar",
+        });
+        self.native_step(Native::Conv(Box::new(kernel)), args, tiles, work);
+        self.rest_of_epilogue(&fused.rest, y)
+    }
+}
+
+fn elementwise_padded(v: Vec<f32>, lanes: usize) -> Vec<f32> {
+    super::elementwise::padded(v, lanes)
+}

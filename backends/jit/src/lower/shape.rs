@@ -1,0 +1,75 @@
+//! Data movement: transposes, concatenations and layout conversions.
+
+use super::*;
+use crate::codegen::{elementwise, shape};
+
+impl Lower<'_> {
+    pub(super) fn transpose(
+        &mut self,
+        node: &Node,
+        t: &dnnc_ir::ops::Transpose,
+    ) -> Result<(), CompileError> {
+        let s = self.shape(node.inputs[0]);
+        let mut in_strides = vec![1; s.len()];
+        for d in (0..s.len().saturating_sub(1)).rev() {
+            in_strides[d] = in_strides[d + 1] * s[d + 1];
+        }
+        let out_dims: Vec<usize> = t.perm.iter().map(|&p| s[p]).collect();
+        let strides: Vec<usize> = t.perm.iter().map(|&p| in_strides[p]).collect();
+        let (x, y) = (self.addr(node.inputs[0]), self.addr(node.outputs[0]));
+        if out_dims.is_empty() {
+            let k = elementwise::copy(&mut self.cg)?;
+            self.kernel_step(k, vec![x, y], 1, 1);
+            return Ok(());
+        }
+        let k = shape::transpose(&mut self.cg, &out_dims, &strides)?;
+        let inner: usize = out_dims[1..].iter().product();
+        self.kernel_step(k, vec![x, y], out_dims[0], inner);
+        Ok(())
+    }
+
+    pub(super) fn concat(
+        &mut self,
+        node: &Node,
+        c: &dnnc_ir::ops::Concat,
+    ) -> Result<(), CompileError> {
+        let out = node.outputs[0];
+        let s = self.shape(out);
+        let axis = if c.axis < 0 {
+            (c.axis + s.len() as i64) as usize
+        } else {
+            c.axis as usize
+        };
+        let outer: usize = s[..axis].iter().product();
+        let dst_stride: usize = s[axis..].iter().product();
+        let y = self.addr(out);
+        let mut offset = 0;
+        for &v in &node.inputs {
+            let chunk: usize = self.shape(v)[axis..].iter().product();
+            let k = shape::blocks(&mut self.cg, chunk, dst_stride)?;
+            let x = self.addr(v);
+            self.kernel_step(k, vec![x, y.plus(offset * 4)], outer, chunk);
+            offset += chunk;
+        }
+        Ok(())
+    }
+
+    /// A copy of an activation in the other layout.
+    pub(super) fn reorder(&mut self, node: &Node, to: Act) -> Result<(), CompileError> {
+        let s = self.shape(node.inputs[0]);
+        let shape = [s[0], s[1], s[2], s[3]];
+        let lanes = self.options.cpu.lanes();
+        let (x, y) = (self.addr(node.inputs[0]), self.addr(node.outputs[0]));
+        let kernel = match to {
+            Act::Blocked => Native::ToBlocked(shape, lanes),
+            Act::Planar => Native::ToPlanar(shape, lanes),
+        };
+        self.native_step(
+            kernel,
+            vec![x, y],
+            s[0] * s[1].div_ceil(lanes),
+            s[2] * s[3] * lanes,
+        );
+        Ok(())
+    }
+}
