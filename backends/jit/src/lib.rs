@@ -49,6 +49,9 @@ pub struct JitOptions {
     pub layout: WeightLayout,
     /// The vector instruction-set level of every kernel (at most the CPU's).
     pub cpu: Level,
+    /// Run stride-1 3×3 convolutions over large enough planes as Winograd F(4×4, 3×3)
+    /// (otherwise every dense convolution is direct).
+    pub winograd: bool,
 }
 
 impl Default for JitOptions {
@@ -59,6 +62,7 @@ impl Default for JitOptions {
             fuse: true,
             layout: WeightLayout::default(),
             cpu: Level::native(),
+            winograd: true,
         }
     }
 }

@@ -4,7 +4,7 @@
 use crate::steps::Native;
 use dnnc_kernels::conv::ConvIo;
 use dnnc_kernels::epilogue::EpilogueArgs;
-use dnnc_kernels::{channelwise, layout, window};
+use dnnc_kernels::{channelwise, layout, window, winograd};
 
 impl Native {
     /// Runs tiles `[begin, end)` with resolved arguments `a`.
@@ -22,6 +22,15 @@ impl Native {
             match self {
                 Native::Conv(c) => {
                     let io = ConvIo {
+                        input: p(0),
+                        output: a[1] as *mut f32,
+                        weights: p(2),
+                        epilogue: epilogue(3),
+                    };
+                    c.run(&io, begin, end)
+                }
+                Native::Winograd(c) => {
+                    let io = winograd::WinogradIo {
                         input: p(0),
                         output: a[1] as *mut f32,
                         weights: p(2),

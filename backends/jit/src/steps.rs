@@ -256,6 +256,9 @@ pub enum Native {
     /// A direct convolution over NCHWc (or planar, padded) input: input, output, packed
     /// weights, scale, shift, residual.
     Conv(Box<dnnc_kernels::conv::DirectConv>),
+    /// A Winograd F(4×4, 3×3) convolution over NCHWc: input, output, transformed
+    /// weights, scale, shift, residual.
+    Winograd(Box<dnnc_kernels::winograd::Winograd>),
     /// A depthwise convolution or pool over NCHWc: input, output, packed weights (or
     /// null), scale, shift, residual.
     Window(Box<dnnc_kernels::window::Window>),

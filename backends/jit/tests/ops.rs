@@ -32,6 +32,8 @@ struct Setup {
     layout: WeightLayout,
     /// The vector level: every level this CPU supports, forced ones included.
     cpu: Level,
+    /// Whether stride-1 3×3 convolutions may run as Winograd F(4×4, 3×3).
+    winograd: bool,
 }
 
 fn layout() -> impl Strategy<Value = WeightLayout> {
@@ -49,20 +51,26 @@ fn setup() -> impl Strategy<Value = Setup> {
         prop::bool::weighted(0.8),
         0u64..1000,
         layout(),
-        prop::sample::select(Level::supported()),
+        (
+            prop::sample::select(Level::supported()),
+            prop::bool::weighted(0.8),
+        ),
     )
-        .prop_map(|(threads, generated, fuse, seed, layout, cpu)| Setup {
-            threads,
-            gemm: if generated {
-                GemmImpl::Generated
-            } else {
-                GemmImpl::Library
+        .prop_map(
+            |(threads, generated, fuse, seed, layout, (cpu, winograd))| Setup {
+                threads,
+                gemm: if generated {
+                    GemmImpl::Generated
+                } else {
+                    GemmImpl::Library
+                },
+                fuse,
+                seed,
+                layout,
+                cpu,
+                winograd,
             },
-            fuse,
-            seed,
-            layout,
-            cpu,
-        })
+        )
 }
 
 /// Zeroes about half the entries of every weight of rank ≥ 2 (and every fifth row), so
@@ -143,6 +151,7 @@ impl Case {
             fuse: s.fuse,
             layout: s.layout,
             cpu: s.cpu,
+            winograd: s.winograd,
         };
         let exe = compile(module, f, &options)
             .map_err(|e| TestCaseError::fail(format!("compile: {e}")))?;
@@ -286,6 +295,32 @@ fn conv_case(depthwise: bool) -> impl Strategy<Value = ConvCase> {
         .prop_filter("the kernel fits the padded input", |c| {
             c.h + c.pad[0] + c.pad[2] > c.dilation[0] * (c.kernel[0] - 1)
                 && c.w + c.pad[1] + c.pad[3] > c.dilation[1] * (c.kernel[1] - 1)
+        })
+}
+
+/// Stride-1 3×3 convolutions with enough channels and positions that the JIT runs them as
+/// Winograd F(4×4, 3×3) (where the case's setup allows it).
+fn winograd_case() -> impl Strategy<Value = ConvCase> {
+    (
+        1usize..=2,
+        16usize..=40,
+        16usize..=70,
+        (12usize..=30, 12usize..=30),
+        (0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2),
+        any::<bool>(),
+    )
+        .prop_map(|(n, c, k, (h, w), (pt, pl, pb, pr), bias)| ConvCase {
+            n,
+            groups: 1,
+            c_per_group: c,
+            k_per_group: k,
+            h,
+            w,
+            kernel: [3, 3],
+            stride: [1, 1],
+            dilation: [1, 1],
+            pad: [pt, pl, pb, pr],
+            bias,
         })
 }
 
@@ -541,6 +576,11 @@ proptest! {
     #[test]
     fn ops_after_a_blocked_conv(kind in 0u8..9, k in 1usize..=40, p in pool_case(12, 12), s in setup()) {
         after_conv(kind, k, &p, &s)?;
+    }
+
+    #[test]
+    fn conv2d_winograd(c in winograd_case(), e in epilogue(), s in setup()) {
+        conv(&c, &e, &s)?;
     }
 
     #[test]

@@ -13,10 +13,13 @@ fn main() {
     };
     let l = level.lanes();
     for (c, h, k, r, stride, pad) in [
+        (64, 224, 64, 3, 1, 1),
         (64, 56, 64, 3, 1, 1),
         (128, 28, 128, 3, 1, 1),
         (256, 14, 256, 3, 1, 1),
         (512, 7, 512, 3, 1, 1),
+        (512, 14, 512, 3, 1, 1),
+        (512, 28, 512, 3, 1, 1),
         (64, 56, 128, 3, 2, 1),
         (96, 56, 24, 1, 1, 0),
         (24, 56, 144, 1, 1, 0),
@@ -72,5 +75,40 @@ fn main() {
             t * 1e3,
             flops / t / 1e9
         );
+        if r == 3 && stride == 1 {
+            use dnnc_kernels::winograd::{Winograd, WinogradIo, WinogradShape};
+            let shape = WinogradShape {
+                batch: 1,
+                in_channels: c,
+                in_h: h,
+                in_w: h,
+                out_channels: k,
+                out_h: ho,
+                out_w: ho,
+                pad: [pad, pad],
+            };
+            let wg = Winograd::new(level, shape, Epilogue::default(), 1);
+            let u = wg.pack(&w);
+            let io = WinogradIo {
+                input: x.as_ptr(),
+                output: y.as_mut_ptr(),
+                weights: u.as_ptr(),
+                epilogue: EpilogueArgs::default(),
+            };
+            let mut times = Vec::new();
+            for _ in 0..30 {
+                let t = Instant::now();
+                unsafe { wg.run(&io, 0, wg.tiles()) };
+                times.push(t.elapsed().as_secs_f64());
+            }
+            times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            let tw = times[times.len() / 2];
+            println!(
+                "{level} c{c} h{h} k{k} winograd: {:.3} ms, {:.1} effective GFLOP/s ({:.2}x direct)",
+                tw * 1e3,
+                flops / tw / 1e9,
+                t / tw
+            );
+        }
     }
 }

@@ -22,5 +22,6 @@ pub mod layout;
 pub mod level;
 pub mod simd;
 pub mod window;
+pub mod winograd;
 
 pub use level::{CpuRequest, Level, LevelError};

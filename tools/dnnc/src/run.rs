@@ -48,6 +48,9 @@ pub struct EngineArgs {
     /// Do not fuse epilogues into convolutions and linear layers.
     #[arg(long)]
     pub no_fuse: bool,
+    /// Run every dense convolution directly (no Winograd F(4x4, 3x3) for stride-1 3x3s).
+    #[arg(long)]
+    pub no_winograd: bool,
     /// Weight storage of convs and linear layers: auto (each weight's #bcr/#csr
     /// encoding), dense, csr, bcr, or bcr:RxC (blocks of a weight without #bcr).
     #[arg(long, default_value = "auto", value_parser = parse_layout)]
@@ -159,6 +162,7 @@ pub fn prepare<'m>(
         fuse: !e.no_fuse,
         layout: e.layout,
         cpu: e.level()?,
+        winograd: !e.no_winograd,
     };
     match dnnc_jit::compile(&optimised, f, &options) {
         Ok(exe) => Ok(Prepared::Jit(Box::new(exe))),

@@ -6,6 +6,7 @@ use super::*;
 use dnnc_kernels::conv::{ConvShape as DirectShape, DirectConv, InputLayout};
 use dnnc_kernels::epilogue::{Activation, Epilogue};
 use dnnc_kernels::window::{Window, WindowOp as NativeWindowOp, WindowShape};
+use dnnc_kernels::winograd::{Winograd, WinogradShape};
 
 /// The part of a node's epilogue the kernels apply as they store (`act2(act1(x·scale +
 /// shift) + residual)`), and the steps left over.
@@ -97,6 +98,18 @@ pub(super) fn blocked_conv_scratch(
     }
 }
 
+/// Whether a blocked convolution runs faster as Winograd F(4×4, 3×3) than direct: stride
+/// 1, 3×3, at least a vector of channels each side, and planes of at least 12×12 (on 7×7
+/// planes the 8×8 tiles waste a third, and the transformed weights, 4× the direct ones,
+/// stream from memory for too little work: measured no faster on AVX-512).
+fn winograd_pays(c: &dnnc_ir::ops::Conv2d, sx: &[usize], sw: &[usize], sy: &[usize]) -> bool {
+    c.groups == 1
+        && Winograd::applies([sw[2], sw[3]], c.stride, c.dilation)
+        && sx[1] >= 16
+        && sw[0] >= 16
+        && sy[2] * sy[3] >= 144
+}
+
 impl Lower<'_> {
     /// A dense convolution writing a blocked output.
     pub(super) fn blocked_conv(
@@ -173,6 +186,26 @@ impl Lower<'_> {
             dilation: c.dilation,
             pad: [top, left],
         };
+        if self.blocked(x) && self.options.winograd && winograd_pays(c, &sx, &sw, &sy) {
+            let shape = WinogradShape {
+                batch: sx[0],
+                in_channels: sx[1],
+                in_h: sx[2],
+                in_w: sx[3],
+                out_channels: sw[0],
+                out_h: sy[2],
+                out_w: sy[3],
+                pad: [top, left],
+            };
+            let kernel = Winograd::new(level, shape, fused.spec, self.options.threads.max(1));
+            let pw = self.f32_data(kernel.pack(&weights));
+            let mut args = vec![px, py, pw];
+            args.extend(epilogue_args);
+            let (tiles, work) = (kernel.tiles(), kernel.work_per_tile());
+            self.variant = Some("winograd");
+            self.native_step(Native::Winograd(Box::new(kernel)), args, tiles, work);
+            return self.rest_of_epilogue(&fused.rest, y);
+        }
         let input = if self.blocked(x) {
             InputLayout::Blocked
         } else {
