@@ -3,9 +3,8 @@
 //! [`compile`] lowers a function of a module to native code: ops (with their epilogues —
 //! bias, batch norm, relu/relu6, residual add — fused into the producing convolution or
 //! linear layer) become kernels generated as Cranelift IR specialised to their shapes and
-//! attributes, f32x4 SIMD throughout; dense GEMM-shaped work calls either a generated
-//! GEMM kernel or the `gemm` crate's micro-kernels (measured faster on x86-64, see
-//! `benches/`); buffers are planned by liveness into one arena (in place where legal);
+//! attributes; dense GEMM-shaped work calls either a generated GEMM kernel or the
+//! ahead-of-time micro-kernels of `dnnc-kernels`; buffers are planned by liveness into one arena (in place where legal);
 //! kernels split their work into tiles run on a rayon pool. [`Executable::run`] checks its
 //! inputs at the boundary, so generated code only ever touches planned memory.
 
@@ -29,9 +28,9 @@ use std::time::Duration;
 /// How dense matrix products are computed.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
 pub enum GemmImpl {
-    /// The `gemm` crate's AVX2/FMA micro-kernels.
+    /// The ahead-of-time micro-kernels of `dnnc-kernels`, at the compilation's level.
     #[default]
-    Library,
+    Native,
     /// dnnc's own Cranelift-generated f32x4 kernel.
     Generated,
 }

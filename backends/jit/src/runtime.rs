@@ -7,6 +7,7 @@ use crate::steps::{
 };
 use crate::{CompileStats, RunError};
 use dnnc_ir::{Buffer, Tensor, TensorType};
+use dnnc_kernels::gemm::BMatrix;
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::sync::Mutex;
@@ -131,7 +132,7 @@ impl Executable {
     fn run_timed(
         &self,
         inputs: &[Tensor],
-        mut times: Option<&mut [std::time::Duration]>,
+        times: Option<&mut [std::time::Duration]>,
     ) -> Result<Vec<Tensor>, RunError> {
         if inputs.len() != self.inputs.len() {
             return Err(RunError(format!(
@@ -177,16 +178,24 @@ impl Executable {
                 Addr::Int(v) => v as u64,
             }
         };
-        for (i, step) in self.steps.iter().enumerate() {
-            let start = times.is_some().then(std::time::Instant::now);
-            match step {
-                Step::Kernel(k) => self.run_kernel(k, &resolve),
-                Step::Gemm(g) => self.run_gemm(g, &resolve),
-                Step::Native(n) => self.run_native(n, &resolve),
+        let run_steps = |mut times: Option<&mut [std::time::Duration]>| {
+            for (i, step) in self.steps.iter().enumerate() {
+                let start = times.is_some().then(std::time::Instant::now);
+                match step {
+                    Step::Kernel(k) => self.run_kernel(k, &resolve),
+                    Step::Gemm(g) => self.run_gemm(g, &resolve),
+                    Step::Native(n) => self.run_native(n, &resolve),
+                }
+                if let (Some(t), Some(start)) = (times.as_deref_mut(), start) {
+                    t[i] += start.elapsed();
+                }
             }
-            if let (Some(t), Some(start)) = (times.as_deref_mut(), start) {
-                t[i] += start.elapsed();
-            }
+        };
+        // The whole run inside the pool: each step's parallel loop then starts from a
+        // worker (a cheap fork) rather than injecting work from outside (a wake-up each).
+        match &self.pool {
+            Some(pool) => pool.install(|| run_steps(times)),
+            None => run_steps(times),
         }
         let outputs = self
             .outputs
@@ -350,30 +359,35 @@ impl Executable {
                         // SAFETY: the kernel was generated for these sizes and strides.
                         unsafe { self.compiled.kernels[kid.0](args.as_ptr(), 0, 0) };
                     }
-                    // SAFETY: sizes and strides describe memory inside the arena and data.
-                    (None, None) => unsafe {
-                        gemm::gemm(
-                            m,
-                            n,
-                            g.k,
-                            c_ptr as *mut f32,
-                            1,
-                            g.ldc as isize,
-                            false,
-                            a_ptr as *const f32,
-                            1,
-                            g.lda as isize,
-                            b_ptr as *const f32,
-                            if g.b_transposed { ldb as isize } else { 1 },
-                            if g.b_transposed { 1 } else { ldb as isize },
-                            0.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
-                        )
-                    },
+                    (None, None) => {
+                        let native = g.native.as_ref().expect("lowered with a native GEMM");
+                        let bm = match native.packed_b {
+                            Some(pb) => BMatrix::Packed(
+                                (resolve_data(pb) + 4 * native.gemm.panel_offset(n0, g.k) as u64)
+                                    as *const f32,
+                            ),
+                            None => BMatrix::Strided {
+                                ptr: b_ptr as *const f32,
+                                row_stride: if g.b_transposed { 1 } else { ldb },
+                                col_stride: if g.b_transposed { ldb } else { 1 },
+                            },
+                        };
+                        // SAFETY: sizes and strides describe memory inside the arena and
+                        // data.
+                        unsafe {
+                            native.gemm.run(
+                                m,
+                                n,
+                                g.k,
+                                a_ptr as *const f32,
+                                g.lda,
+                                bm,
+                                c_ptr as *mut f32,
+                                g.ldc,
+                                false,
+                            )
+                        }
+                    }
                 }
             });
             if let Some(e) = &g.epilogue {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Where a kernel argument comes from at run time.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Addr {
     /// A byte offset in the arena.
     Arena(usize),
@@ -136,8 +136,10 @@ pub struct GemmStep {
     /// B is stored transposed: element `(p, j)` at `j·ldb + p` (a linear layer's `[N, K]`
     /// weight read as `Wᵀ` without a copy).
     pub b_transposed: bool,
-    /// The generated GEMM's kernels and packed operands; `None`: use the `gemm` crate.
+    /// The generated GEMM's kernels and packed operands; `None`: the native GEMM.
     pub generated: Option<Generated>,
+    /// The native GEMM and, for a constant B, its packed panels.
+    pub native: Option<NativeGemm>,
     /// A constant sparse A (a pruned weight): its kernel replaces the GEMM.
     pub sparse: Option<SparseA>,
     /// B is a convolution's padded input read in place: `(wo, wp)`, output and padded
@@ -157,6 +159,14 @@ pub struct SparseA {
     /// Rows per unit of the kernel's tile (the block rows for BCR, 1 for CSR); row tiles
     /// are multiples of it.
     pub row_unit: usize,
+}
+
+/// The native GEMM of a step.
+pub struct NativeGemm {
+    /// The kernels, planned for the compilation's level.
+    pub gemm: dnnc_kernels::gemm::Gemm,
+    /// B packed into panels (constant B); `None`: B is read (and packed per tile) in place.
+    pub packed_b: Option<Addr>,
 }
 
 /// The generated GEMM of a step: kernels by tile size, and the packed forms of constant

@@ -62,7 +62,7 @@ fn setup() -> impl Strategy<Value = Setup> {
                 gemm: if generated {
                     GemmImpl::Generated
                 } else {
-                    GemmImpl::Library
+                    GemmImpl::Native
                 },
                 fuse,
                 seed,

@@ -18,6 +18,7 @@
 pub mod channelwise;
 pub mod conv;
 pub mod epilogue;
+pub mod gemm;
 pub mod layout;
 pub mod level;
 pub mod simd;

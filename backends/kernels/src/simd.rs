@@ -447,19 +447,23 @@ macro_rules! micro_table {
         $vis fn $name(level: $crate::Level) -> Vec<Vec<unsafe fn($($ty),*)>> {
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
             unsafe fn avx512<const R: usize, const F: usize>($($arg: $ty),*) {
                 unsafe { $generic::<$crate::simd::Avx512, R, F>($($arg),*) }
             }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
             unsafe fn avx2<const R: usize, const F: usize>($($arg: $ty),*) {
                 unsafe { $generic::<$crate::simd::Avx2, R, F>($($arg),*) }
             }
             #[cfg(target_arch = "x86_64")]
+            #[allow(clippy::too_many_arguments)]
             unsafe fn sse<const R: usize, const F: usize>($($arg: $ty),*) {
                 unsafe { $generic::<$crate::simd::Sse, R, F>($($arg),*) }
             }
             #[cfg(target_arch = "aarch64")]
+            #[allow(clippy::too_many_arguments)]
             unsafe fn neon<const R: usize, const F: usize>($($arg: $ty),*) {
                 unsafe { $generic::<$crate::simd::Neon, R, F>($($arg),*) }
             }

@@ -95,7 +95,9 @@ impl Window {
             dw3: (matches!(op, WindowOp::Depthwise(_))
                 && shape.kernel == [3, 3]
                 && shape.dilation == [1, 1]
-                && shape.stride == [1, 1])
+                && shape.stride[0] == shape.stride[1]
+                && (1..=2).contains(&shape.stride[0])
+                && std::env::var_os("DNNC_NO_DW3").is_none())
             .then(|| dw3_table(level)[0][shape.stride[0] - 1]),
         }
     }
@@ -166,7 +168,7 @@ const POSITIONS: usize = 8;
 type RowFn = unsafe fn(&Window, &WindowIo, [usize; 3], usize);
 
 crate::micro_table!(fn dw3_table(level) -> unsafe fn(p: &Window, io: &WindowIo, at: [usize; 3], blocks: usize) = dw3_row::<S, R, F>;
-    rows [1]; filters [1]);
+    rows [1]; filters [1 2]);
 
 #[inline(always)]
 unsafe fn dw3_row<S: Simd, const ONE: usize, const STRIDE: usize>(

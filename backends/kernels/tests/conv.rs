@@ -265,3 +265,61 @@ fn resnet_shapes_match_naive() {
         }
     }
 }
+
+mod gemm {
+    use super::common::{relative_l2, seeded};
+    use dnnc_kernels::Level;
+    use dnnc_kernels::gemm::{BMatrix, Gemm};
+    use proptest::prelude::*;
+
+    fn naive(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, bt: bool) -> Vec<f32> {
+        (0..m * n)
+            .map(|i| {
+                let (r, j) = (i / n, i % n);
+                (0..k)
+                    .map(|kk| {
+                        a[r * k + kk] as f64 * if bt { b[j * k + kk] } else { b[kk * n + j] } as f64
+                    })
+                    .sum::<f64>() as f32
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn gemm_matches_naive(m in 1usize..20, n in 1usize..150, k in 1usize..600, transposed in any::<bool>(),
+                              packed in any::<bool>(), accumulate in any::<bool>()) {
+            let a = seeded(m * k, 31);
+            let b = seeded(k * n, 32);
+            let c0 = seeded(m * n, 33);
+            let mut want = naive(&a, &b, m, n, k, transposed);
+            if accumulate {
+                for (w, c) in want.iter_mut().zip(&c0) {
+                    *w += c;
+                }
+            }
+            let (rs, cs) = if transposed { (1, k) } else { (n, 1) };
+            for level in Level::supported() {
+                let g = Gemm::new(level);
+                let packed_b = g.pack(&b, k, n, rs, cs);
+                let mut c = c0.clone();
+                // Two column tiles, as the JIT splits them (at a panel boundary).
+                let split = (n / 2) / g.panel_width() * g.panel_width();
+                for (j0, j1) in [(0, split), (split, n)] {
+                    if j0 == j1 {
+                        continue;
+                    }
+                    let bm = if packed {
+                        BMatrix::Packed(unsafe { packed_b.as_ptr().add(g.panel_offset(j0, k)) })
+                    } else {
+                        BMatrix::Strided { ptr: unsafe { b.as_ptr().add(j0 * cs) }, row_stride: rs, col_stride: cs }
+                    };
+                    unsafe { g.run(m, j1 - j0, k, a.as_ptr(), k, bm, c.as_mut_ptr().add(j0), n, accumulate) };
+                }
+                let err = relative_l2(&c, &want);
+                prop_assert!(err <= 1e-5, "{level}: relative L2 {err:e}");
+            }
+        }
+    }
+}

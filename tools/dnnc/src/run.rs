@@ -24,8 +24,8 @@ pub enum Engine {
 /// The matrix-product implementation of the JIT.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum GemmChoice {
-    /// The `gemm` crate's micro-kernels.
-    Library,
+    /// The ahead-of-time micro-kernels, at the --cpu level.
+    Native,
     /// dnnc's Cranelift-generated kernel.
     Generated,
 }
@@ -40,7 +40,7 @@ pub struct EngineArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: u32,
     /// The JIT's matrix products.
-    #[arg(long, value_enum, default_value_t = GemmChoice::Library)]
+    #[arg(long, value_enum, default_value_t = GemmChoice::Native)]
     pub gemm: GemmChoice,
     /// Do not run `canonicalize,dce` (batch-norm folding ...) before the JIT compiles.
     #[arg(long)]
@@ -156,7 +156,7 @@ pub fn prepare<'m>(
     let options = dnnc_jit::JitOptions {
         threads: e.threads as usize,
         gemm: match e.gemm {
-            GemmChoice::Library => dnnc_jit::GemmImpl::Library,
+            GemmChoice::Native => dnnc_jit::GemmImpl::Native,
             GemmChoice::Generated => dnnc_jit::GemmImpl::Generated,
         },
         fuse: !e.no_fuse,

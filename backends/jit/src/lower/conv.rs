@@ -153,6 +153,7 @@ impl Lower<'_> {
             epilogue,
             b_transposed: false,
             generated: None,
+            native: None,
             sparse: None,
             b_rows: None,
         };
@@ -197,6 +198,14 @@ impl Lower<'_> {
             });
             self.steps.push(Step::Gemm(Box::new(step)));
             return Ok(());
+        }
+        if !generated {
+            // The weights are A, read in place; B (the input or its im2col) is packed per
+            // tile.
+            step.native = Some(NativeGemm {
+                gemm: dnnc_kernels::gemm::Gemm::new(self.options.cpu),
+                packed_b: None,
+            });
         }
         if generated {
             let wv = self

@@ -149,7 +149,12 @@ impl Lower<'_> {
     ) -> Result<(), CompileError> {
         let generated = self.generated_gemm();
         let weight_b = b.1.is_some();
-        let n_unit = if generated && weight_b { gemm::NR } else { 1 };
+        let native = dnnc_kernels::gemm::Gemm::new(self.options.cpu);
+        let n_unit = match (generated, weight_b) {
+            (true, true) => gemm::NR,
+            (false, true) => native.panel_width(),
+            (_, false) => 1,
+        };
         let (m_tile, n_tile) = self.tiles(m, n, batches.len(), 1, n_unit);
         let epilogue = self.gemm_epilogue(node, bias, ChannelAxis::Cols, n)?;
         let mut step = GemmStep {
@@ -169,9 +174,29 @@ impl Lower<'_> {
             epilogue,
             b_transposed: weight_b,
             generated: None,
+            native: None,
             sparse: None,
             b_rows: None,
         };
+        if !generated {
+            // A constant B (a weight `[n × k]`, B = Wᵀ) is packed into panels once, and
+            // shared by every product reading it (a recurrent weight, every step).
+            let packed_b = match &b.1 {
+                Some(w) => Some(match self.packed.get(&(b.0, k, n)) {
+                    Some(&p) => p,
+                    None => {
+                        let p = self.f32_data(native.pack(w, k, n, 1, k));
+                        self.packed.insert((b.0, k, n), p);
+                        p
+                    }
+                }),
+                None => None,
+            };
+            step.native = Some(NativeGemm {
+                gemm: native,
+                packed_b,
+            });
+        }
         if generated {
             // Constant B is packed; activations are read in place. Constant A (rare) is
             // read in place too: it lives in data, not the arena, so it is packed as well.
@@ -243,7 +268,7 @@ impl Lower<'_> {
             Addr::Data(..) if self.generated_gemm() => {
                 return Err(unsupported(
                     node,
-                    "a constant right operand of matmul with the generated GEMM (use --gemm library)",
+                    "a constant right operand of matmul with the generated GEMM (use --gemm native)",
                 ));
             }
             other => other,

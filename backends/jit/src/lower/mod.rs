@@ -28,7 +28,7 @@ use crate::plan::Plan;
 use crate::runtime::Executable;
 use crate::steps::{
     Addr, Batch, Data, EpiParam, GemmEpilogue, GemmStep, Generated, Im2col, KernelStep, Native,
-    NativeStep, OutputSource, Program, SparseA, Step,
+    NativeGemm, NativeStep, OutputSource, Program, SparseA, Step,
 };
 use crate::{CompileError, CompileStats, GemmImpl, JitOptions, WeightLayout};
 
@@ -49,6 +49,8 @@ struct Lower<'a> {
     variant: Option<&'static str>,
     data: Vec<Data>,
     data_of: SecondaryMap<Value, Option<usize>>,
+    /// Constant GEMM operands already packed, by (address, k, n).
+    packed: HashMap<(Addr, usize, usize), Addr>,
     options: &'a JitOptions,
 }
 
@@ -130,6 +132,7 @@ pub fn lower(
         variant: None,
         data: Vec::new(),
         data_of: SecondaryMap::new(),
+        packed: HashMap::new(),
         options,
     };
     for (i, node) in g.nodes.iter().enumerate() {

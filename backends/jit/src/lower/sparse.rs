@@ -112,6 +112,7 @@ impl Lower<'_> {
             epilogue,
             b_transposed: false,
             generated: None,
+            native: None,
             sparse: Some(sparse.clone()),
             b_rows: None,
         })));
