@@ -3,11 +3,13 @@
 
 use crate::codegen::Compiled;
 use crate::steps::{
-    Addr, Data, EpiParam, GemmStep, KernelStep, NativeStep, OutputSource, Program, Step,
+    Addr, Data, EpiParam, GemmStep, KernelStep, NativeStep, OutputSource, Program, SparseKernel,
+    Step,
 };
 use crate::{CompileStats, RunError};
 use dnnc_ir::{Buffer, Tensor, TensorType};
 use dnnc_kernels::gemm::BMatrix;
+use dnnc_kernels::sparse::Columns;
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::sync::Mutex;
@@ -322,24 +324,22 @@ impl Executable {
                         // The kernel indexes C by absolute row: pass the matrix's C at
                         // column n0, and the tile's block rows.
                         let c_base = c + (co + n0 * 4) as u64;
-                        let args = [
-                            resolve_data(sp.desc) + sp.offsets[batch.group] as u64,
-                            b_ptr,
-                            c_base,
-                            n as u64,
-                            ldb as u64,
-                            g.ldc as u64,
-                        ];
                         let (begin, end) = (m0 / sp.row_unit, m1.div_ceil(sp.row_unit));
-                        // SAFETY: the descriptor was built for this matrix; B and C hold
-                        // k × n and m × n elements at these strides.
-                        unsafe {
-                            self.compiled.kernels[sp.kernel.0](
-                                args.as_ptr(),
-                                begin as u64,
-                                end as u64,
-                            )
+                        let columns = match g.b_rows {
+                            Some((wo, wp)) => Columns::Direct { wo, wp },
+                            None => Columns::Matrix { ldb },
                         };
+                        let (bp, cp) = (b_ptr as *const f32, c_base as *mut f32);
+                        match &sp.kernel {
+                            // SAFETY: the plan was built for this matrix; B and C hold
+                            // k × n and m × n elements at these strides.
+                            SparseKernel::Bcr(plans) => unsafe {
+                                plans[batch.group].run(bp, cp, n, g.ldc, columns, begin, end)
+                            },
+                            SparseKernel::Csr(plans) => unsafe {
+                                plans[batch.group].run(bp, cp, n, g.ldc, columns, begin, end)
+                            },
+                        }
                     }
                     (None, Some(generated)) => {
                         use crate::codegen::gemm::{MR, NR};

@@ -147,18 +147,23 @@ pub struct GemmStep {
     pub b_rows: Option<(usize, usize)>,
 }
 
-/// A sparse A operand: the BCR or CSR kernel and its descriptors.
+/// A sparse A operand: the BCR or CSR kernel and its compact form.
 #[derive(Clone)]
 pub struct SparseA {
-    /// The kernel (see [`crate::codegen::sparse`]).
-    pub kernel: KernelId,
-    /// The descriptors of every group's matrix, in one buffer.
-    pub desc: Addr,
-    /// Byte offset of each group's descriptor in `desc`.
-    pub offsets: Vec<usize>,
+    /// The kernel and its data.
+    pub kernel: SparseKernel,
     /// Rows per unit of the kernel's tile (the block rows for BCR, 1 for CSR); row tiles
     /// are multiples of it.
     pub row_unit: usize,
+}
+
+/// How a sparse A runs.
+#[derive(Clone)]
+pub enum SparseKernel {
+    /// The native BCR kernel, one plan per group.
+    Bcr(std::sync::Arc<Vec<dnnc_kernels::sparse::Bcr>>),
+    /// The native CSR kernel, one plan per group.
+    Csr(std::sync::Arc<Vec<dnnc_kernels::sparse::Csr>>),
 }
 
 /// The native GEMM of a step.

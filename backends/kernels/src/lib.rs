@@ -22,6 +22,7 @@ pub mod gemm;
 pub mod layout;
 pub mod level;
 pub mod simd;
+pub mod sparse;
 pub mod window;
 pub mod winograd;
 

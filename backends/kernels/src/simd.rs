@@ -50,6 +50,22 @@ pub trait Simd: Copy + Send + Sync + 'static {
     unsafe fn min(a: Self::V, b: Self::V) -> Self::V;
     /// The sum of the lanes.
     unsafe fn reduce_add(v: Self::V) -> f32;
+    /// Lanes `0, 1, …` of `v` moved to the set bits of `mask`, in order; other lanes zero.
+    unsafe fn expand(v: Self::V, mask: u32) -> Self::V {
+        unsafe {
+            let mut src = [0f32; 16];
+            let mut dst = [0f32; 16];
+            Self::store(src.as_mut_ptr(), v);
+            let mut k = 0;
+            for (i, d) in dst.iter_mut().enumerate().take(Self::LANES) {
+                if mask & (1 << i) != 0 {
+                    *d = src[k];
+                    k += 1;
+                }
+            }
+            Self::load(dst.as_ptr())
+        }
+    }
 
     /// `*p` in every lane.
     #[inline(always)]
@@ -140,6 +156,11 @@ mod x86 {
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
         unsafe fn reduce_add(v: __m512) -> f32 {
             _mm512_reduce_add_ps(v)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+        unsafe fn expand(v: __m512, mask: u32) -> __m512 {
+            _mm512_maskz_expand_ps(mask as u16, v)
         }
     }
 
@@ -256,18 +277,28 @@ mod x86 {
         }
         #[inline(always)]
         unsafe fn load_partial(p: *const f32, n: usize) -> __m128 {
-            let mut a = [0f32; 4];
             unsafe {
-                std::ptr::copy_nonoverlapping(p, a.as_mut_ptr(), n);
-                _mm_loadu_ps(a.as_ptr())
+                match n {
+                    1 => _mm_load_ss(p),
+                    2 => _mm_castpd_ps(_mm_load_sd(p as *const f64)),
+                    _ => _mm_movelh_ps(
+                        _mm_castpd_ps(_mm_load_sd(p as *const f64)),
+                        _mm_load_ss(p.add(2)),
+                    ),
+                }
             }
         }
         #[inline(always)]
         unsafe fn store_partial(p: *mut f32, v: __m128, n: usize) {
-            let mut a = [0f32; 4];
             unsafe {
-                _mm_storeu_ps(a.as_mut_ptr(), v);
-                std::ptr::copy_nonoverlapping(a.as_ptr(), p, n);
+                match n {
+                    1 => _mm_store_ss(p, v),
+                    2 => _mm_store_sd(p as *mut f64, _mm_castps_pd(v)),
+                    _ => {
+                        _mm_store_sd(p as *mut f64, _mm_castps_pd(v));
+                        _mm_store_ss(p.add(2), _mm_movehl_ps(v, v));
+                    }
+                }
             }
         }
         #[inline(always)]

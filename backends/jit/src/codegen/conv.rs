@@ -2,7 +2,7 @@
 //! (one filter per channel) with its epilogue fused.
 
 use super::elementwise::{Unary, apply_unary};
-use super::{Codegen, KB, KernelId};
+use super::{Codegen, KB, KernelId, KernelKey};
 use crate::CompileError;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, Value};
@@ -56,9 +56,12 @@ impl ConvShape {
 /// position is column 0 of `col`, or, when `absolute`, its own position (the whole matrix
 /// is built by several calls).
 pub fn im2col(cg: &mut Codegen, s: &ConvShape, absolute: bool) -> Result<KernelId, CompileError> {
-    let key = format!("im2col:{absolute}:{s:?}");
+    let key = KernelKey::Im2col {
+        shape: s.clone(),
+        absolute,
+    };
     let s = s.clone();
-    cg.kernel(&key, move |kb| {
+    cg.kernel(key, move |kb| {
         let (x, col, ld) = (kb.arg(0), kb.arg(1), kb.arg(2));
         let (oh0, oh1) = (kb.begin, kb.end);
         let zero = kb.int(0);
@@ -219,7 +222,11 @@ pub fn window(
     channels: usize,
     op: &WindowOp,
 ) -> Result<KernelId, CompileError> {
-    let key = format!("window:{channels}:{s:?}:{op:?}");
+    let key = KernelKey::Window {
+        channels,
+        shape: s.clone(),
+        op: op.clone(),
+    };
     let (s, op) = (s.clone(), op.clone());
     let pad_value = if op == WindowOp::Max {
         f32::NEG_INFINITY
@@ -251,7 +258,7 @@ pub fn window(
     // Stride 2 pads each row into one more row first, then splits it.
     let slot_rows = band_rows_in + usize::from(sw == 2);
     let slot_bytes = (slot_rows * row_bytes) as u32;
-    cg.kernel(&key, move |kb| {
+    cg.kernel(key, move |kb| {
         use cranelift_codegen::ir::{StackSlotData, StackSlotKind};
         let (x, w, out, scale, shift) = (kb.arg(0), kb.arg(1), kb.arg(2), kb.arg(3), kb.arg(4));
         let slot = kb.b.create_sized_stack_slot(StackSlotData::new(
@@ -485,9 +492,12 @@ pub fn pad_planes(
     (top, bottom): (usize, usize),
     (left, right): (usize, usize),
 ) -> Result<KernelId, CompileError> {
-    let key = format!("pad:{h}x{w}:{top},{bottom},{left},{right}");
+    let key = KernelKey::PadPlanes {
+        plane: [h, w],
+        pad: [top, bottom, left, right],
+    };
     let (hp, wp) = (h + top + bottom, w + left + right);
-    cg.kernel(&key, move |kb| {
+    cg.kernel(key, move |kb| {
         let (x, out) = (kb.arg(0), kb.arg(1));
         let (b, e) = (kb.begin, kb.end);
         kb.for_range(b, e, 1, |kb, plane| {

@@ -1,7 +1,7 @@
 //! Elementwise kernels: activations, broadcasting arithmetic, per-channel affine maps
 //! (unfused batch norm), fused epilogues, softmax.
 
-use super::{Codegen, KB, KernelId};
+use super::{Codegen, KB, KernelId, KernelKey};
 use crate::CompileError;
 use crate::graph::Epi;
 use cranelift_codegen::ir::types::I64;
@@ -40,7 +40,7 @@ pub fn apply_unary(kb: &mut KB, op: Unary, x: Value) -> Value {
 
 /// `out[i] = op(in[i])` over elements `[begin, end)`. Args: `[in, out]`.
 pub fn unary(cg: &mut Codegen, op: Unary) -> Result<KernelId, CompileError> {
-    cg.kernel(&format!("unary:{op:?}"), |kb| {
+    cg.kernel(KernelKey::Unary(op), |kb| {
         let (x, out) = (kb.arg(0), kb.arg(1));
         let (b, e) = (kb.begin, kb.end);
         kb.map_range(b, e, &[x], out, |kb, v| apply_unary(kb, op, v[0]));
@@ -82,8 +82,13 @@ pub fn binary(
     b_splat: bool,
     single_row: bool,
 ) -> Result<KernelId, CompileError> {
-    let key = format!("binary:{op:?}:{inner}:{a_splat}:{b_splat}:{single_row}");
-    cg.kernel(&key, |kb| {
+    let key = KernelKey::Binary {
+        op,
+        inner,
+        splat: [a_splat, b_splat],
+        single_row,
+    };
+    cg.kernel(key, |kb| {
         let (a, b, out) = (kb.arg(0), kb.arg(1), kb.arg(2));
         if single_row {
             let (s, e) = (kb.begin, kb.end);
@@ -153,7 +158,7 @@ pub fn channel_affine(
     channels: usize,
     inner: usize,
 ) -> Result<KernelId, CompileError> {
-    cg.kernel(&format!("affine:{channels}:{inner}"), |kb| {
+    cg.kernel(KernelKey::ChannelAffine { channels, inner }, |kb| {
         let (x, out, scale, shift) = (kb.arg(0), kb.arg(1), kb.arg(2), kb.arg(3));
         let (s, e) = (kb.begin, kb.end);
         kb.for_range(s, e, 1, |kb, p| {
@@ -172,6 +177,24 @@ pub fn channel_affine(
             kb.map_range(zero, n, &[px], po, |kb, v| kb.fma(v[0], sc, sh));
         });
     })
+}
+
+/// An epilogue step by kind: what its generated code depends on.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum EpilogueStep {
+    /// A per-channel affine map, with or without each part.
+    Affine {
+        /// With a scale.
+        scale: bool,
+        /// With a shift.
+        shift: bool,
+    },
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, 0), 6)`.
+    Relu6,
+    /// A residual add.
+    Add,
 }
 
 /// Where an epilogue's per-channel parameters vary.
@@ -193,20 +216,25 @@ pub fn epilogue(
     axis: ChannelAxis,
     ld: usize,
 ) -> Result<KernelId, CompileError> {
-    let desc: Vec<String> = steps
+    let kinds: Vec<EpilogueStep> = steps
         .iter()
         .map(|e| match e {
-            Epi::Affine { scale, shift } => {
-                format!("a{}{}", scale.is_some() as u8, shift.is_some() as u8)
-            }
-            Epi::Relu => "r".into(),
-            Epi::Relu6 => "r6".into(),
-            Epi::Add(_) => "add".into(),
+            Epi::Affine { scale, shift } => EpilogueStep::Affine {
+                scale: scale.is_some(),
+                shift: shift.is_some(),
+            },
+            Epi::Relu => EpilogueStep::Relu,
+            Epi::Relu6 => EpilogueStep::Relu6,
+            Epi::Add(_) => EpilogueStep::Add,
         })
         .collect();
-    let key = format!("epilogue:{axis:?}:{ld}:{}", desc.join(","));
+    let key = KernelKey::Epilogue {
+        axis,
+        ld,
+        steps: kinds,
+    };
     let steps = steps.to_vec();
-    cg.kernel(&key, move |kb| {
+    cg.kernel(key, move |kb| {
         let c = kb.arg(0);
         let rows = kb.arg(1);
         // Pointers of each step's data.
@@ -298,7 +326,7 @@ pub fn epilogue(
 /// Softmax over `len` elements at stride `inner`, for rows `r` in `[begin, end)` where
 /// row `r` starts at `(r / inner)·len·inner + r mod inner`. Args: `[x, out]`.
 pub fn softmax(cg: &mut Codegen, len: usize, inner: usize) -> Result<KernelId, CompileError> {
-    cg.kernel(&format!("softmax:{len}:{inner}"), |kb| {
+    cg.kernel(KernelKey::Softmax { len, inner }, |kb| {
         let (x, out) = (kb.arg(0), kb.arg(1));
         let (s, e) = (kb.begin, kb.end);
         kb.for_range(s, e, 1, |kb, r| {
@@ -403,7 +431,7 @@ pub fn softmax(cg: &mut Codegen, len: usize, inner: usize) -> Result<KernelId, C
 /// Copies `[begin, end)` elements from `src` to `dst`, or fills them with zero when `src`
 /// is null. Args: `[src, dst]`.
 pub fn copy(cg: &mut Codegen) -> Result<KernelId, CompileError> {
-    cg.kernel("copy", |kb| {
+    cg.kernel(KernelKey::Copy, |kb| {
         let (src, dst) = (kb.arg(0), kb.arg(1));
         let (s, e) = (kb.begin, kb.end);
         let zero_block = kb.b.create_block();

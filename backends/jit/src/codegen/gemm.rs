@@ -8,7 +8,7 @@
 //! halves, such as AMD Zen 1, that loses nothing), and k is blocked so that the slivers of
 //! A and B a block reads stay in L1.
 
-use super::{Codegen, KB, KernelId};
+use super::{Codegen, KB, KernelId, KernelKey};
 use crate::CompileError;
 use cranelift_codegen::ir::types::F32X4;
 use cranelift_codegen::ir::{InstBuilder, Value};
@@ -70,9 +70,9 @@ pub fn pack(values: &[f32], rows: usize, k: usize, width: usize, transposed: boo
 /// `C = A·B` for one tile. Args: `[a, b, c]` (A and B at the tile's first row block and
 /// panel); the tile range is unused.
 pub fn gemm(cg: &mut Codegen, s: &GemmShape) -> Result<KernelId, CompileError> {
-    let key = format!("gemm:{s:?}");
+    let key = KernelKey::Gemm(s.clone());
     let s = s.clone();
-    cg.kernel(&key, move |kb| {
+    cg.kernel(key, move |kb| {
         let (a, b, c) = (kb.arg(0), kb.arg(1), kb.arg(2));
         let (m_full, m_tail) = (s.m / MR, s.m % MR);
         let (n_full, n_tail) = (s.n / NR, s.n % NR);

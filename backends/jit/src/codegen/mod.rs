@@ -12,7 +12,6 @@ pub mod gemm;
 pub mod pool;
 pub mod rnn;
 pub mod shape;
-pub mod sparse;
 
 use crate::CompileError;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -29,6 +28,125 @@ use std::collections::HashMap;
 /// A generated kernel.
 pub type KernelFn = unsafe extern "C" fn(args: *const u64, begin: u64, end: u64);
 
+/// Everything a generated kernel is specialised to: equal keys mean identical code, so a
+/// key that misses a field the code depends on is a type error, not a wrong kernel.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum KernelKey {
+    /// [`conv::im2col`].
+    Im2col {
+        /// The geometry.
+        shape: conv::ConvShape,
+        /// Columns at their own positions rather than the tile's.
+        absolute: bool,
+    },
+    /// [`conv::window`].
+    Window {
+        /// Channels per image.
+        channels: usize,
+        /// The geometry.
+        shape: conv::ConvShape,
+        /// What the window computes.
+        op: conv::WindowOp,
+    },
+    /// [`conv::pad_planes`].
+    PadPlanes {
+        /// Plane height and width.
+        plane: [usize; 2],
+        /// Top, bottom, left, right.
+        pad: [usize; 4],
+    },
+    /// [`elementwise::unary`].
+    Unary(elementwise::Unary),
+    /// [`elementwise::binary`].
+    Binary {
+        /// The op.
+        op: elementwise::Binary,
+        /// Elements per row.
+        inner: usize,
+        /// Whether each operand is one value per row.
+        splat: [bool; 2],
+        /// One row (no row tables).
+        single_row: bool,
+    },
+    /// [`elementwise::channel_affine`].
+    ChannelAffine {
+        /// Channels.
+        channels: usize,
+        /// Elements per channel plane.
+        inner: usize,
+    },
+    /// [`elementwise::epilogue`].
+    Epilogue {
+        /// Where the channels run.
+        axis: elementwise::ChannelAxis,
+        /// Row stride of the tile.
+        ld: usize,
+        /// The steps, by kind.
+        steps: Vec<elementwise::EpilogueStep>,
+    },
+    /// [`elementwise::softmax`].
+    Softmax {
+        /// Elements along the axis.
+        len: usize,
+        /// Elements after the axis.
+        inner: usize,
+    },
+    /// [`elementwise::copy`].
+    Copy,
+    /// [`gemm::gemm`].
+    Gemm(gemm::GemmShape),
+    /// [`pool::global_avg`].
+    GlobalAverage {
+        /// Elements per plane.
+        plane: usize,
+    },
+    /// The recurrent cells of [`rnn`].
+    Rnn {
+        /// Which cell.
+        cell: rnn::Cell,
+        /// Batch.
+        batch: usize,
+        /// Hidden size.
+        hidden: usize,
+    },
+    /// [`shape::transpose`].
+    Transpose {
+        /// Output dimensions.
+        out_dims: Vec<usize>,
+        /// Input strides of each output dimension.
+        in_strides: Vec<usize>,
+    },
+    /// [`shape::blocks`].
+    Blocks {
+        /// Elements per block.
+        chunk: usize,
+        /// Destination stride between blocks.
+        dst_stride: usize,
+    },
+}
+
+impl KernelKey {
+    /// The kernel family's name (`DNNC_JIT_DISASM=name` prints its code).
+    pub fn family(&self) -> &'static str {
+        match self {
+            KernelKey::Im2col { .. } => "im2col",
+            KernelKey::Window { .. } => "window",
+            KernelKey::PadPlanes { .. } => "pad",
+            KernelKey::Unary(_) => "unary",
+            KernelKey::Binary { .. } => "binary",
+            KernelKey::ChannelAffine { .. } => "affine",
+            KernelKey::Epilogue { .. } => "epilogue",
+            KernelKey::Softmax { .. } => "softmax",
+            KernelKey::Copy => "copy",
+            KernelKey::Gemm(_) => "gemm",
+            KernelKey::GlobalAverage { .. } => "gap",
+            KernelKey::Rnn { .. } => "rnn",
+            KernelKey::Transpose { .. } => "transpose",
+            KernelKey::Blocks { .. } => "blocks",
+        }
+    }
+}
+
 /// Index of a kernel in a [`Codegen`].
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct KernelId(pub usize);
@@ -38,12 +156,9 @@ pub struct Codegen {
     module: JITModule,
     ctx: cranelift_codegen::Context,
     fctx: FunctionBuilderContext,
-    by_key: HashMap<String, KernelId>,
+    by_key: HashMap<KernelKey, KernelId>,
     funcs: Vec<FuncId>,
     fma: bool,
-    /// The host ISA without the e-graph optimiser: kernels whose instruction order is
-    /// chosen by hand (see [`Codegen::kernel_in_order`]).
-    in_order: std::sync::Arc<dyn cranelift_codegen::isa::TargetIsa>,
 }
 
 /// A finished module and its kernels' entry points.
@@ -116,12 +231,6 @@ impl Codegen {
         flags.set("is_pic", "false").map_err(err)?;
         flags.set("use_colocated_libcalls", "false").map_err(err)?;
         let isa_builder = host_isa(level)?;
-        let mut plain = settings::builder();
-        plain.set("opt_level", "none").map_err(err)?;
-        plain.set("is_pic", "false").map_err(err)?;
-        let in_order = host_isa(level)?
-            .finish(settings::Flags::new(plain))
-            .map_err(err)?;
         let isa = isa_builder
             .finish(settings::Flags::new(flags))
             .map_err(err)?;
@@ -140,7 +249,6 @@ impl Codegen {
             by_key: HashMap::new(),
             funcs: Vec::new(),
             fma,
-            in_order,
         })
     }
 
@@ -152,31 +260,18 @@ impl Codegen {
     /// The kernel for `key`, generated by `build` the first time the key is seen.
     pub fn kernel(
         &mut self,
-        key: &str,
+        key: KernelKey,
         build: impl FnOnce(&mut KB),
     ) -> Result<KernelId, CompileError> {
-        self.kernel_with(key, false, build)
-    }
-
-    /// Like [`Codegen::kernel`], but compiled without the e-graph pass, so instructions
-    /// stay in the order they were built: for register-blocked loops whose products must
-    /// be computed as their operands are loaded (the e-graph would sink every pure
-    /// product to its last use, after all the loads, and spill).
-    pub fn kernel_in_order(
-        &mut self,
-        key: &str,
-        build: impl FnOnce(&mut KB),
-    ) -> Result<KernelId, CompileError> {
-        self.kernel_with(key, true, build)
+        self.kernel_with(key, build)
     }
 
     fn kernel_with(
         &mut self,
-        key: &str,
-        in_order: bool,
+        key: KernelKey,
         build: impl FnOnce(&mut KB),
     ) -> Result<KernelId, CompileError> {
-        if let Some(&id) = self.by_key.get(key) {
+        if let Some(&id) = self.by_key.get(&key) {
             return Ok(id);
         }
         let mut sig = self.module.make_signature();
@@ -209,38 +304,18 @@ impl Codegen {
             kb.b.seal_all_blocks();
             kb.b.finalize(frontend_config);
         }
-        let disasm = std::env::var("DNNC_JIT_DISASM").is_ok_and(|k| key.starts_with(&k));
+        let disasm = std::env::var("DNNC_JIT_DISASM").is_ok_and(|k| key.family() == k);
         self.ctx.set_disasm(disasm);
-        if in_order {
-            let code = self
-                .ctx
-                .compile(
-                    &*self.in_order,
-                    &mut cranelift_codegen::control::ControlPlane::default(),
-                )
-                .map_err(|e| CompileError::Codegen(format!("kernel '{key}': {:?}", e.inner)))?;
-            if !code.buffer.relocs().is_empty() {
-                return Err(CompileError::Codegen(format!(
-                    "kernel '{key}' needs relocations, which in-order kernels do not support"
-                )));
-            }
-            let alignment = code.buffer.alignment as u64;
-            let bytes = code.code_buffer().to_vec();
-            self.module
-                .define_function_bytes(func, alignment, &bytes, &[])
-                .map_err(|e| CompileError::Codegen(format!("kernel '{key}': {e:?}")))?;
-        } else {
-            self.module
-                .define_function(func, &mut self.ctx)
-                .map_err(|e| CompileError::Codegen(format!("kernel '{key}': {e:?}")))?;
-        }
+        self.module
+            .define_function(func, &mut self.ctx)
+            .map_err(|e| CompileError::Codegen(format!("kernel {key:?}: {e:?}")))?;
         if disasm && let Some(code) = self.ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
-            eprintln!("; kernel {key}\n{code}");
+            eprintln!("; kernel {key:?}\n{code}");
         }
         self.module.clear_context(&mut self.ctx);
         let id = KernelId(self.funcs.len());
         self.funcs.push(func);
-        self.by_key.insert(key.to_string(), id);
+        self.by_key.insert(key, id);
         Ok(id)
     }
 

@@ -1,14 +1,14 @@
 //! Global average pooling (windowed pooling shares the sliding-window kernel of
 //! [`super::conv::window`]).
 
-use super::{Codegen, KernelId};
+use super::{Codegen, KernelId, KernelKey};
 use crate::CompileError;
 use cranelift_codegen::ir::InstBuilder;
 use cranelift_codegen::ir::types::F32;
 
 /// Mean of each plane of `hw` elements, for planes `[begin, end)`. Args: `[x, out]`.
 pub fn global_avg(cg: &mut Codegen, hw: usize) -> Result<KernelId, CompileError> {
-    cg.kernel(&format!("gap:{hw}"), |kb| {
+    cg.kernel(KernelKey::GlobalAverage { plane: hw }, |kb| {
         let (x, out) = (kb.arg(0), kb.arg(1));
         let (b, e) = (kb.begin, kb.end);
         kb.for_range(b, e, 1, |kb, plane| {

@@ -1,6 +1,6 @@
 //! Data movement kernels: transposes and block copies (concatenation).
 
-use super::{Codegen, KernelId};
+use super::{Codegen, KernelId, KernelKey};
 use crate::CompileError;
 use cranelift_codegen::ir::InstBuilder;
 
@@ -12,9 +12,12 @@ pub fn transpose(
     out_dims: &[usize],
     in_strides: &[usize],
 ) -> Result<KernelId, CompileError> {
-    let key = format!("transpose:{out_dims:?}:{in_strides:?}");
+    let key = KernelKey::Transpose {
+        out_dims: out_dims.to_vec(),
+        in_strides: in_strides.to_vec(),
+    };
     let (dims, strides) = (out_dims.to_vec(), in_strides.to_vec());
-    cg.kernel(&key, move |kb| {
+    cg.kernel(key, move |kb| {
         let (x, out) = (kb.arg(0), kb.arg(1));
         let inner: usize = dims[1..].iter().product();
         let (b, e) = (kb.begin, kb.end);
@@ -57,7 +60,7 @@ fn nest(
 /// Copies block `o` in `[begin, end)` of `chunk` elements from `src + o·chunk` to
 /// `dst + o·dst_stride` (one operand of a concatenation). Args: `[src, dst]`.
 pub fn blocks(cg: &mut Codegen, chunk: usize, dst_stride: usize) -> Result<KernelId, CompileError> {
-    cg.kernel(&format!("blocks:{chunk}:{dst_stride}"), |kb| {
+    cg.kernel(KernelKey::Blocks { chunk, dst_stride }, |kb| {
         let (src, dst) = (kb.arg(0), kb.arg(1));
         let (b, e) = (kb.begin, kb.end);
         kb.for_range(b, e, 1, |kb, o| {

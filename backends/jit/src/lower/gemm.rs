@@ -110,7 +110,7 @@ impl Lower<'_> {
         };
         let (px, py) = (self.addr(x), self.addr(y));
         if let Some(layout) = sparse_layout(self.options, self.func.ty(w)) {
-            let sparse = self.sparse_weight(layout, &wv, nf, kf)?;
+            let sparse = self.sparse_weight(layout, &wv, nf, kf);
             self.variant = Some(match layout {
                 SparseLayout::Bcr(_) => "bcr",
                 SparseLayout::Csr => "csr",

@@ -50,7 +50,7 @@ impl Lower<'_> {
         let w_layout = sparse_layout(self.options, self.func.ty(w));
         let r_layout = sparse_layout(self.options, self.func.ty(r));
         if let Some(layout) = w_layout {
-            let sw = self.sparse_weight(layout, &wv, gh, input)?;
+            let sw = self.sparse_weight(layout, &wv, gh, input);
             self.sparse_weight_product(&xproj, &sw, t * batch, gh, input, px, gx, Some(xb))?;
         } else {
             let pw = self.addr(w);
@@ -68,11 +68,11 @@ impl Lower<'_> {
         }
         let r_sparse = match r_layout {
             Some(layout) if lstm || linear_before_reset => {
-                vec![self.sparse_weight(layout, &rv, gh, hidden)?]
+                vec![self.sparse_weight(layout, &rv, gh, hidden)]
             }
             Some(layout) => vec![
-                self.sparse_weight(layout, &rv[..2 * hidden * hidden], 2 * hidden, hidden)?,
-                self.sparse_weight(layout, &rv[2 * hidden * hidden..], hidden, hidden)?,
+                self.sparse_weight(layout, &rv[..2 * hidden * hidden], 2 * hidden, hidden),
+                self.sparse_weight(layout, &rv[2 * hidden * hidden..], hidden, hidden),
             ],
             None => Vec::new(),
         };

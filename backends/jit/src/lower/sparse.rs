@@ -1,53 +1,40 @@
 //! Sparse weights: the BCR and CSR kernels and their descriptors.
 
 use super::*;
-use crate::codegen::sparse;
 
 impl Lower<'_> {
-    #[allow(clippy::too_many_arguments)]
-    /// The kernel and descriptors of sparse matrices (one per group), each `m × k`.
+    /// The native kernel of sparse matrices (one per group), each `m × k`; `col_offset(c)`
+    /// is column `c`'s row of B (its index, or its element offset in a padded input read
+    /// in place).
     pub(super) fn sparse_a(
         &mut self,
         layout: SparseLayout,
         matrices: &[&[f32]],
         m: usize,
         k: usize,
-        columns: sparse::Columns,
-        col_word: &dyn Fn(usize) -> u32,
-        strides: Option<(usize, usize)>,
-    ) -> Result<SparseA, CompileError> {
-        let mut words: Vec<u32> = Vec::new();
-        let mut offsets = Vec::with_capacity(matrices.len());
-        for values in matrices {
-            offsets.push(4 * words.len());
-            words.extend(match layout {
-                SparseLayout::Bcr(block) => sparse::bcr_descriptor(values, m, k, block, col_word),
-                SparseLayout::Csr => sparse::csr_descriptor(values, m, k, col_word),
-            });
+        col_offset: &dyn Fn(usize) -> u32,
+    ) -> SparseA {
+        let level = self.options.cpu;
+        match layout {
+            SparseLayout::Bcr(block) => SparseA {
+                kernel: SparseKernel::Bcr(std::sync::Arc::new(
+                    matrices
+                        .iter()
+                        .map(|v| dnnc_kernels::sparse::Bcr::new(level, v, m, k, block, col_offset))
+                        .collect(),
+                )),
+                row_unit: block[0],
+            },
+            SparseLayout::Csr => SparseA {
+                kernel: SparseKernel::Csr(std::sync::Arc::new(
+                    matrices
+                        .iter()
+                        .map(|v| dnnc_kernels::sparse::Csr::new(level, v, m, k, col_offset))
+                        .collect(),
+                )),
+                row_unit: 1,
+            },
         }
-        let (kernel, row_unit) = match layout {
-            SparseLayout::Bcr(block) => {
-                // Straight-line code for the most frequent patterns of every group.
-                let mut classes: Vec<(usize, usize)> = Vec::new();
-                for values in matrices {
-                    for c in sparse::bcr_classes(values, m, k, block, SPECIALISED_PATTERNS) {
-                        if !classes.contains(&c) && classes.len() < SPECIALISED_PATTERNS {
-                            classes.push(c);
-                        }
-                    }
-                }
-                let kernel = sparse::bcr(&mut self.cg, m, block, columns, &classes, strides)?;
-                (kernel, block[0])
-            }
-            SparseLayout::Csr => (sparse::csr(&mut self.cg, m, columns)?, 1),
-        };
-        let desc = Addr::Data(self.push(Data::U32(words.into_boxed_slice())), 0);
-        Ok(SparseA {
-            kernel,
-            desc,
-            offsets,
-            row_unit,
-        })
     }
 
     /// The sparse form of a constant weight `W [n × k]` multiplied by vectors.
@@ -57,17 +44,8 @@ impl Lower<'_> {
         values: &[f32],
         n: usize,
         k: usize,
-    ) -> Result<SparseA, CompileError> {
-        // Matrix-vector products: B and C are vectors (strides 1), known now.
-        self.sparse_a(
-            layout,
-            &[values],
-            n,
-            k,
-            sparse::Columns::Matrix,
-            &|c| c as u32,
-            Some((1, 1)),
-        )
+    ) -> SparseA {
+        self.sparse_a(layout, &[values], n, k, &|c| c as u32)
     }
 
     /// `y[rows × n] = x[rows × k]·Wᵀ (+ bias per feature)` with a sparse `W`: one
@@ -144,9 +122,6 @@ pub(crate) fn sparse_layout(
         (WeightLayout::ByEncoding, None) => None,
     }
 }
-
-/// Block patterns (kept rows × kept columns) of a BCR matrix that get straight-line code.
-pub(super) const SPECIALISED_PATTERNS: usize = 6;
 
 /// Bytes of B a sparse product's column tile keeps in L2: every block re-reads its kept
 /// rows of the tile, so the tile must stay in cache while the block rows pass over it.

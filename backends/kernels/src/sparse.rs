@@ -1,0 +1,603 @@
+//! Sparse matrix products `C = A·B` with a constant sparse `A` (a pruned weight's GEMM
+//! view, `m × k`) and dense `B` and `C`, at full vector width: GRIM's block-based
+//! column-row (BCR) form and, as the baseline, CSR.
+//!
+//! BCR: `A` is cut into `block` tiles; each keeps some rows and some columns, a dense
+//! `kept rows × kept columns` sub-matrix. For a product with a matrix `B` (a convolution's
+//! positions), a block loads each of its kept columns' input vectors once and multiplies
+//! them by every kept row's value (redundant-load elimination), with the kept-row count a
+//! compile-time constant of the micro-kernel, and adds the sums into its rows of `C`.
+//! For a matrix-vector product (`n = 1`) the lanes run over the block row's rows instead:
+//! each kept column's values are stored for the whole block row (zeros for rows the
+//! block does not keep), so a block row's sums stay in one register across its blocks.
+//!
+//! `B`'s rows are addressed through an offset per column of `A` (`col_offset`): the row
+//! index for a plain matrix, or a (channel, tap) offset into a padded input for a
+//! convolution read in place ([`Columns::Direct`]).
+
+use crate::Level;
+use crate::simd::Simd;
+
+/// How the columns of `B` and `C` are laid out.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Columns {
+    /// Column `j` is element `j` of a row of `B` (row stride `ldb`) and of `C`.
+    Matrix {
+        /// Row stride of `B`.
+        ldb: usize,
+    },
+    /// A stride-1 convolution read in place: `C`'s columns are output positions, `wo` per
+    /// output row; `B` is the padded input, `wp` floats per row, and `col_offset` holds
+    /// each column's element offset in it.
+    Direct {
+        /// Output row width.
+        wo: usize,
+        /// Padded input row width.
+        wp: usize,
+    },
+}
+
+/// Kept rows per micro-kernel block (larger blocks are split).
+const MAX_KEPT_ROWS: usize = 8;
+
+/// One stored block.
+#[derive(Copy, Clone, Debug)]
+struct Block {
+    /// Kept rows (≤ [`MAX_KEPT_ROWS`]) and their first index in `row_index`.
+    kept_rows: u32,
+    rows_at: u32,
+    /// Kept columns and their first index in `col_offset`.
+    kept_cols: u32,
+    cols_at: u32,
+    /// First value (`kept_cols × kept_rows`, column by column) in `values`, and in
+    /// `row_values` (`kept_cols × block rows`, for matrix-vector products).
+    values_at: u32,
+    row_values_at: u32,
+    /// The kept rows as bits of the block row (for matrix-vector products).
+    row_mask: u32,
+}
+
+/// A BCR matrix planned for one level.
+#[derive(Clone, Debug)]
+pub struct Bcr {
+    /// The level.
+    pub level: Level,
+    /// Rows of `A`.
+    pub rows: usize,
+    /// Rows per block row.
+    pub block_rows: usize,
+    /// Blocks of block row `i`: `starts[i]..starts[i + 1]`.
+    starts: Vec<u32>,
+    blocks: Vec<Block>,
+    /// Row of `C` (absolute) of each kept row.
+    row_index: Vec<u32>,
+    /// Offset of each kept column's row of `B`.
+    col_offset: Vec<u32>,
+    values: Vec<f32>,
+    row_values: Vec<f32>,
+    matrix: Vec<Vec<MatrixFn>>,
+    vector: Vec<Vec<VectorFn>>,
+    expanding: VectorFn,
+}
+
+/// `R` kept rows × chunks of `F` vectors of columns: `(block data, b, c, ldc, runs,
+/// [j0, chunks, live])`: in every run, `chunks` chunks from column `j0`, the last vector of
+/// the last one holding `live` lanes.
+type MatrixFn = unsafe fn(&Bcr, &Block, *const f32, *mut f32, usize, &Runs, [usize; 3]);
+
+/// The columns of a tile as runs: `count` runs of `len` columns, run `i` at column
+/// `i · b_step` of `B` (rows `ldb` apart) and `i · c_step` of `C`.
+#[derive(Copy, Clone, Debug)]
+pub struct Runs {
+    count: usize,
+    len: usize,
+    b_step: usize,
+    c_step: usize,
+    ldb: usize,
+}
+
+impl Runs {
+    fn new(n: usize, columns: Columns) -> Runs {
+        match columns {
+            Columns::Matrix { ldb } => Runs {
+                count: 1,
+                len: n,
+                b_step: 0,
+                c_step: 0,
+                ldb,
+            },
+            Columns::Direct { wo, wp } => Runs {
+                count: n / wo,
+                len: wo,
+                b_step: wp,
+                c_step: wo,
+                ldb: 1,
+            },
+        }
+    }
+}
+/// A block row times a vector: `(bcr, block row, b, c, [ldc, ldb])`; const: vectors of
+/// rows per block row.
+type VectorFn = unsafe fn(&Bcr, usize, *const f32, *mut f32, [usize; 2]);
+
+crate::micro_table!(fn matrix_table(level) -> unsafe fn(p: &Bcr, blk: &Block, b: *const f32, c: *mut f32, ldc: usize, runs: &Runs, span: [usize; 3]) = bcr_block::<S, R, F>;
+    rows [1 2 3 4 5 6 7 8]; filters [1 2 3 4]);
+
+crate::micro_table!(fn vector_table(level) -> unsafe fn(p: &Bcr, bri: usize, b: *const f32, c: *mut f32, strides: [usize; 2]) = bcr_vector::<S, R, F>;
+    rows [1]; filters [1 2 3 4]);
+
+crate::micro_table!(fn expand_table(level) -> unsafe fn(p: &Bcr, bri: usize, b: *const f32, c: *mut f32, strides: [usize; 2]) = bcr_expand::<S, R, F>;
+    rows [1]; filters [1]);
+
+impl Bcr {
+    /// Plans `values` (`rows × cols`, row-major) in `block`-shaped blocks; `col_offset(c)`
+    /// is column `c`'s row of `B` (a row index, or an element offset for a convolution
+    /// read in place).
+    pub fn new(
+        level: Level,
+        values: &[f32],
+        rows: usize,
+        cols: usize,
+        block: [usize; 2],
+        col_offset: &dyn Fn(usize) -> u32,
+    ) -> Bcr {
+        let [br, bc] = [block[0].max(1), block[1].max(1)];
+        let lanes = level.lanes();
+        let vector_rows = br.div_ceil(lanes) * lanes;
+        let mut p = Bcr {
+            level,
+            rows,
+            block_rows: br,
+            starts: vec![0],
+            blocks: Vec::new(),
+            row_index: Vec::new(),
+            col_offset: Vec::new(),
+            values: Vec::new(),
+            row_values: Vec::new(),
+            matrix: matrix_table(level),
+            vector: vector_table(level),
+            expanding: vector_table(level)[0][0],
+        };
+        if p.expands() {
+            p.expanding = expand_table(level)[0][0];
+        }
+        for row0 in (0..rows).step_by(br) {
+            let r_end = (row0 + br).min(rows);
+            for col0 in (0..cols).step_by(bc) {
+                let c_end = (col0 + bc).min(cols);
+                let nz = |r: usize, c: usize| values[r * cols + c] != 0.0;
+                let kept_rows: Vec<usize> = (row0..r_end)
+                    .filter(|&r| (col0..c_end).any(|c| nz(r, c)))
+                    .collect();
+                if kept_rows.is_empty() {
+                    continue;
+                }
+                let kept_cols: Vec<usize> = (col0..c_end)
+                    .filter(|&c| (row0..r_end).any(|r| nz(r, c)))
+                    .collect();
+                let cols_at = p.col_offset.len() as u32;
+                p.col_offset
+                    .extend(kept_cols.iter().map(|&c| col_offset(c)));
+                let row_values_at = p.row_values.len() as u32;
+                if !p.expands() {
+                    for &c in &kept_cols {
+                        for r in 0..vector_rows {
+                            let row = row0 + r;
+                            p.row_values.push(if row < r_end {
+                                values[row * cols + c]
+                            } else {
+                                0.0
+                            });
+                        }
+                    }
+                }
+                // Split the kept rows into micro-kernel blocks.
+                for part in kept_rows.chunks(MAX_KEPT_ROWS) {
+                    let rows_at = p.row_index.len() as u32;
+                    p.row_index.extend(part.iter().map(|&r| r as u32));
+                    let values_at = p.values.len() as u32;
+                    for &c in &kept_cols {
+                        for &r in part {
+                            p.values.push(values[r * cols + c]);
+                        }
+                    }
+                    p.blocks.push(Block {
+                        kept_rows: part.len() as u32,
+                        rows_at,
+                        kept_cols: kept_cols.len() as u32,
+                        cols_at,
+                        values_at,
+                        row_values_at,
+                        row_mask: part.iter().fold(0, |m, &r| m | 1 << ((r - row0) % 32)),
+                    });
+                }
+            }
+            p.starts.push(p.blocks.len() as u32);
+        }
+        p
+    }
+
+    /// Whether matrix-vector products expand each block's kept-row sums into the block
+    /// row's lanes (AVX-512's `vexpandps`, block rows within a vector), reading only the
+    /// kept values; otherwise each kept column's values are stored for the whole block row.
+    fn expands(&self) -> bool {
+        self.level == Level::Avx512 && self.block_rows <= self.level.lanes()
+    }
+
+    /// Block rows: the unit of [`Bcr::run`]'s tiles.
+    pub fn block_row_count(&self) -> usize {
+        self.starts.len() - 1
+    }
+
+    /// Stored values (zeros inside kept sub-matrices included).
+    pub fn stored_values(&self) -> usize {
+        self.values.len()
+    }
+
+    /// `C[rows of block rows [br0, br1)] = A·B` over `n` columns (`C`'s row stride `ldc`).
+    ///
+    /// # Safety
+    /// `b` and `c` must hold the operands at these strides (from the tile's first column);
+    /// the CPU must support the level.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn run(
+        &self,
+        b: *const f32,
+        c: *mut f32,
+        n: usize,
+        ldc: usize,
+        columns: Columns,
+        br0: usize,
+        br1: usize,
+    ) {
+        let lanes = self.level.lanes();
+        let vectors = self.block_rows.div_ceil(lanes);
+        let ldb = match columns {
+            Columns::Matrix { ldb } => ldb,
+            Columns::Direct { .. } => 1,
+        };
+        if n == 1 && matches!(columns, Columns::Matrix { .. }) && self.expands() {
+            for bri in br0..br1 {
+                unsafe { (self.expanding)(self, bri, b, c, [ldc, ldb]) };
+            }
+            return;
+        }
+        if n == 1 && matches!(columns, Columns::Matrix { .. }) && vectors <= 4 {
+            for bri in br0..br1 {
+                unsafe { self.vector[0][vectors - 1](self, bri, b, c, [ldc, ldb]) };
+            }
+            return;
+        }
+        for bri in br0..br1 {
+            let r0 = bri * self.block_rows;
+            let r1 = (r0 + self.block_rows).min(self.rows);
+            for r in r0..r1 {
+                unsafe { std::ptr::write_bytes(c.add(r * ldc), 0, n) };
+            }
+            let runs = Runs::new(n, columns);
+            for blk in &self.blocks[self.starts[bri] as usize..self.starts[bri + 1] as usize] {
+                let kr = blk.kept_rows as usize;
+                let f = vectors_for(self.level, kr).min(runs.len.div_ceil(lanes));
+                let (full, rest) = (runs.len / (f * lanes), runs.len % (f * lanes));
+                let kernels = &self.matrix[kr - 1];
+                unsafe {
+                    if full > 0 {
+                        kernels[f - 1](self, blk, b, c, ldc, &runs, [0, full, lanes]);
+                    }
+                    if rest > 0 {
+                        let v = rest.div_ceil(lanes);
+                        let live = rest - (v - 1) * lanes;
+                        kernels[v - 1](self, blk, b, c, ldc, &runs, [full * f * lanes, 1, live]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Column vectors per micro-kernel for `kept` rows: as many as fit the accumulators.
+fn vectors_for(level: Level, kept: usize) -> usize {
+    // 16-register ISAs keep a few registers for the inputs and the broadcast weight.
+    let budget = match level {
+        Level::Avx512 | Level::Neon => 24,
+        Level::Avx2 | Level::Sse4 => 8,
+    };
+    (budget / kept).clamp(1, 4)
+}
+
+/// A block's `R` kept rows × every run of columns, in chunks of `F` vectors (the last of a
+/// run masked): each kept column's input vectors are loaded once and used by every kept
+/// row.
+#[inline(always)]
+unsafe fn bcr_block<S: Simd, const R: usize, const F: usize>(
+    p: &Bcr,
+    blk: &Block,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    runs: &Runs,
+    [j0, chunks, live]: [usize; 3],
+) {
+    let l = S::LANES;
+    let kc = blk.kept_cols as usize;
+    unsafe {
+        let cols = p.col_offset.as_ptr().add(blk.cols_at as usize);
+        let vals = p.values.as_ptr().add(blk.values_at as usize);
+        let rows = p.row_index.as_ptr().add(blk.rows_at as usize);
+        let mut out = [std::ptr::null_mut::<f32>(); R];
+        for r in 0..R {
+            out[r] = c.add(*rows.add(r) as usize * ldc);
+        }
+        for run in 0..runs.count {
+            let (b0, c0) = (run * runs.b_step, run * runs.c_step);
+            for chunk in 0..chunks {
+                let j = j0 + chunk * F * l;
+                // Only the last vector of the last chunk may be partial.
+                let partial = live < l && chunk + 1 == chunks;
+                let mut acc = [[S::zero(); F]; R];
+                for ci in 0..kc {
+                    let row = b.add(*cols.add(ci) as usize * runs.ldb + b0 + j);
+                    let mut x = [S::zero(); F];
+                    for f in 0..F {
+                        x[f] = if f + 1 == F && partial {
+                            S::load_partial(row.add(f * l), live)
+                        } else {
+                            S::load(row.add(f * l))
+                        };
+                    }
+                    for r in 0..R {
+                        let w = S::broadcast(vals.add(ci * R + r));
+                        for f in 0..F {
+                            acc[r][f] = S::mul_add(w, x[f], acc[r][f]);
+                        }
+                    }
+                }
+                for r in 0..R {
+                    let o = out[r].add(c0 + j);
+                    for f in 0..F {
+                        let at = o.add(f * l);
+                        if f + 1 == F && partial {
+                            S::store_partial(
+                                at,
+                                S::add(S::load_partial(at, live), acc[r][f]),
+                                live,
+                            );
+                        } else {
+                            S::store(at, S::add(S::load(at), acc[r][f]));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Block row `bri` times a vector, reading only kept values: each block's sums over its
+/// kept columns fill its kept-row lanes, which `expand` moves to their rows' lanes of the
+/// block row's sums.
+#[inline(always)]
+unsafe fn bcr_expand<S: Simd, const ONE: usize, const ALSO_ONE: usize>(
+    p: &Bcr,
+    bri: usize,
+    b: *const f32,
+    c: *mut f32,
+    [ldc, ldb]: [usize; 2],
+) {
+    unsafe {
+        let mut row_sums = S::zero();
+        let (first, last) = (p.starts[bri] as usize, p.starts[bri + 1] as usize);
+        for blk in &p.blocks[first..last] {
+            let kr = blk.kept_rows as usize;
+            let cols = p.col_offset.as_ptr().add(blk.cols_at as usize);
+            let vals = p.values.as_ptr().add(blk.values_at as usize);
+            // Four sets of sums hide the FMA latency within a block's few columns.
+            let mut acc = [S::zero(); 4];
+            let kc = blk.kept_cols as usize;
+            let column = |ci: usize| {
+                let x = S::broadcast(b.add(*cols.add(ci) as usize * ldb));
+                (x, S::load_partial(vals.add(ci * kr), kr))
+            };
+            let mut ci = 0;
+            while ci + 4 <= kc {
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let (x, w) = column(ci + j);
+                    *a = S::mul_add(x, w, *a);
+                }
+                ci += 4;
+            }
+            while ci < kc {
+                let (x, w) = column(ci);
+                acc[0] = S::mul_add(x, w, acc[0]);
+                ci += 1;
+            }
+            let sum = S::add(S::add(acc[0], acc[1]), S::add(acc[2], acc[3]));
+            row_sums = S::add(row_sums, S::expand(sum, blk.row_mask));
+        }
+        let r0 = bri * p.block_rows;
+        let rows = p.block_rows.min(p.rows - r0);
+        let mut sums = [0f32; 16];
+        S::store(sums.as_mut_ptr(), row_sums);
+        for (r, &v) in sums.iter().enumerate().take(rows) {
+            *c.add((r0 + r) * ldc) = v;
+        }
+    }
+}
+
+/// Block row `bri` times a vector: the lanes are the block row's rows (`V` vectors of
+/// them), every block's kept columns broadcast their input into one set of sums.
+#[inline(always)]
+unsafe fn bcr_vector<S: Simd, const ONE: usize, const V: usize>(
+    p: &Bcr,
+    bri: usize,
+    b: *const f32,
+    c: *mut f32,
+    [ldc, ldb]: [usize; 2],
+) {
+    let l = S::LANES;
+    let stride = V * l;
+    unsafe {
+        // Two sets of sums hide the FMA latency.
+        let mut acc = [[S::zero(); V]; 2];
+        let (first, last) = (p.starts[bri] as usize, p.starts[bri + 1] as usize);
+        let mut previous_cols = u32::MAX;
+        for blk in &p.blocks[first..last] {
+            // A block split into several micro-kernel blocks shares its columns.
+            if blk.cols_at == previous_cols {
+                continue;
+            }
+            previous_cols = blk.cols_at;
+            let cols = p.col_offset.as_ptr().add(blk.cols_at as usize);
+            let vals = p.row_values.as_ptr().add(blk.row_values_at as usize);
+            for ci in 0..blk.kept_cols as usize {
+                let x = S::broadcast(b.add(*cols.add(ci) as usize * ldb));
+                let set = ci % 2;
+                for v in 0..V {
+                    acc[set][v] =
+                        S::mul_add(x, S::load(vals.add(ci * stride + v * l)), acc[set][v]);
+                }
+            }
+        }
+        let r0 = bri * p.block_rows;
+        let rows = p.block_rows.min(p.rows - r0);
+        let mut sums = [0f32; 64];
+        for v in 0..V {
+            S::store(sums.as_mut_ptr().add(v * l), S::add(acc[0][v], acc[1][v]));
+        }
+        for r in 0..rows {
+            *c.add((r0 + r) * ldc) = sums[r];
+        }
+    }
+}
+
+/// A CSR matrix planned for one level: per row, its nonzeros' values and `B` offsets.
+#[derive(Clone, Debug)]
+pub struct Csr {
+    /// The level.
+    pub level: Level,
+    /// Rows of `A`.
+    pub rows: usize,
+    starts: Vec<u32>,
+    col_offset: Vec<u32>,
+    values: Vec<f32>,
+    kernels: Vec<Vec<CsrFn>>,
+}
+
+/// One row of `C` over one run of columns: `(csr, row, b, c, ldc, [b0, c0, len])`.
+type CsrFn = unsafe fn(&Csr, usize, *const f32, *mut f32, usize, [usize; 4]);
+
+crate::micro_table!(fn csr_table(level) -> unsafe fn(p: &Csr, row: usize, b: *const f32, c: *mut f32, ldc: usize, run: [usize; 4]) = csr_row::<S, R, F>;
+    rows [1]; filters [1 2 3 4]);
+
+impl Csr {
+    /// Plans `values` (`rows × cols`); `col_offset` as for [`Bcr::new`].
+    pub fn new(
+        level: Level,
+        values: &[f32],
+        rows: usize,
+        cols: usize,
+        col_offset: &dyn Fn(usize) -> u32,
+    ) -> Csr {
+        let mut p = Csr {
+            level,
+            rows,
+            starts: vec![0],
+            col_offset: Vec::new(),
+            values: Vec::new(),
+            kernels: csr_table(level),
+        };
+        for r in 0..rows {
+            for (c, &v) in values[r * cols..(r + 1) * cols].iter().enumerate() {
+                if v != 0.0 {
+                    p.col_offset.push(col_offset(c));
+                    p.values.push(v);
+                }
+            }
+            p.starts.push(p.values.len() as u32);
+        }
+        p
+    }
+
+    /// Nonzeros.
+    pub fn nonzeros(&self) -> usize {
+        self.values.len()
+    }
+
+    /// `C[rows [r0, r1)] = A·B` over `n` columns; see [`Bcr::run`].
+    ///
+    /// # Safety
+    /// As for [`Bcr::run`].
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn run(
+        &self,
+        b: *const f32,
+        c: *mut f32,
+        n: usize,
+        ldc: usize,
+        columns: Columns,
+        r0: usize,
+        r1: usize,
+    ) {
+        let lanes = self.level.lanes();
+        let ldb = match columns {
+            Columns::Matrix { ldb } => ldb,
+            Columns::Direct { .. } => 1,
+        };
+        for r in r0..r1 {
+            let run = |b0: usize, c0: usize, len: usize| {
+                let mut j = 0;
+                while j < len {
+                    let chunk = (4 * lanes).min(len - j);
+                    let v = chunk.div_ceil(lanes);
+                    unsafe {
+                        self.kernels[0][v - 1](self, r, b, c, ldc, [b0 + j, c0 + j, chunk, ldb])
+                    };
+                    j += chunk;
+                }
+            };
+            match columns {
+                Columns::Matrix { .. } => run(0, 0, n),
+                Columns::Direct { wo, wp } => {
+                    for oh in 0..n / wo {
+                        run(oh * wp, oh * wo, wo);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn csr_row<S: Simd, const ONE: usize, const F: usize>(
+    p: &Csr,
+    row: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    [b0, c0, len, ldb]: [usize; 4],
+) {
+    let l = S::LANES;
+    let live = len - (F - 1) * l;
+    unsafe {
+        let mut acc = [S::zero(); F];
+        for e in p.starts[row] as usize..p.starts[row + 1] as usize {
+            let src = b.add(p.col_offset[e] as usize * ldb + b0);
+            let w = S::splat(p.values[e]);
+            for f in 0..F {
+                let x = if f == F - 1 && live < l {
+                    S::load_partial(src.add(f * l), live)
+                } else {
+                    S::load(src.add(f * l))
+                };
+                acc[f] = S::mul_add(w, x, acc[f]);
+            }
+        }
+        let out = c.add(row * ldc + c0);
+        for f in 0..F {
+            if f == F - 1 && live < l {
+                S::store_partial(out.add(f * l), acc[f], live);
+            } else {
+                S::store(out.add(f * l), acc[f]);
+            }
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! BCR and CSR products against a naive dense product, at every level this CPU supports:
+//! matrices (several column tiles), matrix-vector products, and convolutions read in
+//! place.
+
+mod common;
+
+use common::{relative_l2, seeded};
+use dnnc_kernels::Level;
+use dnnc_kernels::sparse::{Bcr, Columns, Csr};
+use proptest::prelude::*;
+
+/// A matrix with whole zero blocks, zero rows and columns inside blocks, and scattered
+/// zeros: every case the kernels branch on.
+fn sparse_matrix(m: usize, k: usize, block: [usize; 2], seed: u64) -> Vec<f32> {
+    let mut v = seeded(m * k, seed);
+    let bits = seeded(m * k + m + k, seed + 1);
+    for r in 0..m {
+        for c in 0..k {
+            let blk = (r / block[0]) * 131 + c / block[1];
+            if bits[blk % bits.len()] > 0.3
+                || bits[m * k + r] > 0.5
+                || bits[m * k + m + c] > 0.6
+                || bits[r * k + c] > 0.8
+            {
+                v[r * k + c] = 0.0;
+            }
+        }
+    }
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn bcr_and_csr_match_dense(m in 1usize..40, k in 1usize..80, n in 1usize..100,
+                               br in 1usize..12, bc in 1usize..40, seed in 0u64..1000) {
+        let a = sparse_matrix(m, k, [br, bc], seed);
+        let b = seeded(k * n, seed + 7);
+        let want: Vec<f32> = (0..m * n)
+            .map(|i| (0..k).map(|kk| a[(i / n) * k + kk] as f64 * b[kk * n + i % n] as f64).sum::<f64>() as f32)
+            .collect();
+        for level in Level::supported() {
+            let bcr = Bcr::new(level, &a, m, k, [br, bc], &|c| c as u32);
+            let csr = Csr::new(level, &a, m, k, &|c| c as u32);
+            // Two column tiles and two row tiles, as threads split them.
+            let (n_split, blocks) = (n / 2, bcr.block_row_count());
+            for which in 0..2 {
+                let mut c = vec![f32::NAN; m * n];
+                for (j0, j1) in [(0, n_split), (n_split, n)] {
+                    if j0 == j1 {
+                        continue;
+                    }
+                    unsafe {
+                        let (bp, cp) = (b.as_ptr().add(j0), c.as_mut_ptr().add(j0));
+                        let cols = Columns::Matrix { ldb: n };
+                        if which == 0 {
+                            bcr.run(bp, cp, j1 - j0, n, cols, 0, blocks / 2);
+                            bcr.run(bp, cp, j1 - j0, n, cols, blocks / 2, blocks);
+                        } else {
+                            csr.run(bp, cp, j1 - j0, n, cols, 0, m / 2);
+                            csr.run(bp, cp, j1 - j0, n, cols, m / 2, m);
+                        }
+                    }
+                }
+                let err = relative_l2(&c, &want);
+                prop_assert!(err <= 1e-5, "{level} {}: relative L2 {err:e}", ["bcr", "csr"][which]);
+            }
+        }
+    }
+
+    #[test]
+    fn matrix_vector_products_match_dense(m in 1usize..200, k in 1usize..300, br in 1usize..70, bc in 1usize..40, seed in 0u64..1000) {
+        let a = sparse_matrix(m, k, [br, bc], seed);
+        let x = seeded(k, seed + 3);
+        let want: Vec<f32> = (0..m).map(|r| (0..k).map(|c| a[r * k + c] as f64 * x[c] as f64).sum::<f64>() as f32).collect();
+        for level in Level::supported() {
+            let bcr = Bcr::new(level, &a, m, k, [br, bc], &|c| c as u32);
+            let mut y = vec![f32::NAN; m];
+            unsafe { bcr.run(x.as_ptr(), y.as_mut_ptr(), 1, 1, Columns::Matrix { ldb: 1 }, 0, bcr.block_row_count()) };
+            let err = relative_l2(&y, &want);
+            prop_assert!(err <= 1e-5, "{level}: relative L2 {err:e}");
+        }
+    }
+
+    #[test]
+    fn direct_convolutions_match_dense(c_in in 1usize..6, k_out in 1usize..20, h in 3usize..12, wo4 in 1usize..5,
+                                       br in 1usize..9, bc in 1usize..30, seed in 0u64..1000) {
+        // A 3×3 stride-1 convolution of a padded input (hp × wp), read in place.
+        let wo = 4 * wo4;
+        let (hp, wp) = (h + 2, wo + 2);
+        let cols = c_in * 9;
+        let a = sparse_matrix(k_out, cols, [br, bc], seed);
+        let x = seeded(c_in * hp * wp, seed + 5);
+        let offset = |col: usize| ((col / 9) * hp * wp + (col % 9 / 3) * wp + col % 3) as u32;
+        let n = h * wo;
+        let want: Vec<f32> = (0..k_out * n)
+            .map(|i| {
+                let (o, q) = (i / n, i % n);
+                let (oh, ow) = (q / wo, q % wo);
+                (0..cols).map(|col| a[o * cols + col] as f64 * x[offset(col) as usize + oh * wp + ow] as f64).sum::<f64>() as f32
+            })
+            .collect();
+        for level in Level::supported() {
+            let bcr = Bcr::new(level, &a, k_out, cols, [br, bc], &offset);
+            let csr = Csr::new(level, &a, k_out, cols, &offset);
+            let columns = Columns::Direct { wo, wp };
+            let mut y = vec![f32::NAN; k_out * n];
+            unsafe { bcr.run(x.as_ptr(), y.as_mut_ptr(), n, n, columns, 0, bcr.block_row_count()) };
+            prop_assert!(relative_l2(&y, &want) <= 1e-5, "{level}: bcr direct");
+            let mut y = vec![f32::NAN; k_out * n];
+            unsafe { csr.run(x.as_ptr(), y.as_mut_ptr(), n, n, columns, 0, k_out) };
+            prop_assert!(relative_l2(&y, &want) <= 1e-5, "{level}: csr direct");
+        }
+    }
+}
