@@ -19,7 +19,7 @@ mod plan;
 mod runtime;
 mod steps;
 
-pub use dnnc_kernels::{CpuRequest, Level, LevelError};
+pub use dnnc_kernels::{CpuRequest, Level, LevelError, cpu_description};
 pub use runtime::Executable;
 
 use dnnc_ir::{FuncId, Location, Module, OpKind};
@@ -124,6 +124,8 @@ pub struct CompileStats {
     pub unplanned_bytes: usize,
     /// Bytes of weights prepared for the kernels.
     pub weight_bytes: usize,
+    /// The vector level of every kernel.
+    pub level: Option<Level>,
 }
 
 /// Compiles function `f` of `module`.

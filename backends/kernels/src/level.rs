@@ -167,9 +167,9 @@ fn detect() -> Level {
         .unwrap_or(Level::Sse4)
 }
 
-/// The CPU's model name and the vector features that matter to dnnc, for reports.
+/// The CPU's model name, for reports.
 pub fn cpu_description() -> String {
-    let model = std::fs::read_to_string("/proc/cpuinfo")
+    std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
             s.lines()
@@ -177,9 +177,7 @@ pub fn cpu_description() -> String {
                 .and_then(|l| l.split(':').nth(1))
                 .map(|m| m.trim().to_string())
         })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    let levels: Vec<&str> = Level::supported().iter().map(|l| l.name()).collect();
-    format!("{model} ({})", levels.join(", "))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
 #[cfg(test)]

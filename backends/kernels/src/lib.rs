@@ -26,4 +26,4 @@ pub mod sparse;
 pub mod window;
 pub mod winograd;
 
-pub use level::{CpuRequest, Level, LevelError};
+pub use level::{CpuRequest, Level, LevelError, cpu_description};

@@ -104,6 +104,8 @@ pub fn run(mut args: BenchArgs) -> Result<(), Failure> {
             "function": func.name,
             "engine": engine,
             "threads": threads,
+            "cpu": dnnc_jit::cpu_description(),
+            "level": stats.as_ref().and_then(|s| s.level).map(|l| l.name()),
             "weights_ms": weights_ms,
             "compile_ms": compile_ms,
             "kernels": stats.as_ref().map(|s| s.kernels),
@@ -130,6 +132,14 @@ pub fn run(mut args: BenchArgs) -> Result<(), Failure> {
             "{} @{} on the {engine} engine, {threads} thread(s)",
             args.input, func.name
         );
+        if let Some(level) = stats.as_ref().and_then(|s| s.level) {
+            println!(
+                "  target    {} kernels ({}) on {}",
+                level,
+                level.describe(),
+                dnnc_jit::cpu_description()
+            );
+        }
         println!("  weights   {weights_ms:.1} ms (materialised)");
         match &stats {
             Some(s) => println!(

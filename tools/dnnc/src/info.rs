@@ -8,16 +8,65 @@ use dnnc_ir::analysis::{module_stats, si, thousands};
 /// Arguments of `dnnc info`.
 #[derive(Args)]
 pub struct InfoArgs {
-    /// Input .dnn file, or '-' for standard input.
-    #[arg(value_name = "FILE")]
-    input: String,
+    /// Input .dnn file, or '-' for standard input (not needed with --target).
+    #[arg(value_name = "FILE", required_unless_present = "target")]
+    input: Option<String>,
+    /// Print the CPU the JIT compiles for: its model, the vector levels it supports, and
+    /// the level in use (--cpu, else $DNNC_CPU, else the best).
+    #[arg(long)]
+    target: bool,
+    /// The level to report with --target (as `dnnc run --cpu`).
+    #[arg(long, value_parser = crate::run::parse_cpu, requires = "target")]
+    cpu: Option<dnnc_jit::CpuRequest>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
 }
 
+/// `dnnc info --target`.
+fn target(args: &InfoArgs) -> Result<(), Failure> {
+    let request = match args.cpu {
+        Some(r) => r,
+        None => dnnc_jit::CpuRequest::from_env().map_err(|e| anyhow::anyhow!("DNNC_CPU: {e}"))?,
+    };
+    let level = dnnc_jit::Level::resolve(request).map_err(|e| anyhow::anyhow!("--cpu: {e}"))?;
+    let native = dnnc_jit::Level::native();
+    let supported: Vec<&str> = dnnc_jit::Level::supported()
+        .iter()
+        .map(|l| l.name())
+        .collect();
+    if args.json {
+        let v = serde_json::json!({
+            "cpu": dnnc_jit::cpu_description(),
+            "arch": std::env::consts::ARCH,
+            "supported": supported,
+            "native": native.name(),
+            "level": level.name(),
+            "lanes": level.lanes(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v).expect("serialisable"));
+        return Ok(());
+    }
+    println!("target {}", std::env::consts::ARCH);
+    println!("  cpu        {}", dnnc_jit::cpu_description());
+    println!("  supported  {}", supported.join(", "));
+    println!("  native     {} ({})", native, native.describe());
+    let forced = if level == native { "" } else { ", forced" };
+    println!(
+        "  in use     {} ({}, {} f32 lanes{forced})",
+        level,
+        level.describe(),
+        level.lanes()
+    );
+    Ok(())
+}
+
 pub fn run(args: InfoArgs) -> Result<(), Failure> {
-    let (m, _) = load_module(&args.input)?;
+    if args.target {
+        return target(&args);
+    }
+    let input = args.input.as_deref().expect("clap requires FILE without --target");
+    let (m, _) = load_module(input)?;
     let s = module_stats(&m);
     let name = m.name.clone().unwrap_or_default();
     let funcs: Vec<serde_json::Value> = m

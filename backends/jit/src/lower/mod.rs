@@ -190,6 +190,7 @@ pub fn lower(
         arena_bytes: l.plan.arena_bytes,
         unplanned_bytes: l.plan.unplanned_bytes,
         weight_bytes: l.data.iter().map(Data::bytes).sum(),
+        level: Some(options.cpu),
     };
     let compiled = l.cg.finish()?;
     let program = Program {
