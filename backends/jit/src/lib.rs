@@ -10,6 +10,7 @@
 
 #![deny(missing_docs)]
 
+mod autolayout;
 mod codegen;
 mod graph;
 mod layout;
@@ -19,6 +20,7 @@ mod plan;
 mod runtime;
 mod steps;
 
+pub use autolayout::Choice as LayoutChoice;
 pub use dnnc_kernels::{CpuRequest, Level, LevelError, cpu_description};
 pub use runtime::Executable;
 
@@ -51,6 +53,8 @@ pub struct JitOptions {
     /// Run stride-1 3×3 convolutions over large enough planes as Winograd F(4×4, 3×3)
     /// (otherwise every dense convolution is direct).
     pub winograd: bool,
+    /// Where [`WeightLayout::Auto`] keeps its measured times (`None`: measure every time).
+    pub layout_cache: Option<std::path::PathBuf>,
 }
 
 impl Default for JitOptions {
@@ -62,6 +66,7 @@ impl Default for JitOptions {
             layout: WeightLayout::default(),
             cpu: Level::native(),
             winograd: true,
+            layout_cache: None,
         }
     }
 }
@@ -69,9 +74,13 @@ impl Default for JitOptions {
 /// The storage of conv2d and linear weights.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WeightLayout {
+    /// What each weight's type says; a weight without an encoding that is mostly zeros
+    /// is measured dense, CSR and in the BCR shapes that hold its zeros exactly, and runs
+    /// in the fastest (see [`compile`]'s report, [`Executable::layout_choices`]).
+    #[default]
+    Auto,
     /// What each weight's type says: `#bcr<...>` runs the BCR kernel, `#csr` the CSR
     /// kernel, no encoding the dense GEMM.
-    #[default]
     ByEncoding,
     /// Dense GEMM for every weight.
     Dense,
@@ -142,6 +151,9 @@ pub fn compile(
             Level::native()
         )));
     }
+    // Weights sparse without an encoding get the measured fastest layout.
+    let (chosen, choices) = autolayout::choose(module, f, options)?;
+    let module = chosen.as_ref().unwrap_or(module);
     let func = &module.funcs[f];
     let decomposed = func.body.iter().any(|&op| {
         matches!(
@@ -165,5 +177,6 @@ pub fn compile(
     layout::assign(&mut graph, &module.funcs[f], options);
     let mut exe = lower::lower(module, f, &graph, options)?;
     exe.stats.time = start.elapsed();
+    exe.layout_choices = choices;
     Ok(exe)
 }

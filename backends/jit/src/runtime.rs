@@ -29,6 +29,8 @@ pub struct Executable {
     arenas: Mutex<Vec<Arena>>,
     /// What the compilation produced.
     pub stats: CompileStats,
+    /// The layouts [`crate::WeightLayout::Auto`] measured and chose.
+    pub layout_choices: Vec<crate::LayoutChoice>,
 }
 
 /// A cache-line aligned buffer.
@@ -95,6 +97,7 @@ impl Executable {
             pool,
             arenas: Mutex::new(Vec::new()),
             stats,
+            layout_choices: Vec::new(),
         }
     }
 

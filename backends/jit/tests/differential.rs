@@ -175,3 +175,54 @@ fn decomposed_models_match_the_reference() {
     assert!(esc >= 2 * 12, "{name}: only {esc} esc ops");
     check(name, &m, &JitOptions::default(), 11);
 }
+
+/// A model pruned elsewhere (no encodings, 90% of every conv weight but the first zero in
+/// whole column segments of 8×32 blocks): `auto` measures and picks sparse layouts, and the
+/// result still equals the reference.
+#[test]
+fn externally_pruned_weights_run_sparse_and_match_the_reference() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    let mut m = load(&dir.join("resnet18_cifar.dnn"));
+    let ids: Vec<_> = m.weights.keys().collect();
+    let mut convs = 0;
+    for id in ids {
+        let ty = m.weights[id].ty.clone();
+        if ty.rank() != 4 || ty.shape[1] < 8 {
+            continue;
+        }
+        let mut v = m.weight_value(id).unwrap().to_f32_vec();
+        let (rows, cols) = (ty.shape[0], v.len() / ty.shape[0]);
+        for r0 in (0..rows).step_by(8) {
+            for c in 0..cols {
+                // Keep about one column segment in ten, varying by block row.
+                if (c + r0 / 8 * 3) % 10 != 0 {
+                    for r in r0..(r0 + 8).min(rows) {
+                        v[r * cols + c] = 0.0;
+                    }
+                }
+            }
+        }
+        m.weights[id].set_values(Tensor::from_f32(&ty.shape, v));
+        convs += 1;
+    }
+    assert!(convs >= 10);
+    let options = JitOptions::default();
+    assert_eq!(options.layout, dnnc_jit::WeightLayout::Auto);
+    let fid = m.funcs.keys().next().unwrap();
+    let exe = compile(&m, fid, &options).unwrap();
+    let sparse = exe
+        .layout_choices
+        .iter()
+        .filter(|c| c.chosen != "dense")
+        .count();
+    println!(
+        "auto: {:?}",
+        exe.layout_choices
+            .iter()
+            .map(|c| (&c.weight, &c.chosen))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(exe.layout_choices.len(), convs);
+    assert!(sparse * 2 >= convs, "most pruned weights run sparse");
+    check("resnet18_cifar (pruned elsewhere)", &m, &options, 6);
+}

@@ -152,6 +152,7 @@ impl Case {
             layout: s.layout,
             cpu: s.cpu,
             winograd: s.winograd,
+            layout_cache: None,
         };
         let exe = compile(module, f, &options)
             .map_err(|e| TestCaseError::fail(format!("compile: {e}")))?;

@@ -191,6 +191,32 @@ impl Bcr {
                         }
                     }
                 }
+                // A block keeping the same rows as the block before it in this block row
+                // joins it (GRIM's grouping of rows with one pattern): its sums then stay in
+                // registers across both, and C is updated once.
+                if kept_rows.len() <= MAX_KEPT_ROWS
+                    && p.blocks.len() > p.starts[p.starts.len() - 1] as usize
+                    && let Some(last) = p.blocks.last_mut()
+                {
+                    let rows_at = last.rows_at as usize;
+                    let same = last.kept_rows as usize == kept_rows.len()
+                        && p.row_index[rows_at..rows_at + kept_rows.len()]
+                            .iter()
+                            .zip(&kept_rows)
+                            .all(|(&a, &b)| a as usize == b)
+                        && (last.cols_at + last.kept_cols) as usize == cols_at as usize
+                        && (last.values_at as usize + (last.kept_cols * last.kept_rows) as usize)
+                            == p.values.len();
+                    if same {
+                        last.kept_cols += kept_cols.len() as u32;
+                        for &c in &kept_cols {
+                            for &r in &kept_rows {
+                                p.values.push(values[r * cols + c]);
+                            }
+                        }
+                        continue;
+                    }
+                }
                 // Split the kept rows into micro-kernel blocks.
                 for part in kept_rows.chunks(MAX_KEPT_ROWS) {
                     let rows_at = p.row_index.len() as u32;

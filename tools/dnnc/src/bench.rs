@@ -122,6 +122,19 @@ pub fn run(mut args: BenchArgs) -> Result<(), Failure> {
             "gflops_per_s": gflops,
             "peak_memory_mb": peak_mb,
             "profile": profile.as_ref().map(Profile::to_json),
+            "layout_choices": match &prepared {
+                Prepared::Jit(exe) => exe
+                    .layout_choices
+                    .iter()
+                    .map(|c| serde_json::json!({
+                        "weight": c.weight,
+                        "zeros": c.zeros,
+                        "chosen": c.chosen,
+                        "times_s": c.times.iter().map(|(n, t)| (n.clone(), serde_json::json!(t))).collect::<serde_json::Map<_, _>>(),
+                    }))
+                    .collect::<Vec<_>>(),
+                Prepared::Reference(..) => Vec::new(),
+            },
         });
         println!(
             "{}",
@@ -147,6 +160,20 @@ pub fn run(mut args: BenchArgs) -> Result<(), Failure> {
                 s.kernels, s.steps, s.fused_ops
             ),
             None => println!("  compile   {compile_ms:.1} ms"),
+        }
+        if let Prepared::Jit(exe) = &prepared
+            && !exe.layout_choices.is_empty()
+        {
+            let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+            for c in &exe.layout_choices {
+                *counts.entry(c.chosen.as_str()).or_default() += 1;
+            }
+            let list: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            println!(
+                "  layouts   auto: {} mostly-zero weights, measured fastest as {}",
+                exe.layout_choices.len(),
+                list.join(", ")
+            );
         }
         println!(
             "  latency   median {median:.3} ms  p10 {p10:.3} ms  p90 {p90:.3} ms  ({} runs after {} warm-up)",
@@ -367,7 +394,8 @@ fn compare_layouts(
 
 fn layout_name(l: dnnc_jit::WeightLayout) -> String {
     match l {
-        dnnc_jit::WeightLayout::ByEncoding => "auto".into(),
+        dnnc_jit::WeightLayout::Auto => "auto".into(),
+        dnnc_jit::WeightLayout::ByEncoding => "encoding".into(),
         dnnc_jit::WeightLayout::Dense => "dense".into(),
         dnnc_jit::WeightLayout::Csr => "csr".into(),
         dnnc_jit::WeightLayout::Bcr(b) => format!("bcr:{}x{}", b[0], b[1]),

@@ -44,7 +44,10 @@ fn target(args: &InfoArgs) -> Result<(), Failure> {
             "level": level.name(),
             "lanes": level.lanes(),
         });
-        println!("{}", serde_json::to_string_pretty(&v).expect("serialisable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).expect("serialisable")
+        );
         return Ok(());
     }
     println!("target {}", std::env::consts::ARCH);
@@ -65,7 +68,10 @@ pub fn run(args: InfoArgs) -> Result<(), Failure> {
     if args.target {
         return target(&args);
     }
-    let input = args.input.as_deref().expect("clap requires FILE without --target");
+    let input = args
+        .input
+        .as_deref()
+        .expect("clap requires FILE without --target");
     let (m, _) = load_module(input)?;
     let s = module_stats(&m);
     let name = m.name.clone().unwrap_or_default();

@@ -51,8 +51,10 @@ pub struct EngineArgs {
     /// Run every dense convolution directly (no Winograd F(4x4, 3x3) for stride-1 3x3s).
     #[arg(long)]
     pub no_winograd: bool,
-    /// Weight storage of convs and linear layers: auto (each weight's #bcr/#csr
-    /// encoding), dense, csr, bcr, or bcr:RxC (blocks of a weight without #bcr).
+    /// Weight storage of convs and linear layers: auto (each weight's #bcr/#csr encoding;
+    /// a mostly-zero weight without one gets the measured fastest of dense, CSR and the
+    /// BCR shapes that hold its zeros exactly), encoding (the encodings only), dense, csr,
+    /// bcr, or bcr:RxC (blocks of a weight without #bcr).
     #[arg(long, default_value = "auto", value_parser = parse_layout)]
     pub layout: dnnc_jit::WeightLayout,
     /// The JIT's vector instruction set: native (the CPU's best), avx512, avx2, sse4 or
@@ -80,11 +82,22 @@ impl EngineArgs {
     }
 }
 
+/// Where `--layout auto` keeps the times it measures: `$XDG_CACHE_HOME` or `~/.cache`,
+/// `dnnc/jit-layouts.txt` (keyed by CPU, level, threads, op and zero pattern).
+fn layout_cache() -> std::path::PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("dnnc").join("jit-layouts.txt")
+}
+
 /// Parses `--layout`.
 pub fn parse_layout(s: &str) -> Result<dnnc_jit::WeightLayout, String> {
     use dnnc_jit::WeightLayout;
     match s {
-        "auto" => Ok(WeightLayout::ByEncoding),
+        "auto" => Ok(WeightLayout::Auto),
+        "encoding" => Ok(WeightLayout::ByEncoding),
         "dense" => Ok(WeightLayout::Dense),
         "csr" => Ok(WeightLayout::Csr),
         "bcr" => Ok(WeightLayout::Bcr([8, 32])),
@@ -93,7 +106,9 @@ pub fn parse_layout(s: &str) -> Result<dnnc_jit::WeightLayout, String> {
             .and_then(dnnc_passes::bcr::parse_block)
             .map(WeightLayout::Bcr)
             .ok_or_else(|| {
-                format!("expected auto, dense, csr, bcr or bcr:RxC (e.g. bcr:8x32), got '{s}'")
+                format!(
+                    "expected auto, encoding, dense, csr, bcr or bcr:RxC (e.g. bcr:8x32), got '{s}'"
+                )
             }),
     }
 }
@@ -163,6 +178,7 @@ pub fn prepare<'m>(
         layout: e.layout,
         cpu: e.level()?,
         winograd: !e.no_winograd,
+        layout_cache: Some(layout_cache()),
     };
     match dnnc_jit::compile(&optimised, f, &options) {
         Ok(exe) => Ok(Prepared::Jit(Box::new(exe))),

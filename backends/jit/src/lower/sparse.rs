@@ -117,9 +117,13 @@ pub(crate) fn sparse_layout(
         (WeightLayout::Csr, _) => Some(SparseLayout::Csr),
         (WeightLayout::Bcr(_), Some(Encoding::Bcr(b))) => Some(SparseLayout::Bcr(b.block)),
         (WeightLayout::Bcr(block), _) => Some(SparseLayout::Bcr(block)),
-        (WeightLayout::ByEncoding, Some(Encoding::Bcr(b))) => Some(SparseLayout::Bcr(b.block)),
-        (WeightLayout::ByEncoding, Some(Encoding::Csr)) => Some(SparseLayout::Csr),
-        (WeightLayout::ByEncoding, None) => None,
+        (WeightLayout::ByEncoding | WeightLayout::Auto, Some(Encoding::Bcr(b))) => {
+            Some(SparseLayout::Bcr(b.block))
+        }
+        (WeightLayout::ByEncoding | WeightLayout::Auto, Some(Encoding::Csr)) => {
+            Some(SparseLayout::Csr)
+        }
+        (WeightLayout::ByEncoding | WeightLayout::Auto, None) => None,
     }
 }
 
