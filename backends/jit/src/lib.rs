@@ -5,7 +5,7 @@
 //! linear layer) become kernels generated as Cranelift IR specialised to their shapes and
 //! attributes; dense GEMM-shaped work calls either a generated GEMM kernel or the
 //! ahead-of-time micro-kernels of `dnnc-kernels`; buffers are planned by liveness into one arena (in place where legal);
-//! kernels split their work into tiles run on a rayon pool. [`Executable::run`] checks its
+//! kernels split their work into tiles run on a spinning fork-join pool. [`Executable::run`] checks its
 //! inputs at the boundary, so generated code only ever touches planned memory.
 
 #![deny(missing_docs)]
@@ -17,6 +17,7 @@ mod layout;
 mod lower;
 mod native;
 mod plan;
+mod pool;
 mod runtime;
 mod steps;
 

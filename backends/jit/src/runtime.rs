@@ -10,7 +10,6 @@ use crate::{CompileStats, RunError};
 use dnnc_ir::{Buffer, Tensor, TensorType};
 use dnnc_kernels::gemm::BMatrix;
 use dnnc_kernels::sparse::Columns;
-use rayon::prelude::*;
 use std::cell::RefCell;
 use std::sync::Mutex;
 
@@ -25,7 +24,7 @@ pub struct Executable {
     pub(crate) inputs: Vec<(usize, TensorType)>,
     pub(crate) outputs: Vec<(OutputSource, TensorType)>,
     pub(crate) threads: usize,
-    pub(crate) pool: Option<rayon::ThreadPool>,
+    pub(crate) pool: Option<crate::pool::Pool>,
     arenas: Mutex<Vec<Arena>>,
     /// What the compilation produced.
     pub stats: CompileStats,
@@ -78,13 +77,7 @@ impl Executable {
             inputs,
             outputs,
         } = program;
-        let pool = (threads > 1).then(|| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .thread_name(|i| format!("dnnc-jit-{i}"))
-                .build()
-                .expect("a thread pool")
-        });
+        let pool = (threads > 1).then(|| crate::pool::Pool::new(threads));
         Executable {
             compiled,
             steps,
@@ -196,10 +189,9 @@ impl Executable {
                 }
             }
         };
-        // The whole run inside the pool: each step's parallel loop then starts from a
-        // worker (a cheap fork) rather than injecting work from outside (a wake-up each).
+        // The workers spin through the whole run, so each step's tiles start at once.
         match &self.pool {
-            Some(pool) => pool.install(|| run_steps(times)),
+            Some(pool) => pool.hot(|| run_steps(times)),
             None => run_steps(times),
         }
         let outputs = self
@@ -244,15 +236,13 @@ impl Executable {
         }
         let per = k.tiles.div_ceil(chunks);
         let args_ptr = SendPtr(args.as_ptr() as *const u8);
-        self.pool.as_ref().expect("checked").install(|| {
-            (0..chunks).into_par_iter().for_each(|c| {
-                let (lo, hi) = (c * per, ((c + 1) * per).min(k.tiles));
-                if lo < hi {
-                    let a = args_ptr;
-                    // SAFETY: tiles are disjoint; `args` outlives the scope.
-                    unsafe { f(a.0 as *const u64, lo as u64, hi as u64) };
-                }
-            })
+        self.pool.as_ref().expect("checked").run(chunks, &|c| {
+            let (lo, hi) = (c * per, ((c + 1) * per).min(k.tiles));
+            if lo < hi {
+                let a = args_ptr;
+                // SAFETY: tiles are disjoint; `args` outlives the run.
+                unsafe { f(a.0 as *const u64, lo as u64, hi as u64) };
+            }
         });
     }
 
@@ -269,14 +259,12 @@ impl Executable {
             return;
         }
         let per = k.tiles.div_ceil(chunks);
-        self.pool.as_ref().expect("checked").install(|| {
-            (0..chunks).into_par_iter().for_each(|c| {
-                let (lo, hi) = (c * per, ((c + 1) * per).min(k.tiles));
-                if lo < hi {
-                    // SAFETY: tiles are disjoint.
-                    unsafe { k.kernel.run(&args, lo, hi) };
-                }
-            })
+        self.pool.as_ref().expect("checked").run(chunks, &|c| {
+            let (lo, hi) = (c * per, ((c + 1) * per).min(k.tiles));
+            if lo < hi {
+                // SAFETY: tiles are disjoint.
+                unsafe { k.kernel.run(&args, lo, hi) };
+            }
         });
     }
 
@@ -408,7 +396,7 @@ impl Executable {
             }
         };
         match &self.pool {
-            Some(pool) if tiles.len() > 1 => pool.install(|| tiles.par_iter().for_each(run_tile)),
+            Some(pool) if tiles.len() > 1 => pool.run(tiles.len(), &|i| run_tile(&tiles[i])),
             _ => tiles.iter().for_each(run_tile),
         }
     }

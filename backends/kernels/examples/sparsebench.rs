@@ -63,4 +63,59 @@ fn main() {
         bcr.stored_values(),
         td / tb
     );
+    for (c, k, h) in [(64, 64, 56), (128, 128, 28), (64, 64, 224), (512, 512, 28)] {
+        let (ms, gf) = conv_case(level, c, k, h);
+        println!("{level}: bcr conv c{c} k{k} {h}x{h}: {ms:.3} ms, {gf:.1} GFLOP/s (useful)");
+    }
+}
+
+/// A BCR direct convolution: `k` output channels from `c` input channels, 3×3, over an
+/// `h × h` image (padded by 1), 4 of 8 rows × 8 of 32 columns kept per 8×32 block.
+#[allow(dead_code)]
+pub fn conv_case(level: Level, c: usize, k: usize, h: usize) -> (f64, f64) {
+    let cols = c * 9;
+    let mut a = vec![0f32; k * cols];
+    for br in 0..k / 8 {
+        for bc in 0..cols.div_ceil(32) {
+            for r in 0..4 {
+                for j in 0..8 {
+                    let (row, col) = (br * 8 + (r * 2 + bc) % 8, bc * 32 + (j * 4 + br) % 32);
+                    if col < cols {
+                        a[row * cols + col] = 0.01 * ((row + col) % 7) as f32 + 0.01;
+                    }
+                }
+            }
+        }
+    }
+    let (hp, wp) = (h + 2, h + 2);
+    let x = vec![0.5f32; c * hp * wp];
+    let offset = |col: usize| ((col / 9) * hp * wp + (col % 9 / 3) * wp + col % 3) as u32;
+    let bcr = Bcr::new(level, &a, k, cols, [8, 32], &offset);
+    let n = h * h;
+    let mut y = vec![0f32; k * n];
+    // Tiles of whole output rows, as the JIT's (B's slice in L2).
+    let rows_per_tile = (256 * 1024 / (4 * c * wp)).saturating_sub(2).max(1);
+    let mut t = Vec::new();
+    for _ in 0..30 {
+        let s = Instant::now();
+        for oh0 in (0..h).step_by(rows_per_tile) {
+            let rows = rows_per_tile.min(h - oh0);
+            unsafe {
+                bcr.run(
+                    x.as_ptr().add(oh0 * wp),
+                    y.as_mut_ptr().add(oh0 * h),
+                    rows * h,
+                    n,
+                    Columns::Direct { wo: h, wp },
+                    0,
+                    bcr.block_row_count(),
+                )
+            };
+        }
+        t.push(s.elapsed().as_secs_f64());
+    }
+    t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let secs = t[t.len() / 2];
+    let flops = 2.0 * (bcr.stored_values() * n) as f64;
+    (secs * 1e3, flops / secs / 1e9)
 }

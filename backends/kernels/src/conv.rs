@@ -172,15 +172,10 @@ impl DirectConv {
         self.shape.batch * self.groups() * self.position_tiles()
     }
 
-    /// Multiply-adds of one tile, for load balancing.
+    /// Vector multiply-adds of one tile, for load balancing.
     pub fn work_per_tile(&self) -> usize {
         let s = &self.shape;
-        self.positions_per_tile
-            * self.filters
-            * self.lanes
-            * s.in_channels
-            * s.kernel[0]
-            * s.kernel[1]
+        self.positions_per_tile * self.filters * s.in_channels * s.kernel[0] * s.kernel[1]
     }
 
     fn position_tiles(&self) -> usize {

@@ -5,6 +5,9 @@
 //! one vector. Channels past the last real one are zero after [`to_blocked`], and every
 //! kernel keeps them finite, so products with zero-padded weights stay zero.
 
+/// Positions per tile of a conversion (64 positions of 16 lanes: 4 KiB).
+const TILE: usize = 64;
+
 /// Floats of an NCHWc tensor of `[n, c, h, w]` in blocks of `lanes`.
 pub fn blocked_len(shape: [usize; 4], lanes: usize) -> usize {
     shape[0] * shape[1].div_ceil(lanes) * lanes * shape[2] * shape[3]
@@ -28,16 +31,20 @@ pub unsafe fn to_blocked(
     for nb in begin..end {
         let (n, b) = (nb / blocks, nb % blocks);
         let out = unsafe { dst.add(nb * plane * lanes) };
-        for l in 0..lanes {
-            let ch = b * lanes + l;
-            if ch < c {
-                let inp = unsafe { src.add((n * c + ch) * plane) };
-                for p in 0..plane {
-                    unsafe { *out.add(p * lanes + l) = *inp.add(p) };
-                }
-            } else {
-                for p in 0..plane {
-                    unsafe { *out.add(p * lanes + l) = 0.0 };
+        // Positions in tiles whose blocked rows stay in L1 while each lane fills them.
+        for p0 in (0..plane).step_by(TILE) {
+            let p1 = (p0 + TILE).min(plane);
+            for l in 0..lanes {
+                let ch = b * lanes + l;
+                if ch < c {
+                    let inp = unsafe { src.add((n * c + ch) * plane) };
+                    for p in p0..p1 {
+                        unsafe { *out.add(p * lanes + l) = *inp.add(p) };
+                    }
+                } else {
+                    for p in p0..p1 {
+                        unsafe { *out.add(p * lanes + l) = 0.0 };
+                    }
                 }
             }
         }
@@ -62,10 +69,13 @@ pub unsafe fn to_planar(
     for nb in begin..end {
         let (n, b) = (nb / blocks, nb % blocks);
         let inp = unsafe { src.add(nb * plane * lanes) };
-        for l in 0..lanes.min(c - b * lanes) {
-            let out = unsafe { dst.add((n * c + b * lanes + l) * plane) };
-            for p in 0..plane {
-                unsafe { *out.add(p) = *inp.add(p * lanes + l) };
+        for p0 in (0..plane).step_by(TILE) {
+            let p1 = (p0 + TILE).min(plane);
+            for l in 0..lanes.min(c - b * lanes) {
+                let out = unsafe { dst.add((n * c + b * lanes + l) * plane) };
+                for p in p0..p1 {
+                    unsafe { *out.add(p) = *inp.add(p * lanes + l) };
+                }
             }
         }
     }

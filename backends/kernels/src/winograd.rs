@@ -141,10 +141,9 @@ impl Winograd {
         self.shape.batch * self.chunks() * self.splits
     }
 
-    /// Multiply-adds of the products per task, for load balancing.
+    /// Vector multiply-adds of the products per task, for load balancing.
     pub fn work_per_tile(&self) -> usize {
-        POINTS * self.chunk * self.in_blocks * self.out_blocks * self.lanes * self.lanes
-            / self.splits
+        POINTS * self.chunk * self.in_blocks * self.out_blocks * self.lanes / self.splits
     }
 
     fn chunks(&self) -> usize {

@@ -124,7 +124,7 @@ impl Lower<'_> {
         let lanes = level.lanes();
         let bias = match node.inputs.get(2) {
             Some(&b) => Some(
-                self.konst(b)
+                self.konst_vec(b)
                     .ok_or_else(|| unsupported(node, "the bias must be a weight or constant"))?,
             ),
             None => None,

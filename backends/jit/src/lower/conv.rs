@@ -17,7 +17,7 @@ impl Lower<'_> {
         let groups = c.groups;
         let bias = match node.inputs.get(2) {
             Some(&b) => Some(
-                self.konst(b)
+                self.konst_vec(b)
                     .ok_or_else(|| unsupported(node, "the bias must be a weight or constant"))?,
             ),
             None => None,

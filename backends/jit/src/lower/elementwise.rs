@@ -20,7 +20,10 @@ impl Lower<'_> {
         node: &Node,
         bn: &dnnc_ir::ops::BatchNorm,
     ) -> Result<(), CompileError> {
-        let p: Option<Vec<Vec<f32>>> = node.inputs[1..].iter().map(|&v| self.konst(v)).collect();
+        let p: Option<Vec<Vec<f32>>> = node.inputs[1..]
+            .iter()
+            .map(|&v| self.konst_vec(v))
+            .collect();
         let p = p.ok_or_else(|| {
             unsupported(node, "batch norm parameters must be weights or constants")
         })?;

@@ -103,7 +103,7 @@ impl Lower<'_> {
             .ok_or_else(|| unsupported(node, "the weight must be a weight or constant"))?;
         let bias = match node.inputs.get(2) {
             Some(&b) => Some(
-                self.konst(b)
+                self.konst_vec(b)
                     .ok_or_else(|| unsupported(node, "the bias must be a weight or constant"))?,
             ),
             None => None,
@@ -141,8 +141,8 @@ impl Lower<'_> {
         m: usize,
         n: usize,
         k: usize,
-        a: (Addr, Option<Vec<f32>>),
-        b: (Addr, Option<Vec<f32>>),
+        a: (Addr, Option<Konst>),
+        b: (Addr, Option<Konst>),
         c: Addr,
         batches: Vec<Batch>,
         bias: Option<Vec<f32>>,

@@ -62,8 +62,12 @@ fn unsupported(node: &Node, reason: impl Into<String>) -> CompileError {
     }
 }
 
-/// Work per tile worth a thread: about this many elements.
+/// Work per tile worth a thread: about this many elements (generated kernels).
 const GRAIN_ELEMENTS: usize = 16 * 1024;
+
+/// Work per chunk worth a thread in a native kernel: about this many vector operations
+/// (a microsecond or two; a fork and join of the pool costs about one).
+const GRAIN_VECTOR_OPS: usize = 2048;
 
 /// Lowers the graph of `f` with its buffer plan.
 pub fn lower(
@@ -209,6 +213,25 @@ pub fn lower(
     ))
 }
 
+/// A constant's f32 values (or a range of them), shared with the graph.
+#[derive(Clone)]
+pub(super) struct Konst(std::sync::Arc<dnnc_ir::Tensor>, std::ops::Range<usize>);
+
+impl Konst {
+    /// Elements `range` of these values.
+    pub(super) fn slice(&self, range: std::ops::Range<usize>) -> Konst {
+        let start = self.1.start;
+        Konst(self.0.clone(), start + range.start..start + range.end)
+    }
+}
+
+impl std::ops::Deref for Konst {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0.as_f32().expect("checked f32 in konst")[self.1.clone()]
+    }
+}
+
 /// Floats of `v`'s buffer in its layout.
 fn buffer_elements(g: &Graph, func: &dnnc_ir::Function, v: Value, lanes: usize) -> usize {
     let ty = g.ty(func, v);
@@ -244,13 +267,13 @@ impl Lower<'_> {
         self.g.layout[self.g.root(v)] == Act::Blocked
     }
 
-    /// A native step whose tiles each do `work_per_tile` multiply-adds (or elements).
+    /// A native step whose tiles each do `work_per_tile` vector operations.
     fn native_step(&mut self, kernel: Native, args: Vec<Addr>, tiles: usize, work_per_tile: usize) {
         self.steps.push(Step::Native(NativeStep {
             kernel,
             args,
             tiles,
-            grain: (GRAIN_ELEMENTS / work_per_tile.max(1)).max(1),
+            grain: (GRAIN_VECTOR_OPS / work_per_tile.max(1)).max(1),
         }));
     }
 
@@ -280,10 +303,17 @@ impl Lower<'_> {
         Addr::Data(self.push(Data::F32(v.into_boxed_slice())), 0)
     }
 
-    fn konst(&self, v: Value) -> Option<Vec<f32>> {
+    /// A small constant's f32 values, copied (biases, batch-norm parameters).
+    fn konst_vec(&self, v: Value) -> Option<Vec<f32>> {
+        self.konst(v).map(|k| k.to_vec())
+    }
+
+    /// The f32 values of a constant (shared, not copied: weights can be hundreds of MB).
+    fn konst(&self, v: Value) -> Option<Konst> {
         self.g.consts[self.g.root(v)]
             .as_ref()
-            .and_then(|t| t.as_f32().map(<[f32]>::to_vec))
+            .filter(|t| t.as_f32().is_some())
+            .map(|t| Konst(t.clone(), 0..t.num_elements()))
     }
 
     fn kernel_step(

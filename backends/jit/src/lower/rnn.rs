@@ -109,9 +109,9 @@ impl Lower<'_> {
         } else {
             Addr::Null
         };
-        let r_zr = (rv[..2 * hidden * hidden].to_vec(), r_all);
+        let r_zr = (rv.slice(0..2 * hidden * hidden), r_all);
         let r_h = (
-            rv[2 * hidden * hidden..].to_vec(),
+            rv.slice(2 * hidden * hidden..rv.len()),
             r_all.plus(2 * hidden * hidden * 4),
         );
         for step in 0..t {
