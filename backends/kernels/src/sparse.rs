@@ -163,6 +163,11 @@ impl Bcr {
         }
         for row0 in (0..rows).step_by(br) {
             let r_end = (row0 + br).min(rows);
+            // The block row's blocks, grouped by the rows they keep: blocks keeping the same
+            // rows merge into one (GRIM's grouping of rows with one pattern), however far
+            // apart, since each kept column addresses its own row of B. Their sums then
+            // stay in registers across all of them, and C is updated once per group.
+            let mut groups: Vec<(Vec<usize>, Vec<usize>)> = Vec::new();
             for col0 in (0..cols).step_by(bc) {
                 let c_end = (col0 + bc).min(cols);
                 let nz = |r: usize, c: usize| values[r * cols + c] != 0.0;
@@ -172,9 +177,13 @@ impl Bcr {
                 if kept_rows.is_empty() {
                     continue;
                 }
-                let kept_cols: Vec<usize> = (col0..c_end)
-                    .filter(|&c| (row0..r_end).any(|r| nz(r, c)))
-                    .collect();
+                let kept_cols = (col0..c_end).filter(|&c| (row0..r_end).any(|r| nz(r, c)));
+                match groups.iter_mut().find(|(r, _)| *r == kept_rows) {
+                    Some((_, cs)) => cs.extend(kept_cols),
+                    None => groups.push((kept_rows, kept_cols.collect())),
+                }
+            }
+            for (kept_rows, kept_cols) in groups {
                 let cols_at = p.col_offset.len() as u32;
                 p.col_offset
                     .extend(kept_cols.iter().map(|&c| col_offset(c)));
@@ -189,32 +198,6 @@ impl Bcr {
                                 0.0
                             });
                         }
-                    }
-                }
-                // A block keeping the same rows as the block before it in this block row
-                // joins it (GRIM's grouping of rows with one pattern): its sums then stay in
-                // registers across both, and C is updated once.
-                if kept_rows.len() <= MAX_KEPT_ROWS
-                    && p.blocks.len() > p.starts[p.starts.len() - 1] as usize
-                    && let Some(last) = p.blocks.last_mut()
-                {
-                    let rows_at = last.rows_at as usize;
-                    let same = last.kept_rows as usize == kept_rows.len()
-                        && p.row_index[rows_at..rows_at + kept_rows.len()]
-                            .iter()
-                            .zip(&kept_rows)
-                            .all(|(&a, &b)| a as usize == b)
-                        && (last.cols_at + last.kept_cols) as usize == cols_at as usize
-                        && (last.values_at as usize + (last.kept_cols * last.kept_rows) as usize)
-                            == p.values.len();
-                    if same {
-                        last.kept_cols += kept_cols.len() as u32;
-                        for &c in &kept_cols {
-                            for &r in &kept_rows {
-                                p.values.push(values[r * cols + c]);
-                            }
-                        }
-                        continue;
                     }
                 }
                 // Split the kept rows into micro-kernel blocks.
