@@ -2,7 +2,7 @@
 """Peer benchmark: ONNX Runtime and dnnc on the same model, input and thread count.
 
 usage: bench/peers/peer.py MODEL [--threads N] [--runs R] [--warmup W] [--rounds K]
-                                 [--engines reference,...]
+                                 [--engines reference,...] [--cpu LEVEL]
 
 MODEL is a .onnx file or one of the models this script builds with the onnx helper API
 (random weights, nothing downloaded): resnet18, resnet50, mobilenet_v2, vgg16, conv3x3_64
@@ -114,6 +114,7 @@ def main():
     p.add_argument("--prune-block", default="8x32", help="BCR block shape")
     p.add_argument("--prune-layers", default=".*", help="weights to prune (regex)")
     p.add_argument("--layouts", default="auto", help="dnnc weight layouts, comma-separated")
+    p.add_argument("--cpu", default="native", help="dnnc's vector level (native, avx512, avx2, sse4)")
     args = p.parse_args()
 
     os.makedirs(WORK, exist_ok=True)
@@ -159,8 +160,8 @@ def main():
     expected = sess.run(None, feeds)
     outdir = os.path.join(WORK, f"{name}.out")
     for engine in ([] if args.prune else args.engines.split(",")):
-        subprocess.check_call([dnnc, "run", dnn, "--engine", engine, *flags, "--output-dir", outdir],
-                              stdout=subprocess.DEVNULL)
+        subprocess.check_call([dnnc, "run", dnn, "--engine", engine, "--cpu", args.cpu, *flags,
+                               "--output-dir", outdir], stdout=subprocess.DEVNULL)
         got = [np.load(os.path.join(outdir, f)) for f in sorted(os.listdir(outdir))]
         for i, (w, g) in enumerate(zip(expected, got)):
             w = w.reshape(g.shape)
@@ -176,6 +177,7 @@ def main():
             label = f"dnnc-{engine}" + (f"-{layout}" if layout and layout != "auto" else "")
             configs.append((label, engine, layout))
     times = {"onnxruntime": []}
+    levels = {"onnxruntime": "-"}
     for label, _, _ in configs:
         times[label] = []
     for _ in range(args.rounds):
@@ -190,16 +192,20 @@ def main():
             extra = ["--layout", layout] if layout else []
             out = subprocess.check_output([dnnc, "bench", dnn, "--engine", engine, "--threads", str(args.threads),
                                            "--warmup", str(args.warmup), "--runs", str(args.runs), "--json",
-                                           *extra, *flags])
-            times[label] += json.loads(out)["latencies_ms"]
+                                           "--cpu", args.cpu, *extra, *flags])
+            report = json.loads(out)
+            times[label] += report["latencies_ms"]
+            levels[label] = report.get("level") or "-"
 
     base = median(times["onnxruntime"])
+    cpu = open("/proc/cpuinfo").read().split("model name")[1].split(":")[1].split("\n")[0].strip() \
+        if os.path.exists("/proc/cpuinfo") else "?"
     print(f"\n{name}, {args.threads} thread(s), {args.rounds} rounds × {args.runs} runs "
-          f"(onnxruntime {ort.__version__}):")
-    print(f"  {'engine':<20} {'median ms':>10} {'p10 ms':>10} {'p90 ms':>10} {'vs ORT':>8} {'speedup':>8}")
+          f"(onnxruntime {ort.__version__}; {cpu}):")
+    print(f"  {'engine':<20} {'level':>7} {'median ms':>10} {'p10 ms':>10} {'p90 ms':>10} {'vs ORT':>8} {'speedup':>8}")
     for engine, xs in times.items():
         m = median(xs)
-        print(f"  {engine:<20} {m:>10.3f} {quantile(xs, 0.1):>10.3f} {quantile(xs, 0.9):>10.3f} "
+        print(f"  {engine:<20} {levels[engine]:>7} {m:>10.3f} {quantile(xs, 0.1):>10.3f} {quantile(xs, 0.9):>10.3f} "
               f"{m / base:>7.2f}× {base / m:>7.2f}×")
 
 
