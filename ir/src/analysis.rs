@@ -95,9 +95,11 @@ pub fn op_cost(f: &Function, op: OpId) -> OpCost {
             macs: 0,
             flops: ty(0).num_elements() as u64,
         },
-        OpKind::Reshape(_) | OpKind::Flatten(_) | OpKind::Transpose(_) | OpKind::Concat(_) => {
-            OpCost::default()
-        }
+        OpKind::Reshape(_)
+        | OpKind::Flatten(_)
+        | OpKind::Transpose(_)
+        | OpKind::Concat(_)
+        | OpKind::Slice(_) => OpCost::default(),
     }
 }
 

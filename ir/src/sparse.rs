@@ -189,3 +189,70 @@ mod tests {
         assert_eq!(gemm_matrices(&lstm)[0].rows, 4096);
     }
 }
+
+/// Block heights worth trying for a weight whose zeros arrive without an encoding.
+pub const BCR_ROWS: [usize; 5] = [1, 2, 4, 8, 16];
+/// Block widths worth trying likewise.
+pub const BCR_COLS: [usize; 5] = [8, 16, 32, 64, 128];
+
+/// What a BCR layout of a matrix stores: the work and traffic its kernel has.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct BcrStats {
+    /// Blocks with at least one nonzero.
+    pub blocks: usize,
+    /// Kept columns summed over blocks (each loads one row of B).
+    pub kept_cols: usize,
+    /// Kept rows summed over blocks (each updates one row of C).
+    pub kept_rows: usize,
+    /// Stored values (nonzeros).
+    pub nonzeros: usize,
+}
+
+/// The BCR layout of `values` (`rows × cols`) in `block`-shaped blocks, if every block's
+/// nonzeros fill its kept rows × kept columns exactly; `None` otherwise.
+pub fn bcr_stats(values: &[f32], rows: usize, cols: usize, block: [usize; 2]) -> Option<BcrStats> {
+    let [br, bc] = block;
+    let mut stats = BcrStats::default();
+    let mut col_mask = vec![false; bc];
+    for r0 in (0..rows).step_by(br) {
+        for c0 in (0..cols).step_by(bc) {
+            let (r1, c1) = ((r0 + br).min(rows), (c0 + bc).min(cols));
+            let mut kept_rows = 0;
+            col_mask.iter_mut().for_each(|m| *m = false);
+            let mut nonzeros = 0;
+            for r in r0..r1 {
+                let mut any = false;
+                for c in c0..c1 {
+                    if values[r * cols + c] != 0.0 {
+                        any = true;
+                        nonzeros += 1;
+                        col_mask[c - c0] = true;
+                    }
+                }
+                kept_rows += usize::from(any);
+            }
+            let kept_cols = col_mask.iter().filter(|&&m| m).count();
+            if nonzeros != kept_rows * kept_cols {
+                return None;
+            }
+            if nonzeros > 0 {
+                stats.blocks += 1;
+                stats.kept_cols += kept_cols;
+                stats.kept_rows += kept_rows;
+                stats.nonzeros += nonzeros;
+            }
+        }
+    }
+    Some(stats)
+}
+
+/// The number of blocks of `values` (`rows × cols`) in `block`-shaped blocks if every
+/// block's nonzeros fill its kept rows × kept columns exactly; `None` otherwise.
+pub fn bcr_exact_blocks(
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    block: [usize; 2],
+) -> Option<usize> {
+    bcr_stats(values, rows, cols, block).map(|s| s.blocks)
+}

@@ -45,6 +45,14 @@ pub const MODELS: &[(&str, &str)] = &[
         "gru",
         "GRIM/RTMobile speech GRU: 2 layers, hidden 1024, 39 MFCC features per frame",
     ),
+    (
+        "inception_block",
+        "GoogLeNet's inception (3a) block: four branches over one 192x28x28 input, concatenated",
+    ),
+    (
+        "attention_block",
+        "a transformer encoder's self-attention: separate Q/K/V projections, 4 heads, 128 tokens of 256",
+    ),
 ];
 
 /// The models checked in under `models/`: `(file stem, model, image size)`.
@@ -62,6 +70,8 @@ pub const CHECKED_IN: &[(&str, &str, Option<usize>)] = &[
     ("mobilenet_v2", "mobilenet_v2", None),
     ("lstm_lm", "lstm_lm", None),
     ("gru", "gru", None),
+    ("inception_block", "inception_block", None),
+    ("attention_block", "attention_block", None),
     ("vgg16_cifar", "vgg16", Some(32)),
     ("resnet18_cifar", "resnet18", Some(32)),
     ("mobilenet_v2_cifar", "mobilenet_v2", Some(32)),
@@ -157,6 +167,19 @@ pub fn build(name: &str, o: &ZooOptions) -> Result<Module, ZooError> {
             );
             finish(b, |n, x| gru(n, x, classes))
         }
+        "inception_block" => {
+            let b = FuncBuilder::new(
+                &mut m,
+                "main",
+                &[("x", TensorType::f32(&[batch, 192, 28, 28]))],
+            );
+            finish(b, inception_block)
+        }
+        "attention_block" => {
+            let t = o.seq_len.unwrap_or(128);
+            let b = FuncBuilder::new(&mut m, "main", &[("tokens", TensorType::f32(&[t, 256]))]);
+            finish(b, |n, x| attention_block(n, x, 4))
+        }
         _ => {
             let b = FuncBuilder::new(&mut m, "main", &[("image", image)]);
             finish(b, |n, x| match name {
@@ -168,6 +191,9 @@ pub fn build(name: &str, o: &ZooOptions) -> Result<Module, ZooError> {
                 "resnet34" => resnet(n, x, Block::Basic, [3, 4, 6, 3], classes),
                 "resnet50" => resnet(n, x, Block::Bottleneck, [3, 4, 6, 3], classes),
                 "mobilenet_v2" => mobilenet_v2(n, x, classes),
+                "lstm_lm" | "gru" | "inception_block" | "attention_block" => {
+                    unreachable!("built above")
+                }
                 _ => unreachable!("every name in MODELS is handled"),
             })
         }
@@ -483,4 +509,49 @@ fn gru(n: &mut Net, x: Value, classes: usize) -> Result<Value, String> {
     let y = n.gru(x, "gru.0", 1024)?;
     let y = n.gru(y, "gru.1", 1024)?;
     n.linear(y, "classifier", classes)
+}
+
+/// GoogLeNet's inception 3a: 1×1 → 64; 1×1 → 96 → 3×3 → 128; 1×1 → 16 → 5×5 → 32;
+/// 3×3 max pool → 1×1 → 32; each conv with bias and relu; the branches concatenated.
+/// Three 1×1 convolutions share the input (TASO's and TENSAT's merging case).
+fn inception_block(n: &mut Net, x: Value) -> Result<Value, String> {
+    let conv_relu = |n: &mut Net, x: Value, name: &str, out: usize, k: usize| {
+        let y = n.conv(x, name, ConvSpec::new(out, k).pad(k / 2).bias())?;
+        n.relu(y)
+    };
+    let b1 = conv_relu(n, x, "branch1", 64, 1)?;
+    let b2 = conv_relu(n, x, "branch2.0", 96, 1)?;
+    let b2 = conv_relu(n, b2, "branch2.1", 128, 3)?;
+    let b3 = conv_relu(n, x, "branch3.0", 16, 1)?;
+    let b3 = conv_relu(n, b3, "branch3.1", 32, 5)?;
+    let b4 = n.max_pool(x, 3, 1, 1)?;
+    let b4 = conv_relu(n, b4, "branch4.1", 32, 1)?;
+    n.concat(&[b1, b2, b3, b4], 1)
+}
+
+/// Multi-head self-attention over `x: [T, D]` with separate Q, K and V projections (the
+/// case where merging them into one pays), scaled dot products per head, softmax, the
+/// output projection and the residual add.
+fn attention_block(n: &mut Net, x: Value, heads: usize) -> Result<Value, String> {
+    let ty = n.b.ty(x).clone();
+    let (t, d) = (ty.shape[0], ty.shape[1]);
+    let dh = d / heads;
+    let split = |n: &mut Net, y: Value, perm: Vec<usize>| -> Result<Value, String> {
+        let y = n.reshape(y, &[t as i64, heads as i64, dh as i64])?;
+        n.transpose(y, perm)
+    };
+    let q = n.linear(x, "attn.q_proj", d)?;
+    let k = n.linear(x, "attn.k_proj", d)?;
+    let v = n.linear(x, "attn.v_proj", d)?;
+    let q = split(n, q, vec![1, 0, 2])?; // [H, T, dh]
+    let k = split(n, k, vec![1, 2, 0])?; // [H, dh, T]
+    let v = split(n, v, vec![1, 0, 2])?; // [H, T, dh]
+    let scores = n.matmul(q, k)?;
+    let scores = n.scale(scores, 1.0 / (dh as f32).sqrt())?;
+    let p = n.softmax(scores, -1)?;
+    let o = n.matmul(p, v)?; // [H, T, dh]
+    let o = n.transpose(o, vec![1, 0, 2])?;
+    let o = n.reshape(o, &[t as i64, d as i64])?;
+    let y = n.linear(o, "attn.out_proj", d)?;
+    n.add(y, x)
 }

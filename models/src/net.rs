@@ -172,6 +172,37 @@ impl<'m> Net<'m> {
         self.op(OpKind::MaxPool2d(MaxPool2d { window }), &[x])
     }
 
+    pub fn concat(&mut self, xs: &[Value], axis: i64) -> Result<Value, String> {
+        self.op(OpKind::Concat(Concat { axis }), xs)
+    }
+
+    pub fn reshape(&mut self, x: Value, shape: &[i64]) -> Result<Value, String> {
+        self.op(
+            OpKind::Reshape(Reshape {
+                shape: shape.to_vec(),
+            }),
+            &[x],
+        )
+    }
+
+    pub fn transpose(&mut self, x: Value, perm: Vec<usize>) -> Result<Value, String> {
+        self.op(OpKind::Transpose(Transpose { perm }), &[x])
+    }
+
+    pub fn matmul(&mut self, a: Value, b: Value) -> Result<Value, String> {
+        self.op(OpKind::MatMul(MatMul), &[a, b])
+    }
+
+    /// `x · s` for a scalar constant `s`.
+    pub fn scale(&mut self, x: Value, s: f32) -> Result<Value, String> {
+        let c = self.b.constant(dnnc_ir::Tensor::from_f32(&[1], vec![s]));
+        self.op(OpKind::Mul(Mul), &[x, c])
+    }
+
+    pub fn softmax(&mut self, x: Value, axis: i64) -> Result<Value, String> {
+        self.op(OpKind::Softmax(Softmax { axis }), &[x])
+    }
+
     pub fn global_avg_pool(&mut self, x: Value) -> Result<Value, String> {
         self.op(OpKind::GlobalAvgPool2d(GlobalAvgPool2d), &[x])
     }

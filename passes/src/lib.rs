@@ -23,6 +23,7 @@ pub mod calibration;
 pub mod canonicalize;
 pub mod dce;
 pub mod escalate;
+pub mod explore;
 pub mod manager;
 pub mod options;
 pub mod pass;

@@ -29,6 +29,8 @@ pub struct PassRecord {
     pub stats: Vec<Statistic>,
     /// Remarks and warnings it emitted.
     pub diags: Vec<Diagnostic>,
+    /// Human-readable reports (what `--explain` prints).
+    pub reports: Vec<String>,
 }
 
 /// A pipeline that stopped: the records of the passes that ran and the errors.
@@ -72,13 +74,14 @@ impl PassManager {
             let start = Instant::now();
             let result = pass.run(module, &mut cx);
             let time = start.elapsed();
-            let (stats, diags) = cx.finish();
+            let (stats, diags, reports) = cx.finish();
             let mut record = PassRecord {
                 name,
                 time,
                 verify_time: Duration::ZERO,
                 stats,
                 diags,
+                reports,
             };
             if let Err(e) = result {
                 records.push(record);

@@ -49,6 +49,11 @@ pub trait KernelTimer {
         rate: f64,
     ) -> Result<f64, String>;
 
+    /// Seconds of one run of the module's first function (median of several), on the
+    /// backend the timer stands for, with the forms and layouts the module states; the
+    /// conversions of its parameters and results between activation layouts are left out.
+    fn time_function(&self, module: &Module) -> Result<f64, String>;
+
     /// Names this machine and kernel generation, for caches of measurements.
     fn machine(&self) -> String;
 }
@@ -58,6 +63,7 @@ pub trait KernelTimer {
 pub struct PassContext {
     stats: Vec<Statistic>,
     diags: Vec<Diagnostic>,
+    reports: Vec<String>,
     timer: Option<std::sync::Arc<dyn KernelTimer>>,
 }
 
@@ -110,14 +116,19 @@ impl PassContext {
         self.diags.push(d);
     }
 
+    /// Adds a human-readable report (`dnnc opt --explain` prints them).
+    pub fn report(&mut self, text: String) {
+        self.reports.push(text);
+    }
+
     /// The statistics recorded so far.
     pub fn stats(&self) -> &[Statistic] {
         &self.stats
     }
 
-    /// Takes the statistics and diagnostics out.
-    pub fn finish(self) -> (Vec<Statistic>, Vec<Diagnostic>) {
-        (self.stats, self.diags)
+    /// Takes the statistics, diagnostics and reports out.
+    pub fn finish(self) -> (Vec<Statistic>, Vec<Diagnostic>, Vec<String>) {
+        (self.stats, self.diags, self.reports)
     }
 }
 

@@ -22,8 +22,8 @@ use std::time::Instant;
 pub const MIN_ZEROS: f64 = 0.5;
 
 /// BCR block shapes tried (those that hold the zeros exactly).
-const ROWS: [usize; 5] = [1, 2, 4, 8, 16];
-const COLS: [usize; 5] = [8, 16, 32, 64, 128];
+const ROWS: [usize; 5] = dnnc_ir::sparse::BCR_ROWS;
+const COLS: [usize; 5] = dnnc_ir::sparse::BCR_COLS;
 
 /// At most this many exact BCR shapes are timed: those with the fewest blocks.
 const MAX_BCR_CANDIDATES: usize = 4;
@@ -111,6 +111,20 @@ pub fn choose(
             continue;
         };
         let ty = func.ty(w_value);
+        // `jit.layout = "dense"`: the layout was chosen already (by `explore`).
+        match data.attrs.get("jit.layout") {
+            None => {}
+            Some(dnnc_ir::attr::Attribute::Str(l)) if l == "dense" => continue,
+            Some(other) => {
+                return Err(CompileError::Unsupported {
+                    op: data.kind.name().into(),
+                    loc: data.loc.clone(),
+                    reason: format!(
+                        "jit.layout {other} is not a layout the JIT chooses by; use \"dense\" (sparse layouts are weight encodings)"
+                    ),
+                });
+            }
+        }
         if ty.encoding.is_some() || seen.contains(&w.weight) {
             continue;
         }
@@ -153,7 +167,9 @@ pub fn choose(
             let mut exact: Vec<([usize; 2], usize)> = Vec::new();
             for &r in &ROWS {
                 for &c in &COLS {
-                    if let Some(blocks) = exact_blocks(values, rows, cols, [r, c]) {
+                    if let Some(blocks) =
+                        dnnc_ir::sparse::bcr_exact_blocks(values, rows, cols, [r, c])
+                    {
                         exact.push(([r, c], blocks));
                     }
                 }
@@ -198,38 +214,6 @@ pub fn choose(
     }
     cache.save();
     Ok((out, choices))
-}
-
-/// The number of blocks of `values` (`rows × cols`) in `block`-shaped blocks if every
-/// block's nonzeros fill its kept rows × kept columns exactly; `None` otherwise.
-fn exact_blocks(values: &[f32], rows: usize, cols: usize, block: [usize; 2]) -> Option<usize> {
-    let [br, bc] = block;
-    let mut blocks = 0;
-    for r0 in (0..rows).step_by(br) {
-        for c0 in (0..cols).step_by(bc) {
-            let (r1, c1) = ((r0 + br).min(rows), (c0 + bc).min(cols));
-            let mut kept_rows = 0;
-            let mut col_mask = [0u64; 2];
-            let mut nonzeros = 0;
-            for r in r0..r1 {
-                let mut any = false;
-                for c in c0..c1 {
-                    if values[r * cols + c] != 0.0 {
-                        any = true;
-                        nonzeros += 1;
-                        col_mask[(c - c0) / 64] |= 1 << ((c - c0) % 64);
-                    }
-                }
-                kept_rows += usize::from(any);
-            }
-            let kept_cols = (col_mask[0].count_ones() + col_mask[1].count_ones()) as usize;
-            if nonzeros != kept_rows * kept_cols {
-                return None;
-            }
-            blocks += usize::from(nonzeros > 0);
-        }
-    }
-    Some(blocks)
 }
 
 /// A hash of which entries are zero.

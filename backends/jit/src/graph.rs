@@ -71,6 +71,60 @@ impl NodeKind {
     }
 }
 
+/// A convolution's kernel form, as `jit.form` names it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ConvForm {
+    /// Direct, over channel-blocked activations.
+    Direct,
+    /// Winograd F(4×4, 3×3), over channel-blocked activations.
+    Winograd,
+    /// im2col + GEMM, over planar activations.
+    Im2col,
+}
+
+/// The `jit.form` of an op, checked against what the op can run as.
+fn form_of(func: &Function, op: OpId) -> Result<Option<ConvForm>, CompileError> {
+    let data = &func.ops[op];
+    let Some(attr) = data.attrs.get("jit.form") else {
+        return Ok(None);
+    };
+    let bad = |reason: String| CompileError::Unsupported {
+        op: data.kind.name().into(),
+        loc: data.loc.clone(),
+        reason,
+    };
+    let dnnc_ir::attr::Attribute::Str(name) = attr else {
+        return Err(bad(format!("jit.form must be a string, got {attr}")));
+    };
+    let form = match name.as_str() {
+        "direct" => ConvForm::Direct,
+        "winograd" => ConvForm::Winograd,
+        "im2col" => ConvForm::Im2col,
+        other => {
+            return Err(bad(format!(
+                "jit.form \"{other}\" is not a kernel form; use \"direct\", \"winograd\" or \"im2col\""
+            )));
+        }
+    };
+    let OpKind::Conv2d(c) = &data.kind else {
+        return Err(bad("jit.form applies to dnn.conv2d only".into()));
+    };
+    let w = func.ty(data.operands[1]);
+    let winograd = [w.shape[2], w.shape[3]] == [3, 3] && c.stride == [1, 1] && c.dilation == [1, 1];
+    if c.groups != 1 {
+        return Err(bad(format!(
+            "jit.form \"{name}\" needs an ungrouped convolution (groups = {})",
+            c.groups
+        )));
+    }
+    if form == ConvForm::Winograd && !winograd {
+        return Err(bad(
+            "jit.form \"winograd\" needs a 3×3 kernel, stride 1 and dilation 1".into(),
+        ));
+    }
+    Ok(Some(form))
+}
+
 /// A unit of execution.
 #[derive(Clone, Debug)]
 pub struct Node {
@@ -82,6 +136,8 @@ pub struct Node {
     pub outputs: Vec<Value>,
     /// Fused epilogue, in order.
     pub epilogue: Vec<Epi>,
+    /// The kernel form the op's `jit.form` attribute asks for (the explorer's choice).
+    pub form: Option<ConvForm>,
     /// The op's location, for errors.
     pub loc: Location,
 }
@@ -226,6 +282,7 @@ pub fn build(m: &Module, f: FuncId, fuse: bool) -> Result<Graph, CompileError> {
             inputs: data.operands.to_vec(),
             outputs: data.results.to_vec(),
             epilogue: Vec::new(),
+            form: form_of(func, op)?,
             loc,
         });
         position.push(pos);

@@ -96,7 +96,8 @@ fn wants(g: &Graph, func: &Function, node: &Node, options: &JitOptions) -> Wants
             let (sx, sw) = (&g.ty(func, x).shape, &g.ty(func, w).shape);
             let depthwise = c.groups == sx[1] && c.groups == sw[0] && sw[1] == 1;
             let dense = lower::sparse_layout(options, g.ty(func, w)).is_none();
-            if !dense || !is_activation(x) || (c.groups != 1 && !depthwise) {
+            let im2col = node.form == Some(crate::graph::ConvForm::Im2col);
+            if im2col || !dense || !is_activation(x) || (c.groups != 1 && !depthwise) {
                 return planar();
             }
             let input = if !depthwise && sx[1] < PLANAR_INPUT_CHANNELS && current(x) == Act::Planar
@@ -160,6 +161,7 @@ fn wants(g: &Graph, func: &Function, node: &Node, options: &JitOptions) -> Wants
         | OpKind::Softmax(_)
         | OpKind::Transpose(_)
         | OpKind::Concat(_)
+        | OpKind::Slice(_)
         | OpKind::Lstm(_)
         | OpKind::Gru(_)
         | OpKind::BasisConv(_)
@@ -210,6 +212,7 @@ fn convert(
                 inputs: vec![root],
                 outputs: vec![c],
                 epilogue: Vec::new(),
+                form: None,
                 loc,
             });
             copies.insert((root, want), c);

@@ -104,6 +104,29 @@ impl Executable {
         self.run_timed(inputs, None)
     }
 
+    /// Evicts every constant the steps read (weights, packed weights, sparse forms) from
+    /// the caches, so that the next run reads them from memory as it would inside a
+    /// larger model: how `dnnc calibrate` times one-op functions.
+    pub fn evict_constants(&self) {
+        for d in &self.data {
+            match d {
+                Data::Tensor(t) => dnnc_kernels::layout::evict(t.as_f32().unwrap_or(&[])),
+                Data::F32(v) => dnnc_kernels::layout::evict(v),
+                Data::U32(v) => dnnc_kernels::layout::evict(v),
+            }
+        }
+        for step in &self.steps {
+            if let Step::Gemm(g) = step
+                && let Some(sparse) = &g.sparse
+            {
+                match &sparse.kernel {
+                    SparseKernel::Bcr(plans) => plans.iter().for_each(|p| p.evict()),
+                    SparseKernel::Csr(plans) => plans.iter().for_each(|p| p.evict()),
+                }
+            }
+        }
+    }
+
     /// What each step computes: the op's name and location, in execution order.
     pub fn step_labels(&self) -> &[String] {
         &self.labels

@@ -732,6 +732,19 @@ proptest! {
     }
 
     #[test]
+    fn slice(x in shape(4, 6), axis in 0usize..4, a in 0usize..8, b in 0usize..8, s in setup()) {
+        let axis = axis % x.len();
+        let n = x[axis];
+        let (start, end) = (a % n, (a % n) + 1 + b % (n - a % n));
+        let case = Case::build(&[x], |bl, x| {
+            let y = bl.op1(OpKind::Relu(Relu), &[x[0]])?;
+            let sl = Slice { axis: axis as i64, start, end };
+            Ok(vec![bl.op1(OpKind::Slice(sl), &[y])?])
+        }).map_err(TestCaseError::fail)?;
+        case.check(&s)?;
+    }
+
+    #[test]
     fn reshape_and_flatten(x in shape(4, 6), axis in 0usize..4, s in setup()) {
         let axis = (axis % (x.len() + 1)) as i64;
         let total: usize = x.iter().product();

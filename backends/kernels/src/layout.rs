@@ -112,3 +112,26 @@ pub unsafe fn pad_planar(
         }
     }
 }
+
+/// Evicts `data` from every cache level (`clflush` on x86-64; a no-op elsewhere), so
+/// that the next read comes from memory, as a model's weights do when the rest of the
+/// model ran in between. For calibration, never on a run's path.
+pub fn evict<T>(data: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let ptr = data.as_ptr().cast::<u8>();
+        let bytes = std::mem::size_of_val(data);
+        const LINE: usize = 64;
+        let mut offset = 0;
+        while offset < bytes {
+            // SAFETY: clflush of an address inside the caller's live allocation (SSE2 is
+            // baseline on x86-64); it changes no memory contents.
+            unsafe { std::arch::x86_64::_mm_clflush(ptr.add(offset)) };
+            offset += LINE;
+        }
+        // SAFETY: a fence, SSE2.
+        unsafe { std::arch::x86_64::_mm_mfence() };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
+}

@@ -130,6 +130,19 @@ crate::micro_table!(fn expand_table(level) -> unsafe fn(p: &Bcr, bri: usize, b: 
     rows [1]; filters [1]);
 
 impl Bcr {
+    /// Evicts the compact form from the caches (see [`crate::layout::evict`]).
+    pub fn evict(&self) {
+        use crate::layout::evict;
+        evict(&self.starts);
+        evict(&self.blocks);
+        evict(&self.row_index);
+        evict(&self.col_offset);
+        evict(&self.values);
+        evict(&self.row_values);
+    }
+}
+
+impl Bcr {
     /// Plans `values` (`rows × cols`, row-major) in `block`-shaped blocks; `col_offset(c)`
     /// is column `c`'s row of `B` (a row index, or an element offset for a convolution
     /// read in place).
@@ -496,6 +509,16 @@ type CsrFn = unsafe fn(&Csr, usize, *const f32, *mut f32, usize, [usize; 4]);
 
 crate::micro_table!(fn csr_table(level) -> unsafe fn(p: &Csr, row: usize, b: *const f32, c: *mut f32, ldc: usize, run: [usize; 4]) = csr_row::<S, R, F>;
     rows [1]; filters [1 2 3 4]);
+
+impl Csr {
+    /// Evicts the compact form from the caches (see [`crate::layout::evict`]).
+    pub fn evict(&self) {
+        use crate::layout::evict;
+        evict(&self.starts);
+        evict(&self.col_offset);
+        evict(&self.values);
+    }
+}
 
 impl Csr {
     /// Plans `values` (`rows × cols`); `col_offset` as for [`Bcr::new`].

@@ -114,6 +114,7 @@ pub fn eval_op(kind: &OpKind, operands: &[&Tensor]) -> Result<Vec<Tensor>, Strin
         )),
         OpKind::Transpose(op) => one(shape::transpose(operands[0], &op.perm)),
         OpKind::Concat(op) => one(shape::concat(operands, op.axis)),
+        OpKind::Slice(op) => one(shape::slice(operands[0], op)),
         OpKind::Lstm(_) => Ok(rnn::lstm(operands)),
         OpKind::Gru(op) => Ok(rnn::gru(op, operands)),
     }

@@ -104,3 +104,23 @@ fn append(a: Buffer, b: &Buffer) -> Buffer {
         _ => unreachable!("the verifier checks that concat operands share an element type"),
     }
 }
+
+/// The part of `x` whose index along `axis` lies in `[start, end)`.
+pub(crate) fn slice(x: &Tensor, op: &dnnc_ir::ops::Slice) -> Tensor {
+    let rank = x.shape.len();
+    let axis = if op.axis < 0 {
+        op.axis + rank as i64
+    } else {
+        op.axis
+    } as usize;
+    let outer: usize = x.shape[..axis].iter().product();
+    let inner: usize = x.shape[axis + 1..].iter().product();
+    let mut shape = x.shape.to_vec();
+    shape[axis] = op.end - op.start;
+    let mut indices = Vec::with_capacity(outer * shape[axis] * inner);
+    for o in 0..outer {
+        let base = (o * x.shape[axis] + op.start) * inner;
+        indices.extend(base..base + shape[axis] * inner);
+    }
+    Tensor::new(&shape, gather(&x.data, &indices))
+}

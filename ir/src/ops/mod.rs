@@ -19,7 +19,7 @@ pub use esc::{BasisConv, CoeffConv};
 pub use nn::{BatchNorm, Conv2d, Linear, MatMul, window_output_len};
 pub use pool::{AvgPool2d, GlobalAvgPool2d, MaxPool2d, Window};
 pub use rnn::{Gru, Lstm};
-pub use shape::{Concat, Flatten, Reshape, Transpose};
+pub use shape::{Concat, Flatten, Reshape, Slice, Transpose};
 
 use crate::attr::{AttrError, AttrReader, AttrWriter};
 use crate::entity::WeightId;
@@ -173,7 +173,7 @@ define_ops! {
     Conv2d, MatMul, Linear, BatchNorm,
     Add, Sub, Mul, Div, Relu, Relu6, Sigmoid, Tanh, Softmax,
     MaxPool2d, AvgPool2d, GlobalAvgPool2d,
-    Reshape, Flatten, Transpose, Concat,
+    Reshape, Flatten, Transpose, Concat, Slice,
     Lstm, Gru,
     BasisConv, CoeffConv,
 }

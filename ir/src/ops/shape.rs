@@ -1,4 +1,4 @@
-//! Shape ops: reshape, flatten, transpose, concat.
+//! Shape ops: reshape, flatten, transpose, concat, slice.
 
 use super::{OpDef, norm_axis, same_elem};
 use crate::attr::{AttrError, AttrReader, AttrWriter};
@@ -193,5 +193,48 @@ impl OpDef for Concat {
             shape[axis] += t.shape[axis];
         }
         Ok(vec![first.with_shape(&shape)])
+    }
+}
+
+/// `dnn.slice %x {axis, start, end}`: the elements whose index along `axis` lies in
+/// `[start, end)` (ONNX Slice with one axis and step 1; how a merged op's output is split
+/// back into the results of the ops it replaced).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Slice {
+    /// The sliced axis (negative counts from the end).
+    pub axis: i64,
+    /// First index kept.
+    pub start: usize,
+    /// One past the last index kept.
+    pub end: usize,
+}
+
+impl OpDef for Slice {
+    const NAME: &'static str = "dnn.slice";
+    const OPERANDS: Arity = Arity::exactly(1);
+    fn read_attrs(r: &mut AttrReader) -> Result<Self, AttrError> {
+        Ok(Slice {
+            axis: r.req("axis")?,
+            start: r.req("start")?,
+            end: r.req("end")?,
+        })
+    }
+    fn write_attrs(&self, w: &mut AttrWriter) {
+        w.put("axis", &self.axis);
+        w.put("start", &self.start);
+        w.put("end", &self.end);
+    }
+    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+        let x = operands[0];
+        let axis = norm_axis(self.axis, x.rank(), "axis")?;
+        if self.start >= self.end || self.end > x.shape[axis] {
+            return Err(format!(
+                "the range [{}, {}) is not a non-empty part of axis {axis} (length {})",
+                self.start, self.end, x.shape[axis]
+            ));
+        }
+        let mut shape = x.shape.to_vec();
+        shape[axis] = self.end - self.start;
+        Ok(vec![x.with_shape(&shape)])
     }
 }

@@ -10,6 +10,7 @@
 //! - `escalate`: a model on ESCALATE's Basis-First accelerator, simulated.
 
 mod bench;
+mod calibrate;
 mod escalate;
 mod eval;
 mod import;
@@ -55,6 +56,8 @@ enum Command {
     Partition(partition::PartitionArgs),
     /// Lower a model to ESCALATE's accelerator and simulate it against a dense one.
     Escalate(escalate::EscalateArgs),
+    /// Measure the explorer's cost table on this machine, or check it against a model.
+    Calibrate(calibrate::CalibrateArgs),
 }
 
 /// How a command ended, for the exit code.
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Partition(args) => partition::run(args),
         Command::Escalate(args) => escalate::run(args),
+        Command::Calibrate(args) => calibrate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -50,6 +50,10 @@ pub struct OptArgs {
     /// Print each pass's statistics (to standard error).
     #[arg(long)]
     stats: bool,
+    /// Print what passes weighed and chose (`explore`: every op's alternatives and their
+    /// predicted costs), to standard error.
+    #[arg(long)]
+    explain: bool,
     /// List the registered passes and their options, then exit.
     #[arg(long)]
     list_passes: bool,
@@ -162,6 +166,15 @@ pub fn run(args: OptArgs) -> Result<(), Failure> {
         }
         rows.push(("print".to_string(), print_time, false));
         eprint!("{}", report::timing(&rows));
+    }
+    if args.explain {
+        for chunk in &all_records {
+            for r in chunk {
+                for text in &r.reports {
+                    eprint!("{text}");
+                }
+            }
+        }
     }
     if args.stats {
         eprint!("{}", report::stats(&records));

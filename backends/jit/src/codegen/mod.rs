@@ -120,6 +120,8 @@ pub enum KernelKey {
     Blocks {
         /// Elements per block.
         chunk: usize,
+        /// Source stride between blocks.
+        src_stride: usize,
         /// Destination stride between blocks.
         dst_stride: usize,
     },

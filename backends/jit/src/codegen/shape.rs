@@ -1,4 +1,4 @@
-//! Data movement kernels: transposes and block copies (concatenation).
+//! Data movement kernels: transposes and block copies (concatenation, slices).
 
 use super::{Codegen, KernelId, KernelKey};
 use crate::CompileError;
@@ -57,14 +57,24 @@ fn nest(
     });
 }
 
-/// Copies block `o` in `[begin, end)` of `chunk` elements from `src + o·chunk` to
-/// `dst + o·dst_stride` (one operand of a concatenation). Args: `[src, dst]`.
-pub fn blocks(cg: &mut Codegen, chunk: usize, dst_stride: usize) -> Result<KernelId, CompileError> {
-    cg.kernel(KernelKey::Blocks { chunk, dst_stride }, |kb| {
+/// Copies block `o` in `[begin, end)` of `chunk` elements from `src + o·src_stride` to
+/// `dst + o·dst_stride` (one operand of a concatenation, or a slice). Args: `[src, dst]`.
+pub fn blocks(
+    cg: &mut Codegen,
+    chunk: usize,
+    src_stride: usize,
+    dst_stride: usize,
+) -> Result<KernelId, CompileError> {
+    let key = KernelKey::Blocks {
+        chunk,
+        src_stride,
+        dst_stride,
+    };
+    cg.kernel(key, |kb| {
         let (src, dst) = (kb.arg(0), kb.arg(1));
         let (b, e) = (kb.begin, kb.end);
         kb.for_range(b, e, 1, |kb, o| {
-            let s = kb.b.ins().imul_imm_s(o, chunk as i64);
+            let s = kb.b.ins().imul_imm_s(o, src_stride as i64);
             let ps = kb.at(src, s);
             let d = kb.b.ins().imul_imm_s(o, dst_stride as i64);
             let pd = kb.at(dst, d);

@@ -186,7 +186,12 @@ impl Lower<'_> {
             dilation: c.dilation,
             pad: [top, left],
         };
-        if self.blocked(x) && self.options.winograd && winograd_pays(c, &sx, &sw, &sy) {
+        let winograd = match node.form {
+            Some(crate::graph::ConvForm::Winograd) => true,
+            Some(crate::graph::ConvForm::Direct | crate::graph::ConvForm::Im2col) => false,
+            None => self.options.winograd && winograd_pays(c, &sx, &sw, &sy),
+        };
+        if self.blocked(x) && winograd {
             let shape = WinogradShape {
                 batch: sx[0],
                 in_channels: sx[1],

@@ -368,6 +368,7 @@ impl Lower<'_> {
             OpKind::GlobalAvgPool2d(_) => self.global_avg_pool(node),
             OpKind::Transpose(t) => self.transpose(node, t),
             OpKind::Concat(c) => self.concat(node, c),
+            OpKind::Slice(sl) => self.slice(node, sl),
             OpKind::Lstm(_) | OpKind::Gru(_) => self.rnn(i, node),
             OpKind::Weight(_) | OpKind::Constant(_) | OpKind::Reshape(_) | OpKind::Flatten(_) => {
                 unreachable!("data ops and reshapes are not nodes")

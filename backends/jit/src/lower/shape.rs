@@ -46,11 +46,34 @@ impl Lower<'_> {
         let mut offset = 0;
         for &v in &node.inputs {
             let chunk: usize = self.shape(v)[axis..].iter().product();
-            let k = shape::blocks(&mut self.cg, chunk, dst_stride)?;
+            let k = shape::blocks(&mut self.cg, chunk, chunk, dst_stride)?;
             let x = self.addr(v);
             self.kernel_step(k, vec![x, y.plus(offset * 4)], outer, chunk);
             offset += chunk;
         }
+        Ok(())
+    }
+
+    /// The part of the input along one axis: a block copy per outer index.
+    pub(super) fn slice(
+        &mut self,
+        node: &Node,
+        sl: &dnnc_ir::ops::Slice,
+    ) -> Result<(), CompileError> {
+        let x = node.inputs[0];
+        let s = self.shape(x);
+        let axis = if sl.axis < 0 {
+            (sl.axis + s.len() as i64) as usize
+        } else {
+            sl.axis as usize
+        };
+        let outer: usize = s[..axis].iter().product();
+        let inner: usize = s[axis + 1..].iter().product();
+        let chunk = (sl.end - sl.start) * inner;
+        let k = shape::blocks(&mut self.cg, chunk, s[axis] * inner, chunk)?;
+        let src = self.addr(x).plus(sl.start * inner * 4);
+        let y = self.addr(node.outputs[0]);
+        self.kernel_step(k, vec![src, y], outer, chunk);
         Ok(())
     }
 

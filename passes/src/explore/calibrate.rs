@@ -1,0 +1,578 @@
+//! Calibration: one-op functions timed by the driver's [`KernelTimer`] (the JIT, on one
+//! thread), and the cost model's coefficients fit to them per kernel class, by
+//! non-negative least squares on relative error (small kernels count as much as large
+//! ones: the explorer compares alternatives of every size).
+
+use super::cost::{self, Coeffs, CostTable, Features, SparseStats};
+use super::lang::Form;
+use super::writeback::FORM_ATTR;
+use crate::pass::KernelTimer;
+use dnnc_ir::attr::{Attribute, Padding};
+use dnnc_ir::builder::FuncBuilder;
+use dnnc_ir::init::{InitKind, InitSpec};
+use dnnc_ir::ops::*;
+use dnnc_ir::types::{BcrEncoding, Encoding, TensorType};
+use dnnc_ir::{Module, Tensor, WeightInit};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// One micro-benchmark: a one-op module and the features the model gives it.
+pub struct Probe {
+    /// What it measures, for reports (`conv.direct 64x56x56 -> 64, 3x3/1`).
+    pub label: String,
+    /// The one-op module.
+    pub module: Module,
+    /// The features of its op.
+    pub features: Features,
+}
+
+/// A seeded weight of `shape` BCR-pruned 8× in `prune` blocks (balanced, as `bcr-prune`
+/// does), stored in `form`'s layout; with the stats of that layout. `None` if the layout
+/// does not hold the pruned zeros exactly.
+fn pruned(
+    shape: &[usize],
+    prune: [usize; 2],
+    form: Form,
+    seed: u64,
+) -> Option<(TensorType, Tensor, SparseStats)> {
+    let t = InitSpec::new(InitKind::Normal, seed)
+        .materialize(&TensorType::f32(shape))
+        .expect("probe shapes are small");
+    let mut v = t.to_f32_vec();
+    let rows = shape[0];
+    let cols = v.len() / rows;
+    crate::bcr::prune::prune_matrix(
+        &mut v,
+        rows,
+        cols,
+        prune,
+        8.0,
+        crate::bcr::prune::Criterion::L2,
+        true,
+    );
+    let mut ty = TensorType::f32(shape);
+    let stats = match form {
+        Form::Csr => {
+            ty.encoding = Some(Encoding::Csr);
+            SparseStats::csr(&v, rows)
+        }
+        Form::Bcr(r, c) => {
+            let block = [r as usize, c as usize];
+            ty.encoding = Some(Encoding::Bcr(BcrEncoding { block }));
+            SparseStats::bcr(&dnnc_ir::sparse::bcr_stats(&v, rows, cols, block)?)
+        }
+        _ => return None,
+    };
+    Some((ty, Tensor::from_f32(shape, v), stats))
+}
+
+struct Builder {
+    probes: Vec<Probe>,
+}
+
+impl Builder {
+    /// A probe of `kind` over a fresh parameter of type `x` and weights `weights`
+    /// (name, type, values); `form` goes on the op as `jit.form` where it names one.
+    fn probe(
+        &mut self,
+        label: String,
+        kind: OpKind,
+        x: &[TensorType],
+        weights: Vec<(TensorType, Option<Tensor>)>,
+        form: Form,
+        sparse: Option<SparseStats>,
+    ) {
+        let mut module = Module::new(Some("probe"));
+        let params: Vec<(String, TensorType)> = x
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (format!("x{i}"), t.clone()))
+            .collect();
+        let refs: Vec<(&str, TensorType)> = params
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.clone()))
+            .collect();
+        let mut b = FuncBuilder::new(&mut module, "main", &refs);
+        let mut operands: Vec<dnnc_ir::Value> = (0..x.len()).map(|i| b.param(i)).collect();
+        for (i, (ty, values)) in weights.into_iter().enumerate() {
+            let name = format!("w{i}");
+            let v = match values {
+                Some(t) => b.weight_decl(&name, ty, WeightInit::Dense(Arc::new(t))),
+                None => b.weight_init(&name, ty, InitSpec::new(InitKind::Normal, 7 + i as u64)),
+            };
+            operands.push(v);
+        }
+        let Ok(results) = b.op(kind.clone(), &operands) else {
+            return;
+        };
+        let results = results.to_vec();
+        if let Some(name) = form.attr() {
+            let op = *b.func().body.last().expect("the probe op");
+            b.func_mut().ops[op]
+                .attrs
+                .insert(FORM_ATTR.into(), Attribute::Str(name.into()));
+        }
+        b.finish(&results);
+        let func = module.funcs.values().next().expect("one function");
+        let op = &func.ops[*func.body.last().expect("the probe op")];
+        let args: Vec<&TensorType> = op.operands.iter().map(|&v| func.ty(v)).collect();
+        let outs: Vec<&TensorType> = op.results.iter().map(|&v| func.ty(v)).collect();
+        let features = cost::features(&kind, form, &args, &outs, sparse.as_ref());
+        self.probes.push(Probe {
+            label,
+            module,
+            features,
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn conv(
+        &mut self,
+        form: Form,
+        cin: usize,
+        cout: usize,
+        hw: usize,
+        k: usize,
+        stride: usize,
+        groups: usize,
+    ) {
+        self.conv_pruned(form, [8, 32], cin, cout, hw, k, stride, groups);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn conv_pruned(
+        &mut self,
+        form: Form,
+        prune: [usize; 2],
+        cin: usize,
+        cout: usize,
+        hw: usize,
+        k: usize,
+        stride: usize,
+        groups: usize,
+    ) {
+        let pad = k / 2;
+        let c = Conv2d {
+            stride: [stride, stride],
+            pad: Padding([pad; 4]),
+            dilation: [1, 1],
+            groups,
+        };
+        let x = TensorType::f32(&[1, cin, hw, hw]);
+        let w_shape = [cout, cin / groups, k, k];
+        let (w, stats) = if form.is_sparse() {
+            let Some((ty, t, s)) = pruned(&w_shape, prune, form, 3) else {
+                return;
+            };
+            ((ty, Some(t)), Some(s))
+        } else {
+            ((TensorType::f32(&w_shape), None), None)
+        };
+        let label =
+            format!("conv2d {form} {cin}x{hw}x{hw} -> {cout}, {k}x{k}/{stride}, groups {groups}");
+        self.probe(label, OpKind::Conv2d(c), &[x], vec![w], form, stats);
+    }
+
+    fn linear(&mut self, form: Form, rows: usize, k: usize, n: usize) {
+        self.linear_pruned(form, [8, 32], rows, k, n);
+    }
+
+    fn linear_pruned(&mut self, form: Form, prune: [usize; 2], rows: usize, k: usize, n: usize) {
+        let x = TensorType::f32(&[rows, k]);
+        let shape = [n, k];
+        let (w, stats) = if form.is_sparse() {
+            let Some((ty, t, s)) = pruned(&shape, prune, form, 5) else {
+                return;
+            };
+            ((ty, Some(t)), Some(s))
+        } else {
+            ((TensorType::f32(&shape), None), None)
+        };
+        let label = format!("linear {form} {rows}x{k} -> {n}");
+        self.probe(label, OpKind::Linear(Linear), &[x], vec![w], form, stats);
+    }
+}
+
+/// The micro-benchmarks, covering each kernel class over the sizes the zoo's models use.
+pub fn probes() -> Vec<Probe> {
+    let mut b = Builder { probes: Vec::new() };
+    for &(cin, cout, hw, k, s) in &[
+        (3, 64, 224, 7, 2),
+        (3, 32, 224, 3, 2),
+        (64, 64, 56, 3, 1),
+        (128, 128, 28, 3, 1),
+        (256, 256, 14, 3, 1),
+        (512, 512, 7, 3, 1),
+        (64, 128, 56, 3, 2),
+        (256, 64, 56, 1, 1),
+        (64, 256, 56, 1, 1),
+        (1024, 256, 14, 1, 1),
+        (512, 2048, 7, 1, 1),
+        (32, 16, 112, 1, 1),
+        (16, 96, 112, 1, 1),
+    ] {
+        b.conv(Form::Direct, cin, cout, hw, k, s, 1);
+    }
+    for &(c, hw) in &[(32, 112), (64, 56), (128, 28), (256, 14), (512, 7)] {
+        b.conv(Form::Winograd, c, c, hw, 3, 1, 1);
+    }
+    for &(cin, cout, hw, k, s) in &[
+        (3, 64, 224, 7, 2),
+        (64, 64, 56, 3, 1),
+        (256, 256, 14, 3, 1),
+        (512, 512, 7, 3, 1),
+        (256, 64, 56, 1, 1),
+        (64, 128, 56, 3, 2),
+    ] {
+        b.conv(Form::Im2col, cin, cout, hw, k, s, 1);
+    }
+    for &(c, hw, s) in &[
+        (32, 112, 1),
+        (144, 56, 2),
+        (192, 28, 1),
+        (576, 14, 1),
+        (960, 7, 1),
+    ] {
+        b.conv(Form::Only, c, c, hw, 3, s, c);
+    }
+    // Grouped convolutions as a basis stage runs them: each channel into M = 6 maps.
+    for &(c, hw) in &[(16, 56), (64, 28), (128, 14), (256, 7)] {
+        b.conv(Form::Only, c, 6 * c, hw, 3, 1, c);
+    }
+    // Sparse layouts of weights pruned in 8×32 blocks, as `bcr-prune` leaves them, and of
+    // 4×32 and 16×32 prunings for the other block heights.
+    for (prune, form) in [
+        ([8, 32], Form::Csr),
+        ([8, 32], Form::Bcr(8, 32)),
+        ([8, 32], Form::Bcr(4, 32)),
+        ([8, 32], Form::Bcr(8, 16)),
+        ([8, 32], Form::Bcr(1, 32)),
+        ([4, 32], Form::Bcr(4, 32)),
+        ([16, 32], Form::Bcr(16, 32)),
+    ] {
+        for &(cin, cout, hw, k) in &[
+            (32, 32, 28, 3),
+            (64, 64, 56, 3),
+            (128, 128, 28, 3),
+            (256, 256, 14, 3),
+            (256, 256, 28, 3),
+            (512, 512, 7, 3),
+            (64, 256, 56, 1),
+            (256, 256, 14, 1),
+        ] {
+            b.conv_pruned(form, prune, cin, cout, hw, k, 1, 1);
+        }
+    }
+    for &(k, n) in &[
+        (512, 1000),
+        (4096, 1000),
+        (1024, 3072),
+        (2048, 512),
+        (4096, 4096),
+        (1280, 1000),
+    ] {
+        b.linear(Form::Gemm, 1, k, n);
+    }
+    for &(rows, k, n) in &[
+        (64, 256, 256),
+        (64, 256, 768),
+        (100, 1024, 39),
+        (128, 512, 512),
+        (16, 64, 64),
+    ] {
+        b.linear(Form::Gemm, rows, k, n);
+    }
+    for (prune, form) in [
+        ([8, 32], Form::Csr),
+        ([8, 32], Form::Bcr(8, 32)),
+        ([8, 32], Form::Bcr(4, 32)),
+        ([8, 32], Form::Bcr(1, 32)),
+        ([4, 32], Form::Bcr(4, 32)),
+        ([16, 32], Form::Bcr(16, 32)),
+    ] {
+        for &(k, n) in &[
+            (512, 1000),
+            (1024, 3072),
+            (4096, 4096),
+            (2048, 512),
+            (256, 256),
+            (1024, 1024),
+        ] {
+            b.linear_pruned(form, prune, 1, k, n);
+        }
+    }
+    for &(m, k, n) in &[(64, 64, 64), (128, 64, 128), (256, 256, 256), (64, 32, 64)] {
+        b.probe(
+            format!("matmul {m}x{k} * {k}x{n}"),
+            OpKind::MatMul(MatMul),
+            &[TensorType::f32(&[m, k]), TensorType::f32(&[k, n])],
+            vec![],
+            Form::Only,
+            None,
+        );
+    }
+    for &(t, i, h) in &[(1, 1024, 1024), (8, 39, 256), (4, 256, 512)] {
+        b.probe(
+            format!("gru {t}x1x{i}, hidden {h}"),
+            OpKind::Gru(Gru {
+                linear_before_reset: true,
+            }),
+            &[TensorType::f32(&[t, 1, i])],
+            vec![
+                (TensorType::f32(&[3 * h, i]), None),
+                (TensorType::f32(&[3 * h, h]), None),
+                (TensorType::f32(&[6 * h]), None),
+            ],
+            Form::Gemm,
+            None,
+        );
+    }
+    for shape in [
+        vec![1, 64, 56, 56],
+        vec![1, 256, 14, 14],
+        vec![1, 1000],
+        vec![1, 32, 112, 112],
+    ] {
+        b.probe(
+            format!("relu {shape:?}"),
+            OpKind::Relu(Relu),
+            &[TensorType::f32(&shape)],
+            vec![],
+            Form::Only,
+            None,
+        );
+        b.probe(
+            format!("add {shape:?}"),
+            OpKind::Add(Add),
+            &[TensorType::f32(&shape), TensorType::f32(&shape)],
+            vec![],
+            Form::Only,
+            None,
+        );
+    }
+    for &(c, hw) in &[(64, 112), (128, 56), (256, 28)] {
+        let window = Window {
+            kernel: [3, 3],
+            stride: [2, 2],
+            pad: Padding([1; 4]),
+            ceil_mode: false,
+        };
+        b.probe(
+            format!("max_pool2d {c}x{hw}x{hw}"),
+            OpKind::MaxPool2d(MaxPool2d { window }),
+            &[TensorType::f32(&[1, c, hw, hw])],
+            vec![],
+            Form::Only,
+            None,
+        );
+    }
+    for &(c, hw) in &[(512, 7), (2048, 7), (1280, 7)] {
+        b.probe(
+            format!("global_avg_pool2d {c}x{hw}x{hw}"),
+            OpKind::GlobalAvgPool2d(GlobalAvgPool2d),
+            &[TensorType::f32(&[1, c, hw, hw])],
+            vec![],
+            Form::Only,
+            None,
+        );
+    }
+    for &(r, c) in &[(64, 768), (256, 256), (1024, 1024)] {
+        b.probe(
+            format!("transpose {r}x{c}"),
+            OpKind::Transpose(Transpose { perm: vec![1, 0] }),
+            &[TensorType::f32(&[r, c])],
+            vec![],
+            Form::Only,
+            None,
+        );
+    }
+    for &(c, hw) in &[(256, 28), (512, 14), (64, 56)] {
+        b.probe(
+            format!("slice {c}x{hw}x{hw}"),
+            OpKind::Slice(Slice {
+                axis: 1,
+                start: 0,
+                end: c / 2,
+            }),
+            &[TensorType::f32(&[1, c, hw, hw])],
+            vec![],
+            Form::Only,
+            None,
+        );
+        b.probe(
+            format!("concat 2x{c}x{hw}x{hw}"),
+            OpKind::Concat(Concat { axis: 1 }),
+            &[
+                TensorType::f32(&[1, c, hw, hw]),
+                TensorType::f32(&[1, c, hw, hw]),
+            ],
+            vec![],
+            Form::Only,
+            None,
+        );
+    }
+    for shape in [vec![1, 1000], vec![64, 64], vec![256, 256]] {
+        b.probe(
+            format!("softmax {shape:?}"),
+            OpKind::Softmax(Softmax { axis: -1 }),
+            &[TensorType::f32(&shape)],
+            vec![],
+            Form::Only,
+            None,
+        );
+    }
+    b.probes
+}
+
+/// Least squares of `t ≈ a·flops + b·bytes + w·weight_bytes + c` on relative error, over
+/// the non-negative solutions of every subset of the four terms; the best fit.
+pub fn fit(samples: &[(Features, f64)]) -> Coeffs {
+    let mut best: Option<(f64, Coeffs)> = None;
+    for mask in 1u8..16 {
+        let cols: Vec<usize> = (0..4).filter(|i| mask & (1 << i) != 0).collect();
+        let n = cols.len();
+        let row = |f: &Features| [f.flops, f.bytes, f.weight_bytes, 1.0];
+        // Normal equations of the weighted problem (weights 1/t²).
+        let mut ata = vec![vec![0.0f64; n]; n];
+        let mut atb = vec![0.0f64; n];
+        for (f, t) in samples {
+            let r = row(f);
+            let w = 1.0 / (t * t);
+            for i in 0..n {
+                for j in 0..n {
+                    ata[i][j] += w * r[cols[i]] * r[cols[j]];
+                }
+                atb[i] += w * r[cols[i]] * t;
+            }
+        }
+        let Some(x) = solve(ata, atb) else { continue };
+        if x.iter().any(|&v| v.is_nan() || v < 0.0 || !v.is_finite()) {
+            continue;
+        }
+        let mut c = [0.0; 4];
+        for (i, &col) in cols.iter().enumerate() {
+            c[col] = x[i];
+        }
+        let coeffs = Coeffs {
+            per_flop: c[0],
+            per_byte: c[1],
+            per_weight_byte: c[2],
+            fixed: c[3],
+        };
+        let err: f64 = samples
+            .iter()
+            .map(|(f, t)| {
+                let p = coeffs.per_flop * f.flops
+                    + coeffs.per_byte * f.bytes
+                    + coeffs.per_weight_byte * f.weight_bytes
+                    + coeffs.fixed;
+                ((p - t) / t).powi(2)
+            })
+            .sum();
+        if best.as_ref().is_none_or(|(e, _)| err < *e) {
+            best = Some((err, coeffs));
+        }
+    }
+    best.map(|(_, c)| c).unwrap_or(Coeffs {
+        per_flop: 0.0,
+        per_byte: 0.0,
+        per_weight_byte: 0.0,
+        fixed: samples.iter().map(|(_, t)| t).sum::<f64>() / samples.len().max(1) as f64,
+    })
+}
+
+/// Gaussian elimination with partial pivoting; `None` if singular.
+fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
+    let n = b.len();
+    for col in 0..n {
+        let p = (col..n).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[p][col].abs() < 1e-300 {
+            return None;
+        }
+        a.swap(col, p);
+        b.swap(col, p);
+        for r in col + 1..n {
+            let f = a[r][col] / a[col][col];
+            let pivot = a[col].clone();
+            for (x, p) in a[r][col..n].iter_mut().zip(&pivot[col..n]) {
+                *x -= f * p;
+            }
+            b[r] -= f * b[col];
+        }
+    }
+    let mut x = vec![0.0; n];
+    for r in (0..n).rev() {
+        let s: f64 = (r + 1..n).map(|c| a[r][c] * x[c]).sum();
+        x[r] = (b[r] - s) / a[r][r];
+    }
+    Some(x)
+}
+
+/// One measured probe.
+pub struct Measured {
+    /// The probe's label.
+    pub label: String,
+    /// Its kernel class.
+    pub class: String,
+    /// Measured seconds.
+    pub seconds: f64,
+    /// Seconds the fitted table predicts.
+    pub predicted: f64,
+}
+
+/// Times every probe and fits the table; also returns the measurements.
+pub fn calibrate_with_report(
+    timer: &dyn KernelTimer,
+) -> Result<(CostTable, Vec<Measured>), String> {
+    let mut by_class: BTreeMap<String, Vec<(Features, f64)>> = BTreeMap::new();
+    let mut measured = Vec::new();
+    for p in probes() {
+        let t = timer
+            .time_function(&p.module)
+            .map_err(|e| format!("calibration probe '{}': {e}", p.label))?;
+        by_class
+            .entry(p.features.class.clone())
+            .or_default()
+            .push((p.features.clone(), t));
+        measured.push((p.label, p.features, t));
+    }
+    let mut table = CostTable::analytical();
+    table.machine = timer.machine();
+    for (class, samples) in &by_class {
+        table.classes.insert(class.clone(), fit(samples));
+    }
+    // Conversions between layouts and fused epilogues are copies and register work: a
+    // conversion moves data like a slice does; a fused epilogue costs a few cycles per
+    // element, as an elementwise op without its memory traffic.
+    if let Some(m) = table.classes.get("move").copied() {
+        table.classes.insert("reorder".into(), m);
+    }
+    if let Some(e) = table.classes.get("elementwise").copied() {
+        table.classes.insert(
+            "fused".into(),
+            Coeffs {
+                per_flop: e.per_flop,
+                per_byte: 0.0,
+                per_weight_byte: 0.0,
+                fixed: 0.0,
+            },
+        );
+    }
+    let report: Vec<Measured> = measured
+        .into_iter()
+        .map(|(label, f, t)| Measured {
+            predicted: table.predict(&f),
+            class: f.class,
+            label,
+            seconds: t,
+        })
+        .collect();
+    let (p, m): (Vec<f64>, Vec<f64>) = report.iter().map(|r| (r.predicted, r.seconds)).unzip();
+    table.probe_spearman = Some(cost::spearman(&p, &m));
+    Ok((table, report))
+}
+
+/// Times every probe and fits the table.
+pub fn calibrate(timer: &dyn KernelTimer) -> Result<CostTable, String> {
+    calibrate_with_report(timer).map(|(t, _)| t)
+}

@@ -1,0 +1,455 @@
+//! The cost model: per kernel class, `seconds = a·flops + b·bytes + c`, with `a`, `b`, `c`
+//! fit to micro-benchmarks of the JIT's own kernels on this machine (see
+//! [`super::calibrate`]) and kept in a per-machine table. Without a table the analytical
+//! defaults below stand in, and the pass says so.
+
+use super::lang::Form;
+use dnnc_ir::ops::OpKind;
+use dnnc_ir::types::TensorType;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Bumped whenever the probes or the features change: a table of another version is stale.
+pub const TABLE_VERSION: u32 = 3;
+
+/// The coefficients of one kernel class.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Coeffs {
+    /// Seconds per floating-point operation.
+    pub per_flop: f64,
+    /// Seconds per activation byte moved (in and out).
+    pub per_byte: f64,
+    /// Seconds per weight byte read (as the kernel stores them: transformed, packed or
+    /// compact), from memory: calibration evicts them before each run.
+    #[serde(default)]
+    pub per_weight_byte: f64,
+    /// Seconds per launch.
+    pub fixed: f64,
+}
+
+/// What a cost prediction needs of one op in one form.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Features {
+    /// The kernel class (`conv.direct`, `linear.bcr.r8`, ...).
+    pub class: String,
+    /// Floating-point operations actually performed (sparse: of the kept values).
+    pub flops: f64,
+    /// Activation bytes read and written.
+    pub bytes: f64,
+    /// Weight bytes read.
+    pub weight_bytes: f64,
+}
+
+/// The stored structure of a sparse weight in one layout (on its GEMM view): what its
+/// kernel does per position of the product.
+#[derive(Copy, Clone, Debug, Default, PartialEq)]
+pub struct SparseStats {
+    /// Stored values.
+    pub nonzeros: f64,
+    /// Stored blocks (CSR: rows with a nonzero).
+    pub blocks: f64,
+    /// Rows of B loaded, summed over blocks (CSR: one per nonzero).
+    pub kept_cols: f64,
+    /// Rows of C updated, summed over blocks (CSR: rows with a nonzero).
+    pub kept_rows: f64,
+}
+
+impl SparseStats {
+    /// The stats of a BCR layout.
+    pub fn bcr(s: &dnnc_ir::sparse::BcrStats) -> SparseStats {
+        SparseStats {
+            nonzeros: s.nonzeros as f64,
+            blocks: s.blocks as f64,
+            kept_cols: s.kept_cols as f64,
+            kept_rows: s.kept_rows as f64,
+        }
+    }
+
+    /// The stats of the CSR layout of `values` (`rows` rows).
+    pub fn csr(values: &[f32], rows: usize) -> SparseStats {
+        let cols = values.len() / rows.max(1);
+        let nonzeros = values.iter().filter(|&&v| v != 0.0).count() as f64;
+        let rows_kept = (0..rows)
+            .filter(|&r| values[r * cols..(r + 1) * cols].iter().any(|&v| v != 0.0))
+            .count() as f64;
+        SparseStats {
+            nonzeros,
+            blocks: rows_kept,
+            kept_cols: nonzeros,
+            kept_rows: rows_kept,
+        }
+    }
+
+    /// Features of a sparse product over `positions` columns of B, with activation bytes
+    /// `act` besides the per-block traffic.
+    fn features(&self, class: &str, positions: f64, act: f64, value_bytes: f64) -> Features {
+        Features {
+            class: class.to_string(),
+            flops: 2.0 * self.nonzeros * positions,
+            bytes: act + 4.0 * positions * (self.kept_cols + self.kept_rows),
+            weight_bytes: value_bytes * self.nonzeros + 8.0 * self.blocks,
+        }
+    }
+}
+
+/// A machine's cost table.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CostTable {
+    /// Which machine and kernel generation it was measured on (empty: analytical).
+    pub machine: String,
+    /// [`TABLE_VERSION`] when it was written.
+    pub version: u32,
+    /// Coefficients per kernel class.
+    pub classes: BTreeMap<String, Coeffs>,
+    /// Spearman rank correlation of predicted against measured probe times (the fit's
+    /// own check), when calibrated.
+    #[serde(default)]
+    pub probe_spearman: Option<f64>,
+}
+
+/// Every kernel class the model prices.
+pub const CLASSES: &[&str] = &[
+    "conv.direct",
+    "conv.winograd",
+    "conv.im2col",
+    "conv.depthwise",
+    "conv.grouped",
+    "conv.csr",
+    "conv.bcr.r1",
+    "conv.bcr.r4",
+    "conv.bcr.r8",
+    "linear.gemm",
+    "linear.gemv",
+    "linear.csr",
+    "linear.bcr.r1",
+    "linear.bcr.r4",
+    "linear.bcr.r8",
+    "matmul",
+    "rnn",
+    "elementwise",
+    "fused",
+    "pool",
+    "move",
+    "softmax",
+    "reorder",
+];
+
+impl CostTable {
+    /// Nominal coefficients (10 GFLOP/s-class kernels, 10 GB/s), for use without a
+    /// measured table.
+    pub fn analytical() -> CostTable {
+        let mut classes = BTreeMap::new();
+        for &c in CLASSES {
+            let gflops = match c {
+                "conv.direct" | "linear.gemm" | "matmul" => 60.0,
+                "conv.winograd" => 120.0,
+                "conv.im2col" => 30.0,
+                "linear.gemv" | "rnn" => 15.0,
+                c if c.contains("bcr") => 20.0,
+                c if c.contains("csr") => 5.0,
+                _ => 5.0,
+            };
+            classes.insert(
+                c.to_string(),
+                Coeffs {
+                    per_flop: 1e-9 / gflops,
+                    per_byte: 1e-10,
+                    per_weight_byte: 1e-10,
+                    fixed: 1e-6,
+                },
+            );
+        }
+        CostTable {
+            machine: String::new(),
+            version: TABLE_VERSION,
+            classes,
+            probe_spearman: None,
+        }
+    }
+
+    /// Whether it was measured.
+    pub fn is_calibrated(&self) -> bool {
+        !self.machine.is_empty()
+    }
+
+    /// Predicted seconds.
+    pub fn predict(&self, f: &Features) -> f64 {
+        let c = self.classes.get(&f.class).copied().unwrap_or(Coeffs {
+            per_flop: 1e-10,
+            per_byte: 1e-10,
+            per_weight_byte: 1e-10,
+            fixed: 1e-6,
+        });
+        c.per_flop * f.flops + c.per_byte * f.bytes + c.per_weight_byte * f.weight_bytes + c.fixed
+    }
+
+    /// Reads a table; `Ok(None)` if the file does not exist.
+    pub fn load(path: &Path) -> Result<Option<CostTable>, String> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read cost table '{}': {e}", path.display())),
+        };
+        toml::from_str(&text).map(Some).map_err(|e| {
+            format!(
+                "cost table '{}' is malformed ({e}); delete it or run `dnnc calibrate`",
+                path.display()
+            )
+        })
+    }
+
+    /// Writes the table (atomically: a temporary file renamed over it).
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        let text = toml::to_string_pretty(self).map_err(|e| e.to_string())?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create '{}': {e}", dir.display()))?;
+        }
+        let tmp = path.with_extension("toml.tmp");
+        std::fs::write(&tmp, text).map_err(|e| format!("cannot write '{}': {e}", tmp.display()))?;
+        std::fs::rename(&tmp, path).map_err(|e| format!("cannot write '{}': {e}", path.display()))
+    }
+}
+
+/// The default table path: `$XDG_CACHE_HOME` or `~/.cache`, `dnnc/explore-costs.toml`.
+pub fn default_path() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("dnnc")
+        .join("explore-costs.toml")
+}
+
+fn bytes(t: &TensorType) -> f64 {
+    t.num_elements() as f64 * 4.0
+}
+
+/// Columns of a convolution's product: output positions over the batch.
+fn positions(y: &TensorType) -> f64 {
+    (y.shape[0] * y.shape[2] * y.shape[3]) as f64
+}
+
+fn bcr_class(prefix: &str, rows: u16) -> String {
+    let r = match rows {
+        0..=1 => 1,
+        2..=4 => 4,
+        _ => 8,
+    };
+    format!("{prefix}.bcr.r{r}")
+}
+
+/// The features of `kind` run as `form` over operands `args` producing `outs`; `sparse`
+/// is the structure of the weight in the form's sparse layout.
+pub fn features(
+    kind: &OpKind,
+    form: Form,
+    args: &[&TensorType],
+    outs: &[&TensorType],
+    sparse: Option<&SparseStats>,
+) -> Features {
+    let dense_stats;
+    let sparse = match sparse {
+        Some(s) => s,
+        None => {
+            // A sparse form without stats: price it as if every value were kept.
+            let w = args.get(1).map_or(0.0, |w| w.num_elements() as f64);
+            dense_stats = SparseStats {
+                nonzeros: w,
+                blocks: 1.0,
+                kept_cols: w,
+                kept_rows: 1.0,
+            };
+            &dense_stats
+        }
+    };
+    let out_bytes: f64 = outs.iter().map(|t| bytes(t)).sum();
+    let in_bytes: f64 = args.iter().map(|t| bytes(t)).sum();
+    let fw = |class: &str, flops: f64, b: f64, w: f64| Features {
+        class: class.to_string(),
+        flops,
+        bytes: b,
+        weight_bytes: w,
+    };
+    let f = |class: &str, flops: f64, b: f64| fw(class, flops, b, 0.0);
+    let elems = outs.first().map_or(0.0, |t| t.num_elements() as f64);
+    match kind {
+        OpKind::Conv2d(c) => {
+            let (x, w, y) = (args[0], args[1], outs[0]);
+            let macs = y.num_elements() as f64 * (w.shape[1] * w.shape[2] * w.shape[3]) as f64;
+            let act = bytes(x) + bytes(y);
+            let depthwise = c.groups == x.shape[1] && w.shape[1] == 1 && c.groups == w.shape[0];
+            let cols = (y.shape[2] * y.shape[3] * w.shape[1] * w.shape[2] * w.shape[3] * x.shape[0])
+                as f64;
+            match form {
+                Form::Direct => fw("conv.direct", 2.0 * macs, act, bytes(w)),
+                // F(4×4, 3×3) keeps 6×6 transformed weights per 3×3: four times the bytes.
+                Form::Winograd => fw("conv.winograd", 2.0 * macs, act, 4.0 * bytes(w)),
+                Form::Im2col => fw("conv.im2col", 2.0 * macs, act + 4.0 * cols, bytes(w)),
+                Form::Only | Form::Gemm if depthwise => {
+                    fw("conv.depthwise", 2.0 * macs, act, bytes(w))
+                }
+                Form::Only | Form::Gemm => fw("conv.grouped", 2.0 * macs, act, bytes(w)),
+                Form::Csr => sparse.features("conv.csr", positions(y), act, 8.0),
+                Form::Bcr(r, _) => sparse.features(&bcr_class("conv", r), positions(y), act, 4.0),
+            }
+        }
+        OpKind::Linear(_) => {
+            let (x, w, y) = (args[0], args[1], outs[0]);
+            let rows = x.num_elements() / x.shape[x.rank() - 1];
+            let macs = y.num_elements() as f64 * w.shape[1] as f64;
+            let act = bytes(x) + bytes(y);
+            match form {
+                Form::Csr => sparse.features("linear.csr", rows as f64, act, 8.0),
+                Form::Bcr(r, _) => sparse.features(&bcr_class("linear", r), rows as f64, act, 4.0),
+                Form::Direct | Form::Winograd | Form::Im2col | Form::Only | Form::Gemm => {
+                    let class = if rows == 1 {
+                        "linear.gemv"
+                    } else {
+                        "linear.gemm"
+                    };
+                    fw(class, 2.0 * macs, act, bytes(w))
+                }
+            }
+        }
+        OpKind::MatMul(_) => {
+            let (a, y) = (args[0], outs[0]);
+            let k = a.shape[a.rank() - 1];
+            f(
+                "matmul",
+                2.0 * y.num_elements() as f64 * k as f64,
+                in_bytes + out_bytes,
+            )
+        }
+        OpKind::Lstm(_) | OpKind::Gru(_) => {
+            // x [T, B, I], w [G·H, I], r [G·H, H]: x·Wᵀ once over all steps; h·Rᵀ per step,
+            // R read once per step.
+            let (x, w, r) = (args[0], args[1], args[2]);
+            let steps = (x.shape[0] * x.shape[1]) as f64;
+            let act = bytes(x) + out_bytes;
+            let w_flops = 2.0 * steps * w.num_elements() as f64;
+            let t = x.shape[0] as f64;
+            let sparse_r = |class: &str, value_bytes: f64| {
+                let mut f = sparse.features(class, steps, act, value_bytes);
+                f.flops += w_flops;
+                f.weight_bytes = f.weight_bytes * t + bytes(w);
+                f
+            };
+            match form {
+                Form::Csr => sparse_r("linear.csr", 8.0),
+                Form::Bcr(rows, _) => sparse_r(&bcr_class("linear", rows), 4.0),
+                Form::Direct | Form::Winograd | Form::Im2col | Form::Only | Form::Gemm => fw(
+                    "rnn",
+                    w_flops + 2.0 * steps * r.num_elements() as f64,
+                    act,
+                    bytes(w) + bytes(r) * t,
+                ),
+            }
+        }
+        OpKind::BasisConv(_) => {
+            let (b, y) = (args[1], outs[0]);
+            let macs = y.num_elements() as f64 * (b.shape[2] * b.shape[3]) as f64;
+            // Run as a grouped convolution whose weight repeats the bases per channel.
+            let expanded = bytes(b) * (y.shape[1] / b.shape[0]) as f64;
+            fw(
+                "conv.grouped",
+                2.0 * macs,
+                bytes(args[0]) + out_bytes,
+                expanded,
+            )
+        }
+        OpKind::CoeffConv(_) => {
+            let (a, y) = (args[1], outs[0]);
+            let macs = y.num_elements() as f64 * a.shape[1] as f64;
+            fw(
+                "conv.direct",
+                2.0 * macs,
+                bytes(args[0]) + out_bytes,
+                bytes(a),
+            )
+        }
+        OpKind::BatchNorm(_)
+        | OpKind::Add(_)
+        | OpKind::Sub(_)
+        | OpKind::Mul(_)
+        | OpKind::Div(_)
+        | OpKind::Relu(_)
+        | OpKind::Relu6(_)
+        | OpKind::Sigmoid(_)
+        | OpKind::Tanh(_) => f("elementwise", elems, in_bytes + out_bytes),
+        OpKind::Softmax(_) => f("softmax", 4.0 * elems, in_bytes + out_bytes),
+        OpKind::MaxPool2d(p) => f(
+            "pool",
+            elems * (p.window.kernel[0] * p.window.kernel[1]) as f64,
+            in_bytes + out_bytes,
+        ),
+        OpKind::AvgPool2d(p) => f(
+            "pool",
+            elems * (p.window.kernel[0] * p.window.kernel[1]) as f64,
+            in_bytes + out_bytes,
+        ),
+        OpKind::GlobalAvgPool2d(_) => {
+            f("pool", args[0].num_elements() as f64, in_bytes + out_bytes)
+        }
+        OpKind::Transpose(_) | OpKind::Concat(_) | OpKind::Slice(_) => {
+            f("move", 0.0, 2.0 * out_bytes)
+        }
+        // Views: no kernel runs.
+        OpKind::Reshape(_) | OpKind::Flatten(_) | OpKind::Weight(_) | OpKind::Constant(_) => {
+            f("view", 0.0, 0.0)
+        }
+    }
+}
+
+/// The cost of converting a value of type `t` between planar and blocked layouts.
+pub fn reorder(t: &TensorType) -> Features {
+    Features {
+        class: "reorder".to_string(),
+        flops: 0.0,
+        bytes: 2.0 * bytes(t),
+        weight_bytes: 0.0,
+    }
+}
+
+/// The cost of an epilogue applied in the producer's registers.
+pub fn fused(t: &TensorType) -> Features {
+    Features {
+        class: "fused".to_string(),
+        flops: t.num_elements() as f64,
+        bytes: 0.0,
+        weight_bytes: 0.0,
+    }
+}
+
+/// Spearman's rank correlation of two equally long series.
+pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
+    fn ranks(v: &[f64]) -> Vec<f64> {
+        let mut idx: Vec<usize> = (0..v.len()).collect();
+        idx.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
+        let mut r = vec![0.0; v.len()];
+        let mut i = 0;
+        while i < idx.len() {
+            let mut j = i;
+            while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+                j += 1;
+            }
+            let avg = (i + j) as f64 / 2.0;
+            for &k in &idx[i..=j] {
+                r[k] = avg;
+            }
+            i = j + 1;
+        }
+        r
+    }
+    let (ra, rb) = (ranks(a), ranks(b));
+    let n = a.len() as f64;
+    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
+    let cov: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = ra.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = rb.iter().map(|y| (y - mb).powi(2)).sum();
+    if va == 0.0 || vb == 0.0 {
+        return 0.0;
+    }
+    cov / (va * vb).sqrt()
+}

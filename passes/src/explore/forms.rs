@@ -1,0 +1,281 @@
+//! The implementation choices of each op, as [`Dnn::Impl`] e-nodes beside its abstract
+//! [`Dnn::Op`] node: the kernel forms the JIT offers (direct NCHWc, Winograd, im2col+GEMM)
+//! and, for a weight whose zeros are committed, the layouts that hold them exactly
+//! (dense, CSR, each BCR block shape with no stored zero inside a kept sub-matrix).
+
+use super::lang::{Dnn, EGraph, Form};
+use dnnc_ir::ops::OpKind;
+use dnnc_ir::types::Encoding;
+use dnnc_ir::{Module, WeightId};
+use egg::Id;
+use std::collections::HashMap;
+
+/// What is known of a sparse weight.
+#[derive(Clone, Debug)]
+pub struct SparseWeight {
+    /// Fraction of zero values.
+    pub zeros: f64,
+    /// BCR block shapes that hold the zeros exactly, fewest blocks first, with what each
+    /// stores.
+    pub exact: Vec<([usize; 2], super::cost::SparseStats)>,
+    /// What its CSR form stores.
+    pub csr: super::cost::SparseStats,
+    /// The encoding it arrived with.
+    pub encoding: Option<Encoding>,
+}
+
+/// Zero fraction from which a weight's sparse layouts are explored.
+pub const MIN_ZEROS: f64 = 0.5;
+
+/// At most this many BCR shapes per weight are explored: those with the fewest blocks.
+const MAX_BCR_SHAPES: usize = 4;
+
+/// The sparse weights among `uses` (weights referenced exactly once by conv2d or linear
+/// ops of the function: a layout is the weight's, so a shared weight keeps its own).
+pub fn sparse_weights(
+    module: &Module,
+    uses: &HashMap<WeightId, usize>,
+) -> Result<HashMap<WeightId, SparseWeight>, String> {
+    let mut out = HashMap::new();
+    let mut ids: Vec<&WeightId> = uses.keys().collect();
+    ids.sort();
+    for &id in ids {
+        if uses[&id] != 1 {
+            continue;
+        }
+        let ty = &module.weights[id].ty;
+        if ty.rank() < 2 {
+            continue;
+        }
+        // A seeded initialiser draws no zeros (unless it is all zeros): no need to look.
+        if let dnnc_ir::WeightInit::Init(spec) = module.weights[id].init()
+            && spec.kind != dnnc_ir::init::InitKind::Zeros
+            && ty.encoding.is_none()
+        {
+            continue;
+        }
+        let values = module
+            .weight_value(id)
+            .map_err(|e| format!("weight @{}: {e}", module.weights[id].name))?;
+        let Some(values) = values.as_f32() else {
+            continue;
+        };
+        let zeros = values.iter().filter(|&&v| v == 0.0).count() as f64 / values.len() as f64;
+        if zeros < MIN_ZEROS && ty.encoding.is_none() {
+            continue;
+        }
+        let rows = ty.shape[0];
+        let cols = values.len() / rows;
+        let mut exact: Vec<([usize; 2], dnnc_ir::sparse::BcrStats)> = Vec::new();
+        for &r in &dnnc_ir::sparse::BCR_ROWS {
+            for &c in &dnnc_ir::sparse::BCR_COLS {
+                if let Some(s) = dnnc_ir::sparse::bcr_stats(values, rows, cols, [r, c]) {
+                    exact.push(([r, c], s));
+                }
+            }
+        }
+        exact.sort_by_key(|&(b, s)| (s.blocks, b));
+        let mut shapes: Vec<([usize; 2], dnnc_ir::sparse::BcrStats)> =
+            exact.iter().take(MAX_BCR_SHAPES).copied().collect();
+        // The encoding it came with is always among the choices.
+        if let Some(Encoding::Bcr(b)) = &ty.encoding
+            && !shapes.iter().any(|(s, _)| *s == b.block)
+            && let Some(&e) = exact.iter().find(|(s, _)| *s == b.block)
+        {
+            shapes.push(e);
+        }
+        out.insert(
+            id,
+            SparseWeight {
+                zeros,
+                exact: shapes
+                    .iter()
+                    .map(|(b, s)| (*b, super::cost::SparseStats::bcr(s)))
+                    .collect(),
+                csr: super::cost::SparseStats::csr(values, rows),
+                encoding: ty.encoding.clone(),
+            },
+        );
+    }
+    Ok(out)
+}
+
+impl SparseWeight {
+    /// What the weight stores in `form`'s layout (`None` for dense forms).
+    pub fn stats(&self, form: Form) -> Option<super::cost::SparseStats> {
+        match form {
+            Form::Csr => Some(self.csr),
+            Form::Bcr(r, c) => self
+                .exact
+                .iter()
+                .find(|(b, _)| *b == [r as usize, c as usize])
+                .map(|(_, s)| *s),
+            Form::Direct | Form::Winograd | Form::Im2col | Form::Only | Form::Gemm => None,
+        }
+    }
+}
+
+/// Which operand of an op is the weight whose layout its form chooses.
+pub fn layout_operand(kind: &OpKind) -> Option<usize> {
+    match kind {
+        OpKind::Conv2d(_) | OpKind::Linear(_) => Some(1),
+        // The recurrent weight R: the input weight W runs as one GEMM over all steps.
+        OpKind::Lstm(_) | OpKind::Gru(_) => Some(2),
+        OpKind::Weight(_)
+        | OpKind::Constant(_)
+        | OpKind::MatMul(_)
+        | OpKind::BatchNorm(_)
+        | OpKind::Add(_)
+        | OpKind::Sub(_)
+        | OpKind::Mul(_)
+        | OpKind::Div(_)
+        | OpKind::Relu(_)
+        | OpKind::Relu6(_)
+        | OpKind::Sigmoid(_)
+        | OpKind::Tanh(_)
+        | OpKind::Softmax(_)
+        | OpKind::MaxPool2d(_)
+        | OpKind::AvgPool2d(_)
+        | OpKind::GlobalAvgPool2d(_)
+        | OpKind::Reshape(_)
+        | OpKind::Flatten(_)
+        | OpKind::Transpose(_)
+        | OpKind::Concat(_)
+        | OpKind::Slice(_)
+        | OpKind::BasisConv(_)
+        | OpKind::CoeffConv(_) => None,
+    }
+}
+
+/// The form that reads a weight in encoding `e`.
+fn encoding_form(e: &Encoding) -> Form {
+    match e {
+        Encoding::Csr => Form::Csr,
+        Encoding::Bcr(b) => Form::Bcr(b.block[0] as u16, b.block[1] as u16),
+    }
+}
+
+/// The forms of an op whose weight class is `w` (if it has one).
+fn forms_of(
+    eg: &EGraph,
+    kind: &OpKind,
+    args: &[Id],
+    sparse: &HashMap<WeightId, SparseWeight>,
+) -> Vec<Form> {
+    let weight_sparse = |i: usize| {
+        args.get(i)
+            .and_then(|&w| eg[w].data.weight)
+            .and_then(|w| sparse.get(&w))
+    };
+    let sparse_forms = |s: &SparseWeight| {
+        let mut f = vec![Form::Csr];
+        f.extend(
+            s.exact
+                .iter()
+                .map(|(b, _)| Form::Bcr(b[0] as u16, b[1] as u16)),
+        );
+        f
+    };
+    match kind {
+        OpKind::Conv2d(c) => {
+            let x = eg[args[0]].data.ty.as_ref().expect("a value");
+            let w = eg[args[1]].data.ty.as_ref().expect("a value");
+            let depthwise = c.groups == x.shape[1] && c.groups == w.shape[0] && w.shape[1] == 1;
+            if c.groups != 1 || depthwise || !eg[args[1]].data.constant {
+                return vec![Form::Only];
+            }
+            if let (Some(e), None) = (&w.encoding, weight_sparse(1)) {
+                return vec![encoding_form(e)];
+            }
+            let mut forms = vec![Form::Direct, Form::Im2col];
+            let winograd =
+                [w.shape[2], w.shape[3]] == [3, 3] && c.stride == [1, 1] && c.dilation == [1, 1];
+            if winograd {
+                forms.push(Form::Winograd);
+            }
+            if let Some(s) = weight_sparse(1) {
+                forms.extend(sparse_forms(s));
+            }
+            forms
+        }
+        OpKind::Linear(_) => {
+            let w = eg[args[1]].data.ty.as_ref().expect("a value");
+            if let (Some(e), None) = (&w.encoding, weight_sparse(1)) {
+                return vec![encoding_form(e)];
+            }
+            let mut forms = vec![Form::Gemm];
+            if let Some(s) = weight_sparse(1) {
+                forms.extend(sparse_forms(s));
+            }
+            forms
+        }
+        OpKind::Weight(_)
+        | OpKind::Constant(_)
+        | OpKind::MatMul(_)
+        | OpKind::BatchNorm(_)
+        | OpKind::Add(_)
+        | OpKind::Sub(_)
+        | OpKind::Mul(_)
+        | OpKind::Div(_)
+        | OpKind::Relu(_)
+        | OpKind::Relu6(_)
+        | OpKind::Sigmoid(_)
+        | OpKind::Tanh(_)
+        | OpKind::Softmax(_)
+        | OpKind::MaxPool2d(_)
+        | OpKind::AvgPool2d(_)
+        | OpKind::GlobalAvgPool2d(_)
+        | OpKind::Reshape(_)
+        | OpKind::Flatten(_)
+        | OpKind::Transpose(_)
+        | OpKind::Concat(_)
+        | OpKind::Slice(_)
+        | OpKind::BasisConv(_)
+        | OpKind::CoeffConv(_) => vec![Form::Only],
+        OpKind::Lstm(_) | OpKind::Gru(_) => {
+            let r = eg[args[2]].data.ty.as_ref().expect("a value");
+            if let (Some(e), None) = (&r.encoding, weight_sparse(2)) {
+                return vec![encoding_form(e)];
+            }
+            let mut forms = vec![Form::Gemm];
+            if let Some(s) = weight_sparse(2) {
+                forms.extend(sparse_forms(s));
+            }
+            forms
+        }
+    }
+}
+
+/// Adds every op's implementation nodes (only the JIT's default form with
+/// `default_only`); returns how many the e-graph did not hold yet.
+pub fn add_forms(
+    eg: &mut EGraph,
+    sparse: &HashMap<WeightId, SparseWeight>,
+    default_only: bool,
+) -> usize {
+    let mut todo = Vec::new();
+    for class in eg.classes() {
+        for node in &class.nodes {
+            if let Dnn::Op(code, args) = node {
+                let kind = eg.analysis.ops.kind(*code);
+                let mut forms = forms_of(eg, kind, args, sparse);
+                if default_only {
+                    forms = vec![super::default_form(eg, kind, args, &forms)];
+                }
+                for form in forms {
+                    let node = Dnn::Impl(*code, form, args.clone());
+                    if eg.lookup(node.clone()).is_none() {
+                        todo.push((class.id, node));
+                    }
+                }
+            }
+        }
+    }
+    let n = todo.len();
+    for (class, node) in todo {
+        let id = eg.add(node);
+        eg.union(class, id);
+    }
+    eg.rebuild();
+    n
+}

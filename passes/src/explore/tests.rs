@@ -1,0 +1,440 @@
+//! Every rule, checked the way TENSAT's rules should have been: a module where the rule
+//! applies is rewritten by that rule alone, the rewritten side is extracted (original
+//! nodes are made expensive), written back, and both run on the reference interpreter on
+//! random inputs and must agree. A rule that did not fire fails its test.
+
+use super::extract::Pricer;
+use super::lang::Dnn;
+use super::*;
+use dnnc_ir::attr::Padding;
+use dnnc_ir::builder::FuncBuilder;
+use dnnc_ir::init::{InitKind, InitSpec};
+use dnnc_ir::ops::*;
+use dnnc_ir::types::TensorType;
+use dnnc_ir::{Tensor, Value};
+use std::collections::HashSet;
+
+/// Builds a one-function module over parameters `params`.
+fn module(
+    params: &[&[usize]],
+    body: impl FnOnce(&mut FuncBuilder, &[Value]) -> Result<Vec<Value>, String>,
+) -> Module {
+    let mut m = Module::new(Some("rule"));
+    let names: Vec<(String, TensorType)> = params
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("x{i}"), TensorType::f32(s)))
+        .collect();
+    let refs: Vec<(&str, TensorType)> =
+        names.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    let mut b = FuncBuilder::new(&mut m, "main", &refs);
+    let xs: Vec<Value> = (0..params.len()).map(|i| b.param(i)).collect();
+    let outs = body(&mut b, &xs).expect("the test module is well typed");
+    b.finish(&outs);
+    assert!(dnnc_ir::verify::verify_module(&m).is_empty());
+    m
+}
+
+fn weight(b: &mut FuncBuilder, name: &str, shape: &[usize], seed: u64) -> Value {
+    b.weight_init(
+        name,
+        TensorType::f32(shape),
+        InitSpec::new(InitKind::Normal, seed),
+    )
+}
+
+/// A constant of `n` values in [0.5, 1.5].
+fn positive(b: &mut FuncBuilder, n: usize, seed: u64) -> Value {
+    let v = (0..n)
+        .map(|i| 0.5 + ((i as u64 * 37 + seed) % 11) as f32 / 10.0)
+        .collect();
+    b.constant(Tensor::from_f32(&[n], v))
+}
+
+/// Rewrites `m` with `rule` alone and extracts the rewritten side; returns it with the
+/// number of times the rule applied.
+fn rewrite(m: &Module, rule: &str) -> (Module, usize) {
+    let f = m.funcs.keys().next().unwrap();
+    let func = m.funcs[f].clone();
+    let mut built = build::build(m, &func);
+    let original: HashSet<Dnn> = built
+        .egraph
+        .classes()
+        .flat_map(|c| c.nodes.iter().cloned())
+        .collect();
+    let rules: Vec<rules::Rule> = rules::all()
+        .into_iter()
+        .filter(|r| r.name == rule)
+        .collect();
+    assert_eq!(rules.len(), 1, "no rule named {rule}");
+    let far = Instant::now() + Duration::from_secs(10);
+    let sat = saturate_with(&mut built.egraph, rules, 10_000, 8, far);
+    let applied = sat.applied[0].1;
+    forms::add_forms(&mut built.egraph, &HashMap::new(), true);
+    let eg = &built.egraph;
+    // The abstract op each implementation node implements, canonicalised.
+    let canon = |n: &Dnn| match n {
+        Dnn::Impl(c, _, a) => Dnn::Op(*c, a.iter().map(|&x| eg.find(x)).collect()),
+        other => other.clone(),
+    };
+    let original: HashSet<Dnn> = original
+        .iter()
+        .map(|n| {
+            canon(&{
+                let mut n = n.clone();
+                egg::Language::for_each_mut(&mut n, |id| *id = eg.find(*id));
+                n
+            })
+        })
+        .collect();
+    let penalty = |n: &Dnn| {
+        if matches!(n, Dnn::Impl(..)) && original.contains(&canon(n)) {
+            1.0
+        } else {
+            0.0
+        }
+    };
+    let table = cost::CostTable::analytical();
+    let sparse = HashMap::new();
+    let pricer = Pricer::new(eg, &table, &sparse).with_penalty(&penalty);
+    let choice = pricer.greedy();
+    let roots: Vec<Id> = built.returns.iter().map(|&r| eg.find(r)).collect();
+    let order = pricer.order(&choice, &roots).expect("acyclic");
+    let mut out = m.clone();
+    writeback::write_back(&mut out, f, &built, &choice, &order, &HashSet::new())
+        .expect("writes back");
+    let errors = dnnc_ir::verify::verify_module(&out);
+    assert!(
+        errors.is_empty(),
+        "{errors:?}\n{}",
+        dnnc_ir::printer::print_module(&out)
+    );
+    (out, applied)
+}
+
+fn run(m: &Module, seed: u64) -> Vec<Tensor> {
+    let f = m.funcs.keys().next().unwrap();
+    let func = &m.funcs[f];
+    let inputs: Vec<Tensor> = func
+        .params
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| {
+            InitSpec::new(InitKind::Normal, seed + i as u64)
+                .materialize(func.ty(p))
+                .unwrap()
+        })
+        .collect();
+    dnnc_reference::run(m, f, &inputs, &Default::default()).expect("runs")
+}
+
+fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
+    let (a, b) = (a.to_f32_vec(), b.to_f32_vec());
+    assert_eq!(a.len(), b.len());
+    let num: f64 = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| ((x - y) as f64).powi(2))
+        .sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den.max(1e-30)).sqrt()
+}
+
+/// The rule fires, and both sides agree on three random inputs.
+fn check(m: &Module, rule: &str) -> Module {
+    let (out, applied) = rewrite(m, rule);
+    assert!(
+        applied > 0,
+        "{rule} did not apply to\n{}",
+        dnnc_ir::printer::print_module(m)
+    );
+    for seed in [1, 2, 3] {
+        let (want, got) = (run(m, seed), run(&out, seed));
+        for (w, g) in want.iter().zip(&got) {
+            assert_eq!(w.shape, g.shape);
+            let e = rel_l2(g, w);
+            assert!(
+                e <= 1e-5,
+                "{rule}: relative L2 {e:e}\n{}",
+                dnnc_ir::printer::print_module(&out)
+            );
+        }
+    }
+    out
+}
+
+fn count(m: &Module, name: &str) -> usize {
+    let f = m.funcs.values().next().unwrap();
+    f.body
+        .iter()
+        .filter(|&&o| f.ops[o].kind.name() == name)
+        .count()
+}
+
+fn conv(stride: usize, pad: usize) -> OpKind {
+    OpKind::Conv2d(Conv2d {
+        stride: [stride, stride],
+        pad: Padding([pad; 4]),
+        dilation: [1, 1],
+        groups: 1,
+    })
+}
+
+#[test]
+fn fold_batch_norm_into_conv_and_linear() {
+    let m = module(&[&[1, 3, 8, 8]], |b, x| {
+        let w = weight(b, "w", &[4, 3, 3, 3], 1);
+        let bias = weight(b, "b", &[4], 2);
+        let c = b.op1(conv(1, 1), &[x[0], w, bias])?;
+        let (s, t, mean, var) = (
+            positive(b, 4, 1),
+            positive(b, 4, 2),
+            positive(b, 4, 3),
+            positive(b, 4, 4),
+        );
+        Ok(vec![b.op1(
+            OpKind::BatchNorm(BatchNorm { epsilon: 1e-5 }),
+            &[c, s, t, mean, var],
+        )?])
+    });
+    let out = check(&m, "fold-batch-norm");
+    assert_eq!(count(&out, "dnn.batch_norm"), 0);
+    let m = module(&[&[2, 6]], |b, x| {
+        let w = weight(b, "w", &[5, 6], 1);
+        let l = b.op1(OpKind::Linear(Linear), &[x[0], w])?;
+        let (s, t, mean, var) = (
+            positive(b, 5, 1),
+            positive(b, 5, 2),
+            positive(b, 5, 3),
+            positive(b, 5, 4),
+        );
+        Ok(vec![b.op1(
+            OpKind::BatchNorm(BatchNorm { epsilon: 1e-3 }),
+            &[l, s, t, mean, var],
+        )?])
+    });
+    let out = check(&m, "fold-batch-norm");
+    assert_eq!(count(&out, "dnn.batch_norm"), 0);
+}
+
+#[test]
+fn transposes_cancel_or_compose() {
+    let m = module(&[&[2, 3, 4]], |b, x| {
+        let r = b.op1(OpKind::Relu(Relu), &[x[0]])?;
+        let t = b.op1(
+            OpKind::Transpose(Transpose {
+                perm: vec![2, 0, 1],
+            }),
+            &[r],
+        )?;
+        let u = b.op1(
+            OpKind::Transpose(Transpose {
+                perm: vec![1, 2, 0],
+            }),
+            &[t],
+        )?;
+        let w = b.op1(
+            OpKind::Transpose(Transpose {
+                perm: vec![1, 0, 2],
+            }),
+            &[t],
+        )?;
+        Ok(vec![u, w])
+    });
+    let out = check(&m, "cancel-transposes");
+    // u is r itself; w is one transpose of r.
+    assert_eq!(
+        count(&out, "dnn.transpose"),
+        1,
+        "{}",
+        dnnc_ir::printer::print_module(&out)
+    );
+}
+
+#[test]
+fn reshapes_cancel() {
+    let m = module(&[&[2, 3, 4]], |b, x| {
+        let r = b.op1(OpKind::Relu(Relu), &[x[0]])?;
+        let f = b.op1(OpKind::Flatten(Flatten { axis: 1 }), &[r])?;
+        let g = b.op1(OpKind::Reshape(Reshape { shape: vec![4, 6] }), &[f])?;
+        let back = b.op1(
+            OpKind::Reshape(Reshape {
+                shape: vec![2, 3, 4],
+            }),
+            &[f],
+        )?;
+        let s = b.op1(OpKind::Sigmoid(Sigmoid), &[back])?;
+        Ok(vec![g, s])
+    });
+    let out = check(&m, "cancel-reshapes");
+    assert_eq!(count(&out, "dnn.reshape") + count(&out, "dnn.flatten"), 1);
+}
+
+#[test]
+fn activations_move_through_concat_and_slice() {
+    let m = module(&[&[1, 2, 3, 3], &[1, 4, 3, 3]], |b, x| {
+        let c = b.op1(OpKind::Concat(Concat { axis: 1 }), &[x[0], x[1]])?;
+        Ok(vec![b.op1(OpKind::Relu(Relu), &[c])?])
+    });
+    let out = check(&m, "unary-through-concat");
+    assert_eq!(count(&out, "dnn.relu"), 2);
+    let m = module(&[&[1, 6, 3, 3]], |b, x| {
+        let s = b.op1(
+            OpKind::Slice(Slice {
+                axis: 1,
+                start: 1,
+                end: 4,
+            }),
+            &[x[0]],
+        )?;
+        Ok(vec![b.op1(OpKind::Tanh(Tanh), &[s])?])
+    });
+    let out = check(&m, "unary-through-slice");
+    let f = out.funcs.values().next().unwrap();
+    let last = f.def_op(f.returns[0]).unwrap();
+    assert_eq!(f.ops[last].kind.name(), "dnn.slice");
+}
+
+#[test]
+fn concat_of_slices_is_the_source() {
+    let m = module(&[&[1, 6, 2, 2], &[1, 2, 2, 2]], |b, x| {
+        let r = b.op1(OpKind::Relu(Relu), &[x[0]])?;
+        let s0 = b.op1(
+            OpKind::Slice(Slice {
+                axis: 1,
+                start: 0,
+                end: 2,
+            }),
+            &[r],
+        )?;
+        let s1 = b.op1(
+            OpKind::Slice(Slice {
+                axis: -3,
+                start: 2,
+                end: 6,
+            }),
+            &[r],
+        )?;
+        let whole = b.op1(OpKind::Concat(Concat { axis: 1 }), &[s0, s1])?;
+        let joined = b.op1(OpKind::Concat(Concat { axis: 1 }), &[x[1], r])?;
+        let back = b.op1(
+            OpKind::Slice(Slice {
+                axis: 1,
+                start: 2,
+                end: 8,
+            }),
+            &[joined],
+        )?;
+        Ok(vec![whole, back])
+    });
+    let out = check(&m, "concat-of-slices");
+    assert_eq!(count(&out, "dnn.concat"), 0);
+    assert_eq!(count(&out, "dnn.slice"), 0);
+}
+
+#[test]
+fn sibling_convs_merge_with_and_without_enlargement() {
+    // Same kernels: two 3×3 convolutions of one input, one with a bias.
+    let m = module(&[&[1, 4, 6, 6]], |b, x| {
+        let r = b.op1(OpKind::Relu(Relu), &[x[0]])?;
+        let (w1, w2, b2) = (
+            weight(b, "w1", &[3, 4, 3, 3], 1),
+            weight(b, "w2", &[5, 4, 3, 3], 2),
+            weight(b, "b2", &[5], 3),
+        );
+        Ok(vec![
+            b.op1(conv(1, 1), &[r, w1])?,
+            b.op1(conv(1, 1), &[r, w2, b2])?,
+        ])
+    });
+    let out = check(&m, "merge-siblings");
+    assert_eq!(count(&out, "dnn.conv2d"), 1);
+    assert_eq!(count(&out, "dnn.slice"), 2);
+    // resnet's downsample branch: a 3×3 stride-2 conv beside a 1×1 stride-2 one.
+    let m = module(&[&[1, 4, 8, 8]], |b, x| {
+        let r = b.op1(OpKind::Relu(Relu), &[x[0]])?;
+        let (w1, w2) = (
+            weight(b, "w1", &[6, 4, 3, 3], 1),
+            weight(b, "w2", &[6, 4, 1, 1], 2),
+        );
+        Ok(vec![
+            b.op1(conv(2, 1), &[r, w1])?,
+            b.op1(conv(2, 0), &[r, w2])?,
+        ])
+    });
+    let out = check(&m, "merge-siblings");
+    assert_eq!(count(&out, "dnn.conv2d"), 1);
+}
+
+#[test]
+fn sibling_linears_merge() {
+    // Q, K and V projections of one sequence.
+    let m = module(&[&[5, 8]], |b, x| {
+        let mut outs = Vec::new();
+        for (i, n) in [8usize, 8, 4].into_iter().enumerate() {
+            let w = weight(b, &format!("w{i}"), &[n, 8], i as u64 + 1);
+            let bias = weight(b, &format!("b{i}"), &[n], i as u64 + 10);
+            outs.push(b.op1(OpKind::Linear(Linear), &[x[0], w, bias])?);
+        }
+        Ok(outs)
+    });
+    let out = check(&m, "merge-siblings");
+    assert_eq!(count(&out, "dnn.linear"), 1);
+    assert_eq!(count(&out, "dnn.slice"), 3);
+}
+
+#[test]
+fn decomposed_convs_recompose() {
+    let m = module(&[&[1, 3, 7, 7]], |b, x| {
+        let bases = weight(b, "bases", &[4, 1, 3, 3], 1);
+        let coeffs = weight(b, "coeffs", &[5, 12], 2);
+        let bias = weight(b, "bias", &[5], 3);
+        let y = b.op1(
+            OpKind::BasisConv(BasisConv {
+                pad: Padding([1; 4]),
+                stride: [2, 2],
+                ..BasisConv::default()
+            }),
+            &[x[0], bases],
+        )?;
+        Ok(vec![b.op1(
+            OpKind::CoeffConv(CoeffConv::default()),
+            &[y, coeffs, bias],
+        )?])
+    });
+    let out = check(&m, "recompose-decomposed");
+    assert_eq!(count(&out, "esc.basis_conv"), 0);
+    assert_eq!(count(&out, "dnn.conv2d"), 1);
+}
+
+#[test]
+fn saturation_is_bounded_and_reports_why_it_stopped() {
+    // Three sibling convolutions: merging must not cascade into merges of merges.
+    let m = module(&[&[1, 4, 6, 6]], |b, x| {
+        let r = b.op1(OpKind::Relu(Relu), &[x[0]])?;
+        let mut outs = Vec::new();
+        for i in 0..3 {
+            let w = weight(b, &format!("w{i}"), &[2, 4, 3, 3], i);
+            outs.push(b.op1(conv(1, 1), &[r, w])?);
+        }
+        let c = b.op1(OpKind::Concat(Concat { axis: 1 }), &outs)?;
+        Ok(vec![b.op1(OpKind::Relu(Relu), &[c])?])
+    });
+    let f = m.funcs.keys().next().unwrap();
+    let mut built = build::build(&m, &m.funcs[f]);
+    let far = Instant::now() + Duration::from_secs(10);
+    let sat = saturate(&mut built.egraph, 100_000, 50, far);
+    assert_eq!(
+        sat.stop,
+        Stop::Saturated,
+        "after {} iterations",
+        sat.iterations
+    );
+    let mut built = build::build(&m, &m.funcs[f]);
+    let limit = built.egraph.total_number_of_nodes() + 1;
+    let sat = saturate(&mut built.egraph, limit, 50, far);
+    assert_eq!(sat.stop, Stop::Nodes);
+    let mut built = build::build(&m, &m.funcs[f]);
+    let sat = saturate(&mut built.egraph, 100_000, 1, far);
+    assert_eq!(sat.stop, Stop::Iterations);
+}
