@@ -208,9 +208,90 @@ pub struct BcrStats {
     pub nonzeros: usize,
 }
 
+/// The zero pattern of a matrix as one byte per row and 8 columns, from which the BCR
+/// stats of every block shape whose width is a multiple of 8 follow 8× faster than from
+/// the values (the explorer asks for many shapes of every pruned weight).
+pub struct ZeroPattern {
+    rows: usize,
+    cols: usize,
+    chunks: usize,
+    masks: Vec<u8>,
+}
+
+impl ZeroPattern {
+    /// The pattern of `values` (`rows × cols`, row-major).
+    pub fn new(values: &[f32], rows: usize, cols: usize) -> ZeroPattern {
+        let chunks = cols.div_ceil(8);
+        let mut masks = vec![0u8; rows * chunks];
+        for r in 0..rows {
+            let row = &values[r * cols..(r + 1) * cols];
+            for (k, chunk) in row.chunks(8).enumerate() {
+                let mut m = 0u8;
+                for (i, &v) in chunk.iter().enumerate() {
+                    m |= u8::from(v != 0.0) << i;
+                }
+                masks[r * chunks + k] = m;
+            }
+        }
+        ZeroPattern {
+            rows,
+            cols,
+            chunks,
+            masks,
+        }
+    }
+
+    /// [`bcr_stats`] of the matrix.
+    pub fn stats(&self, block: [usize; 2]) -> Option<BcrStats> {
+        let [br, bc] = block;
+        if bc % 8 != 0 {
+            return None;
+        }
+        let per = bc / 8;
+        let mut stats = BcrStats::default();
+        let mut col_mask = vec![0u8; per];
+        for r0 in (0..self.rows).step_by(br) {
+            let r1 = (r0 + br).min(self.rows);
+            for k0 in (0..self.chunks).step_by(per) {
+                let k1 = (k0 + per).min(self.chunks);
+                col_mask[..k1 - k0].iter_mut().for_each(|m| *m = 0);
+                let (mut kept_rows, mut nonzeros) = (0, 0);
+                for r in r0..r1 {
+                    let row = &self.masks[r * self.chunks + k0..r * self.chunks + k1];
+                    let mut any = false;
+                    for (m, &b) in col_mask.iter_mut().zip(row) {
+                        *m |= b;
+                        nonzeros += b.count_ones() as usize;
+                        any |= b != 0;
+                    }
+                    kept_rows += usize::from(any);
+                }
+                let kept_cols: usize = col_mask[..k1 - k0]
+                    .iter()
+                    .map(|m| m.count_ones() as usize)
+                    .sum();
+                if nonzeros != kept_rows * kept_cols {
+                    return None;
+                }
+                if nonzeros > 0 {
+                    stats.blocks += 1;
+                    stats.kept_cols += kept_cols;
+                    stats.kept_rows += kept_rows;
+                    stats.nonzeros += nonzeros;
+                }
+            }
+        }
+        let _ = self.cols;
+        Some(stats)
+    }
+}
+
 /// The BCR layout of `values` (`rows × cols`) in `block`-shaped blocks, if every block's
 /// nonzeros fill its kept rows × kept columns exactly; `None` otherwise.
 pub fn bcr_stats(values: &[f32], rows: usize, cols: usize, block: [usize; 2]) -> Option<BcrStats> {
+    if block[1] % 8 == 0 {
+        return ZeroPattern::new(values, rows, cols).stats(block);
+    }
     let [br, bc] = block;
     let mut stats = BcrStats::default();
     let mut col_mask = vec![false; bc];

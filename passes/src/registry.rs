@@ -44,6 +44,7 @@ impl PassRegistry {
         r.register(crate::bcr::INFO);
         r.register(crate::bcr::tune::INFO);
         r.register(crate::bcr::check::INFO);
+        r.register(crate::bcr::relayout::INFO);
         r.register(crate::explore::INFO);
         r
     }

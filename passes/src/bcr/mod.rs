@@ -9,6 +9,7 @@
 
 pub mod check;
 pub mod prune;
+pub mod relayout;
 pub mod tune;
 
 use crate::options::{OptionError, OptionSpec, PassOptions};

@@ -66,24 +66,31 @@ pub fn sparse_weights(
         }
         let rows = ty.shape[0];
         let cols = values.len() / rows;
+        // The shapes with the fewest blocks are the largest exact ones: try shapes from
+        // the largest down and stop at MAX_BCR_SHAPES (each exact shape is a full scan).
+        let pattern = dnnc_ir::sparse::ZeroPattern::new(values, rows, cols);
+        let mut shapes_tried: Vec<[usize; 2]> = dnnc_ir::sparse::BCR_ROWS
+            .iter()
+            .flat_map(|&r| dnnc_ir::sparse::BCR_COLS.iter().map(move |&c| [r, c]))
+            .collect();
+        shapes_tried.sort_by_key(|b| (std::cmp::Reverse(b[0] * b[1]), std::cmp::Reverse(b[0])));
         let mut exact: Vec<([usize; 2], dnnc_ir::sparse::BcrStats)> = Vec::new();
-        for &r in &dnnc_ir::sparse::BCR_ROWS {
-            for &c in &dnnc_ir::sparse::BCR_COLS {
-                if let Some(s) = dnnc_ir::sparse::bcr_stats(values, rows, cols, [r, c]) {
-                    exact.push(([r, c], s));
-                }
+        for b in shapes_tried {
+            if exact.len() == MAX_BCR_SHAPES {
+                break;
+            }
+            if let Some(s) = pattern.stats(b) {
+                exact.push((b, s));
             }
         }
-        exact.sort_by_key(|&(b, s)| (s.blocks, b));
-        let mut shapes: Vec<([usize; 2], dnnc_ir::sparse::BcrStats)> =
-            exact.iter().take(MAX_BCR_SHAPES).copied().collect();
-        // The encoding it came with is always among the choices.
         if let Some(Encoding::Bcr(b)) = &ty.encoding
-            && !shapes.iter().any(|(s, _)| *s == b.block)
-            && let Some(&e) = exact.iter().find(|(s, _)| *s == b.block)
+            && !exact.iter().any(|(s, _)| *s == b.block)
+            && let Some(s) = pattern.stats(b.block)
         {
-            shapes.push(e);
+            exact.push((b.block, s));
         }
+        exact.sort_by_key(|&(b, s)| (s.blocks, b));
+        let shapes: Vec<([usize; 2], dnnc_ir::sparse::BcrStats)> = exact;
         out.insert(
             id,
             SparseWeight {

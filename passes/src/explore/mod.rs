@@ -259,11 +259,14 @@ pub fn default_form(eg: &lang::EGraph, kind: &OpKind, args: &[Id], forms: &[Form
                 Form::Direct
             }
         }
-        OpKind::Linear(_) => match &ty(1).encoding {
-            Some(dnnc_ir::Encoding::Csr) => Form::Csr,
-            Some(dnnc_ir::Encoding::Bcr(b)) => Form::Bcr(b.block[0] as u16, b.block[1] as u16),
-            None => Form::Gemm,
-        },
+        OpKind::Linear(_) | OpKind::Lstm(_) | OpKind::Gru(_) => {
+            let operand = forms::layout_operand(kind).expect("linear and recurrent ops have one");
+            match &ty(operand).encoding {
+                Some(dnnc_ir::Encoding::Csr) => Form::Csr,
+                Some(dnnc_ir::Encoding::Bcr(b)) => Form::Bcr(b.block[0] as u16, b.block[1] as u16),
+                None => Form::Gemm,
+            }
+        }
         _ => forms[0],
     }
 }

@@ -186,45 +186,13 @@ fn check(args: &CalibrateArgs, timer: &JitTimer) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Stores every encoded weight of `module` in `layout`.
+/// Stores every encoded weight of `module` in `layout` (the `bcr-relayout` pass).
 fn relayout(module: &mut dnnc_ir::Module, layout: &str) -> Result<(), Failure> {
-    use dnnc_ir::types::{BcrEncoding, Encoding};
-    let want = match crate::run::parse_layout(layout).map_err(anyhow::Error::msg)? {
-        dnnc_jit::WeightLayout::Dense => None,
-        dnnc_jit::WeightLayout::Csr => Some(Encoding::Csr),
-        dnnc_jit::WeightLayout::Bcr(block) => Some(Encoding::Bcr(BcrEncoding { block })),
-        dnnc_jit::WeightLayout::Auto | dnnc_jit::WeightLayout::ByEncoding => return Ok(()),
-    };
-    let ids: Vec<dnnc_ir::WeightId> = module.weights.keys().collect();
-    for id in ids {
-        if module.weights[id].ty.encoding.is_none() {
-            continue;
-        }
-        let fits = match &want {
-            Some(Encoding::Bcr(b)) => {
-                let t = module
-                    .weight_value(id)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                let v = t.to_f32_vec();
-                let rows = t.shape[0];
-                dnnc_ir::sparse::bcr_stats(&v, rows, v.len() / rows, b.block).is_some()
-            }
-            _ => true,
-        };
-        if fits {
-            module.weights[id].ty.encoding = want.clone();
-        }
-    }
-    // Weight ops carry the weight's type.
-    let types: Vec<_> = module.weights.values().map(|w| w.ty.clone()).collect();
-    for f in module.funcs.values_mut() {
-        let ops: Vec<_> = f.body.clone();
-        for op in ops {
-            if let dnnc_ir::OpKind::Weight(w) = &f.ops[op].kind {
-                let r = f.ops[op].results[0];
-                f.values[r].ty = types[cranelift_entity::EntityRef::index(w.weight)].clone();
-            }
-        }
-    }
+    let passes = dnnc_passes::PassRegistry::with_builtin()
+        .build(&format!("bcr-relayout{{layout={layout}}}"))
+        .map_err(|e| anyhow::anyhow!("--layout: {}", e.message))?;
+    let (_, result) = dnnc_passes::PassManager::new(passes)
+        .run(module, &mut dnnc_passes::manager::NoInstrumentation);
+    result.map_err(|e| anyhow::anyhow!("{:?}", e.errors))?;
     Ok(())
 }
