@@ -210,6 +210,9 @@ pub fn probes() -> Vec<Probe> {
         (512, 2048, 7, 1, 1),
         (32, 16, 112, 1, 1),
         (16, 96, 112, 1, 1),
+        (24, 144, 56, 1, 1),
+        (144, 24, 56, 1, 1),
+        (96, 576, 14, 1, 1),
     ] {
         b.conv(Form::Direct, cin, cout, hw, k, s, 1);
     }
@@ -223,6 +226,8 @@ pub fn probes() -> Vec<Probe> {
         (512, 512, 7, 3, 1),
         (256, 64, 56, 1, 1),
         (64, 128, 56, 3, 2),
+        (16, 96, 112, 1, 1),
+        (144, 24, 56, 1, 1),
     ] {
         b.conv(Form::Im2col, cin, cout, hw, k, s, 1);
     }
@@ -259,6 +264,12 @@ pub fn probes() -> Vec<Probe> {
             (512, 512, 7, 3),
             (64, 256, 56, 1),
             (256, 256, 14, 1),
+            // MobileNet's narrow pointwise convolutions over large planes.
+            (16, 96, 112, 1),
+            (24, 144, 56, 1),
+            (144, 24, 56, 1),
+            (32, 192, 28, 1),
+            (96, 576, 14, 1),
         ] {
             b.conv_pruned(form, prune, cin, cout, hw, k, 1, 1);
         }

@@ -154,14 +154,25 @@ fn check(args: &CalibrateArgs, timer: &JitTimer) -> Result<(), Failure> {
                 measured,
             ));
         }
+        let reorders: Vec<usize> = (0..labels.len())
+            .filter(|&i| labels[i].starts_with("reorder."))
+            .collect();
+        let mut reorder_rounds: Vec<f64> = rounds
+            .iter()
+            .map(|r| reorders.iter().map(|&i| r[i]).sum())
+            .collect();
+        reorder_rounds.sort_by(f64::total_cmp);
+        let reorder_time = reorder_rounds[reorder_rounds.len() / 2];
         let (ps, ms): (Vec<f64>, Vec<f64>) = rows.iter().map(|r| (r.3, r.4)).unzip();
         let total_p: f64 = ps.iter().sum();
         let total_m: f64 = ms.iter().sum();
         println!(
-            "{path}: {} ops; predicted {:.3} ms, measured {:.3} ms; Spearman {:.3}",
+            "{path}: {} ops; predicted {:.3} ms, measured {:.3} ms (and {} layout conversions, {:.3} ms); Spearman {:.3}",
             rows.len(),
             total_p * 1e3,
             total_m * 1e3,
+            reorders.len(),
+            reorder_time * 1e3,
             cost::spearman(&ps, &ms)
         );
         if args.verbose {
