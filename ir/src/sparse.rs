@@ -244,7 +244,7 @@ impl ZeroPattern {
     /// [`bcr_stats`] of the matrix.
     pub fn stats(&self, block: [usize; 2]) -> Option<BcrStats> {
         let [br, bc] = block;
-        if bc % 8 != 0 {
+        if !bc.is_multiple_of(8) {
             return None;
         }
         let per = bc / 8;
@@ -289,7 +289,7 @@ impl ZeroPattern {
 /// The BCR layout of `values` (`rows × cols`) in `block`-shaped blocks, if every block's
 /// nonzeros fill its kept rows × kept columns exactly; `None` otherwise.
 pub fn bcr_stats(values: &[f32], rows: usize, cols: usize, block: [usize; 2]) -> Option<BcrStats> {
-    if block[1] % 8 == 0 {
+    if block[1].is_multiple_of(8) {
         return ZeroPattern::new(values, rows, cols).stats(block);
     }
     let [br, bc] = block;

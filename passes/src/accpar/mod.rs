@@ -145,6 +145,47 @@ impl Request {
     }
 }
 
+/// Writes `plan`'s `accpar.<device>.type` and `accpar.<device>.alpha` attributes (per
+/// level, the type and the share of the split dimension that device's side gets) on every
+/// layer op of function `f` and on the ops that carry a layer's partition.
+pub fn annotate(
+    module: &mut Module,
+    f: dnnc_ir::FuncId,
+    g: &graph::LayerGraph,
+    array: &devices::Array,
+    plan: &Plan,
+) {
+    let func = &mut module.funcs[f];
+    let annotate = |attrs: &mut AttrDict, layer: usize| {
+        for (k, kind) in array.kinds.iter().enumerate() {
+            let path = plan.root.path(k, layer);
+            let key = attr_name(&kind.name);
+            attrs.insert(
+                format!("accpar.{key}.type"),
+                Attribute::Array(
+                    path.iter()
+                        .map(|(t, _)| Attribute::Str(t.name().into()))
+                        .collect(),
+                ),
+            );
+            attrs.insert(
+                format!("accpar.{key}.alpha"),
+                Attribute::Array(
+                    path.iter()
+                        .map(|(_, a)| Attribute::Float((a * 1e4).round() / 1e4))
+                        .collect(),
+                ),
+            );
+        }
+    };
+    for (l, layer) in g.layers.iter().enumerate() {
+        annotate(&mut func.ops[layer.op].attrs, l);
+    }
+    for &(op, l) in &g.carried {
+        annotate(&mut func.ops[op].attrs, l);
+    }
+}
+
 /// The pass.
 pub struct AccPar {
     /// What to partition over.
@@ -170,35 +211,7 @@ impl Pass for AccPar {
             .func_by_name("main")
             .or_else(|| module.funcs.keys().next())
             .expect("plan found a function");
-        let func = &mut module.funcs[f];
-        let annotate = |attrs: &mut AttrDict, layer: usize| {
-            for (k, kind) in array.kinds.iter().enumerate() {
-                let path = plan.root.path(k, layer);
-                let key = attr_name(&kind.name);
-                attrs.insert(
-                    format!("accpar.{key}.type"),
-                    Attribute::Array(
-                        path.iter()
-                            .map(|(t, _)| Attribute::Str(t.name().into()))
-                            .collect(),
-                    ),
-                );
-                attrs.insert(
-                    format!("accpar.{key}.alpha"),
-                    Attribute::Array(
-                        path.iter()
-                            .map(|(_, a)| Attribute::Float((a * 1e4).round() / 1e4))
-                            .collect(),
-                    ),
-                );
-            }
-        };
-        for (l, layer) in g.layers.iter().enumerate() {
-            annotate(&mut func.ops[layer.op].attrs, l);
-        }
-        for &(op, l) in &g.carried {
-            annotate(&mut func.ops[op].attrs, l);
-        }
+        annotate(module, f, &g, &array, &plan);
         cx.set(
             "layers",
             "layers partitioned",

@@ -322,7 +322,13 @@ pub fn probes() -> Vec<Probe> {
             None,
         );
     }
-    for &(t, i, h) in &[(1, 1024, 1024), (8, 39, 256), (4, 256, 512)] {
+    for &(t, i, h) in &[
+        (1, 1024, 1024),
+        (8, 39, 256),
+        (4, 256, 512),
+        (8, 1024, 1024),
+        (32, 39, 256),
+    ] {
         b.probe(
             format!("gru {t}x1x{i}, hidden {h}"),
             OpKind::Gru(Gru {
@@ -337,6 +343,42 @@ pub fn probes() -> Vec<Probe> {
             Form::Gemm,
             None,
         );
+    }
+    // Recurrent layers with a pruned R, in each layout.
+    for (prune, form) in [
+        ([8, 32], Form::Csr),
+        ([8, 32], Form::Bcr(8, 32)),
+        ([8, 32], Form::Bcr(4, 32)),
+        ([8, 32], Form::Bcr(1, 32)),
+        ([8, 32], Form::Bcr(1, 128)),
+        ([16, 32], Form::Bcr(16, 32)),
+    ] {
+        for &(t, i, h) in &[
+            (8, 39, 256),
+            (32, 39, 256),
+            (4, 256, 512),
+            (16, 256, 512),
+            (2, 1024, 1024),
+            (8, 1024, 1024),
+        ] {
+            let Some((r_ty, r, stats)) = pruned(&[3 * h, h], prune, form, 9) else {
+                continue;
+            };
+            b.probe(
+                format!("gru {form} {t}x1x{i}, hidden {h}"),
+                OpKind::Gru(Gru {
+                    linear_before_reset: true,
+                }),
+                &[TensorType::f32(&[t, 1, i])],
+                vec![
+                    (TensorType::f32(&[3 * h, i]), None),
+                    (r_ty, Some(r)),
+                    (TensorType::f32(&[6 * h]), None),
+                ],
+                form,
+                Some(stats),
+            );
+        }
     }
     for shape in [
         vec![1, 64, 56, 56],

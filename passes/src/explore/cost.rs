@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the probes or the features change: a table of another version is stale.
-pub const TABLE_VERSION: u32 = 4;
+pub const TABLE_VERSION: u32 = 6;
 
 /// The coefficients of one kernel class.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -127,6 +127,10 @@ pub const CLASSES: &[&str] = &[
     "linear.bcr.r8",
     "matmul",
     "rnn",
+    "rnn.csr",
+    "rnn.bcr.r1",
+    "rnn.bcr.r4",
+    "rnn.bcr.r8",
     "elementwise",
     "fused",
     "pool",
@@ -323,27 +327,29 @@ pub fn features(
             )
         }
         OpKind::Lstm(_) | OpKind::Gru(_) => {
-            // x [T, B, I], w [G·H, I], r [G·H, H]: x·Wᵀ once over all steps; h·Rᵀ per step,
-            // R read once per step.
+            // x [T, B, I], w [G·H, I], r [G·H, H]: x·Wᵀ once over all steps; h·Rᵀ per step.
+            // W and R come from memory once; R is then read again every step from the
+            // caches, as activations are.
             let (x, w, r) = (args[0], args[1], args[2]);
             let steps = (x.shape[0] * x.shape[1]) as f64;
             let act = bytes(x) + out_bytes;
             let w_flops = 2.0 * steps * w.num_elements() as f64;
-            let t = x.shape[0] as f64;
+            let rest = (x.shape[0] as f64 - 1.0).max(0.0);
             let sparse_r = |class: &str, value_bytes: f64| {
                 let mut f = sparse.features(class, steps, act, value_bytes);
                 f.flops += w_flops;
-                f.weight_bytes = f.weight_bytes * t + bytes(w);
+                f.bytes += f.weight_bytes * rest;
+                f.weight_bytes += bytes(w);
                 f
             };
             match form {
-                Form::Csr => sparse_r("linear.csr", 8.0),
-                Form::Bcr(rows, _) => sparse_r(&bcr_class("linear", rows), 4.0),
+                Form::Csr => sparse_r("rnn.csr", 8.0),
+                Form::Bcr(rows, _) => sparse_r(&bcr_class("rnn", rows), 4.0),
                 Form::Direct | Form::Winograd | Form::Im2col | Form::Only | Form::Gemm => fw(
                     "rnn",
                     w_flops + 2.0 * steps * r.num_elements() as f64,
-                    act,
-                    bytes(w) + bytes(r) * t,
+                    act + bytes(r) * rest,
+                    bytes(w) + bytes(r),
                 ),
             }
         }

@@ -28,6 +28,7 @@ pub mod cost;
 pub mod extract;
 pub mod forms;
 pub mod lang;
+pub mod partition;
 pub mod rules;
 pub mod writeback;
 
@@ -78,6 +79,18 @@ pub const INFO: PassInfo = PassInfo {
             help: "explore rewrites and forms, rewrites only (each op in the JIT's default form), or forms only",
         },
         OptionSpec {
+            name: "devices",
+            kind: "NAME:COUNT,...",
+            default: Some(""),
+            help: "an ACCPAR device array (e.g. tpu-v2:128,tpu-v3:128): also choose each layer's partition type, written as accpar.* attributes",
+        },
+        OptionSpec {
+            name: "batch",
+            kind: "integer",
+            default: Some("0"),
+            help: "training batch for the partition (0: the model's batch dimension)",
+        },
+        OptionSpec {
             name: "costs",
             kind: "path",
             default: Some(""),
@@ -112,7 +125,21 @@ fn create(o: &PassOptions) -> Result<Box<dyn Pass>, OptionError> {
         }
     };
     let costs: String = o.get("costs")?;
+    let devices: String = o.get("devices")?;
+    let batch: usize = o.get("batch")?;
+    let partition = (!devices.is_empty()).then(|| crate::accpar::Request {
+        devices: Some(devices),
+        devices_file: None,
+        batch: (batch > 0).then_some(batch),
+        dtype: "bf16".into(),
+        settings: crate::accpar::Settings {
+            strategy: crate::accpar::Strategy::AccPar,
+            comm_only: false,
+            forced: None,
+        },
+    });
     Ok(Box::new(Explore {
+        partition,
         time_limit: o.get("time-limit")?,
         node_limit: o.get::<usize>("node-limit")?.max(1),
         iter_limit: o.get("iter-limit")?,
@@ -133,6 +160,8 @@ pub struct Explore {
     pub search: Search,
     /// Cost table path.
     pub costs: Option<PathBuf>,
+    /// The device array to partition training over, if any.
+    pub partition: Option<crate::accpar::Request>,
 }
 
 /// Why saturation stopped.
@@ -795,9 +824,40 @@ impl Pass for Explore {
             "where the costs came from",
             StatValue::Text(source),
         );
+        let start = Instant::now();
         let funcs: Vec<FuncId> = module.funcs.keys().collect();
         for f in funcs {
             self.explore_function(module, f, &table, cx)?;
+        }
+        if let Some(request) = &self.partition {
+            let deadline =
+                (start + self.time_limit).max(Instant::now() + Duration::from_millis(200));
+            let p = partition::partition(module, request, deadline).map_err(PassError)?;
+            let f = module
+                .func_by_name("main")
+                .or_else(|| module.funcs.keys().next())
+                .expect("a partitioned module has a function");
+            crate::accpar::annotate(module, f, &p.graph, &p.array, &p.plan);
+            cx.report(format!(
+                "  partition over {}: ACCPAR's programme {:.3} ms per step, explored {:.3} ms ({:+.2}%), {} layers, {} plans priced, {} moves\n",
+                request.devices.as_deref().unwrap_or(""),
+                p.dp_step * 1e3,
+                p.plan.step_time * 1e3,
+                (p.plan.step_time / p.dp_step - 1.0) * 100.0,
+                p.graph.layers.len(),
+                p.evaluations,
+                p.moves
+            ));
+            cx.set(
+                "partition-dp-ms",
+                "ACCPAR's programme's step time",
+                StatValue::Float(p.dp_step * 1e3),
+            );
+            cx.set(
+                "partition-ms",
+                "the explored partition's step time",
+                StatValue::Float(p.plan.step_time * 1e3),
+            );
         }
         Ok(())
     }
