@@ -207,7 +207,14 @@ fn step(g: &mut Gen, kind: u8, a: u32, c: u32) -> Option<Value> {
         6 => {
             let x = g.pick(a);
             let axis = (c % g.b.ty(x).rank().max(1) as u32) as i64;
-            g.push(OpKind::Concat(Concat { axis }), &[x, x, x])
+            let len = *g.b.ty(x).shape.get(axis as usize)?;
+            if c % 3 == 1 && len > 0 {
+                let start = (c as usize >> 3) % len;
+                let end = start + 1 + (c as usize >> 5) % (len - start);
+                g.push(OpKind::Slice(Slice { axis, start, end }), &[x])
+            } else {
+                g.push(OpKind::Concat(Concat { axis }), &[x, x, x])
+            }
         }
         7 => {
             let x = g.pick_rank(a, 4)?;
