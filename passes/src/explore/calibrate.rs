@@ -125,6 +125,11 @@ impl Builder {
         });
     }
 
+    /// A probe of an op without weights over fresh parameters of types `x`.
+    fn op(&mut self, label: String, kind: OpKind, x: &[TensorType]) {
+        self.probe(label, kind, x, vec![], Form::Only, None);
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn conv(
         &mut self,
@@ -313,13 +318,10 @@ pub fn probes() -> Vec<Probe> {
         }
     }
     for &(m, k, n) in &[(64, 64, 64), (128, 64, 128), (256, 256, 256), (64, 32, 64)] {
-        b.probe(
+        b.op(
             format!("matmul {m}x{k} * {k}x{n}"),
             OpKind::MatMul(MatMul),
             &[TensorType::f32(&[m, k]), TensorType::f32(&[k, n])],
-            vec![],
-            Form::Only,
-            None,
         );
     }
     for &(t, i, h) in &[
@@ -386,21 +388,15 @@ pub fn probes() -> Vec<Probe> {
         vec![1, 1000],
         vec![1, 32, 112, 112],
     ] {
-        b.probe(
+        b.op(
             format!("relu {shape:?}"),
             OpKind::Relu(Relu),
             &[TensorType::f32(&shape)],
-            vec![],
-            Form::Only,
-            None,
         );
-        b.probe(
+        b.op(
             format!("add {shape:?}"),
             OpKind::Add(Add),
             &[TensorType::f32(&shape), TensorType::f32(&shape)],
-            vec![],
-            Form::Only,
-            None,
         );
     }
     for &(c, hw) in &[(64, 112), (128, 56), (256, 28)] {
@@ -410,37 +406,28 @@ pub fn probes() -> Vec<Probe> {
             pad: Padding([1; 4]),
             ceil_mode: false,
         };
-        b.probe(
+        b.op(
             format!("max_pool2d {c}x{hw}x{hw}"),
             OpKind::MaxPool2d(MaxPool2d { window }),
             &[TensorType::f32(&[1, c, hw, hw])],
-            vec![],
-            Form::Only,
-            None,
         );
     }
     for &(c, hw) in &[(512, 7), (2048, 7), (1280, 7)] {
-        b.probe(
+        b.op(
             format!("global_avg_pool2d {c}x{hw}x{hw}"),
             OpKind::GlobalAvgPool2d(GlobalAvgPool2d),
             &[TensorType::f32(&[1, c, hw, hw])],
-            vec![],
-            Form::Only,
-            None,
         );
     }
     for &(r, c) in &[(64, 768), (256, 256), (1024, 1024)] {
-        b.probe(
+        b.op(
             format!("transpose {r}x{c}"),
             OpKind::Transpose(Transpose { perm: vec![1, 0] }),
             &[TensorType::f32(&[r, c])],
-            vec![],
-            Form::Only,
-            None,
         );
     }
     for &(c, hw) in &[(256, 28), (512, 14), (64, 56)] {
-        b.probe(
+        b.op(
             format!("slice {c}x{hw}x{hw}"),
             OpKind::Slice(Slice {
                 axis: 1,
@@ -448,30 +435,21 @@ pub fn probes() -> Vec<Probe> {
                 end: c / 2,
             }),
             &[TensorType::f32(&[1, c, hw, hw])],
-            vec![],
-            Form::Only,
-            None,
         );
-        b.probe(
+        b.op(
             format!("concat 2x{c}x{hw}x{hw}"),
             OpKind::Concat(Concat { axis: 1 }),
             &[
                 TensorType::f32(&[1, c, hw, hw]),
                 TensorType::f32(&[1, c, hw, hw]),
             ],
-            vec![],
-            Form::Only,
-            None,
         );
     }
     for shape in [vec![1, 1000], vec![64, 64], vec![256, 256]] {
-        b.probe(
+        b.op(
             format!("softmax {shape:?}"),
             OpKind::Softmax(Softmax { axis: -1 }),
             &[TensorType::f32(&shape)],
-            vec![],
-            Form::Only,
-            None,
         );
     }
     b.probes
