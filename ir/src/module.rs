@@ -356,6 +356,21 @@ impl Module {
         self.weights.get(id).map(|w| w.ty.clone())
     }
 
+    /// Gives a weight a new type (an encoding, an element type) and every `dnn.weight`
+    /// op referencing it the same result type.
+    pub fn set_weight_type(&mut self, id: WeightId, ty: TensorType) {
+        for f in self.funcs.values_mut() {
+            for i in 0..f.body.len() {
+                let op = f.body[i];
+                if matches!(&f.ops[op].kind, OpKind::Weight(w) if w.weight == id) {
+                    let v = f.ops[op].results[0];
+                    f.values[v].ty = ty.clone();
+                }
+            }
+        }
+        self.weights[id].ty = ty;
+    }
+
     /// Keeps only the weights for which `keep` holds, renumbering the rest and the
     /// references to them; returns how many were removed.
     pub fn retain_weights(&mut self, keep: impl Fn(WeightId, &WeightDecl) -> bool) -> usize {

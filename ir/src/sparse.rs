@@ -174,6 +174,54 @@ mod tests {
         assert_eq!(b.to_dense(), m.to_vec());
     }
 
+    /// A `rows × cols` matrix whose every `block` keeps rows and columns chosen by a
+    /// seeded hash: exact in that shape.
+    fn block_pruned(rows: usize, cols: usize, block: [usize; 2], seed: u64) -> Vec<f32> {
+        let keep = |i: usize, salt: u64| ((i as u64 * 2654435761) ^ seed ^ salt).is_multiple_of(3);
+        (0..rows * cols)
+            .map(|i| {
+                let (r, c) = (i / cols, i % cols);
+                let b = (r / block[0]) * cols.div_ceil(block[1]) + c / block[1];
+                let kept = keep(r, b as u64) && keep(c, 7 * b as u64 + 1);
+                if kept { 1.0 + i as f32 } else { 0.0 }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bcr_stats_agree_with_the_compact_form_for_every_width() {
+        for (block, seed) in [
+            ([4, 8], 1),
+            ([2, 12], 2),
+            ([8, 5], 3),
+            ([1, 16], 4),
+            ([3, 7], 5),
+        ] {
+            let (rows, cols) = (24, 40);
+            let m = block_pruned(rows, cols, block, seed);
+            let stats = bcr_stats(&m, rows, cols, block).expect("exact in its own shape");
+            let compact = BcrMatrix::from_dense(&m, rows, cols, block);
+            let nonzeros = m.iter().filter(|&&v| v != 0.0).count();
+            assert_eq!(stats.nonzeros, nonzeros, "{block:?}");
+            assert_eq!(stats.nonzeros, compact.stored_values(), "{block:?}");
+            assert_eq!(
+                stats.blocks,
+                compact.blocks.iter().filter(|b| !b.is_empty()).count()
+            );
+            let kept_cols: usize = compact.blocks.iter().map(|b| b.cols.len()).sum();
+            let kept_rows: usize = compact.blocks.iter().map(|b| b.rows.len()).sum();
+            assert_eq!(
+                (stats.kept_cols, stats.kept_rows),
+                (kept_cols, kept_rows),
+                "{block:?}"
+            );
+        }
+        // Pruned in 4×8 blocks, a 4×16 block mixes two blocks' columns: not exact.
+        let m = block_pruned(24, 40, [4, 8], 1);
+        assert_eq!(bcr_stats(&m, 24, 40, [4, 16]), None);
+        assert_eq!(ZeroPattern::new(&m, 24, 40).stats([4, 12]), None);
+    }
+
     #[test]
     fn views_follow_the_weight_rank() {
         let conv = TensorType::f32(&[64, 32, 3, 3]);
@@ -208,24 +256,31 @@ pub struct BcrStats {
     pub nonzeros: usize,
 }
 
-/// The zero pattern of a matrix as one byte per row and 8 columns, from which the BCR
-/// stats of every block shape whose width is a multiple of 8 follow 8× faster than from
-/// the values (the explorer asks for many shapes of every pruned weight).
+/// The zero pattern of a matrix as one byte per row and `width` (at most 8) columns, from
+/// which the BCR stats of every block shape whose width is a multiple of `width` follow
+/// up to 8× faster than from the values (the explorer asks for many shapes of every
+/// pruned weight).
 pub struct ZeroPattern {
     rows: usize,
-    cols: usize,
+    width: usize,
     chunks: usize,
     masks: Vec<u8>,
 }
 
 impl ZeroPattern {
-    /// The pattern of `values` (`rows × cols`, row-major).
+    /// The pattern of `values` (`rows × cols`, row-major), 8 columns per byte.
     pub fn new(values: &[f32], rows: usize, cols: usize) -> ZeroPattern {
-        let chunks = cols.div_ceil(8);
+        ZeroPattern::with_width(values, rows, cols, 8)
+    }
+
+    /// The pattern with `width` (1 to 8) columns per byte.
+    pub fn with_width(values: &[f32], rows: usize, cols: usize, width: usize) -> ZeroPattern {
+        let width = width.clamp(1, 8);
+        let chunks = cols.div_ceil(width);
         let mut masks = vec![0u8; rows * chunks];
         for r in 0..rows {
             let row = &values[r * cols..(r + 1) * cols];
-            for (k, chunk) in row.chunks(8).enumerate() {
+            for (k, chunk) in row.chunks(width).enumerate() {
                 let mut m = 0u8;
                 for (i, &v) in chunk.iter().enumerate() {
                     m |= u8::from(v != 0.0) << i;
@@ -235,19 +290,20 @@ impl ZeroPattern {
         }
         ZeroPattern {
             rows,
-            cols,
+            width,
             chunks,
             masks,
         }
     }
 
-    /// [`bcr_stats`] of the matrix.
+    /// [`bcr_stats`] of the matrix; `None` also for a block width that is not a multiple
+    /// of the pattern's.
     pub fn stats(&self, block: [usize; 2]) -> Option<BcrStats> {
         let [br, bc] = block;
-        if !bc.is_multiple_of(8) {
+        if !bc.is_multiple_of(self.width) {
             return None;
         }
-        let per = bc / 8;
+        let per = bc / self.width;
         let mut stats = BcrStats::default();
         let mut col_mask = vec![0u8; per];
         for r0 in (0..self.rows).step_by(br) {
@@ -281,7 +337,6 @@ impl ZeroPattern {
                 }
             }
         }
-        let _ = self.cols;
         Some(stats)
     }
 }
@@ -289,42 +344,12 @@ impl ZeroPattern {
 /// The BCR layout of `values` (`rows × cols`) in `block`-shaped blocks, if every block's
 /// nonzeros fill its kept rows × kept columns exactly; `None` otherwise.
 pub fn bcr_stats(values: &[f32], rows: usize, cols: usize, block: [usize; 2]) -> Option<BcrStats> {
-    if block[1].is_multiple_of(8) {
-        return ZeroPattern::new(values, rows, cols).stats(block);
-    }
-    let [br, bc] = block;
-    let mut stats = BcrStats::default();
-    let mut col_mask = vec![false; bc];
-    for r0 in (0..rows).step_by(br) {
-        for c0 in (0..cols).step_by(bc) {
-            let (r1, c1) = ((r0 + br).min(rows), (c0 + bc).min(cols));
-            let mut kept_rows = 0;
-            col_mask.iter_mut().for_each(|m| *m = false);
-            let mut nonzeros = 0;
-            for r in r0..r1 {
-                let mut any = false;
-                for c in c0..c1 {
-                    if values[r * cols + c] != 0.0 {
-                        any = true;
-                        nonzeros += 1;
-                        col_mask[c - c0] = true;
-                    }
-                }
-                kept_rows += usize::from(any);
-            }
-            let kept_cols = col_mask.iter().filter(|&&m| m).count();
-            if nonzeros != kept_rows * kept_cols {
-                return None;
-            }
-            if nonzeros > 0 {
-                stats.blocks += 1;
-                stats.kept_cols += kept_cols;
-                stats.kept_rows += kept_rows;
-                stats.nonzeros += nonzeros;
-            }
-        }
-    }
-    Some(stats)
+    // The widest pattern whose bytes tile the block's columns.
+    let width = (1..=8)
+        .rev()
+        .find(|w| block[1].is_multiple_of(*w))
+        .unwrap_or(1);
+    ZeroPattern::with_width(values, rows, cols, width).stats(block)
 }
 
 /// The number of blocks of `values` (`rows × cols`) in `block`-shaped blocks if every

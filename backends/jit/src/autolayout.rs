@@ -11,7 +11,7 @@ use crate::{CompileError, JitOptions, WeightLayout};
 use dnnc_ir::builder::FuncBuilder;
 use dnnc_ir::init::seeded_normals;
 use dnnc_ir::ops::OpKind;
-use dnnc_ir::types::{BcrEncoding, Encoding, TensorType};
+use dnnc_ir::types::{BcrEncoding, Encoding};
 use dnnc_ir::{FuncId, Module, WeightId};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -209,7 +209,7 @@ pub fn choose(
             let m = out.get_or_insert_with(|| module.clone());
             let mut new_ty = ty.clone();
             new_ty.encoding = best.encoding();
-            set_weight_type(m, w.weight, new_ty);
+            m.set_weight_type(w.weight, new_ty);
         }
     }
     cache.save();
@@ -228,22 +228,6 @@ fn pattern_hash(values: &[f32]) -> u64 {
         bits.hash(&mut h);
     }
     h.finish()
-}
-
-/// Sets the type of weight `id` and of every value reading it.
-fn set_weight_type(m: &mut Module, id: WeightId, ty: TensorType) {
-    m.weights[id].ty = ty.clone();
-    for f in m.funcs.values_mut() {
-        let refs: Vec<_> = f
-            .body
-            .iter()
-            .filter(|&&op| matches!(&f.ops[op].kind, OpKind::Weight(w) if w.weight == id))
-            .map(|&op| f.ops[op].results[0])
-            .collect();
-        for v in refs {
-            f.values[v].ty = ty.clone();
-        }
-    }
 }
 
 /// The median time of `op` alone, compiled with its weight in layout `cand`.

@@ -322,22 +322,8 @@ impl Pass for BcrPrune {
                     std::sync::Arc::new(Tensor::from_f32(&ty.shape, mask)),
                 ));
             }
-            let decl = &mut module.weights[t.weight];
-            decl.set_values(Tensor::from_f32(&ty.shape, values));
-            decl.ty = new_ty.clone();
-            for f in module.funcs.values_mut() {
-                let refs: Vec<_> = f
-                    .body
-                    .iter()
-                    .filter(
-                        |&&op| matches!(&f.ops[op].kind, OpKind::Weight(w) if w.weight == t.weight),
-                    )
-                    .map(|&op| f.ops[op].results[0])
-                    .collect();
-                for v in refs {
-                    f.values[v].ty = new_ty.clone();
-                }
-            }
+            module.weights[t.weight].set_values(Tensor::from_f32(&ty.shape, values));
+            module.set_weight_type(t.weight, new_ty);
             cx.set(
                 &format!("layer {name}"),
                 "nonzeros before -> after (compression), dense -> BCR bytes",

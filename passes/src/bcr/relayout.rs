@@ -7,7 +7,7 @@ use crate::options::{OptionError, OptionSpec, PassOptions};
 use crate::pass::{Pass, PassContext, PassError};
 use crate::registry::PassInfo;
 use dnnc_ir::types::{BcrEncoding, Encoding};
-use dnnc_ir::{Diagnostic, Module, OpKind, WeightId};
+use dnnc_ir::{Diagnostic, Module, WeightId};
 
 /// Registration of `bcr-relayout`.
 pub const INFO: PassInfo = PassInfo {
@@ -76,7 +76,9 @@ impl Pass for Relayout {
                 Some(Encoding::Csr) | None => true,
             };
             if fits {
-                module.weights[id].ty.encoding = self.layout.clone();
+                let mut ty = module.weights[id].ty.clone();
+                ty.encoding = self.layout.clone();
+                module.set_weight_type(id, ty);
                 cx.count("relayouts", "weights stored in the new layout", 1);
             } else {
                 cx.count(
@@ -84,16 +86,6 @@ impl Pass for Relayout {
                     "weights whose zeros the layout does not hold exactly",
                     1,
                 );
-            }
-        }
-        // Weight ops carry their weight's type.
-        let types: Vec<_> = module.weights.values().map(|w| w.ty.clone()).collect();
-        for f in module.funcs.values_mut() {
-            for op in f.body.clone() {
-                if let OpKind::Weight(w) = &f.ops[op].kind {
-                    let r = f.ops[op].results[0];
-                    f.values[r].ty = types[cranelift_entity::EntityRef::index(w.weight)].clone();
-                }
             }
         }
         Ok(())

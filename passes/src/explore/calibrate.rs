@@ -66,6 +66,24 @@ fn pruned(
     Some((ty, Tensor::from_f32(shape, v), stats))
 }
 
+/// A probe's weight: its type, and its values when they are not a seeded initialiser.
+type ProbeWeight = (TensorType, Option<Tensor>);
+
+/// A probe's weight of `shape` for `form`: seeded dense values, or [`pruned`] ones in a
+/// sparse form's layout with their stats; `None` where the layout is not exact.
+fn weight(
+    shape: &[usize],
+    prune: [usize; 2],
+    form: Form,
+    seed: u64,
+) -> Option<(ProbeWeight, Option<SparseStats>)> {
+    if !form.is_sparse() {
+        return Some(((TensorType::f32(shape), None), None));
+    }
+    let (ty, t, s) = pruned(shape, prune, form, seed)?;
+    Some(((ty, Some(t)), Some(s)))
+}
+
 struct Builder {
     probes: Vec<Probe>,
 }
@@ -78,7 +96,7 @@ impl Builder {
         label: String,
         kind: OpKind,
         x: &[TensorType],
-        weights: Vec<(TensorType, Option<Tensor>)>,
+        weights: Vec<ProbeWeight>,
         form: Form,
         sparse: Option<SparseStats>,
     ) {
@@ -165,13 +183,8 @@ impl Builder {
         };
         let x = TensorType::f32(&[1, cin, hw, hw]);
         let w_shape = [cout, cin / groups, k, k];
-        let (w, stats) = if form.is_sparse() {
-            let Some((ty, t, s)) = pruned(&w_shape, prune, form, 3) else {
-                return;
-            };
-            ((ty, Some(t)), Some(s))
-        } else {
-            ((TensorType::f32(&w_shape), None), None)
+        let Some((w, stats)) = weight(&w_shape, prune, form, 3) else {
+            return;
         };
         let label =
             format!("conv2d {form} {cin}x{hw}x{hw} -> {cout}, {k}x{k}/{stride}, groups {groups}");
@@ -185,13 +198,8 @@ impl Builder {
     fn linear_pruned(&mut self, form: Form, prune: [usize; 2], rows: usize, k: usize, n: usize) {
         let x = TensorType::f32(&[rows, k]);
         let shape = [n, k];
-        let (w, stats) = if form.is_sparse() {
-            let Some((ty, t, s)) = pruned(&shape, prune, form, 5) else {
-                return;
-            };
-            ((ty, Some(t)), Some(s))
-        } else {
-            ((TensorType::f32(&shape), None), None)
+        let Some((w, stats)) = weight(&shape, prune, form, 5) else {
+            return;
         };
         let label = format!("linear {form} {rows}x{k} -> {n}");
         self.probe(label, OpKind::Linear(Linear), &[x], vec![w], form, stats);

@@ -30,12 +30,19 @@ pub const MIN_ZEROS: f64 = 0.5;
 /// At most this many BCR shapes per weight are explored: those with the fewest blocks.
 const MAX_BCR_SHAPES: usize = 4;
 
-/// The sparse weights among `uses` (weights referenced exactly once by conv2d or linear
-/// ops of the function: a layout is the weight's, so a shared weight keeps its own).
+/// The sparse weights of `func`: those used exactly once (a layout is the weight's, so a
+/// shared weight keeps its own) that arrived encoded or are mostly zeros.
 pub fn sparse_weights(
     module: &Module,
-    uses: &HashMap<WeightId, usize>,
+    func: &dnnc_ir::Function,
 ) -> Result<HashMap<WeightId, SparseWeight>, String> {
+    let counts = func.use_counts();
+    let mut uses: HashMap<WeightId, usize> = HashMap::new();
+    for &op in &func.body {
+        if let OpKind::Weight(w) = &func.ops[op].kind {
+            *uses.entry(w.weight).or_default() += counts[func.result(op)] as usize;
+        }
+    }
     let mut out = HashMap::new();
     let mut ids: Vec<&WeightId> = uses.keys().collect();
     ids.sort();
@@ -85,7 +92,7 @@ pub fn sparse_weights(
         }
         if let Some(Encoding::Bcr(b)) = &ty.encoding
             && !exact.iter().any(|(s, _)| *s == b.block)
-            && let Some(s) = pattern.stats(b.block)
+            && let Some(s) = dnnc_ir::sparse::bcr_stats(values, rows, cols, b.block)
         {
             exact.push((b.block, s));
         }

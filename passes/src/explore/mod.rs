@@ -40,7 +40,7 @@ use crate::pass::{Pass, PassContext, PassError, StatValue};
 use crate::registry::PassInfo;
 use cost::CostTable;
 use dnnc_ir::ops::OpKind;
-use dnnc_ir::{Diagnostic, FuncId, Module, WeightId};
+use dnnc_ir::{Diagnostic, FuncId, Module};
 use egg::Id;
 use extract::{Choice, Pricer};
 use lang::{Dnn, Form};
@@ -194,8 +194,8 @@ pub struct Saturation {
     pub iterations: usize,
     /// Why it stopped.
     pub stop: Stop,
-    /// Matches applied per rule (those that changed the e-graph).
-    pub applied: Vec<(&'static str, usize)>,
+    /// Per rule: its name, its summary, and the matches applied that changed the e-graph.
+    pub applied: Vec<(&'static str, &'static str, usize)>,
 }
 
 /// Runs the rules on `eg` until nothing changes or a limit is reached.
@@ -216,7 +216,8 @@ pub fn saturate_with(
     iter_limit: usize,
     deadline: Instant,
 ) -> Saturation {
-    let mut applied: Vec<(&'static str, usize)> = rules.iter().map(|r| (r.name, 0)).collect();
+    let mut applied: Vec<(&'static str, &'static str, usize)> =
+        rules.iter().map(|r| (r.name, r.summary, 0)).collect();
     let mut iterations = 0;
     let stop = loop {
         if iterations >= iter_limit {
@@ -243,7 +244,7 @@ pub fn saturate_with(
                         changed |= eg.union(a, b);
                     }
                     if changed {
-                        applied[i].1 += 1;
+                        applied[i].2 += 1;
                     }
                 }
             }
@@ -431,15 +432,7 @@ impl Explore {
             PassError::from(Diagnostic::error(func.loc.clone(), format!("explore: {m}")))
         };
         let mut built = build::build(module, &func);
-        // Weights referenced by conv2d and linear ops, for their layouts.
-        let counts = func.use_counts();
-        let mut uses: HashMap<WeightId, usize> = HashMap::new();
-        for &op in &func.body {
-            if let OpKind::Weight(w) = &func.ops[op].kind {
-                *uses.entry(w.weight).or_default() += counts[func.result(op)] as usize;
-            }
-        }
-        let sparse = forms::sparse_weights(module, &uses).map_err(err)?;
+        let sparse = forms::sparse_weights(module, &func).map_err(err)?;
         let default_only = self.search == Search::Rewrites;
         forms::add_forms(&mut built.egraph, &sparse, default_only);
         // The program as written, priced before any rewrite merges its classes.
@@ -513,8 +506,8 @@ impl Explore {
         let applied: Vec<String> = sat
             .applied
             .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(r, n)| format!("{r} {n}"))
+            .filter(|(_, _, n)| *n > 0)
+            .map(|(r, _, n)| format!("{r} {n}"))
             .collect();
         let _ = writeln!(
             report,
@@ -562,8 +555,8 @@ impl Explore {
             "why saturation stopped",
             StatValue::Text(sat.stop.name().into()),
         );
-        for (r, n) in &sat.applied {
-            cx.count(&format!("rule.{r}"), "rewrites applied", *n as u64);
+        for &(r, summary, n) in &sat.applied {
+            cx.count(&format!("rule.{r}"), summary, n as u64);
         }
         cx.set(
             "search-ms",
@@ -620,14 +613,7 @@ pub struct OpPrediction {
 pub fn predict(module: &Module, f: FuncId, table: &CostTable) -> Result<Vec<OpPrediction>, String> {
     let func = &module.funcs[f];
     let mut built = build::build(module, func);
-    let counts = func.use_counts();
-    let mut uses: HashMap<WeightId, usize> = HashMap::new();
-    for &op in &func.body {
-        if let OpKind::Weight(w) = &func.ops[op].kind {
-            *uses.entry(w.weight).or_default() += counts[func.result(op)] as usize;
-        }
-    }
-    let sparse = forms::sparse_weights(module, &uses)?;
+    let sparse = forms::sparse_weights(module, func)?;
     forms::add_forms(&mut built.egraph, &sparse, false);
     let input = input_choice(&built, func);
     let eg = &built.egraph;

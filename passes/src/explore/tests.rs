@@ -69,7 +69,7 @@ fn rewrite(m: &Module, rule: &str) -> (Module, usize) {
     assert_eq!(rules.len(), 1, "no rule named {rule}");
     let far = Instant::now() + Duration::from_secs(10);
     let sat = saturate_with(&mut built.egraph, rules, 10_000, 8, far);
-    let applied = sat.applied[0].1;
+    let applied = sat.applied[0].2;
     forms::add_forms(&mut built.egraph, &HashMap::new(), true);
     let eg = &built.egraph;
     // The abstract op each implementation node implements, canonicalised.

@@ -40,6 +40,7 @@ struct Writer<'a> {
     values: HashMap<Id, Vec<Value>>,
     constants: HashMap<Id, Arc<Tensor>>,
     locs: HashMap<Id, Location>,
+    origins: HashMap<Id, OpId>,
     written: Written,
     sparse: &'a std::collections::HashSet<WeightId>,
 }
@@ -58,11 +59,16 @@ pub fn write_back(
     let referenced_before = module.weight_ref_counts();
     let eg = &built.egraph;
     // Locations: the op a class was made from, else that of its first user.
-    let mut locs: HashMap<Id, Location> = HashMap::new();
+    // The op each class came from: the first in program order among those merged into it.
+    let mut origins: HashMap<Id, OpId> = HashMap::new();
     for (&id, &op) in &built.origin {
-        locs.entry(eg.find(id))
-            .or_insert_with(|| old.ops[op].loc.clone());
+        let e = origins.entry(eg.find(id)).or_insert(op);
+        *e = (*e).min(op);
     }
+    let mut locs: HashMap<Id, Location> = origins
+        .iter()
+        .map(|(&c, &op)| (c, old.ops[op].loc.clone()))
+        .collect();
     for &c in order.iter().rev() {
         if let Some(l) = locs.get(&c).cloned() {
             for &a in choice[&c].children() {
@@ -87,6 +93,7 @@ pub fn write_back(
         values: HashMap::new(),
         constants: HashMap::new(),
         locs,
+        origins,
         written: Written::default(),
         sparse,
     };
@@ -122,13 +129,7 @@ impl Writer<'_> {
     }
 
     fn origin(&self, c: Id) -> Option<OpId> {
-        let eg = &self.built.egraph;
-        self.built
-            .origin
-            .iter()
-            .filter(|(id, _)| eg.find(**id) == c)
-            .map(|(_, &op)| op)
-            .min()
+        self.origins.get(&c).copied()
     }
 
     /// Sets the encoding of every weight a chosen sparse form reads, and drops it from
