@@ -5,7 +5,7 @@ import lit.formats
 
 config.name = "dnnc"
 config.test_format = lit.formats.ShTest()
-config.suffixes = [".dnn"]
+config.suffixes = [".dnn", ".repl"]
 config.excludes = ["Inputs"]
 config.test_source_root = os.path.dirname(__file__)
 bin_dir = os.environ.get("DNNC_BIN_DIR", os.path.join(config.test_source_root, "..", "target", "debug"))

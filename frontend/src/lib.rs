@@ -53,6 +53,31 @@ pub fn parse(file: &SourceFile, range: Range<usize>) -> Result<Module, Vec<Diagn
     lower::Lowerer::new(file).lower(&ast)
 }
 
+/// Parses `range` of `file` as items added to `base` (how a REPL session takes a typed
+/// function or weight): `base`'s weights are in scope, a function named like one of
+/// `base`'s replaces it, and the result is verified. A `module @name {...}` header in
+/// the text is an error here: a whole module replaces `base` through [`parse`].
+pub fn parse_into(
+    base: &Module,
+    file: &SourceFile,
+    range: Range<usize>,
+) -> Result<Module, Vec<Diagnostic>> {
+    let ast = parse_ast(file, range)?;
+    if let Some(name) = &ast.name {
+        return Err(vec![Diagnostic::error(
+            file.location(name.span.start),
+            "a module header here would add a module to a module; load a whole module on its own",
+        )]);
+    }
+    let module = lower::Lowerer::new(file).lower_into(&ast, base.clone())?;
+    let diags = dnnc_ir::verify::verify_module(&module);
+    if diags.is_empty() {
+        Ok(module)
+    } else {
+        Err(diags)
+    }
+}
+
 /// Parses and verifies `range` of `file`.
 pub fn parse_and_verify(file: &SourceFile, range: Range<usize>) -> Result<Module, Vec<Diagnostic>> {
     let module = parse(file, range)?;

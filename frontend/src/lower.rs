@@ -40,22 +40,41 @@ impl<'f> Lowerer<'f> {
         self.diags.push(Diagnostic::error(loc, msg));
     }
 
-    pub(crate) fn lower(mut self, ast: &ast::File) -> Result<Module, Vec<Diagnostic>> {
+    pub(crate) fn lower(self, ast: &ast::File) -> Result<Module, Vec<Diagnostic>> {
         let mut m = Module::new(ast.name.as_ref().map(|n| n.node.as_str()));
         m.loc = self.loc(ast.span);
-        let mut symbols: HashMap<String, Span> = HashMap::new();
+        self.lower_items(ast, m)
+    }
+
+    /// Lowers `ast`'s items into `base`: its weights are in scope (a new weight of the
+    /// same name is a redefinition) and a function of the same name as one of its own
+    /// replaces it in place.
+    pub(crate) fn lower_into(
+        self,
+        ast: &ast::File,
+        base: Module,
+    ) -> Result<Module, Vec<Diagnostic>> {
+        self.lower_items(ast, base)
+    }
+
+    fn lower_items(mut self, ast: &ast::File, mut m: Module) -> Result<Module, Vec<Diagnostic>> {
+        let mut symbols: HashMap<String, Location> = HashMap::new();
         let mut weights: HashMap<String, WeightId> = HashMap::new();
+        for (id, w) in m.weights.iter() {
+            symbols.insert(w.name.clone(), w.loc.clone());
+            weights.insert(w.name.clone(), id);
+        }
         let mut declare = |this: &mut Self, name: &Spanned<String>| -> bool {
             if let Some(prev) = symbols.get(&name.node) {
                 let d = Diagnostic::error(
                     this.loc(name.span),
                     format!("redefinition of symbol @{}", name.node),
                 )
-                .with_note(this.loc(*prev), "previous definition is here");
+                .with_note(prev.clone(), "previous definition is here");
                 this.diags.push(d);
                 false
             } else {
-                symbols.insert(name.node.clone(), name.span);
+                symbols.insert(name.node.clone(), this.loc(name.span));
                 true
             }
         };
@@ -90,19 +109,21 @@ impl<'f> Lowerer<'f> {
                 ast::Item::Error => {}
             }
         }
-        let funcs: HashSet<String> = ast
-            .items
-            .iter()
-            .filter_map(|i| match i {
-                ast::Item::Func(f) => Some(f.name.node.clone()),
-                _ => None,
-            })
-            .collect();
+        let mut funcs: HashSet<String> = m.funcs.values().map(|f| f.name.clone()).collect();
+        funcs.extend(ast.items.iter().filter_map(|i| match i {
+            ast::Item::Func(f) => Some(f.name.node.clone()),
+            _ => None,
+        }));
         for item in &ast.items {
             if let ast::Item::Func(f) = item
                 && let Some(func) = self.function(f, &funcs, &weights)
             {
-                m.funcs.push(func);
+                match m.func_by_name(&func.name) {
+                    Some(id) => m.funcs[id] = func,
+                    None => {
+                        m.funcs.push(func);
+                    }
+                }
             }
         }
         if self.diags.is_empty() {

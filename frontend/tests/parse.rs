@@ -136,3 +136,66 @@ fn verifier_reports_every_type_problem() {
       ^
     ");
 }
+
+/// Parses `base`, then `added` into it (as a REPL session does with typed items).
+fn check_into(base: &str, added: &str) -> String {
+    let mut map = SourceMap::new();
+    let file = map.add("base.dnn", base);
+    let m = dnnc_frontend::parse_and_verify(&file, 0..base.len()).expect("a valid base");
+    let typed = map.add("<input-2>", added);
+    match dnnc_frontend::parse_into(&m, &typed, 0..added.len()) {
+        Ok(m) => print_module(&m),
+        Err(diags) => diags.iter().map(|d| map.render(d)).collect(),
+    }
+}
+
+const BASE: &str = r#"module @m {
+  dnn.weight @w : tensor<4xf32> = dense<[1.0, 2.0, 3.0, 4.0]>
+  func.func @main(%x: tensor<4xf32>) -> tensor<4xf32> {
+    %y = dnn.relu %x : tensor<4xf32>
+    return %y : tensor<4xf32>
+  }
+}
+"#;
+
+#[test]
+fn typed_items_see_the_modules_weights_and_replace_namesakes() {
+    let out = check_into(
+        BASE,
+        "func.func @main(%x: tensor<4xf32>) -> tensor<4xf32> {\n  %w = dnn.weight @w : tensor<4xf32>\n  %y = dnn.add %x, %w : tensor<4xf32>\n  return %y : tensor<4xf32>\n}\nfunc.func @other(%x: tensor<4xf32>) -> tensor<4xf32> {\n  return %x : tensor<4xf32>\n}\n",
+    );
+    assert_eq!(
+        out,
+        r#"module @m {
+  dnn.weight @w : tensor<4xf32> = dense<[1.0, 2.0, 3.0, 4.0]>
+
+  func.func @main(%x: tensor<4xf32>) -> tensor<4xf32> {
+    %w = dnn.weight @w : tensor<4xf32>
+    %y = dnn.add %x, %w : tensor<4xf32>
+    return %y : tensor<4xf32>
+  }
+
+  func.func @other(%x: tensor<4xf32>) -> tensor<4xf32> {
+    return %x : tensor<4xf32>
+  }
+}
+"#
+    );
+}
+
+#[test]
+fn a_typed_weight_that_exists_is_a_redefinition_at_both_places() {
+    let out = check_into(BASE, "dnn.weight @w : tensor<2xf32> = dense<[1.0, 2.0]>\n");
+    assert_eq!(
+        out,
+        "<input-2>:1:12: error: redefinition of symbol @w\n\
+         dnn.weight @w : tensor<2xf32> = dense<[1.0, 2.0]>\n           ^\n\
+         base.dnn:2:3: note: previous definition is here\n  \
+         dnn.weight @w : tensor<4xf32> = dense<[1.0, 2.0, 3.0, 4.0]>\n  ^\n"
+    );
+    let out = check_into(BASE, "module @n {\n}\n");
+    assert!(
+        out.contains("<input-2>:1:8: error: a module header here"),
+        "{out}"
+    );
+}

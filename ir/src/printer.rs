@@ -3,7 +3,7 @@
 
 use crate::attr::{AttrWriter, Attribute, write_f32, write_float, write_string_literal};
 use crate::entity::Value;
-use crate::module::{Function, Module, WeightInit};
+use crate::module::{Function, Module, WeightDecl, WeightInit};
 use crate::ops::OpKind;
 use crate::tensor::{Buffer, Tensor};
 use cranelift_entity::SecondaryMap;
@@ -148,23 +148,7 @@ impl<'a> Printer<'a> {
         }
         out.write_str("{\n")?;
         for w in m.weights.values() {
-            out.write_str("  dnn.weight ")?;
-            write_symbol(out, &w.name)?;
-            write!(out, " : {} = ", w.ty)?;
-            match w.init() {
-                WeightInit::Init(spec) => write!(out, "{spec}")?,
-                WeightInit::Dense(t) => self.dense(out, t)?,
-                WeightInit::File { path, key } => {
-                    out.write_str("file<")?;
-                    write_string_literal(out, path)?;
-                    if let Some(k) = key {
-                        out.write_str(", key = ")?;
-                        write_string_literal(out, k)?;
-                    }
-                    out.write_char('>')?;
-                }
-            }
-            out.write_char('\n')?;
+            self.weight(out, w)?;
         }
         for (i, f) in m.funcs.values().enumerate() {
             if i > 0 || !m.weights.is_empty() {
@@ -173,6 +157,27 @@ impl<'a> Printer<'a> {
             self.function(out, m, f)?;
         }
         out.write_str("}\n")
+    }
+
+    /// Prints one weight declaration (indented for a module body), with its newline.
+    pub fn weight(&self, out: &mut impl Write, w: &WeightDecl) -> fmt::Result {
+        out.write_str("  dnn.weight ")?;
+        write_symbol(out, &w.name)?;
+        write!(out, " : {} = ", w.ty)?;
+        match w.init() {
+            WeightInit::Init(spec) => write!(out, "{spec}")?,
+            WeightInit::Dense(t) => self.dense(out, t)?,
+            WeightInit::File { path, key } => {
+                out.write_str("file<")?;
+                write_string_literal(out, path)?;
+                if let Some(k) = key {
+                    out.write_str(", key = ")?;
+                    write_string_literal(out, k)?;
+                }
+                out.write_char('>')?;
+            }
+        }
+        out.write_char('\n')
     }
 
     /// Prints one function (indented for a module body).
@@ -202,50 +207,8 @@ impl<'a> Printer<'a> {
         }
         out.write_str(" {\n")?;
         for &op in &f.body {
-            let data = &f.ops[op];
             out.write_str("    ")?;
-            for (i, &r) in data.results.iter().enumerate() {
-                if i > 0 {
-                    out.write_str(", ")?;
-                }
-                out.write_str(&names.get(r))?;
-            }
-            write!(out, " = {}", data.kind.name())?;
-            match &data.kind {
-                OpKind::Weight(w) => {
-                    out.write_char(' ')?;
-                    write_symbol(out, &m.weights[w.weight].name)?;
-                }
-                OpKind::Constant(c) => {
-                    out.write_char(' ')?;
-                    self.dense(out, &c.value)?;
-                }
-                _ => {}
-            }
-            for (i, &v) in data.operands.iter().enumerate() {
-                out.write_str(if i == 0 { " " } else { ", " })?;
-                out.write_str(&names.get(v))?;
-            }
-            let mut w = AttrWriter::default();
-            data.kind.write_attrs(&mut w);
-            let entries = w
-                .entries
-                .iter()
-                .map(|(k, v)| (*k, v))
-                .chain(data.attrs.iter().map(|(k, v)| (k.as_str(), v)));
-            write_attr_dict(out, entries)?;
-            out.write_str(" : ")?;
-            for (i, &r) in data.results.iter().enumerate() {
-                if i > 0 {
-                    out.write_str(", ")?;
-                }
-                write!(out, "{}", f.ty(r))?;
-            }
-            if let Some(name) = &data.loc.name {
-                out.write_str(" loc(")?;
-                write_string_literal(out, name)?;
-                out.write_char(')')?;
-            }
+            self.op(out, m, f, &names, op)?;
             out.write_char('\n')?;
         }
         out.write_str("    return")?;
@@ -263,6 +226,61 @@ impl<'a> Printer<'a> {
             }
         }
         out.write_str("\n  }\n")
+    }
+    /// Prints one op of `f` on one line, without indentation or newline, with `names`
+    /// (from [`ValueNames::new`] of `f`) naming its values.
+    pub fn op(
+        &self,
+        out: &mut impl Write,
+        m: &Module,
+        f: &Function,
+        names: &ValueNames,
+        op: crate::OpId,
+    ) -> fmt::Result {
+        let data = &f.ops[op];
+        for (i, &r) in data.results.iter().enumerate() {
+            if i > 0 {
+                out.write_str(", ")?;
+            }
+            out.write_str(&names.get(r))?;
+        }
+        write!(out, " = {}", data.kind.name())?;
+        match &data.kind {
+            OpKind::Weight(w) => {
+                out.write_char(' ')?;
+                write_symbol(out, &m.weights[w.weight].name)?;
+            }
+            OpKind::Constant(c) => {
+                out.write_char(' ')?;
+                self.dense(out, &c.value)?;
+            }
+            _ => {}
+        }
+        for (i, &v) in data.operands.iter().enumerate() {
+            out.write_str(if i == 0 { " " } else { ", " })?;
+            out.write_str(&names.get(v))?;
+        }
+        let mut w = AttrWriter::default();
+        data.kind.write_attrs(&mut w);
+        let entries = w
+            .entries
+            .iter()
+            .map(|(k, v)| (*k, v))
+            .chain(data.attrs.iter().map(|(k, v)| (k.as_str(), v)));
+        write_attr_dict(out, entries)?;
+        out.write_str(" : ")?;
+        for (i, &r) in data.results.iter().enumerate() {
+            if i > 0 {
+                out.write_str(", ")?;
+            }
+            write!(out, "{}", f.ty(r))?;
+        }
+        if let Some(name) = &data.loc.name {
+            out.write_str(" loc(")?;
+            write_string_literal(out, name)?;
+            out.write_char(')')?;
+        }
+        Ok(())
     }
 }
 

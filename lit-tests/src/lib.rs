@@ -1,13 +1,13 @@
 //! The runner of dnnc's lit tests.
 //!
-//! Each `*.dnn` file under `lit-tests/` (outside `Inputs/` folders) is one test. Its
-//! `RUN:` lines (a trailing `\` continues a line) are run in order through `bash` with
-//! `pipefail`, after substituting `%s` (the test file), `%S` (its folder), `%t` (a
-//! per-test temporary path), `%T` (a per-test temporary folder) and `%%`. The commands
-//! `dnnc`, `FileCheck` and `not` are found on `PATH`: this runner puts the dnnc binary
-//! there, and serves `FileCheck` (LLVM-compatible, from `litcheck-filecheck`) and `not`
-//! itself, busybox-style, from links to its own executable. The same files run under
-//! LLVM's `lit` with `lit-tests/lit.cfg.py`.
+//! Each `*.dnn` file (and `*.repl` session script) under `lit-tests/` (outside `Inputs/`
+//! folders) is one test. Its `RUN:` lines (a trailing `\` continues a line) are run in
+//! order through `bash` with `pipefail`, after substituting `%s` (the test file), `%S`
+//! (its folder), `%t` (a per-test temporary path), `%T` (a per-test temporary folder) and
+//! `%%`. The commands `dnnc`, `FileCheck` and `not` are found on `PATH`: this runner puts
+//! the dnnc binary there, and serves `FileCheck` (LLVM-compatible, from
+//! `litcheck-filecheck`) and `not` itself, busybox-style, from links to its own
+//! executable. The same files run under LLVM's `lit` with `lit-tests/lit.cfg.py`.
 
 #![deny(missing_docs)]
 
@@ -100,7 +100,7 @@ fn make_shims(dnnc: &Path) -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Every `*.dnn` file under `root`, outside `Inputs` folders (test data) and `Output`
+/// Every `*.dnn` and `*.repl` file under `root`, outside `Inputs` folders (test data) and `Output`
 /// folders (LLVM lit's scratch space), sorted.
 pub fn discover(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -118,7 +118,7 @@ pub fn discover(root: &Path) -> Vec<PathBuf> {
                 {
                     stack.push(path);
                 }
-            } else if path.extension().is_some_and(|e| e == "dnn") {
+            } else if path.extension().is_some_and(|e| e == "dnn" || e == "repl") {
                 out.push(path);
             }
         }

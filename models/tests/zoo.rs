@@ -133,7 +133,10 @@ fn small_models_run_on_the_reference() {
         let input = dnnc_ir::init::InitSpec::new(dnnc_ir::init::InitKind::Normal, 7)
             .materialize(&ty)
             .unwrap();
-        let options = dnnc_reference::RunOptions { check_finite: true };
+        let options = dnnc_reference::RunOptions {
+            check_finite: true,
+            ..Default::default()
+        };
         let out = dnnc_reference::run(&m, fid, &[input], &options)
             .unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(out[0].ty(), f.result_types[0], "{file}");

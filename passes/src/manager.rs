@@ -49,6 +49,8 @@ pub struct PassManager {
     pub verify_each: bool,
     /// Times kernels for passes that choose by speed.
     pub timer: Option<std::sync::Arc<dyn crate::pass::KernelTimer>>,
+    /// Once set, the pipeline stops before its next pass (a REPL's Ctrl-C).
+    pub interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl PassManager {
@@ -58,6 +60,7 @@ impl PassManager {
             passes,
             verify_each: true,
             timer: None,
+            interrupt: None,
         }
     }
 
@@ -70,6 +73,22 @@ impl PassManager {
         let mut records = Vec::new();
         for pass in &mut self.passes {
             let name = pass.name();
+            if self
+                .interrupt
+                .as_ref()
+                .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+            {
+                return (
+                    records,
+                    Err(PipelineFailure {
+                        pass: name,
+                        errors: vec![Diagnostic::error(
+                            Location::unknown(),
+                            format!("interrupted before pass '{name}'"),
+                        )],
+                    }),
+                );
+            }
             let mut cx = PassContext::with_timer(self.timer.clone());
             let start = Instant::now();
             let result = pass.run(module, &mut cx);

@@ -48,6 +48,8 @@ pub struct RunOptions {
     /// Stop with an error naming the op when an op produces NaN or infinity from finite
     /// inputs.
     pub check_finite: bool,
+    /// Stop with an error at the next op once this flag is set (a REPL's Ctrl-C).
+    pub interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Evaluates one op on concrete operands (used by constant folding and by [`run`]).
@@ -199,6 +201,13 @@ pub fn run(
             loc: data.loc.clone(),
             message,
         };
+        if options
+            .interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            return Err(err("interrupted".to_string()));
+        }
         let results: Vec<Arc<Tensor>> = if let OpKind::Weight(w) = &data.kind {
             vec![m.weight_value(w.weight).map_err(|e| err(e.to_string()))?]
         } else {

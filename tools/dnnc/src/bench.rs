@@ -392,7 +392,8 @@ fn compare_layouts(
     Ok(())
 }
 
-fn layout_name(l: dnnc_jit::WeightLayout) -> String {
+/// A weight layout as `--layout` spells it.
+pub fn layout_name(l: dnnc_jit::WeightLayout) -> String {
     match l {
         dnnc_jit::WeightLayout::Auto => "auto".into(),
         dnnc_jit::WeightLayout::ByEncoding => "encoding".into(),

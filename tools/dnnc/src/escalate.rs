@@ -18,6 +18,13 @@ pub struct EscalateArgs {
     /// Input .dnn file, or '-' for standard input.
     #[arg(value_name = "MODEL")]
     input: String,
+    #[command(flatten)]
+    options: EscalateOptions,
+}
+
+/// What `dnnc escalate` (and the REPL's `escalate`) lowers, simulates and prints.
+#[derive(Args)]
+pub struct EscalateOptions {
     /// Accelerator configuration (TOML); defaults documented in docs/escalate.md.
     #[arg(long, value_name = "ACC.toml")]
     config: Option<std::path::PathBuf>,
@@ -92,6 +99,19 @@ fn apply(m: &mut Module, pipeline: &str, sources: &dnnc_ir::SourceMap) -> Result
 }
 
 pub fn run(args: EscalateArgs) -> Result<(), Failure> {
+    let (original, sources) = load_module(&args.input)?;
+    let name = original.name.clone().unwrap_or_else(|| args.input.clone());
+    report(&original, &sources, &name, &args.options)
+}
+
+/// Decomposes (unless it already is), lowers and simulates `original`, and prints the
+/// comparison with the dense accelerator.
+pub fn report(
+    original: &Module,
+    sources: &dnnc_ir::SourceMap,
+    name: &str,
+    args: &EscalateOptions,
+) -> Result<(), Failure> {
     let cfg = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -109,14 +129,13 @@ pub fn run(args: EscalateArgs) -> Result<(), Failure> {
         eprintln!("error: --emit bin writes binary: give the file with -o FILE");
         return Err(Failure::Usage);
     }
-    let (original, sources) = load_module(&args.input)?;
-    let decomposed_already = has_esc(&original);
+    let decomposed_already = has_esc(original);
     let mut model = original.clone();
     let mut baseline = None;
     if !decomposed_already {
-        apply(&mut model, &args.pipeline, &sources)?;
+        apply(&mut model, &args.pipeline, sources)?;
         let mut dense = original.clone();
-        apply(&mut dense, "canonicalize", &sources)?;
+        apply(&mut dense, "canonicalize", sources)?;
         baseline = Some(dense);
     }
     let f = entry(&model)?;
@@ -225,7 +244,6 @@ pub fn run(args: EscalateArgs) -> Result<(), Failure> {
         .filter(|l| l.kind == LayerKind::Decomposed)
         .map(|l| l.weight_bits)
         .sum();
-    let name = model.name.clone().unwrap_or_else(|| args.input.clone());
     let ms = |cycles: u64| cycles as f64 / (cfg.compute.clock_mhz * 1e3);
     if args.json {
         let layer_json = |r: &Report| -> Vec<serde_json::Value> {

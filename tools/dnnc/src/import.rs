@@ -23,7 +23,8 @@ pub struct ImportArgs {
     name: Option<String>,
 }
 
-fn parse_shape(spec: &str) -> Result<(String, Vec<usize>), String> {
+/// Parses `NAME=1x3x224x224`.
+pub fn parse_shape(spec: &str) -> Result<(String, Vec<usize>), String> {
     let (name, dims) = spec
         .split_once('=')
         .ok_or_else(|| format!("--input-shape '{spec}': expected NAME=1x3x224x224"))?;
@@ -34,6 +35,26 @@ fn parse_shape(spec: &str) -> Result<(String, Vec<usize>), String> {
     let dims =
         dims.map_err(|d| format!("--input-shape '{spec}': '{d}' is not a positive dimension"))?;
     Ok((name.to_string(), dims))
+}
+
+/// Prints an import error, a line per problem naming the node, and fails.
+pub fn report_error(shown: &str, e: &ImportError) -> Failure {
+    match e {
+        ImportError::Invalid(diags) => {
+            for d in diags {
+                match &d.loc.name {
+                    Some(node) => eprintln!(
+                        "{shown}: node '{node}': {}: {}",
+                        d.severity.name(),
+                        d.message
+                    ),
+                    None => eprintln!("{shown}: {}: {}", d.severity.name(), d.message),
+                }
+            }
+        }
+        e => eprintln!("{shown}: error: {e}"),
+    }
+    Failure::Diagnostics
 }
 
 pub fn run(args: ImportArgs) -> Result<(), Failure> {
@@ -54,26 +75,7 @@ pub fn run(args: ImportArgs) -> Result<(), Failure> {
         eprintln!("error: cannot read '{shown}': {e}");
         Failure::Diagnostics
     })?;
-    let mut module = match import(&bytes, &options) {
-        Ok(m) => m,
-        Err(ImportError::Invalid(diags)) => {
-            for d in &diags {
-                match &d.loc.name {
-                    Some(node) => eprintln!(
-                        "{shown}: node '{node}': {}: {}",
-                        d.severity.name(),
-                        d.message
-                    ),
-                    None => eprintln!("{shown}: {}: {}", d.severity.name(), d.message),
-                }
-            }
-            return Err(Failure::Diagnostics);
-        }
-        Err(e) => {
-            eprintln!("{shown}: error: {e}");
-            return Err(Failure::Diagnostics);
-        }
-    };
+    let mut module = import(&bytes, &options).map_err(|e| report_error(&shown, &e))?;
     let modules = std::slice::from_mut(&mut module);
     let sidecar = sidecar::externalize(modules, &args.output)?;
     let text = print_module(&modules[0]);

@@ -23,9 +23,10 @@ pub struct InfoArgs {
     json: bool,
 }
 
-/// `dnnc info --target`.
-fn target(args: &InfoArgs) -> Result<(), Failure> {
-    let request = match args.cpu {
+/// `dnnc info --target`: the CPU, its levels and the level in use (`cpu`, else
+/// `$DNNC_CPU`, else the best).
+pub fn target(cpu: Option<dnnc_jit::CpuRequest>, json: bool) -> Result<(), Failure> {
+    let request = match cpu {
         Some(r) => r,
         None => dnnc_jit::CpuRequest::from_env().map_err(|e| anyhow::anyhow!("DNNC_CPU: {e}"))?,
     };
@@ -35,7 +36,7 @@ fn target(args: &InfoArgs) -> Result<(), Failure> {
         .iter()
         .map(|l| l.name())
         .collect();
-    if args.json {
+    if json {
         let v = serde_json::json!({
             "cpu": dnnc_jit::cpu_description(),
             "arch": std::env::consts::ARCH,
@@ -66,14 +67,20 @@ fn target(args: &InfoArgs) -> Result<(), Failure> {
 
 pub fn run(args: InfoArgs) -> Result<(), Failure> {
     if args.target {
-        return target(&args);
+        return target(args.cpu, args.json);
     }
     let input = args
         .input
         .as_deref()
         .expect("clap requires FILE without --target");
     let (m, _) = load_module(input)?;
-    let s = module_stats(&m);
+    print_stats(&m, args.json);
+    Ok(())
+}
+
+/// Prints what `m` holds and costs: parameters, multiply-adds, ops and signatures.
+pub fn print_stats(m: &dnnc_ir::Module, json: bool) {
+    let s = module_stats(m);
     let name = m.name.clone().unwrap_or_default();
     let funcs: Vec<serde_json::Value> = m
         .funcs
@@ -84,7 +91,7 @@ pub fn run(args: InfoArgs) -> Result<(), Failure> {
             serde_json::json!({ "name": f.name, "inputs": params, "outputs": results, "ops": f.num_ops() })
         })
         .collect();
-    if args.json {
+    if json {
         let v = serde_json::json!({
             "module": name,
             "parameters": s.params - s.statistics,
@@ -100,7 +107,7 @@ pub fn run(args: InfoArgs) -> Result<(), Failure> {
             "{}",
             serde_json::to_string_pretty(&v).expect("serialisable")
         );
-        return Ok(());
+        return;
     }
     println!(
         "module @{name}: {} function(s), {} weight(s)",
@@ -131,5 +138,4 @@ pub fn run(args: InfoArgs) -> Result<(), Failure> {
             results.join(", ")
         );
     }
-    Ok(())
 }

@@ -7,7 +7,9 @@
 //! - `bench`: latency of a function on an engine;
 //! - `eval`: top-1 accuracy on labelled data;
 //! - `partition`: ACCPAR's partition of training over an accelerator array;
-//! - `escalate`: a model on ESCALATE's Basis-First accelerator, simulated.
+//! - `escalate`: a model on ESCALATE's Basis-First accelerator, simulated;
+//! - `calibrate`: the explorer's cost table, measured on this machine;
+//! - `repl`: an interactive session with JIT execution.
 
 mod bench;
 mod calibrate;
@@ -19,6 +21,7 @@ mod load;
 mod opt;
 mod output;
 mod partition;
+mod repl;
 mod report;
 mod run;
 mod sidecar;
@@ -58,6 +61,8 @@ enum Command {
     Escalate(escalate::EscalateArgs),
     /// Measure the explorer's cost table on this machine, or check it against a model.
     Calibrate(calibrate::CalibrateArgs),
+    /// An interactive session: load, transform, run and time a module, with undo.
+    Repl(repl::ReplArgs),
 }
 
 /// How a command ended, for the exit code.
@@ -88,6 +93,7 @@ fn main() -> ExitCode {
         Command::Partition(args) => partition::run(args),
         Command::Escalate(args) => escalate::run(args),
         Command::Calibrate(args) => calibrate::run(args),
+        Command::Repl(args) => repl::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -255,7 +255,8 @@ fn process_chunk(
     r
 }
 
-fn list_passes(registry: &PassRegistry) -> String {
+/// The registered passes and their options, as `--list-passes` prints them.
+pub fn list_passes(registry: &PassRegistry) -> String {
     let mut out = String::from("Available passes:\n");
     for info in registry.iter() {
         out.push_str(&format!("  {:<16} {}\n", info.name, info.summary));

@@ -12,6 +12,13 @@ pub struct PartitionArgs {
     /// Input .dnn file, or '-' for standard input.
     #[arg(value_name = "MODEL")]
     input: String,
+    #[command(flatten)]
+    options: PartitionOptions,
+}
+
+/// What `dnnc partition` (and the REPL's `partition`) prices and prints.
+#[derive(Args)]
+pub struct PartitionOptions {
     /// The array: NAME:COUNT,... of built-in or file-defined devices.
     #[arg(long, value_name = "NAME:COUNT,...")]
     devices: Option<String>,
@@ -36,11 +43,26 @@ pub struct PartitionArgs {
 }
 
 pub fn run(args: PartitionArgs) -> Result<(), Failure> {
-    if args.batch == Some(0) {
+    if args.options.batch == Some(0) {
         eprintln!("error: --batch must be at least 1");
         return Err(Failure::Usage);
     }
     let (module, sources) = load_module(&args.input)?;
+    let name = module.name.clone().unwrap_or_else(|| args.input.clone());
+    report(&module, &sources, &name, &args.options)
+}
+
+/// Prices `module`'s training over the array and prints the table (or JSON).
+pub fn report(
+    module: &dnnc_ir::Module,
+    sources: &dnnc_ir::SourceMap,
+    name: &str,
+    args: &PartitionOptions,
+) -> Result<(), Failure> {
+    if args.batch == Some(0) {
+        eprintln!("error: --batch must be at least 1");
+        return Err(Failure::Usage);
+    }
     let strategies: Vec<Strategy> = match Strategy::from_name(&args.strategy) {
         Some(s) => vec![s],
         None => Strategy::ALL.to_vec(),
@@ -67,7 +89,7 @@ pub fn run(args: PartitionArgs) -> Result<(), Failure> {
                 forced: None,
             },
         };
-        match request.plan(&module) {
+        match request.plan(module) {
             Ok((g, array, plan)) => {
                 plans.push(plan);
                 graph_and_array = Some((g, array));
@@ -94,7 +116,6 @@ pub fn run(args: PartitionArgs) -> Result<(), Failure> {
         .iter()
         .find(|p| p.strategy == Strategy::AccPar)
         .unwrap_or(&plans[0]);
-    let name = module.name.clone().unwrap_or_else(|| args.input.clone());
     if args.json {
         let strategies: Vec<_> = plans
             .iter()

@@ -130,7 +130,10 @@ impl Prepared<'_> {
     ) -> Result<Vec<Tensor>, dnnc_ir::Diagnostic> {
         match self {
             Prepared::Reference(m, f) => {
-                let options = dnnc_reference::RunOptions { check_finite };
+                let options = dnnc_reference::RunOptions {
+                    check_finite,
+                    ..Default::default()
+                };
                 dnnc_reference::run(m, *f, inputs, &options).map_err(|e| e.to_diagnostic())
             }
             Prepared::Jit(exe) => exe.run(inputs).map_err(|e| {
@@ -314,17 +317,9 @@ pub fn gather_inputs(args: &InputArgs, m: &Module, f: FuncId) -> Result<Vec<Tens
     for (i, t) in given.into_iter().enumerate() {
         match (t, args.random_inputs) {
             (Some(t), _) => out.push(t),
-            (None, Some(seed)) => {
-                let ty = func.ty(func.params[i]).dense();
-                let spec = InitSpec::new(InitKind::Normal, seed.wrapping_add(i as u64));
-                let values = spec
-                    .materialize(&dnnc_ir::TensorType::f32(&ty.shape))
-                    .map_err(fail)?;
-                out.push(Tensor::new(
-                    &ty.shape,
-                    Buffer::from_f32(ty.elem, &values.to_f32_vec()),
-                ));
-            }
+            (None, Some(seed)) => out.push(
+                random_input(func.ty(func.params[i]), seed.wrapping_add(i as u64)).map_err(fail)?,
+            ),
             (None, None) => {
                 return Err(usage(format!(
                     "input %{} of @{} is missing: give --input {}=PATH.npy or --random-inputs SEED",
@@ -334,6 +329,17 @@ pub fn gather_inputs(args: &InputArgs, m: &Module, f: FuncId) -> Result<Vec<Tens
         }
     }
     Ok(out)
+}
+
+/// A seeded standard-normal tensor of `ty`'s dense shape and element type.
+pub fn random_input(ty: &dnnc_ir::TensorType, seed: u64) -> Result<Tensor, String> {
+    let ty = ty.dense();
+    let values =
+        InitSpec::new(InitKind::Normal, seed).materialize(&dnnc_ir::TensorType::f32(&ty.shape))?;
+    Ok(Tensor::new(
+        &ty.shape,
+        Buffer::from_f32(ty.elem, &values.to_f32_vec()),
+    ))
 }
 
 pub fn run(args: RunArgs) -> Result<(), Failure> {
@@ -362,7 +368,10 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
                 "error: output #{i} contains NaN or infinity (--allow-non-finite accepts it)"
             );
             // The interpreter checks after every op: re-run it on the same inputs to say where.
-            let reference = dnnc_reference::RunOptions { check_finite: true };
+            let reference = dnnc_reference::RunOptions {
+                check_finite: true,
+                ..Default::default()
+            };
             match dnnc_reference::run(&m, f, &inputs, &reference) {
                 Err(e) => {
                     eprintln!("note: the reference interpreter, on the same inputs, stops here:");
