@@ -259,19 +259,19 @@ impl Session {
         let f = self.function(call.func.as_deref())?;
         let inputs = self.call_inputs(f, call)?;
         let mut times = Vec::with_capacity(runs as usize);
-        for i in 0..warmup + runs {
+        for i in 0..u64::from(warmup) + u64::from(runs) {
             if self.interrupted() {
                 return fail(format!("interrupted after {i} run(s)"));
             }
             let start = Instant::now();
             let out = self.execute_on(engine, f, &inputs)?;
-            if i >= warmup {
+            if i >= u64::from(warmup) {
                 times.push(start.elapsed().as_secs_f64() * 1e3);
             }
             std::hint::black_box(out);
         }
         times.sort_by(f64::total_cmp);
-        let q = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+        let q = |p: f64| crate::bench::quantile(&times, p);
         let m = self.module()?;
         let flops: u64 = m.funcs[f]
             .body

@@ -54,7 +54,8 @@ pub const SETTINGS: &[(&str, &[&str])] = &[
 impl ReplHelper {
     /// A helper reading commands from the parser's definitions and passes from `registry`.
     pub fn new(names: Rc<RefCell<Names>>, registry: &dnnc_passes::PassRegistry) -> Self {
-        let root = Line::command();
+        let mut root = Line::command();
+        root.build();
         let mut commands: Vec<CommandInfo> = root
             .get_subcommands()
             .map(|c| CommandInfo {
@@ -215,7 +216,7 @@ impl Completer for ReplHelper {
         let word = &current[start..];
         let before: Vec<&str> = current[..start].split_whitespace().collect();
         let file_command = matches!(before.first(), Some(&("load" | "write" | "save")));
-        if file_command && !word.starts_with("zoo:") && !word.starts_with('%') {
+        if file_command && !word.starts_with("zoo:") && !word.starts_with(['%', '-']) {
             return self.files.complete(line, pos, ctx);
         }
         let word_start = word.rfind(['\'', '"']).map_or(0, |i| i + 1);

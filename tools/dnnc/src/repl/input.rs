@@ -42,7 +42,11 @@ pub fn is_complete(text: &str) -> bool {
     if !matches!(classify(text), Kind::Module | Kind::Items) {
         return true;
     }
-    if text.ends_with("\n\n") || text.lines().last().is_some_and(|l| l.trim().is_empty()) {
+    if text
+        .rsplit('\n')
+        .next()
+        .is_some_and(|l| l.trim().is_empty())
+    {
         return true;
     }
     if depth(text) > 0 {

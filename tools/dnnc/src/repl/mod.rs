@@ -60,9 +60,11 @@ fn history_path() -> Option<PathBuf> {
 pub fn run(args: ReplArgs) -> Result<(), Failure> {
     args.engine.level()?;
     let interrupt = Arc::new(AtomicBool::new(false));
-    {
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
         let flag = interrupt.clone();
         // Without a handler Ctrl-C would end the session; with one it stops the command.
+        // A script keeps the default: Ctrl-C ends it.
         if let Err(e) = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)) {
             eprintln!("warning: Ctrl-C will end the session: {e}");
         }
@@ -73,7 +75,6 @@ pub fn run(args: ReplArgs) -> Result<(), Failure> {
         let line = format!("load {}", shlex::try_quote(file).unwrap_or_default());
         failed |= session.execute(&line).is_err();
     }
-    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     if interactive {
         let history = match (&args.history, args.no_history) {
             (_, true) => None,

@@ -136,8 +136,17 @@ impl Session {
         self.jit_cache.clear();
     }
 
-    /// Executes one input (a command line, or IR text); its errors are printed.
+    /// Executes one input (a command line, or IR text); its errors are printed. A panic
+    /// (a dnnc bug) fails the command, not the session.
     pub fn execute(&mut self, text: &str) -> Result<bool, Failure> {
+        let run = std::panic::AssertUnwindSafe(|| self.execute_unguarded(text));
+        std::panic::catch_unwind(run).unwrap_or_else(|_| {
+            eprintln!("error: internal error (a dnnc bug: please report it with this input); the session goes on");
+            Err(Failure::Diagnostics)
+        })
+    }
+
+    fn execute_unguarded(&mut self, text: &str) -> Result<bool, Failure> {
         self.interrupt.store(false, Ordering::Relaxed);
         self.inputs += 1;
         match input::classify(text) {
@@ -382,22 +391,32 @@ impl Session {
                     .iter()
                     .flat_map(|b| b.funcs.values().map(|f| f.name.clone()))
                     .collect();
-                let what: Vec<String> = m
-                    .funcs
-                    .values()
-                    .filter(|f| {
-                        input::classify(text) == Kind::Module
-                            || text.contains(&format!("@{}", f.name))
+                // The functions the text itself defines (a whole module defines them all).
+                let typed: Vec<String> = dnnc_frontend::parse_ast(&file, 0..file.text.len())
+                    .map(|ast| {
+                        ast.items
+                            .iter()
+                            .filter_map(|i| match i {
+                                dnnc_frontend::ast::Item::Func(f) => Some(f.name.node.clone()),
+                                dnnc_frontend::ast::Item::Weight(_)
+                                | dnnc_frontend::ast::Item::Error => None,
+                            })
+                            .collect()
                     })
-                    .map(|f| {
-                        let verb = if before.contains(&f.name) {
+                    .unwrap_or_default();
+                let replacing = input::classify(text) == Kind::Items;
+                let what: Vec<String> = typed
+                    .iter()
+                    .map(|name| {
+                        let verb = if replacing && before.contains(name) {
                             "replaced"
                         } else {
                             "defined"
                         };
-                        format!("{verb} @{}", f.name)
+                        format!("{verb} @{name}")
                     })
                     .collect();
+                crate::run::materialize_weights(&m, &self.sources)?;
                 println!(
                     "{}",
                     if what.is_empty() {
@@ -659,7 +678,10 @@ impl Session {
             },
             other => return fail(unknown_setting(other)),
         }
-        self.jit_cache.clear();
+        // Only the JIT's own settings change what it compiles.
+        if matches!(name, "threads" | "cpu" | "layout") {
+            self.jit_cache.clear();
+        }
         Ok(())
     }
 
