@@ -9,12 +9,14 @@
 //! - `partition`: ACCPAR's partition of training over an accelerator array;
 //! - `escalate`: a model on ESCALATE's Basis-First accelerator, simulated;
 //! - `calibrate`: the explorer's cost table, measured on this machine;
-//! - `repl`: an interactive session with JIT execution.
+//! - `repl`: an interactive session with JIT execution;
+//! - `export-mlir`: the module as MLIR (func + tosa), verified by MLIR.
 
 mod bench;
 mod calibrate;
 mod escalate;
 mod eval;
+mod export_mlir;
 mod import;
 mod info;
 mod load;
@@ -63,6 +65,8 @@ enum Command {
     Calibrate(calibrate::CalibrateArgs),
     /// An interactive session: load, transform, run and time a module, with undo.
     Repl(repl::ReplArgs),
+    /// Export a module as MLIR (func + tosa), verified by MLIR (needs `--features mlir`).
+    ExportMlir(export_mlir::ExportMlirArgs),
 }
 
 /// How a command ended, for the exit code.
@@ -94,6 +98,7 @@ fn main() -> ExitCode {
         Command::Escalate(args) => escalate::run(args),
         Command::Calibrate(args) => calibrate::run(args),
         Command::Repl(args) => repl::run(args),
+        Command::ExportMlir(args) => export_mlir::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
