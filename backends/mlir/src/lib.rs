@@ -8,12 +8,18 @@
 //! Layout: dnnc is NCHW, TOSA's convolutions and pools are NHWC, so each of them is
 //! wrapped in `tosa.transpose`s (and its OIHW weight transposed to OHWI); MLIR's
 //! canonicaliser folds the pairs between neighbours. Weights are `tosa.const` ops with
-//! the weight's dense values and a name location (`loc("conv1.weight")`). A BCR or CSR
+//! the weight's dense values. Each dnnc op's TOSA ops carry its [`provenance`] in a fused
+//! location, which [`import`] reads to rebuild the dnnc module exactly. A BCR or CSR
 //! weight exports dense: `sparse_tensor` encodings describe storage MLIR's own sparse
-//! compiler generates code for, and TOSA ops take no encoded operands.
+//! compiler generates code for, and TOSA ops take no encoded operands. LSTM and GRU
+//! unroll over their steps (dnnc's recurrences have static lengths).
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "mlir")]
+mod import;
+#[cfg(feature = "mlir")]
+pub mod provenance;
 #[cfg(feature = "mlir")]
 mod tosa;
 
@@ -36,6 +42,41 @@ pub enum ExportError {
          `--features mlir`"
     )]
     NotBuilt,
+}
+
+/// Why an MLIR module did not import.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// MLIR's parser rejected the text: its messages, `file:line:col: error: ...`.
+    #[error("{}", .0.join("\n"))]
+    Parse(Vec<String>),
+    /// The module parsed but is not dnnc's export, or does not rebuild into a valid
+    /// dnnc module: one diagnostic per problem.
+    #[error("{} problem(s) importing the MLIR module", .0.len())]
+    Invalid(Vec<dnnc_ir::Diagnostic>),
+    /// The crate was built without the `mlir` feature.
+    #[error(
+        "dnnc was built without MLIR support: install LLVM/MLIR 22 (Debian: llvm-22-dev \
+         libmlir-22-dev libclang-22-dev libpolly-22-dev libzstd-dev) and build with \
+         `--features mlir`"
+    )]
+    NotBuilt,
+}
+
+/// Reads back a module that [`export`] wrote in the `tosa` dialect (`source_name` names
+/// the text in messages): each dnnc op is rebuilt from the provenance its TOSA ops carry
+/// ([`provenance`]), its weights and constants from the `tosa.const` values, and the
+/// result is checked by dnnc's verifier.
+pub fn import(text: &str, source_name: &str) -> Result<Module, ImportError> {
+    #[cfg(feature = "mlir")]
+    {
+        import::import(text, source_name)
+    }
+    #[cfg(not(feature = "mlir"))]
+    {
+        let _ = (text, source_name);
+        Err(ImportError::NotBuilt)
+    }
 }
 
 /// An op kind that cannot be exported.

@@ -1,9 +1,8 @@
 //! `dnnc import`: an ONNX model becomes a `.dnn` module and a `.safetensors` sidecar.
 
-use crate::{Failure, output, sidecar};
+use crate::{Failure, sidecar};
 use clap::Args;
 use dnnc_frontend::onnx::{ImportError, ImportOptions, import};
-use dnnc_ir::printer::print_module;
 use std::path::{Path, PathBuf};
 
 /// Arguments of `dnnc import`.
@@ -76,23 +75,16 @@ pub fn run(args: ImportArgs) -> Result<(), Failure> {
         Failure::Diagnostics
     })?;
     let mut module = import(&bytes, &options).map_err(|e| report_error(&shown, &e))?;
-    let modules = std::slice::from_mut(&mut module);
-    let sidecar = sidecar::externalize(modules, &args.output)?;
-    let text = print_module(&modules[0]);
-    let mut files: Vec<(&Path, &[u8])> = vec![(args.output.as_path(), text.as_bytes())];
-    if let Some((path, bytes)) = &sidecar {
-        files.push((path.as_path(), bytes.as_slice()));
-    }
-    output::write_all_atomic(&files)?;
-    let stats = dnnc_ir::analysis::module_stats(&modules[0]);
+    let sidecar = sidecar::write_module(&mut module, &args.output)?;
+    let stats = dnnc_ir::analysis::module_stats(&module);
     eprintln!(
         "imported {} ops and {} weights ({} parameters) into {}{}",
-        modules[0].num_ops(),
-        modules[0].weights.len(),
+        module.num_ops(),
+        module.weights.len(),
         dnnc_ir::analysis::thousands(stats.params),
         args.output.display(),
         sidecar
-            .map(|(p, _)| format!(" and {}", p.display()))
+            .map(|p| format!(" and {}", p.display()))
             .unwrap_or_default()
     );
     Ok(())

@@ -18,6 +18,7 @@ mod escalate;
 mod eval;
 mod export_mlir;
 mod import;
+mod import_mlir;
 mod info;
 mod load;
 mod opt;
@@ -67,6 +68,8 @@ enum Command {
     Repl(repl::ReplArgs),
     /// Export a module as MLIR (func + tosa), verified by MLIR (needs `--features mlir`).
     ExportMlir(export_mlir::ExportMlirArgs),
+    /// Import what export-mlir wrote (func + tosa) as a .dnn module and a .safetensors sidecar
+    ImportMlir(import_mlir::ImportMlirArgs),
 }
 
 /// How a command ended, for the exit code.
@@ -85,6 +88,13 @@ impl From<anyhow::Error> for Failure {
 }
 
 fn main() -> ExitCode {
+    // Like other command-line tools, end quietly when the reader of standard output goes
+    // away (`dnnc run ... | head`) instead of panicking on the failed write.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Opt(args) => opt::run(args),
@@ -99,6 +109,7 @@ fn main() -> ExitCode {
         Command::Calibrate(args) => calibrate::run(args),
         Command::Repl(args) => repl::run(args),
         Command::ExportMlir(args) => export_mlir::run(args),
+        Command::ImportMlir(args) => import_mlir::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -73,6 +73,20 @@ pub fn externalize(
     Ok(Some((sidecar, bytes)))
 }
 
+/// Writes `module` to `out` and its computed weights to the sidecar beside it, all
+/// atomically; returns the sidecar's path if one was written.
+pub fn write_module(module: &mut Module, out: &Path) -> Result<Option<PathBuf>, Failure> {
+    let modules = std::slice::from_mut(module);
+    let sidecar = externalize(modules, out)?;
+    let text = dnnc_ir::printer::print_module(&modules[0]);
+    let mut files: Vec<(&Path, &[u8])> = vec![(out, text.as_bytes())];
+    if let Some((path, bytes)) = &sidecar {
+        files.push((path.as_path(), bytes.as_slice()));
+    }
+    crate::output::write_all_atomic(&files)?;
+    Ok(sidecar.map(|(path, _)| path))
+}
+
 /// An absolute, lexically normalised path (no `.` or `..`), without touching the disk.
 fn absolute(p: &Path) -> PathBuf {
     let joined = if p.is_absolute() {

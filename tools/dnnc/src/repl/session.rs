@@ -687,20 +687,14 @@ impl Session {
 
     /// `write`: the module as text, atomically, with computed weights beside it.
     fn write(&self, path: &str) -> Outcome {
-        let mut modules = vec![self.module()?.clone()];
+        let mut module = self.module()?.clone();
         let path = std::path::Path::new(path);
-        let sidecar = crate::sidecar::externalize(&mut modules, path)?;
-        let text = print_module(&modules[0]);
-        let mut files: Vec<(&std::path::Path, &[u8])> = vec![(path, text.as_bytes())];
-        if let Some((p, bytes)) = &sidecar {
-            files.push((p.as_path(), bytes.as_slice()));
-        }
-        crate::output::write_all_atomic(&files)?;
+        let sidecar = crate::sidecar::write_module(&mut module, path)?;
         println!(
             "wrote {}{}",
             path.display(),
             sidecar
-                .map(|(p, _)| format!(" and {}", p.display()))
+                .map(|p| format!(" and {}", p.display()))
                 .unwrap_or_default()
         );
         Ok(())
