@@ -11,9 +11,10 @@ The Rust test `backends/reference/tests/golden.rs` runs case.dnn on the referenc
 interpreter and compares. CI needs no Python: the files are checked in.
 
 Setup: python3 -m venv /tmp/golden && /tmp/golden/bin/pip install numpy onnx onnxruntime
-Run:   /tmp/golden/bin/python tools/golden/make_golden.py
+Run:   /tmp/golden/bin/python tools/golden/make_golden.py [integers]   (integers: only the i32/i8 arithmetic cases)
 """
 import os
+import sys
 import shutil
 
 import numpy as np
@@ -29,8 +30,13 @@ def rand(*shape, low=-1.0, high=1.0):
     return rng.uniform(low, high, size=shape).astype(np.float32)
 
 
+#: dnnc's and ONNX's names of each element type the cases use.
+ELEMS = {np.dtype(np.float32): ("f32", TensorProto.FLOAT), np.dtype(np.int32): ("i32", TensorProto.INT32),
+         np.dtype(np.int8): ("i8", TensorProto.INT8)}
+
+
 def ty(a):
-    return "tensor<" + "".join(f"{d}x" for d in a.shape) + "f32>"
+    return "tensor<" + "".join(f"{d}x" for d in a.shape) + ELEMS[a.dtype][0] + ">"
 
 
 def run_onnx(node, inputs, outputs, opset=17):
@@ -38,8 +44,8 @@ def run_onnx(node, inputs, outputs, opset=17):
     graph = helper.make_graph(
         [node],
         "g",
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, a.shape) for n, a in inputs],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
+        [helper.make_tensor_value_info(n, ELEMS[a.dtype][1], a.shape) for n, a in inputs],
+        [helper.make_tensor_value_info(n, ELEMS[inputs[0][1].dtype][1], None) for n in outputs],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
@@ -65,7 +71,7 @@ def write_case(name, params, body, results):
     for n, a in params:
         np.save(os.path.join(d, f"{n}.npy"), a)
     for i, (_, a) in enumerate(results):
-        np.save(os.path.join(d, f"out{i}.npy"), np.ascontiguousarray(a, dtype=np.float32))
+        np.save(os.path.join(d, f"out{i}.npy"), np.ascontiguousarray(a))
 
 
 def conv(name, x, w, b, strides, pads, dilations, group):
@@ -132,8 +138,27 @@ def gru(name, t, b, i, h, linear_before_reset, with_state):
     write_case(name, params, [f"%y, %yh = dnn.gru {operands}{lbr} : {ty(y)}, {ty(yh)}"], [("y", y), ("yh", yh)])
 
 
+def integer_cases():
+    """Add, Sub, Mul and Div on i32 and i8, overflowing and dividing negative numbers:
+    ONNX Runtime wraps at the element's width and divides toward zero (dnnc's
+    `ir::ops::Arith`)."""
+    for dtype in (np.int32, np.int8):
+        info = np.iinfo(dtype)
+        a = np.array([info.max, info.min, -7, 7, -7, 100, info.min, 5], dtype)
+        b = np.array([1, -1, 2, -2, -2, 3, -1, 1], dtype)
+        if dtype == np.int32:
+            a[6] = info.min + 1  # INT_MIN / -1 traps in ONNX Runtime's C++ division
+        name = ELEMS[np.dtype(dtype)][0]
+        for op in ("Add", "Sub", "Mul", "Div"):
+            simple(f"{op.lower()}_{name}", op, f"dnn.{op.lower()}", [("a", a), ("b", b)])
+
+
 def main():
+    if sys.argv[1:] == ["integers"]:  # only the integer cases
+        integer_cases()
+        return
     shutil.rmtree(ROOT, ignore_errors=True)
+    integer_cases()
     # Convolutions: stride, padding (asymmetric too), dilation, groups, depthwise, bias.
     conv("conv2d_basic", rand(1, 3, 7, 7), rand(4, 3, 3, 3), rand(4), [1, 1], [1, 1, 1, 1], [1, 1], 1)
     conv("conv2d_stride_pad", rand(2, 3, 9, 8), rand(5, 3, 3, 2), None, [2, 3], [0, 1, 2, 1], [1, 1], 1)

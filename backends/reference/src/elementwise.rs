@@ -1,6 +1,6 @@
 //! Elementwise ops, softmax and batch normalisation.
 
-use dnnc_ir::ops::{BatchNorm, OpKind, Softmax};
+use dnnc_ir::ops::{Arith, BatchNorm, Softmax};
 use dnnc_ir::types::broadcast_shapes;
 use dnnc_ir::{Buffer, ElemType, Tensor};
 
@@ -32,10 +32,10 @@ pub(crate) fn broadcast_indices(shape: &[usize], out: &[usize]) -> Vec<usize> {
     result
 }
 
-/// `add`, `sub`, `mul`, `div` with numpy broadcasting. Float types compute in f32; integer
-/// types compute exactly and saturate to the element type (division truncates; dividing
-/// by zero is an error).
-pub(crate) fn binary(kind: &OpKind, a: &Tensor, b: &Tensor) -> Result<Tensor, String> {
+/// `add`, `sub`, `mul`, `div` with numpy broadcasting, as [`Arith`] defines them (floats
+/// in f32; integers wrap at their width and divide toward zero; an integer division by
+/// zero is an error).
+pub(crate) fn binary(op: Arith, a: &Tensor, b: &Tensor) -> Result<Tensor, String> {
     let shape = broadcast_shapes(&a.shape, &b.shape)
         .ok_or("operand shapes are not broadcast-compatible")?;
     let ia = broadcast_indices(&a.shape, &shape);
@@ -43,26 +43,20 @@ pub(crate) fn binary(kind: &OpKind, a: &Tensor, b: &Tensor) -> Result<Tensor, St
     let elem = a.elem();
     if elem.is_float() {
         let (x, y) = (a.to_f32_vec(), b.to_f32_vec());
-        let f: fn(f32, f32) -> f32 = match kind {
-            OpKind::Add(_) => |p, q| p + q,
-            OpKind::Sub(_) => |p, q| p - q,
-            OpKind::Mul(_) => |p, q| p * q,
-            _ => |p, q| p / q,
-        };
-        let out: Vec<f32> = ia.iter().zip(&ib).map(|(&i, &j)| f(x[i], y[j])).collect();
+        let out: Vec<f32> = ia
+            .iter()
+            .zip(&ib)
+            .map(|(&i, &j)| op.float(x[i], y[j]))
+            .collect();
         return Ok(Tensor::new(&shape, Buffer::from_f32(elem, &out)));
     }
+    let bits = elem.bits() as u32;
     let (x, y) = (ints(a), ints(b));
-    let mut out = Vec::with_capacity(ia.len());
-    for (&i, &j) in ia.iter().zip(&ib) {
-        out.push(match kind {
-            OpKind::Add(_) => x[i] + y[j],
-            OpKind::Sub(_) => x[i] - y[j],
-            OpKind::Mul(_) => x[i] * y[j],
-            _ if y[j] == 0 => return Err("integer division by zero".into()),
-            _ => x[i] / y[j],
-        });
-    }
+    let out = ia
+        .iter()
+        .zip(&ib)
+        .map(|(&i, &j)| op.int(x[i], y[j], bits).ok_or("integer division by zero"))
+        .collect::<Result<Vec<i64>, _>>()?;
     Ok(Tensor::new(&shape, from_ints(elem, &out)))
 }
 
@@ -74,16 +68,12 @@ fn ints(t: &Tensor) -> Vec<i64> {
     }
 }
 
+/// Integers already wrapped to the element's width, stored.
 fn from_ints(elem: ElemType, v: &[i64]) -> Buffer {
-    let sat = |x: i64, lo: i64, hi: i64| x.clamp(lo, hi);
     match elem {
-        ElemType::I32 => Buffer::I32(
-            v.iter()
-                .map(|&x| sat(x, i32::MIN as i64, i32::MAX as i64) as i32)
-                .collect(),
-        ),
-        ElemType::I8 => Buffer::I8(v.iter().map(|&x| sat(x, -128, 127) as i8).collect()),
-        _ => Buffer::I4(v.iter().map(|&x| sat(x, -8, 7) as i8).collect()),
+        ElemType::I32 => Buffer::I32(v.iter().map(|&x| x as i32).collect()),
+        ElemType::I8 => Buffer::I8(v.iter().map(|&x| x as i8).collect()),
+        _ => Buffer::I4(v.iter().map(|&x| x as i8).collect()),
     }
 }
 

@@ -16,7 +16,7 @@ mod shape;
 
 use cranelift_entity::SecondaryMap;
 use dnnc_ir::module::{Function, Module};
-use dnnc_ir::ops::{OpKind, esc};
+use dnnc_ir::ops::{Arith, OpKind, esc};
 use dnnc_ir::{Diagnostic, FuncId, Location, Tensor, TensorType, Value};
 use std::sync::Arc;
 
@@ -91,9 +91,10 @@ pub fn eval_op(kind: &OpKind, operands: &[&Tensor]) -> Result<Vec<Tensor>, Strin
             operands.get(2).copied(),
         )),
         OpKind::BatchNorm(op) => one(elementwise::batch_norm(op, operands)),
-        OpKind::Add(_) | OpKind::Sub(_) | OpKind::Mul(_) | OpKind::Div(_) => {
-            elementwise::binary(kind, operands[0], operands[1]).map(|t| vec![t])
-        }
+        OpKind::Add(_) => one(elementwise::binary(Arith::Add, operands[0], operands[1])?),
+        OpKind::Sub(_) => one(elementwise::binary(Arith::Sub, operands[0], operands[1])?),
+        OpKind::Mul(_) => one(elementwise::binary(Arith::Mul, operands[0], operands[1])?),
+        OpKind::Div(_) => one(elementwise::binary(Arith::Div, operands[0], operands[1])?),
         OpKind::Relu(_) => one(elementwise::unary(operands[0], |x| x.max(0.0))),
         OpKind::Relu6(_) => one(elementwise::unary(operands[0], |x| x.clamp(0.0, 6.0))),
         OpKind::Sigmoid(_) => one(elementwise::unary(operands[0], elementwise::sigmoid)),

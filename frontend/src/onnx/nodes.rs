@@ -692,11 +692,11 @@ impl Cx<'_, '_> {
             )]);
         }
         let (a, b) = (self.ir(a)?, self.ir(b)?);
-        let kind = match node.op_type() {
-            "Add" => OpKind::Add(Add),
-            "Sub" => OpKind::Sub(Sub),
-            "Mul" => OpKind::Mul(Mul),
-            _ => OpKind::Div(Div),
+        let kind = match arith_of(node.op_type())? {
+            Arith::Add => OpKind::Add(Add),
+            Arith::Sub => OpKind::Sub(Sub),
+            Arith::Mul => OpKind::Mul(Mul),
+            Arith::Div => OpKind::Div(Div),
         };
         Ok(vec![Val::Ir(self.op(kind, &[a, b])?)])
     }
@@ -1175,7 +1175,19 @@ impl Cx<'_, '_> {
     }
 }
 
+/// The arithmetic of an ONNX `Add`, `Sub`, `Mul` or `Div` node.
+fn arith_of(op_type: &str) -> R<Arith> {
+    match op_type {
+        "Add" => Ok(Arith::Add),
+        "Sub" => Ok(Arith::Sub),
+        "Mul" => Ok(Arith::Mul),
+        "Div" => Ok(Arith::Div),
+        other => Err(format!("{other} is not an arithmetic node")),
+    }
+}
+
 fn fold_arith(op: &str, a: &Const, b: &Const) -> R<Const> {
+    let op = arith_of(op)?;
     let dims = dnnc_ir::types::broadcast_shapes(&a.dims, &b.dims)
         .ok_or("constant shapes do not broadcast")?;
     let ia = broadcast_index(&a.dims, &dims);
@@ -1184,12 +1196,9 @@ fn fold_arith(op: &str, a: &Const, b: &Const) -> R<Const> {
         (ConstData::I64(x), ConstData::I64(y)) => ConstData::I64(
             ia.iter()
                 .zip(&ib)
-                .map(|(&i, &j)| match op {
-                    "Add" => Ok(x[i].wrapping_add(y[j])),
-                    "Sub" => Ok(x[i].wrapping_sub(y[j])),
-                    "Mul" => Ok(x[i].wrapping_mul(y[j])),
-                    _ if y[j] == 0 => Err("integer division by zero".to_string()),
-                    _ => Ok(x[i].div_euclid(y[j])),
+                .map(|(&i, &j)| {
+                    op.int(x[i], y[j], 64)
+                        .ok_or_else(|| "integer division by zero".to_string())
                 })
                 .collect::<R<_>>()?,
         ),
@@ -1198,12 +1207,7 @@ fn fold_arith(op: &str, a: &Const, b: &Const) -> R<Const> {
             ConstData::F32(
                 ia.iter()
                     .zip(&ib)
-                    .map(|(&i, &j)| match op {
-                        "Add" => x[i] + y[j],
-                        "Sub" => x[i] - y[j],
-                        "Mul" => x[i] * y[j],
-                        _ => x[i] / y[j],
-                    })
+                    .map(|(&i, &j)| op.float(x[i], y[j]))
                     .collect(),
             )
         }

@@ -101,3 +101,80 @@ impl OpDef for Softmax {
         Ok(vec![x.dense()])
     }
 }
+
+/// The arithmetic of `dnn.add`, `dnn.sub`, `dnn.mul` and `dnn.div`, defined once for every
+/// consumer (the reference interpreter, the importers' constant folding): ONNX's meaning,
+/// as ONNX Runtime computes it. Floats compute in f32 (IEEE: a division by zero gives ±inf
+/// or NaN). Integers wrap on overflow (two's complement at the element's width) and
+/// divide truncating toward zero; an integer division by zero has no value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arith {
+    /// `a + b`.
+    Add,
+    /// `a - b`.
+    Sub,
+    /// `a * b`.
+    Mul,
+    /// `a / b`.
+    Div,
+}
+
+impl Arith {
+    /// The f32 result.
+    pub fn float(self, a: f32, b: f32) -> f32 {
+        match self {
+            Arith::Add => a + b,
+            Arith::Sub => a - b,
+            Arith::Mul => a * b,
+            Arith::Div => a / b,
+        }
+    }
+
+    /// The result for integers of `bits` bits (8, 32, 64; 4 for i4), wrapped to that
+    /// width; `None` for a division by zero.
+    pub fn int(self, a: i64, b: i64, bits: u32) -> Option<i64> {
+        let r = match self {
+            Arith::Add => a.wrapping_add(b),
+            Arith::Sub => a.wrapping_sub(b),
+            Arith::Mul => a.wrapping_mul(b),
+            Arith::Div if b == 0 => return None,
+            Arith::Div => a.wrapping_div(b),
+        };
+        Some(wrap(r, bits))
+    }
+}
+
+/// `x` wrapped to a two's-complement integer of `bits` bits (sign-extended back to i64).
+pub fn wrap(x: i64, bits: u32) -> i64 {
+    if bits >= 64 {
+        return x;
+    }
+    let shift = 64 - bits;
+    (x << shift) >> shift
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_wrap_and_divide_toward_zero_as_onnx_runtime_does() {
+        // i32 overflow wraps; i8 too; i4 keeps its four bits.
+        assert_eq!(
+            Arith::Add.int(i32::MAX as i64, 1, 32),
+            Some(i32::MIN as i64)
+        );
+        assert_eq!(Arith::Mul.int(100, 3, 8), Some(44));
+        assert_eq!(Arith::Sub.int(-8, 1, 4), Some(7));
+        assert_eq!(Arith::Mul.int(i64::MAX, 2, 64), Some(-2));
+        // Truncation, not floor: -7 / 2 = -3 (floor would give -4).
+        assert_eq!(Arith::Div.int(-7, 2, 32), Some(-3));
+        assert_eq!(Arith::Div.int(7, -2, 32), Some(-3));
+        assert_eq!(
+            Arith::Div.int(i32::MIN as i64, -1, 32),
+            Some(i32::MIN as i64)
+        );
+        assert_eq!(Arith::Div.int(1, 0, 32), None);
+        assert!(Arith::Div.float(1.0, 0.0).is_infinite());
+    }
+}

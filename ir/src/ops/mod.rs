@@ -14,7 +14,7 @@ pub mod rnn;
 mod shape;
 
 pub use data::{Constant, WeightRef};
-pub use elementwise::{Add, Div, Mul, Relu, Relu6, Sigmoid, Softmax, Sub, Tanh};
+pub use elementwise::{Add, Arith, Div, Mul, Relu, Relu6, Sigmoid, Softmax, Sub, Tanh};
 pub use esc::{BasisConv, CoeffConv};
 pub use nn::{BatchNorm, Conv2d, Linear, MatMul, window_output_len};
 pub use pool::{AvgPool2d, GlobalAvgPool2d, MaxPool2d, Window};
