@@ -93,6 +93,11 @@ pub struct Choice {
     pub comm: f64,
     /// Elements each side receives in the forward pass for this layer.
     pub forward_elems: [f64; 2],
+    /// Elements each side receives in the backward pass for this layer.
+    pub backward_elems: [f64; 2],
+    /// Of those, the layer's own exchange of partial sums (the same on both sides):
+    /// forward, backward. The rest converts its inputs and errors between partitions.
+    pub intra_elems: [f64; 2],
 }
 
 impl Choice {
@@ -366,6 +371,8 @@ impl Solver<'_> {
                     compute,
                     comm: (fw + bw) * bpe / link,
                     forward_elems: [fw; 2],
+                    backward_elems: [bw; 2],
+                    intra_elems: [fw, bw],
                 })
             };
             let row = PType::ALL.map(choice);
@@ -593,6 +600,9 @@ impl Solver<'_> {
             let c = &mut out[at];
             c.comm += self.edge_seconds(fw, bw, link);
             for (acc, moved) in c.forward_elems.iter_mut().zip(fw) {
+                *acc += moved;
+            }
+            for (acc, moved) in c.backward_elems.iter_mut().zip(bw) {
                 *acc += moved;
             }
         }

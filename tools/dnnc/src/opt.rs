@@ -57,6 +57,30 @@ pub struct OptArgs {
     /// List the registered passes and their options, then exit.
     #[arg(long)]
     list_passes: bool,
+    /// Compute every seeded initialiser (`#init<...>`) and write the values to the
+    /// output's .safetensors sidecar, so that tools without dnnc's initialisers (JAX,
+    /// PyTorch) read the same weights. Needs -o.
+    #[arg(long, requires = "output")]
+    materialize_weights: bool,
+}
+
+/// Replaces every seeded initialiser of `m` by the values it produces.
+fn materialize_initialisers(m: &mut Module, sources: &dnnc_ir::SourceMap) -> Result<(), Failure> {
+    let ids: Vec<dnnc_ir::WeightId> = m
+        .weights
+        .iter()
+        .filter(|(_, w)| matches!(w.init(), dnnc_ir::WeightInit::Init(_)))
+        .map(|(id, _)| id)
+        .collect();
+    for id in ids {
+        let value = m.weight_value(id).map_err(|e| {
+            let d = Diagnostic::error(m.weights[id].loc.clone(), e.to_string());
+            eprint!("{}", sources.render(&d));
+            Failure::Diagnostics
+        })?;
+        m.weights[id].set_init(dnnc_ir::WeightInit::Dense(value));
+    }
+    Ok(())
 }
 
 struct PrintAfter<'a> {
@@ -146,6 +170,11 @@ pub fn run(args: OptArgs) -> Result<(), Failure> {
     // is one; on standard output they stay inline.
     let mut sidecar = None;
     if let (Some(path), false) = (&args.output, failed) {
+        if args.materialize_weights {
+            for m in &mut outputs {
+                materialize_initialisers(m, &sources)?;
+            }
+        }
         sidecar = sidecar::externalize(&mut outputs, path)?;
     }
     let start = Instant::now();

@@ -40,6 +40,10 @@ pub struct PartitionOptions {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Also write the plan (of --strategy; ACCPAR's under `all`) as data for an engine
+    /// that runs it: schema `dnnc.accpar.plan` v1, docs/plan-schema.md.
+    #[arg(long, value_name = "PLAN.json")]
+    emit_plan: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: PartitionArgs) -> Result<(), Failure> {
@@ -116,6 +120,17 @@ pub fn report(
         .iter()
         .find(|p| p.strategy == Strategy::AccPar)
         .unwrap_or(&plans[0]);
+    if let Some(path) = &args.emit_plan {
+        let doc = crate::plan_file::document(module, name, shown, &g, &array);
+        crate::output::write_atomic(path, format!("{doc:#}\n").as_bytes())?;
+        eprintln!(
+            "wrote the {} plan ({} layers, {} levels) to {}",
+            shown.strategy.name(),
+            g.layers.len(),
+            shown.root.depth(),
+            path.display()
+        );
+    }
     if args.json {
         let strategies: Vec<_> = plans
             .iter()
