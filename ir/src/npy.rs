@@ -19,6 +19,7 @@ pub fn numpy_name(elem: ElemType) -> &'static str {
 /// Reads a `.npy` file's bytes. float32, float16, int32 and int8 arrays map to the same
 /// element type; other dtypes are an error that names them.
 pub fn read_npy(bytes: &[u8]) -> Result<Tensor, String> {
+    check_header(bytes)?;
     let npy = NpyFile::new(bytes).map_err(|e| format!("not a valid .npy file ({e})"))?;
     if npy.order() == Order::Fortran {
         return Err("the array is in Fortran order; save it with np.ascontiguousarray(a)".into());
@@ -45,6 +46,37 @@ pub fn read_npy(bytes: &[u8]) -> Result<Tensor, String> {
         return Err("the data does not match the shape in the header".into());
     }
     Ok(Tensor::new(&shape, data))
+}
+
+/// Rejects a header whose brackets nest deeper than a `.npy` header's ever do, before
+/// npyz parses it: its literal parser takes exponential time on deep nesting (found by
+/// the `npy` fuzz target: 300 bytes of `[` hung it).
+fn check_header(bytes: &[u8]) -> Result<(), String> {
+    const MAX_DEPTH: usize = 4;
+    let Some(rest) = bytes.strip_prefix(b"\x93NUMPY") else {
+        return Ok(()); // npyz reports the missing magic
+    };
+    let (len, start) = match rest.first() {
+        Some(1) if rest.len() >= 4 => (u16::from_le_bytes([rest[2], rest[3]]) as usize, 10),
+        Some(2 | 3) if rest.len() >= 6 => (
+            u32::from_le_bytes([rest[2], rest[3], rest[4], rest[5]]) as usize,
+            12,
+        ),
+        _ => return Ok(()),
+    };
+    let header = &bytes[start.min(bytes.len())..start.saturating_add(len).min(bytes.len())];
+    let mut depth = 0usize;
+    for &b in header {
+        match b {
+            b'[' | b'(' | b'{' => depth += 1,
+            b']' | b')' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > MAX_DEPTH {
+            return Err("not a valid .npy file (its header nests brackets too deeply)".into());
+        }
+    }
+    Ok(())
 }
 
 /// Writes a tensor as `.npy` bytes (bf16 is widened to float32; i4 is stored as int8).

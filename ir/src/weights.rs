@@ -120,19 +120,23 @@ impl Module {
 }
 
 fn read_tensor(bytes: &[u8], key: &str, path: &Path) -> Result<Tensor, String> {
-    let file = SafeTensors::deserialize(bytes).map_err(|e| {
-        format!(
-            "'{}' is not a valid .safetensors file ({e})",
-            path.display()
-        )
-    })?;
+    let label = path.display().to_string();
+    tensor_of(&deserialize(bytes, &label)?, key, &label)
+}
+
+fn deserialize<'a>(bytes: &'a [u8], label: &str) -> Result<SafeTensors<'a>, String> {
+    SafeTensors::deserialize(bytes)
+        .map_err(|e| format!("'{label}' is not a valid .safetensors file ({e})"))
+}
+
+/// Tensor `key` of a deserialised file; `label` names the file in messages.
+fn tensor_of(file: &SafeTensors, key: &str, label: &str) -> Result<Tensor, String> {
     let view = file.tensor(key).map_err(|_| {
         let mut names = file.names();
         names.sort();
         let shown: Vec<&str> = names.iter().take(8).copied().collect();
         format!(
-            "'{}' has no tensor named '{key}' (it has {}: {}{})",
-            path.display(),
+            "'{label}' has no tensor named '{key}' (it has {}: {}{})",
             names.len(),
             shown.join(", "),
             if names.len() > 8 { ", ..." } else { "" }
@@ -174,17 +178,17 @@ pub fn safetensors_bytes(tensors: &[(String, Arc<Tensor>)]) -> Result<Vec<u8>, S
 pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>, String> {
     let bytes =
         std::fs::read(path).map_err(|e| format!("cannot read '{}': {e}", path.display()))?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| {
-        format!(
-            "'{}' is not a valid .safetensors file ({e})",
-            path.display()
-        )
-    })?;
+    parse_safetensors(&bytes, &path.display().to_string())
+}
+
+/// Every tensor of `.safetensors` bytes, sorted by name; `label` names them in messages.
+pub fn parse_safetensors(bytes: &[u8], label: &str) -> Result<Vec<(String, Tensor)>, String> {
+    let file = deserialize(bytes, label)?;
     let mut names: Vec<String> = file.names().into_iter().map(str::to_string).collect();
     names.sort();
     names
         .into_iter()
-        .map(|name| read_tensor(&bytes, &name, path).map(|t| (name, t)))
+        .map(|name| tensor_of(&file, &name, label).map(|t| (name, t)))
         .collect()
 }
 

@@ -69,8 +69,9 @@ impl Cursor<'_> {
         self.s[self.pos..].chars().next()
     }
     fn skip_ws(&mut self) {
-        while self.peek().is_some_and(char::is_whitespace) {
-            self.pos += 1;
+        // Unicode whitespace may be several bytes long (U+0085 is two).
+        while let Some(c) = self.peek().filter(|c| c.is_whitespace()) {
+            self.pos += c.len_utf8();
         }
     }
     fn word(&mut self) -> Range<usize> {
@@ -213,6 +214,14 @@ pub fn parse_pipeline(s: &str) -> Result<Vec<PassInvocation>, PipelineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multi_byte_whitespace_is_skipped_whole() {
+        // Found by the pipeline fuzz target: U+0085 (two bytes) split a character.
+        assert!(parse_pipeline("\u{85}\u{2c2}").is_err());
+        let passes = parse_pipeline("\u{85}dce\u{2003}").expect("whitespace around a name");
+        assert_eq!(passes[0].name, "dce");
+    }
 
     #[test]
     fn passes_and_options() {
