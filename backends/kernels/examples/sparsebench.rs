@@ -7,7 +7,12 @@ use std::time::Instant;
 
 fn main() {
     let level = Level::native();
-    let (m, k) = (3072, 1024);
+    // `sparsebench [ROWS]`: fewer rows keep the matrix in L2.
+    let m = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(3072);
+    let k = 1024;
     let mut a = vec![0f32; m * k];
     for br in 0..m / 8 {
         for bc in 0..k / 32 {
@@ -21,7 +26,6 @@ fn main() {
     }
     let x = vec![0.5f32; k];
     let mut y = vec![0f32; m];
-    let bcr = Bcr::new(level, &a, m, k, [8, 32], &|c| c as u32);
     let time = |f: &mut dyn FnMut()| {
         let mut t = Vec::new();
         for _ in 0..2000 {
@@ -32,17 +36,24 @@ fn main() {
         t.sort_by(|a, b| a.partial_cmp(b).unwrap());
         t[t.len() / 2] * 1e6
     };
-    let tb = time(&mut || unsafe {
-        bcr.run(
-            x.as_ptr(),
-            y.as_mut_ptr(),
-            1,
-            1,
-            Columns::Matrix { ldb: 1 },
-            0,
-            bcr.block_row_count(),
-        )
-    });
+    // The general plan (expanding kernel) and the one for vectors (windowed on AVX-512).
+    let general = Bcr::new(level, &a, m, k, [8, 32], &|c| c as u32);
+    let bcr = Bcr::for_vectors(level, &a, m, k, [8, 32]);
+    let mut product = |p: &Bcr| {
+        time(&mut || unsafe {
+            p.run(
+                x.as_ptr(),
+                y.as_mut_ptr(),
+                1,
+                1,
+                Columns::Matrix { ldb: 1 },
+                0,
+                p.block_row_count(),
+            )
+        })
+    };
+    let tg = product(&general);
+    let tb = product(&bcr);
     let g = Gemm::new(level);
     let packed = g.pack(&a, k, m, 1, k);
     let td = time(&mut || unsafe {
@@ -59,7 +70,7 @@ fn main() {
         )
     });
     println!(
-        "{level}: bcr {tb:.1} us ({} values), dense {td:.1} us, {:.2}x",
+        "{level}: bcr for vectors {tb:.1} us, general {tg:.1} us ({} values), dense {td:.1} us, {:.2}x",
         bcr.stored_values(),
         td / tb
     );

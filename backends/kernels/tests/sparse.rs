@@ -74,11 +74,21 @@ proptest! {
         let x = seeded(k, seed + 3);
         let want: Vec<f32> = (0..m).map(|r| (0..k).map(|c| a[r * k + c] as f64 * x[c] as f64).sum::<f64>() as f32).collect();
         for level in Level::supported() {
-            let bcr = Bcr::new(level, &a, m, k, [br, bc], &|c| c as u32);
-            let mut y = vec![f32::NAN; m];
-            unsafe { bcr.run(x.as_ptr(), y.as_mut_ptr(), 1, 1, Columns::Matrix { ldb: 1 }, 0, bcr.block_row_count()) };
-            let err = relative_l2(&y, &want);
-            prop_assert!(err <= 1e-5, "{level}: relative L2 {err:e}");
+            // The general plan, and the one for vectors (AVX-512's windowed layout), each
+            // over two tiles of block rows as threads split them.
+            let plans = [
+                ("general", Bcr::new(level, &a, m, k, [br, bc], &|c| c as u32)),
+                ("for vectors", Bcr::for_vectors(level, &a, m, k, [br, bc])),
+            ];
+            for (name, bcr) in plans {
+                let mut y = vec![f32::NAN; m];
+                let blocks = bcr.block_row_count();
+                for (b0, b1) in [(0, blocks / 2), (blocks / 2, blocks)] {
+                    unsafe { bcr.run(x.as_ptr(), y.as_mut_ptr(), 1, 1, Columns::Matrix { ldb: 1 }, b0, b1) };
+                }
+                let err = relative_l2(&y, &want);
+                prop_assert!(err <= 1e-5, "{level} {name}: relative L2 {err:e}");
+            }
         }
     }
 

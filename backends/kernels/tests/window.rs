@@ -205,6 +205,9 @@ proptest! {
         let want_mean: Vec<f32> = (0..n * c)
             .map(|i| (x[i * h * w..(i + 1) * h * w].iter().map(|&v| v as f64).sum::<f64>() / (h * w) as f64) as f32)
             .collect();
+        let want_magnitude: Vec<f32> = (0..n * c)
+            .map(|i| (x[i * h * w..(i + 1) * h * w].iter().map(|&v| v.abs() as f64).sum::<f64>() / (h * w) as f64) as f32)
+            .collect();
         let want_affine: Vec<f32> = x.iter().enumerate().map(|(i, &v)| {
             let ch = i / (h * w) % c;
             v * scale[ch] + shift[ch]
@@ -215,7 +218,11 @@ proptest! {
             let gap = GlobalAverage::new(level, shape);
             let mut mean = vec![f32::NAN; n * c];
             unsafe { gap.run(xb.as_ptr(), mean.as_mut_ptr(), 0, gap.tiles()) };
-            prop_assert!(relative_l2(&mean, &want_mean) <= 1e-6, "{level}: global average");
+            // Relative to the mean magnitude, not to the mean: a plane's values may cancel
+            // (n = 1, c = 1, 8 × 4: mean -0.0115 of values in ±1, f32 error 1.3e-6 of it).
+            let err = mean.iter().zip(&want_mean).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt();
+            let size = want_magnitude.iter().map(|&m| (m as f64).powi(2)).sum::<f64>().sqrt();
+            prop_assert!(err <= 1e-6 * size, "{level}: global average: error {err:e} of {size:e}");
             let affine = BlockedAffine::new(level, shape);
             let mut y = vec![f32::NAN; xb.len()];
             let io = AffineIo { x: xb.as_ptr(), y: y.as_mut_ptr(), scale: scale.as_ptr(), shift: shift.as_ptr() };

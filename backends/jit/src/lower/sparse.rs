@@ -45,7 +45,16 @@ impl Lower<'_> {
         n: usize,
         k: usize,
     ) -> SparseA {
-        self.sparse_a(layout, &[values], n, k, &|c| c as u32)
+        match layout {
+            // Planned for matrix-vector products (AVX-512's windowed layout).
+            SparseLayout::Bcr(block) => SparseA {
+                kernel: SparseKernel::Bcr(std::sync::Arc::new(vec![
+                    dnnc_kernels::sparse::Bcr::for_vectors(self.options.cpu, values, n, k, block),
+                ])),
+                row_unit: block[0],
+            },
+            SparseLayout::Csr => self.sparse_a(layout, &[values], n, k, &|c| c as u32),
+        }
     }
 
     /// `y[rows × n] = x[rows × k]·Wᵀ (+ bias per feature)` with a sparse `W`: one
