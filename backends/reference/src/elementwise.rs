@@ -95,8 +95,7 @@ pub(crate) fn sigmoid(x: f32) -> f32 {
 
 /// Softmax along an axis, subtracting the maximum first for stability.
 pub(crate) fn softmax(op: &Softmax, x: &Tensor) -> Tensor {
-    let rank = x.shape.len() as i64;
-    let axis = if op.axis < 0 { op.axis + rank } else { op.axis } as usize;
+    let axis = dnnc_ir::ops::axis_index(op.axis, x.shape.len()).expect("verified axis");
     let len = x.shape[axis];
     let inner: usize = x.shape[axis + 1..].iter().product();
     let outer: usize = x.shape[..axis].iter().product();

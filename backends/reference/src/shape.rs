@@ -50,8 +50,7 @@ pub(crate) fn transpose(x: &Tensor, perm: &[usize]) -> Tensor {
 }
 
 pub(crate) fn concat(xs: &[&Tensor], axis: i64) -> Tensor {
-    let rank = xs[0].shape.len();
-    let axis = if axis < 0 { axis + rank as i64 } else { axis } as usize;
+    let axis = dnnc_ir::ops::axis_index(axis, xs[0].shape.len()).expect("verified axis");
     let outer: usize = xs[0].shape[..axis].iter().product();
     let mut shape = xs[0].shape.to_vec();
     shape[axis] = xs.iter().map(|t| t.shape[axis]).sum();
@@ -107,12 +106,7 @@ fn append(a: Buffer, b: &Buffer) -> Buffer {
 
 /// The part of `x` whose index along `axis` lies in `[start, end)`.
 pub(crate) fn slice(x: &Tensor, op: &dnnc_ir::ops::Slice) -> Tensor {
-    let rank = x.shape.len();
-    let axis = if op.axis < 0 {
-        op.axis + rank as i64
-    } else {
-        op.axis
-    } as usize;
+    let axis = dnnc_ir::ops::axis_index(op.axis, x.shape.len()).expect("verified axis");
     let outer: usize = x.shape[..axis].iter().product();
     let inner: usize = x.shape[axis + 1..].iter().product();
     let mut shape = x.shape.to_vec();

@@ -301,12 +301,8 @@ fn pair(v: &[usize], what: &str) -> R<[usize; 2]> {
 
 /// Normalises a possibly negative axis for `rank` dimensions.
 fn axis(a: i64, rank: usize) -> R<usize> {
-    let r = rank as i64;
-    if (-r..r).contains(&a) {
-        Ok(if a < 0 { (a + r) as usize } else { a as usize })
-    } else {
-        Err(format!("axis {a} is out of range for rank {rank}"))
-    }
+    dnnc_ir::ops::axis_index(a, rank)
+        .ok_or_else(|| format!("axis {a} is out of range for rank {rank}"))
 }
 
 impl Cx<'_, '_> {

@@ -232,17 +232,21 @@ pub(crate) fn positive<const N: usize>(v: &[usize; N], what: &str) -> Result<(),
     }
 }
 
+/// The index of `axis` among `len` axes, counting from the end when negative (ONNX's
+/// rule): `-1` is the last; `None` outside `[-len, len)`. The one definition every op,
+/// backend and importer uses.
+pub fn axis_index(axis: i64, len: usize) -> Option<usize> {
+    let n = i64::try_from(len).ok()?;
+    (-n..n)
+        .contains(&axis)
+        .then(|| if axis < 0 { axis + n } else { axis } as usize)
+}
+
 /// Normalises a possibly negative axis against `rank` (`len` is `rank` or `rank + 1` for
 /// axes that may point one past the end).
 pub(crate) fn norm_axis(axis: i64, len: usize, what: &str) -> Result<usize, String> {
-    let n = len as i64;
-    if (-n..n).contains(&axis) {
-        Ok(if axis < 0 {
-            (axis + n) as usize
-        } else {
-            axis as usize
-        })
-    } else {
-        Err(format!("{what} {axis} is out of range [{}, {}]", -n, n - 1))
-    }
+    axis_index(axis, len).ok_or_else(|| {
+        let n = len as i64;
+        format!("{what} {axis} is out of range [{}, {}]", -n, n - 1)
+    })
 }

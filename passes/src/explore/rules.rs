@@ -343,11 +343,7 @@ fn unary_slice_apply(eg: &mut EGraph, m: &Match) -> Unions {
 }
 
 fn norm(axis: i64, rank: usize) -> usize {
-    if axis < 0 {
-        (axis + rank as i64) as usize
-    } else {
-        axis as usize
-    }
+    dnnc_ir::ops::axis_index(axis, rank).expect("verified axis")
 }
 
 fn concat_slices_search(eg: &EGraph, _: &Index) -> Vec<Match> {

@@ -78,11 +78,8 @@ impl Lower<'_> {
         sm: &dnnc_ir::ops::Softmax,
     ) -> Result<(), CompileError> {
         let s = self.shape(node.inputs[0]);
-        let axis = if sm.axis < 0 {
-            (sm.axis + s.len() as i64) as usize
-        } else {
-            sm.axis as usize
-        };
+        let axis = dnnc_ir::ops::axis_index(sm.axis, s.len())
+            .ok_or_else(|| unsupported(node, "the axis is out of range"))?;
         let (len, inner) = (s[axis], s[axis + 1..].iter().product::<usize>());
         let rows = self.elements(node.inputs[0]) / len;
         let k = elementwise::softmax(&mut self.cg, len, inner)?;

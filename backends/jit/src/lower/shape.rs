@@ -35,11 +35,8 @@ impl Lower<'_> {
     ) -> Result<(), CompileError> {
         let out = node.outputs[0];
         let s = self.shape(out);
-        let axis = if c.axis < 0 {
-            (c.axis + s.len() as i64) as usize
-        } else {
-            c.axis as usize
-        };
+        let axis = dnnc_ir::ops::axis_index(c.axis, s.len())
+            .ok_or_else(|| unsupported(node, "the axis is out of range"))?;
         let outer: usize = s[..axis].iter().product();
         let dst_stride: usize = s[axis..].iter().product();
         let y = self.addr(out);
@@ -62,11 +59,8 @@ impl Lower<'_> {
     ) -> Result<(), CompileError> {
         let x = node.inputs[0];
         let s = self.shape(x);
-        let axis = if sl.axis < 0 {
-            (sl.axis + s.len() as i64) as usize
-        } else {
-            sl.axis as usize
-        };
+        let axis = dnnc_ir::ops::axis_index(sl.axis, s.len())
+            .ok_or_else(|| unsupported(node, "the axis is out of range"))?;
         let outer: usize = s[..axis].iter().product();
         let inner: usize = s[axis + 1..].iter().product();
         let chunk = (sl.end - sl.start) * inner;

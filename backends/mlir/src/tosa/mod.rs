@@ -207,11 +207,7 @@ fn tensor_type<'c>(ctx: &'c Context, shape: &[usize]) -> Type<'c> {
 
 /// Normalises a possibly negative axis.
 pub(super) fn axis(a: i64, rank: usize) -> usize {
-    if a < 0 {
-        (a + rank as i64) as usize
-    } else {
-        a as usize
-    }
+    dnnc_ir::ops::axis_index(a, rank).expect("verified axis")
 }
 
 pub(super) fn dense_f32(t: &Tensor) -> Vec<f32> {
