@@ -148,8 +148,13 @@ pub struct Graph {
     pub nodes: Vec<Node>,
     /// Values with known data (weights and constants).
     pub consts: SecondaryMap<Value, Option<Arc<Tensor>>>,
-    /// Reshape and flatten results: the value whose buffer they view.
+    /// Reshape and flatten results, and slices read in place: the value whose buffer they
+    /// view.
     pub alias: SecondaryMap<Value, Option<Value>>,
+    /// Slices read in place ([`crate::layout`] decides): their byte offset into the
+    /// buffer they view, in that buffer's layout. Unlike a reshape, a slice view has a
+    /// layout of its own (its buffer's).
+    pub slice_offset: SecondaryMap<Value, Option<usize>>,
     /// Parameters.
     pub params: Vec<Value>,
     /// Returned values.
@@ -186,6 +191,25 @@ impl Graph {
             v = a;
         }
         v
+    }
+
+    /// What a reshape views: `v` itself unless it is a reshape, else the nearest value
+    /// under its reshapes (a slice view or a buffer's owner).
+    pub fn reshaped_from(&self, mut v: Value) -> Value {
+        while let (Some(a), None) = (self.alias[v], self.slice_offset[v]) {
+            v = a;
+        }
+        v
+    }
+
+    /// Byte offset of `v`'s data in its root's buffer (nonzero through slice views).
+    pub fn view_offset(&self, mut v: Value) -> usize {
+        let mut bytes = 0;
+        while let Some(a) = self.alias[v] {
+            bytes += self.slice_offset[v].unwrap_or(0);
+            v = a;
+        }
+        bytes
     }
 }
 
@@ -229,6 +253,7 @@ pub fn build(m: &Module, f: FuncId, fuse: bool) -> Result<Graph, CompileError> {
         nodes: Vec::new(),
         consts: SecondaryMap::new(),
         alias: SecondaryMap::new(),
+        slice_offset: SecondaryMap::new(),
         params: func.params.clone(),
         returns: func.returns.clone(),
         fused: 0,

@@ -8,6 +8,11 @@
 //! given its inputs' layouts, and a consumer that needs the other layout gets a
 //! [`NodeKind::Reorder`] node, one per value and layout, shared by every consumer.
 //! Function inputs and outputs are planar, and so is anything seen through a reshape.
+//!
+//! A slice whose part is one contiguous range of its input's buffer (every axis before
+//! the sliced one of size 1; for a blocked input, the channel axis cut at whole vectors)
+//! is no node at all: its result views the input's buffer at an offset, in the input's
+//! layout, so the slices that split a merged convolution's output cost nothing.
 
 use crate::graph::{Epi, Graph, Node, NodeKind};
 use crate::{JitOptions, lower};
@@ -44,6 +49,13 @@ pub fn assign(g: &mut Graph, func: &Function, options: &JitOptions) {
     let mut copies: HashMap<(Value, Act), Value> = HashMap::new();
     let mut out: Vec<Node> = Vec::with_capacity(nodes.len());
     for mut node in nodes {
+        if let Some(offset) = slice_view(g, func, &node, options.cpu.lanes()) {
+            let (x, y) = (node.inputs[0], node.outputs[0]);
+            g.alias[y] = Some(x);
+            g.slice_offset[y] = Some(offset);
+            g.layout[y] = g.layout[x];
+            continue;
+        }
         let wants = wants(g, func, &node, options);
         for (i, want) in wants.inputs.iter().enumerate() {
             if let Some(want) = *want {
@@ -72,7 +84,7 @@ pub fn assign(g: &mut Graph, func: &Function, options: &JitOptions) {
 fn wants(g: &Graph, func: &Function, node: &Node, options: &JitOptions) -> Wants {
     let is_activation = |v: Value| g.consts[g.root(v)].is_none();
     let current = |v: Value| {
-        if g.alias[v].is_some() {
+        if g.reshaped_from(v) != v {
             Act::Planar
         } else {
             g.layout[v]
@@ -181,11 +193,12 @@ fn convert(
     v: Value,
     want: Act,
 ) -> Value {
-    let root = g.root(v);
-    if g.consts[root].is_some() {
+    if g.consts[g.root(v)].is_some() {
         return v;
     }
-    let have = if g.alias[v].is_some() {
+    // What a reshape views (a slice view, or the buffer's owner), converted whole.
+    let root = g.reshaped_from(v);
+    let have = if root != v {
         // A reshape's view is only meaningful over a planar buffer.
         if g.layout[root] == Act::Planar {
             return v;
@@ -226,6 +239,39 @@ fn convert(
     let view = g.new_value(g.ty(func, v).clone());
     g.alias[view] = Some(copy);
     view
+}
+
+/// The byte offset at which `node`'s result can view its input, if it is a slice of one
+/// contiguous range of an activation's buffer (see the module's documentation).
+fn slice_view(g: &Graph, func: &Function, node: &Node, lanes: usize) -> Option<usize> {
+    let NodeKind::Op(OpKind::Slice(sl)) = &node.kind else {
+        return None;
+    };
+    let x = node.inputs[0];
+    // Not over a constant (data, not the arena), nor through a reshape of a blocked value.
+    if g.consts[g.root(x)].is_some() || g.reshaped_from(x) != x {
+        return None;
+    }
+    let shape = &g.ty(func, x).shape;
+    let axis = dnnc_ir::ops::axis_index(sl.axis, shape.len())?;
+    match g.layout[x] {
+        Act::Planar => {
+            let outer: usize = shape[..axis].iter().product();
+            let inner: usize = shape[axis + 1..].iter().product();
+            (outer == 1).then_some(sl.start * inner * 4)
+        }
+        Act::Blocked => {
+            // [1][c / L][h][w][L]: whole vectors of channels are contiguous; a last partial
+            // vector only at the end of the input (its padding lanes stay finite).
+            let whole = |c: usize| c.is_multiple_of(lanes);
+            let ok = shape.len() == 4
+                && axis == 1
+                && shape[0] == 1
+                && whole(sl.start)
+                && (whole(sl.end) || sl.end == shape[1]);
+            ok.then(|| sl.start / lanes * shape[2] * shape[3] * lanes * 4)
+        }
+    }
 }
 
 /// The layout map, for tests.

@@ -257,12 +257,11 @@ impl<'a> Pricer<'a> {
                 (self.table.predict(&f), f.class)
             } else {
                 let f = self.features(node).expect("an implementation");
-                let t = if f.class == "view" {
-                    0.0
+                if f.class == "view" || self.slice_view(kind, &args, &cur) {
+                    (0.0, "view".to_string())
                 } else {
-                    self.table.predict(&f)
-                };
-                (t, f.class)
+                    (self.table.predict(&f), f.class)
+                }
             };
             if fused {
                 fusable.insert(c);
@@ -291,6 +290,30 @@ impl<'a> Pricer<'a> {
         Some(eval)
     }
 
+    /// Whether the JIT reads this slice in place (`backends/jit/src/layout.rs`, mirrored
+    /// here): one contiguous range of its input, in the input's layout. Blocked inputs
+    /// are cut at multiples of 16 channels, whole vectors at every level.
+    fn slice_view(&self, kind: &OpKind, args: &[Id], cur: &dyn Fn(Id) -> Act) -> bool {
+        let OpKind::Slice(sl) = kind else {
+            return false;
+        };
+        let x = self.ty(args[0]);
+        let Some(axis) = dnnc_ir::ops::axis_index(sl.axis, x.rank()) else {
+            return false;
+        };
+        match cur(args[0]) {
+            Act::Planar => x.shape[..axis].iter().all(|&d| d == 1),
+            Act::Blocked => {
+                let whole = |c: usize| c.is_multiple_of(16);
+                x.rank() == 4
+                    && axis == 1
+                    && x.shape[0] == 1
+                    && whole(sl.start)
+                    && (whole(sl.end) || sl.end == x.shape[1])
+            }
+        }
+    }
+
     /// The layouts an op reads (per operand) and writes, given its inputs' layouts.
     fn layouts(
         &self,
@@ -303,6 +326,9 @@ impl<'a> Pricer<'a> {
         let all = |a: Act| vec![a; n];
         let planar = (all(Act::Planar), Act::Planar);
         let rank4 = |id: Id| self.ty(id).rank() == 4;
+        if self.slice_view(kind, args, cur) {
+            return (vec![cur(args[0])], cur(args[0]));
+        }
         match kind {
             OpKind::Conv2d(c) => match form {
                 Form::Direct | Form::Winograd => {
@@ -378,6 +404,7 @@ impl<'a> Pricer<'a> {
             .evaluate(&choice, roots)
             .expect("the greedy choice is acyclic");
         let mut moves = 0;
+        let greedy = self.greedy();
         // Which classes hold a node with each class as a child.
         let mut users: HashMap<Id, Vec<(Id, Dnn)>> = HashMap::new();
         for class in self.eg.classes() {
@@ -423,7 +450,40 @@ impl<'a> Pricer<'a> {
                             }
                         }
                     }
-                    if let Some(e) = self.evaluate(&trial, roots)
+                    // Classes the move reaches that have no node chosen yet (the start is
+                    // the program as written) take the greedy choice's, and so do theirs.
+                    let mut pending = fresh.clone();
+                    while let Some(f) = pending.pop() {
+                        if let (None, Some(node)) = (trial.get(&f), greedy.get(&f)) {
+                            pending.extend(node.children().iter().map(|&a| self.eg.find(a)));
+                            trial.insert(f, node.clone());
+                        }
+                    }
+                    // A class reached may still be chosen as a term over the very classes
+                    // the move replaces (a merged op is also the concatenation of its
+                    // parts): choose it afresh, cheapest acyclic node first.
+                    let mut evaluated = self.evaluate(&trial, roots);
+                    for f in &fresh {
+                        if evaluated.is_some() {
+                            break;
+                        }
+                        let mut nodes: Vec<&Dnn> = self.eg[*f]
+                            .nodes
+                            .iter()
+                            .filter(|n| self.own(n).is_finite())
+                            .collect();
+                        nodes.sort_by(|a, b| self.own(a).total_cmp(&self.own(b)));
+                        for node in nodes {
+                            let mut again = trial.clone();
+                            again.insert(*f, node.clone());
+                            if let Some(e) = self.evaluate(&again, roots) {
+                                trial = again;
+                                evaluated = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    if let Some(e) = evaluated
                         && e.total < best.total * (1.0 - 1e-9)
                     {
                         choice = trial;

@@ -438,3 +438,53 @@ fn saturation_is_bounded_and_reports_why_it_stopped() {
     let sat = saturate(&mut built.egraph, 100_000, 1, far);
     assert_eq!(sat.stop, Stop::Iterations);
 }
+
+#[test]
+fn local_search_reaches_a_merge_from_the_program_as_written() {
+    // Three 1×1 convolutions of one input (16 output channels each, so the slices of the
+    // merged one are read in place): merged, the input is read once. The start is the
+    // program as written, whose choice holds no node for the merged op or its weights;
+    // the move to a slice of it must complete them (it once found no move at all).
+    let m = module(&[&[1, 64, 14, 14]], |b, x| {
+        let mut outs = Vec::new();
+        for i in 0..3 {
+            let w = weight(b, &format!("w{i}"), &[16, 64, 1, 1], i);
+            let y = b.op1(conv(1, 0), &[x[0], w])?;
+            outs.push(b.op1(OpKind::Relu(Relu), &[y])?);
+        }
+        Ok(outs)
+    });
+    let f = m.funcs.keys().next().unwrap();
+    let func = m.funcs[f].clone();
+    let mut built = build::build(&m, &func);
+    forms::add_forms(&mut built.egraph, &HashMap::new(), true);
+    let input = input_choice(&built, &func);
+    let far = Instant::now() + Duration::from_secs(10);
+    saturate(&mut built.egraph, 100_000, 20, far);
+    forms::add_forms(&mut built.egraph, &HashMap::new(), true);
+    let eg = &built.egraph;
+    let table = cost::CostTable::analytical();
+    let sparse = HashMap::new();
+    let pricer = Pricer::new(eg, &table, &sparse);
+    let roots: Vec<Id> = built.returns.iter().map(|&r| eg.find(r)).collect();
+    let written = canonical(eg, &input);
+    let before = pricer.evaluate(&written, &roots).expect("as written");
+    let (choice, after, moves) = pricer.improve(written, &roots, far);
+    assert!(
+        moves > 0 && after.total < before.total,
+        "{} -> {}",
+        before.total,
+        after.total
+    );
+    let order = pricer.order(&choice, &roots).expect("acyclic");
+    let mut out = m.clone();
+    writeback::write_back(&mut out, f, &built, &choice, &order, &HashSet::new())
+        .expect("writes back");
+    assert!(dnnc_ir::verify::verify_module(&out).is_empty());
+    assert_eq!(count(&out, "dnn.conv2d"), 1);
+    assert_eq!(count(&out, "dnn.slice"), 3);
+    let (want, got) = (run(&m, 5), run(&out, 5));
+    for (w, g) in want.iter().zip(&got) {
+        assert!(rel_l2(g, w) <= 1e-5);
+    }
+}

@@ -178,7 +178,7 @@ pub fn lower(
             continue;
         }
         let src = match l.plan.offset[r] {
-            Some(o) => OutputSource::Arena(o),
+            Some(o) => OutputSource::Arena(o + g.view_offset(v)),
             None => match l.addr(v) {
                 Addr::Data(i, 0) => OutputSource::Data(i),
                 _ => unreachable!("a returned constant is registered as data"),
@@ -281,7 +281,7 @@ impl Lower<'_> {
     fn addr(&mut self, v: Value) -> Addr {
         let r = self.g.root(v);
         if let Some(o) = self.plan.offset[r] {
-            return Addr::Arena(o);
+            return Addr::Arena(o + self.g.view_offset(v));
         }
         if let Some(i) = self.data_of[r] {
             return Addr::Data(i, 0);
