@@ -102,7 +102,33 @@ pub fn choose(
         let w_value = match &data.kind {
             OpKind::Conv2d(c) if c.groups == 1 => data.operands[1],
             OpKind::Linear(_) => data.operands[1],
-            _ => continue,
+            // Grouped convolutions and ops without a sparse kernel keep their layout.
+            OpKind::Conv2d(_)
+            | OpKind::Weight(_)
+            | OpKind::Constant(_)
+            | OpKind::MatMul(_)
+            | OpKind::BatchNorm(_)
+            | OpKind::Add(_)
+            | OpKind::Sub(_)
+            | OpKind::Mul(_)
+            | OpKind::Div(_)
+            | OpKind::Relu(_)
+            | OpKind::Relu6(_)
+            | OpKind::Sigmoid(_)
+            | OpKind::Tanh(_)
+            | OpKind::Softmax(_)
+            | OpKind::MaxPool2d(_)
+            | OpKind::AvgPool2d(_)
+            | OpKind::GlobalAvgPool2d(_)
+            | OpKind::Reshape(_)
+            | OpKind::Flatten(_)
+            | OpKind::Transpose(_)
+            | OpKind::Concat(_)
+            | OpKind::Slice(_)
+            | OpKind::Lstm(_)
+            | OpKind::Gru(_)
+            | OpKind::BasisConv(_)
+            | OpKind::CoeffConv(_) => continue,
         };
         let Some(&wop) = func.def_op(w_value).as_ref() else {
             continue;

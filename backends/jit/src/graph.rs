@@ -218,7 +218,31 @@ fn channel_axis(kind: &OpKind, rank: usize) -> Option<usize> {
     match kind {
         OpKind::Conv2d(_) => Some(1),
         OpKind::Linear(_) | OpKind::MatMul(_) => Some(rank - 1),
-        _ => None,
+        // Not a producer epilogues fold into.
+        OpKind::Weight(_)
+        | OpKind::Constant(_)
+        | OpKind::BatchNorm(_)
+        | OpKind::Add(_)
+        | OpKind::Sub(_)
+        | OpKind::Mul(_)
+        | OpKind::Div(_)
+        | OpKind::Relu(_)
+        | OpKind::Relu6(_)
+        | OpKind::Sigmoid(_)
+        | OpKind::Tanh(_)
+        | OpKind::Softmax(_)
+        | OpKind::MaxPool2d(_)
+        | OpKind::AvgPool2d(_)
+        | OpKind::GlobalAvgPool2d(_)
+        | OpKind::Reshape(_)
+        | OpKind::Flatten(_)
+        | OpKind::Transpose(_)
+        | OpKind::Concat(_)
+        | OpKind::Slice(_)
+        | OpKind::Lstm(_)
+        | OpKind::Gru(_)
+        | OpKind::BasisConv(_)
+        | OpKind::CoeffConv(_) => None,
     }
 }
 
@@ -414,7 +438,30 @@ fn try_fuse(
                 None => return None,
             }
         }
-        _ => return None,
+        // Batch norm on another axis, and every op that is no epilogue.
+        OpKind::BatchNorm(_)
+        | OpKind::Weight(_)
+        | OpKind::Constant(_)
+        | OpKind::Conv2d(_)
+        | OpKind::MatMul(_)
+        | OpKind::Linear(_)
+        | OpKind::Sub(_)
+        | OpKind::Div(_)
+        | OpKind::Sigmoid(_)
+        | OpKind::Tanh(_)
+        | OpKind::Softmax(_)
+        | OpKind::MaxPool2d(_)
+        | OpKind::AvgPool2d(_)
+        | OpKind::GlobalAvgPool2d(_)
+        | OpKind::Reshape(_)
+        | OpKind::Flatten(_)
+        | OpKind::Transpose(_)
+        | OpKind::Concat(_)
+        | OpKind::Slice(_)
+        | OpKind::Lstm(_)
+        | OpKind::Gru(_)
+        | OpKind::BasisConv(_)
+        | OpKind::CoeffConv(_) => return None,
     };
     push_epilogue(&mut g.nodes[n].epilogue, epi);
     Some(n)

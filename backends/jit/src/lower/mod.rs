@@ -122,7 +122,31 @@ pub fn lower(
                 }) if d.bytes > 0 => vec![d.bytes],
                 _ => Vec::new(),
             },
-            _ => Vec::new(),
+            // Every other op works in its operands and results alone.
+            OpKind::Weight(_)
+            | OpKind::Constant(_)
+            | OpKind::MatMul(_)
+            | OpKind::Linear(_)
+            | OpKind::BatchNorm(_)
+            | OpKind::Add(_)
+            | OpKind::Sub(_)
+            | OpKind::Mul(_)
+            | OpKind::Div(_)
+            | OpKind::Relu(_)
+            | OpKind::Relu6(_)
+            | OpKind::Sigmoid(_)
+            | OpKind::Tanh(_)
+            | OpKind::Softmax(_)
+            | OpKind::MaxPool2d(_)
+            | OpKind::AvgPool2d(_)
+            | OpKind::GlobalAvgPool2d(_)
+            | OpKind::Reshape(_)
+            | OpKind::Flatten(_)
+            | OpKind::Transpose(_)
+            | OpKind::Concat(_)
+            | OpKind::Slice(_)
+            | OpKind::BasisConv(_)
+            | OpKind::CoeffConv(_) => Vec::new(),
         }
     };
     let plan = crate::plan::plan(g, &bytes, &scratch);

@@ -5,7 +5,11 @@ use crate::codegen::{elementwise, rnn};
 
 impl Lower<'_> {
     pub(super) fn rnn(&mut self, index: usize, node: &Node) -> Result<(), CompileError> {
-        let lstm = matches!(node.kind, NodeKind::Op(OpKind::Lstm(_)));
+        let (lstm, linear_before_reset) = match &node.kind {
+            NodeKind::Op(OpKind::Lstm(_)) => (true, true),
+            NodeKind::Op(OpKind::Gru(g)) => (false, g.linear_before_reset),
+            _ => return Err(unsupported(node, "not a recurrent layer")),
+        };
         let gates = if lstm { 4 } else { 3 };
         let (x, w, r, b) = (
             node.inputs[0],
@@ -26,10 +30,6 @@ impl Lower<'_> {
         let bv = self
             .konst(b)
             .ok_or_else(|| unsupported(node, "B must be a weight or constant"))?;
-        let linear_before_reset = match &node.kind {
-            NodeKind::Op(OpKind::Gru(g)) => g.linear_before_reset,
-            _ => true,
-        };
         let scratch = self.plan.scratch[index].clone();
         let (gx_buf, gh_buf, state_buf, aux_buf) = (scratch[0], scratch[1], scratch[2], scratch[3]);
         // Input projections of every step: [T·B, G·H] = X·Wᵀ + Wb (+ Rb for the gates

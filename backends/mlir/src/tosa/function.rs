@@ -1,6 +1,7 @@
 //! One dnnc function lowered op by op into a `func.func` of TOSA ops.
 
 use super::*;
+use dnnc_ir::ops::Arith;
 use melior::ir::operation::OperationRef;
 
 pub(super) fn lower_function<'c>(
@@ -113,11 +114,18 @@ pub(super) fn lower_function<'c>(
                     full.extend(s);
                     full
                 };
-                match &data.kind {
-                    OpKind::Add(_) => lw.op("tosa.add", &[a, b], &[], &out),
-                    OpKind::Sub(_) => lw.op("tosa.sub", &[a, b], &[], &out),
-                    OpKind::Mul(_) => lw.mul(a, b, &out),
-                    _ => {
+                let arith = match &data.kind {
+                    OpKind::Add(_) => Arith::Add,
+                    OpKind::Sub(_) => Arith::Sub,
+                    OpKind::Mul(_) => Arith::Mul,
+                    OpKind::Div(_) => Arith::Div,
+                    other => unreachable!("{} is in the arithmetic arm", other.name()),
+                };
+                match arith {
+                    Arith::Add => lw.op("tosa.add", &[a, b], &[], &out),
+                    Arith::Sub => lw.op("tosa.sub", &[a, b], &[], &out),
+                    Arith::Mul => lw.mul(a, b, &out),
+                    Arith::Div => {
                         let r = lw.op("tosa.reciprocal", &[b], &[], &bs);
                         lw.mul(a, r, &out)
                     }
