@@ -3,7 +3,9 @@
 # build` does, on the stable toolchain: sancov, --cfg fuzzing, debug assertions so that
 # overflow is a crash) and runs each for a bounded time on its seed corpus.
 # Usage: fuzz/run.sh SECONDS [TARGET...]    (default: every target; fuzz/seed.sh first;
-# FUZZ_SEED sets libFuzzer's seed, 1 by default so that a CI run can be repeated)
+# FUZZ_SEED sets libFuzzer's seed, 1 by default so that a CI run can be repeated;
+# FUZZ_RUNS=N stops each target after N executions instead, SECONDS 0 then meaning no
+# time limit; FUZZ_MAX_LEN caps the input length)
 # A crash leaves its input in fuzz/artifacts/<target>/ and fails the run; make it a
 # regression test (fuzz/regressions/<target>/, replayed by `cargo test -p dnnc-fuzz`).
 set -euo pipefail
@@ -25,8 +27,10 @@ for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
   args=(-max_total_time="$seconds" -seed="${FUZZ_SEED:-1}" -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=10
         -artifact_prefix="fuzz/artifacts/$t/" -print_final_stats=1)
+  [ -n "${FUZZ_RUNS:-}" ] && args+=(-runs="$FUZZ_RUNS")
+  [ -n "${FUZZ_MAX_LEN:-}" ] && args+=(-max_len="$FUZZ_MAX_LEN")
   [ -n "${dict[$t]:-}" ] && args+=(-dict="fuzz/dict/${dict[$t]}.dict")
-  echo "== fuzz $t for ${seconds}s"
+  echo "== fuzz $t for ${seconds}s${FUZZ_RUNS:+ or $FUZZ_RUNS executions}"
   if ! "target/fuzz/$host/release/$t" "${args[@]}" "fuzz/corpus/$t" 2> "fuzz/artifacts/$t.log"; then
     status=1
     tail -40 "fuzz/artifacts/$t.log"

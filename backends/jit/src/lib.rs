@@ -56,6 +56,15 @@ pub struct JitOptions {
     pub winograd: bool,
     /// Where [`WeightLayout::Auto`] keeps its measured times (`None`: measure every time).
     pub layout_cache: Option<std::path::PathBuf>,
+    /// A test mode: every planned buffer gets pages of its own between inaccessible pages,
+    /// so that a kernel reading or writing out of bounds faults at once. Slower and larger;
+    /// the default is on when `DNNC_GUARD_PAGES` is set to anything but `0`.
+    pub guard_pages: bool,
+}
+
+/// Whether `DNNC_GUARD_PAGES` asks for [`JitOptions::guard_pages`].
+pub fn guard_pages_from_env() -> bool {
+    std::env::var_os("DNNC_GUARD_PAGES").is_some_and(|v| !v.is_empty() && v != "0")
 }
 
 impl Default for JitOptions {
@@ -68,6 +77,7 @@ impl Default for JitOptions {
             cpu: Level::native(),
             winograd: true,
             layout_cache: None,
+            guard_pages: guard_pages_from_env(),
         }
     }
 }

@@ -1,6 +1,10 @@
 //! Buffer planning: every intermediate tensor gets an offset in one arena, by liveness,
 //! reusing memory once a tensor's last reader has run, and writing elementwise results in
 //! place of an operand that dies there.
+//!
+//! Guarded plans (a test mode) give every buffer pages of its own instead, ending at a page
+//! boundary, with an inaccessible page before and after: a kernel that reads or writes
+//! past a buffer faults at once rather than touching its neighbour.
 
 use crate::graph::{Epi, Graph, NodeKind};
 use cranelift_entity::SecondaryMap;
@@ -9,6 +13,10 @@ use dnnc_ir::ops::OpKind;
 
 /// Offsets are aligned to a cache line.
 pub const ALIGN: usize = 64;
+
+/// The page size of guarded plans (at least the system's, and a multiple of it on every
+/// Linux target dnnc builds for).
+pub const PAGE: usize = 64 * 1024;
 
 /// Where each value lives.
 pub struct Plan {
@@ -20,6 +28,8 @@ pub struct Plan {
     pub unplanned_bytes: usize,
     /// Scratch buffers of each node (offset, bytes).
     pub scratch: Vec<Vec<usize>>,
+    /// In a guarded plan, the offsets of the inaccessible pages ([`PAGE`] bytes each).
+    pub guards: Vec<usize>,
 }
 
 /// Scratch buffers of a recurrent node, in bytes: the input projections of every step,
@@ -54,41 +64,36 @@ pub fn plan(
     g: &Graph,
     bytes: &dyn Fn(Value) -> usize,
     scratch_of: &dyn Fn(&crate::graph::Node) -> Vec<usize>,
+    guarded: bool,
 ) -> Plan {
     let n = g.nodes.len();
-    // Lifetimes of buffer roots, as node indices: [first, last].
-    let mut first: SecondaryMap<Value, usize> = SecondaryMap::with_default(usize::MAX);
+    // The last use of each buffer root, as a node index.
     let mut last: SecondaryMap<Value, usize> = SecondaryMap::new();
-    let mut roots: Vec<Value> = Vec::new();
-    let mut touch = |v: Value, at: usize, roots: &mut Vec<Value>| {
+    let mut touch = |v: Value, at: usize| {
         let r = g.root(v);
         if g.consts[r].is_some() {
             return;
         }
-        if first[r] == usize::MAX {
-            first[r] = at;
-            roots.push(r);
-        }
         last[r] = last[r].max(at);
     };
     for &p in &g.params {
-        touch(p, 0, &mut roots);
+        touch(p, 0);
     }
     for (i, node) in g.nodes.iter().enumerate() {
         for &v in &node.inputs {
-            touch(v, i, &mut roots);
+            touch(v, i);
         }
         for e in &node.epilogue {
             if let Epi::Add(v) = e {
-                touch(*v, i, &mut roots);
+                touch(*v, i);
             }
         }
         for &v in &node.outputs {
-            touch(v, i, &mut roots);
+            touch(v, i);
         }
     }
     for &v in &g.returns {
-        touch(v, n, &mut roots);
+        touch(v, n);
     }
 
     let mut offset: SecondaryMap<Value, Option<usize>> = SecondaryMap::new();
@@ -97,11 +102,24 @@ pub fn plan(
     let mut unplanned = 0;
     let mut scratch = vec![Vec::new(); n];
     let round = |b: usize| b.div_ceil(ALIGN) * ALIGN;
-    let alloc = |size: usize,
-                 until: usize,
-                 live: &mut Vec<(usize, usize, usize)>,
-                 arena: &mut usize|
+    let mut guards = Vec::new();
+    let mut alloc = |size: usize,
+                     until: usize,
+                     live: &mut Vec<(usize, usize, usize)>,
+                     arena: &mut usize|
      -> usize {
+        if guarded {
+            // [guard][pages of the buffer, which ends at their end][guard]: nothing reused.
+            if guards.is_empty() {
+                guards.push(0);
+                *arena = PAGE;
+            }
+            let pages = size.div_ceil(PAGE).max(1) * PAGE;
+            let at = *arena + pages - size;
+            guards.push(*arena + pages);
+            *arena += pages + PAGE;
+            return at;
+        }
         live.sort_unstable();
         let mut at = 0;
         for &(o, s, _) in live.iter() {
@@ -162,11 +180,57 @@ pub fn plan(
             }
         }
     }
-    let _ = roots;
     Plan {
         offset,
         arena_bytes: arena,
         unplanned_bytes: unplanned,
         scratch,
+        guards,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dnnc_ir::builder::FuncBuilder;
+    use dnnc_ir::ops::{OpKind, Relu, Sigmoid};
+    use dnnc_ir::{Module, TensorType};
+
+    /// A guarded plan gives every buffer its own pages, ending where a guard page begins,
+    /// with a guard page before the first; nothing overlaps.
+    #[test]
+    fn guarded_buffers_end_at_guard_pages() {
+        let mut m = Module::new(Some("t"));
+        let mut b = FuncBuilder::new(&mut m, "main", &[("x", TensorType::f32(&[3, 5]))]);
+        let x = b.param(0);
+        let r = b.op1(OpKind::Relu(Relu), &[x]).unwrap();
+        let s = b.op1(OpKind::Sigmoid(Sigmoid), &[x]).unwrap();
+        let y = b.op1(OpKind::Add(dnnc_ir::ops::Add), &[r, s]).unwrap();
+        b.finish(&[y]);
+        let f = m.funcs.keys().next().unwrap();
+        let g = crate::graph::build(&m, f, true).unwrap();
+        let p = plan(&g, &|_| 60, &|_| vec![100], true);
+        assert_eq!(p.guards[0], 0);
+        let mut ends: Vec<(usize, usize)> = p
+            .offset
+            .values()
+            .flatten()
+            .map(|&o| (o, o + 64))
+            .chain(p.scratch.iter().flatten().map(|&o| (o, o + 128)))
+            .collect();
+        ends.sort_unstable();
+        ends.dedup();
+        assert!(ends.len() >= 3, "{ends:?}");
+        for w in ends.windows(2) {
+            assert!(w[0].1 <= w[1].0, "overlap: {ends:?}");
+        }
+        for (_, end) in ends {
+            assert!(
+                p.guards.contains(&end),
+                "no guard page at {end}: {:?}",
+                p.guards
+            );
+        }
+        assert_eq!(p.arena_bytes, p.guards.last().unwrap() + PAGE);
     }
 }

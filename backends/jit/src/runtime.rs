@@ -21,6 +21,8 @@ pub struct Executable {
     pub(crate) labels: Vec<String>,
     pub(crate) data: Vec<Data>,
     pub(crate) arena_bytes: usize,
+    /// A guarded plan's inaccessible pages (offsets).
+    guards: Vec<usize>,
     pub(crate) inputs: Vec<(usize, TensorType)>,
     pub(crate) outputs: Vec<(OutputSource, TensorType)>,
     pub(crate) threads: usize,
@@ -32,22 +34,89 @@ pub struct Executable {
     pub layout_choices: Vec<crate::LayoutChoice>,
 }
 
-/// A cache-line aligned buffer.
-struct Arena {
-    buf: Vec<u8>,
-    start: usize,
+/// The buffer every planned tensor lives in.
+enum Arena {
+    /// Cache-line aligned heap memory.
+    Heap { buf: Vec<u8>, start: usize },
+    /// Mapped pages, some of them inaccessible (a guarded plan's).
+    #[cfg(unix)]
+    Guarded { base: *mut u8, bytes: usize },
 }
 
+// SAFETY: the mapping is owned by the arena alone and released once, in `drop`.
+#[cfg(unix)]
+unsafe impl Send for Arena {}
+
 impl Arena {
-    fn new(bytes: usize) -> Arena {
+    fn new(bytes: usize, guards: &[usize]) -> Arena {
+        #[cfg(unix)]
+        if !guards.is_empty() {
+            return Arena::guarded(bytes, guards);
+        }
+        let _ = guards;
         // ALIGN bytes to align the start, and ALIGN of slack after the planned region.
         let buf = vec![0u8; bytes + 2 * crate::plan::ALIGN];
         let start = buf.as_ptr().align_offset(crate::plan::ALIGN);
-        Arena { buf, start }
+        Arena::Heap { buf, start }
     }
+
+    /// `bytes` of fresh pages with the pages at `guards` made inaccessible.
+    #[cfg(unix)]
+    fn guarded(bytes: usize, guards: &[usize]) -> Arena {
+        use crate::plan::PAGE;
+        // SAFETY: an anonymous private mapping, checked; the guard pages lie inside it
+        // (the plan ends with one) at multiples of PAGE, itself a multiple of the system's
+        // page size (checked).
+        unsafe {
+            let system_page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+            assert!(PAGE.is_multiple_of(system_page), "page size {system_page}");
+            let base = libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert!(
+                base != libc::MAP_FAILED,
+                "mapping a guarded arena of {bytes} bytes: {}",
+                std::io::Error::last_os_error()
+            );
+            for &g in guards {
+                assert!(g + PAGE <= bytes, "guard page inside the arena");
+                let rc = libc::mprotect((base as *mut u8).add(g).cast(), PAGE, libc::PROT_NONE);
+                assert_eq!(
+                    rc,
+                    0,
+                    "protecting a guard page: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+            Arena::Guarded {
+                base: base.cast(),
+                bytes,
+            }
+        }
+    }
+
     fn base(&mut self) -> *mut u8 {
-        // SAFETY: `start < ALIGN` and the buffer has ALIGN spare bytes.
-        unsafe { self.buf.as_mut_ptr().add(self.start) }
+        match self {
+            // SAFETY: `start < ALIGN` and the buffer has ALIGN spare bytes.
+            Arena::Heap { buf, start } => unsafe { buf.as_mut_ptr().add(*start) },
+            #[cfg(unix)]
+            Arena::Guarded { base, .. } => *base,
+        }
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Arena::Guarded { base, bytes } = *self {
+            // SAFETY: mapped in `guarded`, unmapped only here.
+            unsafe { libc::munmap(base.cast(), bytes) };
+        }
     }
 }
 
@@ -74,6 +143,7 @@ impl Executable {
             labels,
             data,
             arena_bytes,
+            guards,
             inputs,
             outputs,
         } = program;
@@ -84,6 +154,7 @@ impl Executable {
             labels,
             data,
             arena_bytes,
+            guards,
             inputs,
             outputs,
             threads,
@@ -176,7 +247,7 @@ impl Executable {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .pop()
-            .unwrap_or_else(|| Arena::new(self.arena_bytes));
+            .unwrap_or_else(|| Arena::new(self.arena_bytes, &self.guards));
         let base = arena.base();
         for (t, (offset, _)) in inputs.iter().zip(&self.inputs) {
             let src = t.as_f32().expect("checked f32 above");
@@ -422,5 +493,44 @@ impl Executable {
             Some(pool) if tiles.len() > 1 => pool.run(tiles.len(), &|i| run_tile(&tiles[i])),
             _ => tiles.iter().for_each(run_tile),
         }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::Arena;
+    use crate::plan::PAGE;
+
+    /// In a guarded arena the pages between buffers are inaccessible: writing the last
+    /// byte of a buffer works, reading the byte after it kills the process (checked in a
+    /// child process, which this test runs as itself).
+    #[test]
+    fn reading_past_a_guarded_buffer_faults() {
+        const CHILD: &str = "DNNC_GUARD_TEST_CHILD";
+        let mut arena = Arena::new(3 * PAGE, &[0, 2 * PAGE]);
+        let base = arena.base();
+        if std::env::var_os(CHILD).is_some() {
+            // SAFETY: not safe on purpose: the read must fault.
+            let past = unsafe { std::ptr::read_volatile(base.add(2 * PAGE)) };
+            println!("read {past} past the buffer");
+            return;
+        }
+        // SAFETY: the buffer's pages are [PAGE, 2 PAGE).
+        unsafe {
+            std::ptr::write_volatile(base.add(PAGE), 1);
+            std::ptr::write_volatile(base.add(2 * PAGE - 1), 2);
+            assert_eq!(std::ptr::read_volatile(base.add(2 * PAGE - 1)), 2);
+        }
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "runtime::tests::reading_past_a_guarded_buffer_faults",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap()
+            .status;
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGSEGV), "{status:?}");
     }
 }

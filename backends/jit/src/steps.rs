@@ -222,6 +222,8 @@ pub(crate) struct Program {
     pub labels: Vec<String>,
     pub data: Vec<Data>,
     pub arena_bytes: usize,
+    /// Offsets of the arena's inaccessible pages (a guarded plan's).
+    pub guards: Vec<usize>,
     pub inputs: Vec<(usize, TensorType)>,
     pub outputs: Vec<(OutputSource, TensorType)>,
 }

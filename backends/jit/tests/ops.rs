@@ -153,6 +153,7 @@ impl Case {
             cpu: s.cpu,
             winograd: s.winograd,
             layout_cache: None,
+            guard_pages: dnnc_jit::guard_pages_from_env(),
         };
         let exe = compile(module, f, &options)
             .map_err(|e| TestCaseError::fail(format!("compile: {e}")))?;

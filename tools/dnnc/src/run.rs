@@ -182,6 +182,7 @@ pub fn prepare<'m>(
         cpu: e.level()?,
         winograd: !e.no_winograd,
         layout_cache: Some(layout_cache()),
+        guard_pages: dnnc_jit::guard_pages_from_env(),
     };
     match dnnc_jit::compile(&optimised, f, &options) {
         Ok(exe) => Ok(Prepared::Jit(Box::new(exe))),

@@ -93,7 +93,13 @@ pub fn lower(
         }
     }
     let lanes = options.cpu.lanes();
-    let bytes = |v: Value| buffer_elements(g, func, v, lanes) * 4;
+    // The generated GEMM reads B in place up to NR - 1 floats past its last column: every
+    // buffer carries that slack when it may run (a guarded plan would fault otherwise).
+    let slack = match options.gemm {
+        GemmImpl::Generated => codegen::gemm::NR * 4,
+        GemmImpl::Native => 0,
+    };
+    let bytes = |v: Value| buffer_elements(g, func, v, lanes) * 4 + slack;
     let shape = |v: Value| g.ty(func, v).shape.to_vec();
     let scratch = |node: &Node| -> Vec<usize> {
         let Some(kind) = node.kind.op() else {
@@ -149,7 +155,7 @@ pub fn lower(
             | OpKind::CoeffConv(_) => Vec::new(),
         }
     };
-    let plan = crate::plan::plan(g, &bytes, &scratch);
+    let plan = crate::plan::plan(g, &bytes, &scratch, options.guard_pages);
     let mut l = Lower {
         func,
         g,
@@ -226,6 +232,7 @@ pub fn lower(
         labels: l.labels,
         data: l.data,
         arena_bytes: l.plan.arena_bytes,
+        guards: std::mem::take(&mut l.plan.guards),
         inputs,
         outputs,
     };
