@@ -196,49 +196,60 @@ fn convert(
     if g.consts[g.root(v)].is_some() {
         return v;
     }
-    // What a reshape views (a slice view, or the buffer's owner), converted whole.
     let root = g.reshaped_from(v);
-    let have = if root != v {
-        // A reshape's view is only meaningful over a planar buffer.
-        if g.layout[root] == Act::Planar {
+    if root == v {
+        if g.layout[v] == want {
             return v;
         }
-        Act::Blocked
+        return reorder(g, func, out, copies, v, want);
+    }
+    // `v` views `root` through reshapes: row-major data in `v`'s shape, which only a planar
+    // buffer holds; a blocked root is converted to planar first and viewed again.
+    let planar = if g.layout[root] == Act::Planar {
+        v
     } else {
-        g.layout[v]
+        let copy = reorder(g, func, out, copies, root, Act::Planar);
+        *copies.entry((v, Act::Planar)).or_insert_with(|| {
+            let view = g.new_value(g.ty(func, v).clone());
+            g.alias[view] = Some(copy);
+            view
+        })
     };
-    if have == want {
-        return v;
+    match want {
+        Act::Planar => planar,
+        // The view itself, in its own shape, blocked.
+        Act::Blocked => reorder(g, func, out, copies, planar, Act::Blocked),
     }
-    let copy = match copies.get(&(root, want)) {
-        Some(&c) => c,
-        None => {
-            let ty = g.ty(func, root).clone();
-            let c = g.new_value(ty);
-            g.layout[c] = want;
-            let loc = out
-                .last()
-                .map(|n| n.loc.clone())
-                .unwrap_or_else(|| func.loc.clone());
-            out.push(Node {
-                kind: NodeKind::Reorder(want),
-                inputs: vec![root],
-                outputs: vec![c],
-                epilogue: Vec::new(),
-                form: None,
-                loc,
-            });
-            copies.insert((root, want), c);
-            c
-        }
-    };
-    if v == root {
-        return copy;
+}
+
+/// A (shared) copy of `v` in layout `want`, by a reorder node.
+fn reorder(
+    g: &mut Graph,
+    func: &Function,
+    out: &mut Vec<Node>,
+    copies: &mut HashMap<(Value, Act), Value>,
+    v: Value,
+    want: Act,
+) -> Value {
+    if let Some(&c) = copies.get(&(v, want)) {
+        return c;
     }
-    // A view of the converted copy with the reshape's type.
-    let view = g.new_value(g.ty(func, v).clone());
-    g.alias[view] = Some(copy);
-    view
+    let c = g.new_value(g.ty(func, v).clone());
+    g.layout[c] = want;
+    let loc = out
+        .last()
+        .map(|n| n.loc.clone())
+        .unwrap_or_else(|| func.loc.clone());
+    out.push(Node {
+        kind: NodeKind::Reorder(want),
+        inputs: vec![v],
+        outputs: vec![c],
+        epilogue: Vec::new(),
+        form: None,
+        loc,
+    });
+    copies.insert((v, want), c);
+    c
 }
 
 /// The byte offset at which `node`'s result can view its input, if it is a slice of one
