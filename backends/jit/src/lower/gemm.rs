@@ -262,14 +262,15 @@ impl Lower<'_> {
             })
             .collect();
         let (pa, pb, py) = (self.addr(a), self.addr(b), self.addr(y));
-        // The generated GEMM reads past B's last column: constant B (in data, without
-        // slack) becomes an arena copy first.
+        // The generated GEMM reads up to NR - 1 floats past B's last column: a constant B
+        // (in data, without that slack) is copied with it.
         let pb = match pb {
             Addr::Data(..) if self.generated_gemm() => {
-                return Err(unsupported(
-                    node,
-                    "a constant right operand of matmul with the generated GEMM (use --gemm native)",
-                ));
+                let mut values = self
+                    .konst_vec(b)
+                    .ok_or_else(|| unsupported(node, "the right operand must be f32"))?;
+                values.extend([0.0; crate::codegen::gemm::NR]);
+                self.f32_data(values)
             }
             other => other,
         };
