@@ -276,13 +276,16 @@ pub fn default_form(eg: &lang::EGraph, kind: &OpKind, args: &[Id], forms: &[Form
                     dnnc_ir::Encoding::Bcr(b) => Form::Bcr(b.block[0] as u16, b.block[1] as u16),
                 };
             }
-            // dnnc_jit's `winograd_pays`: 3×3 stride 1 with enough channels and pixels.
-            let out_hw = (x.shape[2] + c.pad.0[0] + c.pad.0[2] - 2)
-                * (x.shape[3] + c.pad.0[1] + c.pad.0[3] - 2);
+            // dnnc_jit's `winograd_pays`: 3×3 stride 1 (the Winograd form exists only
+            // then) with enough channels and pixels.
+            let out_hw = || {
+                (x.shape[2] + c.pad.0[0] + c.pad.0[2]).saturating_sub(2)
+                    * (x.shape[3] + c.pad.0[1] + c.pad.0[3]).saturating_sub(2)
+            };
             if forms.contains(&Form::Winograd)
                 && x.shape[1] >= 16
                 && w.shape[0] >= 16
-                && out_hw >= 144
+                && out_hw() >= 144
             {
                 Form::Winograd
             } else {
