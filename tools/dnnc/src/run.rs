@@ -235,6 +235,10 @@ pub struct RunArgs {
     /// Do not stop when an op produces NaN or infinity.
     #[arg(long)]
     allow_non_finite: bool,
+    /// Also run the reference interpreter on the same inputs and fail unless every output
+    /// agrees within this relative L2 error (default 1e-4, the JIT's tests' bound).
+    #[arg(long, value_name = "TOL", num_args = 0..=1, default_missing_value = "1e-4")]
+    check_reference: Option<f64>,
 }
 
 fn usage(msg: String) -> Failure {
@@ -387,6 +391,10 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         }
     }
 
+    if let Some(tolerance) = args.check_reference {
+        check_reference(&m, f, &inputs, &outputs, tolerance, &sources)?;
+    }
+
     let func = &m.funcs[f];
     let names = ValueNames::new(func);
     let mut files = Vec::new();
@@ -439,6 +447,52 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         load_time.as_secs_f64() * 1e3,
     );
     Ok(())
+}
+
+/// `--check-reference`: the reference interpreter's outputs on the same inputs, each
+/// compared with `outputs` by relative L2 error.
+fn check_reference(
+    m: &Module,
+    f: FuncId,
+    inputs: &[Tensor],
+    outputs: &[Tensor],
+    tolerance: f64,
+    sources: &dnnc_ir::SourceMap,
+) -> Result<(), Failure> {
+    if tolerance.is_nan() || tolerance < 0.0 {
+        return Err(usage(format!(
+            "--check-reference: the tolerance must be a non-negative number, got {tolerance}"
+        )));
+    }
+    let want = dnnc_reference::run(m, f, inputs, &Default::default()).map_err(|e| {
+        eprint!("{}", sources.render(&e.to_diagnostic()));
+        Failure::Diagnostics
+    })?;
+    let mut worst: f64 = 0.0;
+    for (i, (got, want)) in outputs.iter().zip(&want).enumerate() {
+        let error = if got.shape == want.shape {
+            got.relative_l2(want)
+        } else {
+            f64::INFINITY
+        };
+        worst = if error.is_nan() {
+            f64::NAN
+        } else {
+            worst.max(error)
+        };
+        let verdict = if error <= tolerance { "ok" } else { "MISMATCH" };
+        println!("check output #{i} against the reference: relative L2 {error:.2e} ({verdict})");
+    }
+    if worst <= tolerance {
+        println!("check: every output agrees with the reference within {tolerance:e}");
+        Ok(())
+    } else {
+        eprintln!(
+            "error: the outputs differ from the reference interpreter's by up to {worst:.2e} \
+             (relative L2; the bound is {tolerance:e})"
+        );
+        Err(Failure::Diagnostics)
+    }
 }
 
 /// Materialises every weight up front (so that run times are runs alone); a weight that
