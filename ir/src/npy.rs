@@ -76,6 +76,23 @@ fn check_header(bytes: &[u8]) -> Result<(), String> {
             return Err("not a valid .npy file (its header nests brackets too deeply)".into());
         }
     }
+    // npyz multiplies the dimensions unchecked (its strides overflow u64 on a shape such as
+    // (0, 3, 4, 36666666666666, 66666666), found by the fuzz target): refuse any shape
+    // whose dimensions, zeros counted as ones, multiply past what a file could hold.
+    let text = String::from_utf8_lossy(header);
+    if let Some(at) = text.find("'shape'") {
+        let tuple = text[at..].split(['(', ')']).nth(1).unwrap_or("");
+        let mut product: u64 = 1;
+        for dim in tuple.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+            let Ok(d) = dim.parse::<u64>() else {
+                return Ok(()); // npyz reports a malformed shape
+            };
+            product = product
+                .checked_mul(d.max(1))
+                .filter(|&p| p <= u64::MAX / 16)
+                .ok_or("not a valid .npy file (its shape has more elements than any file holds)")?;
+        }
+    }
     Ok(())
 }
 
