@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:?usage: fuzz/run.sh SECONDS [TARGET...]}
 shift
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frontend onnx npy safetensors pipeline escalate_asm devices)
+[ ${#targets[@]} -gt 0 ] || targets=(frontend onnx npy safetensors pipeline escalate_asm devices plan)
 export RUSTFLAGS="--cfg fuzzing -Cdebug-assertions -Coverflow-checks -Cpasses=sancov-module \
 -Cllvm-args=-sanitizer-coverage-level=4 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
 -Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares"
@@ -21,7 +21,7 @@ export RUSTFLAGS="--cfg fuzzing -Cdebug-assertions -Coverflow-checks -Cpasses=sa
 host=$(rustc -vV | sed -n 's/^host: //p')
 cargo build --release --locked -p dnnc-fuzz --target "$host" --target-dir target/fuzz \
   $(printf -- '--bin %s ' "${targets[@]}")
-declare -A dict=([frontend]=dnn [pipeline]=pipeline [devices]=devices [escalate_asm]=escalate)
+declare -A dict=([frontend]=dnn [pipeline]=pipeline [devices]=devices [escalate_asm]=escalate [plan]=plan)
 status=0
 for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"

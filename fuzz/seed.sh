@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 dnnc=${1:-target/release/dnnc}
 out=fuzz/corpus
 rm -rf "$out"
-mkdir -p "$out"/{frontend,onnx,npy,safetensors,pipeline,escalate_asm,devices}
+mkdir -p "$out"/{frontend,onnx,npy,safetensors,pipeline,escalate_asm,devices,plan}
 n=0
 seed() { # seed TARGET FILE
   cp "$2" "$1/$(basename "$(dirname "$2")")-$(basename "$2")-$((n++))"
@@ -33,5 +33,12 @@ if [ -x "$dnnc" ]; then
   head -n 60 "$tmp/lenet5.asm" > "$tmp/lenet5-head.asm"
   for f in "$tmp"/*; do [ -f "$f" ] && seed "$out/escalate_asm" "$f"; done
   rm -rf "$tmp"
+  # Partition plans: every strategy of two small models.
+  for model in lenet5 resnet18_cifar; do
+    for s in dp owt hypar accpar; do
+      "$dnnc" partition "models/$model.dnn" --devices tpu-v2:2,tpu-v3:2 --batch 64 --strategy "$s" \
+        --emit-plan "$out/plan/$model-$s.json" >/dev/null 2>&1
+    done
+  done
 fi
 for t in "$out"/*; do echo "$(basename "$t"): $(ls "$t" | wc -l) seeds"; done

@@ -9,6 +9,7 @@ use dnnc_ir::diag::SourceFile;
 use dnnc_ir::npy::{read_npy, write_npy};
 use dnnc_ir::weights::parse_safetensors;
 use dnnc_passes::accpar::devices::Catalog;
+use dnnc_passes::accpar::plan_file::PlanFile;
 use dnnc_passes::pipeline::parse_pipeline;
 use dnnc_passes::registry::PassRegistry;
 
@@ -118,5 +119,17 @@ pub fn devices(data: &[u8]) {
     if catalog.add_file("fuzz.toml", text).is_ok() {
         let _ = catalog.array(None, "bf16");
         let _ = catalog.array(Some(spec), "f32");
+    }
+}
+
+/// Checks the partition-plan reader (`dnnc partition --check-plan`): any text either reads
+/// into a plan that writes back to text reading to the same plan, or gives an error.
+pub fn plan(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(plan) = PlanFile::read(text) {
+        let again = PlanFile::read(&plan.to_json()).expect("a written plan reads back");
+        assert_eq!(again, plan);
     }
 }

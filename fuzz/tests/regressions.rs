@@ -9,7 +9,7 @@ type Check = fn(&[u8]);
 #[test]
 fn every_regression_input_passes_its_check() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions");
-    let checks: [(&str, Check); 7] = [
+    let checks: [(&str, Check); 8] = [
         ("frontend", dnnc_fuzz::frontend),
         ("onnx", dnnc_fuzz::onnx),
         ("npy", dnnc_fuzz::npy),
@@ -17,6 +17,7 @@ fn every_regression_input_passes_its_check() {
         ("pipeline", dnnc_fuzz::pipeline),
         ("escalate_asm", dnnc_fuzz::escalate_asm),
         ("devices", dnnc_fuzz::devices),
+        ("plan", dnnc_fuzz::plan),
     ];
     let mut ran = 0;
     for (target, check) in checks {

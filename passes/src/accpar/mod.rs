@@ -16,6 +16,7 @@
 pub mod cost;
 pub mod devices;
 pub mod graph;
+pub mod plan_file;
 pub mod search;
 
 use crate::options::{OptionError, OptionSpec, PassOptions};

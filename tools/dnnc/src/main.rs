@@ -24,7 +24,6 @@ mod load;
 mod opt;
 mod output;
 mod partition;
-mod plan_file;
 mod repl;
 mod report;
 mod run;

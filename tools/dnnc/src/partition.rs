@@ -4,6 +4,7 @@
 use crate::Failure;
 use crate::load::load_module;
 use clap::Args;
+use dnnc_passes::accpar::plan_file::PlanFile;
 use dnnc_passes::accpar::{Request, Settings, Strategy, graph::LayerGraph, search::Plan};
 
 /// Arguments of `dnnc partition`.
@@ -44,6 +45,10 @@ pub struct PartitionOptions {
     /// that runs it: schema `dnnc.accpar.plan` v1, docs/plan-schema.md.
     #[arg(long, value_name = "PLAN.json")]
     emit_plan: Option<std::path::PathBuf>,
+    /// Read a plan file (one written by --emit-plan, perhaps edited) and check it against
+    /// the schema and against this model and array; the error names the layer and split.
+    #[arg(long, value_name = "PLAN.json")]
+    check_plan: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: PartitionArgs) -> Result<(), Failure> {
@@ -120,9 +125,12 @@ pub fn report(
         .iter()
         .find(|p| p.strategy == Strategy::AccPar)
         .unwrap_or(&plans[0]);
+    if let Some(path) = &args.check_plan {
+        check_plan(path, &g, &array, shown)?;
+    }
     if let Some(path) = &args.emit_plan {
-        let doc = crate::plan_file::document(module, name, shown, &g, &array);
-        crate::output::write_atomic(path, format!("{doc:#}\n").as_bytes())?;
+        let doc = PlanFile::new(module, name, shown, &g, &array);
+        crate::output::write_atomic(path, doc.to_json().as_bytes())?;
         eprintln!(
             "wrote the {} plan ({} layers, {} levels) to {}",
             shown.strategy.name(),
@@ -308,4 +316,45 @@ fn plan_json(
         "fits_in_memory": p.root.fits,
         "layers": layers,
     })
+}
+
+/// `--check-plan`: reads the plan, checks it against the schema and this model and array,
+/// and says how it compares with dnnc's own plan.
+fn check_plan(
+    path: &std::path::Path,
+    g: &LayerGraph,
+    array: &dnnc_passes::accpar::devices::Array,
+    ours: &Plan,
+) -> Result<(), Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        eprintln!("error: cannot read plan '{}': {e}", path.display());
+        Failure::Diagnostics
+    })?;
+    let plan = PlanFile::read(&text)
+        .and_then(|p| p.check_against(g, array).map(|()| p))
+        .map_err(|e| {
+            eprintln!("error: {}: {e}", path.display());
+            Failure::Diagnostics
+        })?;
+    // Layers whose top-level type differs from dnnc's own plan of the same strategy.
+    let differ = plan
+        .layers
+        .iter()
+        .zip(&ours.root.choices)
+        .filter(|(l, c)| l.splits.first().is_some_and(|s| s.ty != c.ty.name()))
+        .count();
+    println!(
+        "{}: a valid {} v{} plan for this model and array: strategy {}, {} layers, {} levels, \
+         predicted {:.3} ms per step ({} plan here: {:.3} ms; {differ} layers split otherwise at the top)",
+        path.display(),
+        dnnc_passes::accpar::plan_file::SCHEMA,
+        plan.version,
+        plan.strategy,
+        plan.layers.len(),
+        plan.levels,
+        plan.predicted_step_time_s * 1e3,
+        ours.strategy.name(),
+        ours.step_time * 1e3,
+    );
+    Ok(())
 }
