@@ -118,6 +118,11 @@ impl Function {
         self.def_op(v).map(|op| &self.ops[op].kind)
     }
 
+    /// The module weight `v` is a reference to (`dnn.weight`), if it is one.
+    pub fn weight_of(&self, v: Value) -> Option<crate::entity::WeightId> {
+        self.producer(v)?.weight()
+    }
+
     /// Creates an op and its result values without placing it in the body.
     pub fn create_op(
         &mut self,

@@ -86,6 +86,20 @@ impl Module {
         }
     }
 
+    /// The values of operand `v` of function `f` when a data op produces it (its weight's
+    /// or constant's tensor); `None` when an op computes it.
+    pub fn data_value(
+        &self,
+        f: crate::entity::FuncId,
+        v: crate::entity::Value,
+    ) -> Option<Result<Arc<Tensor>, WeightError>> {
+        use crate::ops::DataOp;
+        Some(match self.funcs[f].producer(v)?.data()? {
+            DataOp::Weight(w) => self.weight_value(w),
+            DataOp::Constant(c) => Ok(c.clone()),
+        })
+    }
+
     /// The values of a weight: generated, inline, or read from its file (cached).
     pub fn weight_value(&self, id: WeightId) -> Result<Arc<Tensor>, WeightError> {
         let decl = &self.weights[id];

@@ -26,7 +26,7 @@ pub use config::Config;
 pub use lower::{LayerKind, LayerProgram, Step, lower};
 pub use sim::Stats;
 
-use dnnc_ir::{FuncId, Module, OpKind, Tensor, Value};
+use dnnc_ir::{FuncId, Module, Tensor, Value};
 use std::collections::HashMap;
 
 /// One accelerator layer's measurements (over the whole batch).
@@ -134,13 +134,9 @@ pub fn execute(
         if let Some(t) = values.get(&v) {
             return Ok(t.clone());
         }
-        match func.producer(v) {
-            Some(OpKind::Weight(w)) => m
-                .weight_value(w.weight)
-                .map(|t| (*t).clone())
-                .map_err(|e| Error(e.to_string())),
-            Some(OpKind::Constant(c)) => Ok((*c.value).clone()),
-            _ => Err(Error(format!("{v} is not computed yet"))),
+        match m.data_value(f, v) {
+            Some(t) => t.map(|t| (*t).clone()).map_err(|e| Error(e.to_string())),
+            None => Err(Error(format!("{v} is not computed yet"))),
         }
     };
     let mut report = report_of(m, f, steps);

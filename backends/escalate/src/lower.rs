@@ -202,24 +202,21 @@ pub fn tiling(
 }
 
 fn weight_tensor(m: &Module, f: FuncId, v: Value) -> Result<Tensor, LowerError> {
-    let func = &m.funcs[f];
-    match func.producer(v) {
-        Some(OpKind::Weight(w)) => m
-            .weight_value(w.weight)
+    match m.data_value(f, v) {
+        Some(t) => t
             .map(|t| (*t).clone())
             .map_err(|e| LowerError(e.to_string())),
-        Some(OpKind::Constant(c)) => Ok((*c.value).clone()),
-        _ => Err(LowerError(format!(
+        None => Err(LowerError(format!(
             "{}: a weight of the accelerator must be a module weight or constant",
-            func.ty(v)
+            m.funcs[f].ty(v)
         ))),
     }
 }
 
 fn weight_name(m: &Module, f: FuncId, v: Value) -> String {
-    match m.funcs[f].producer(v) {
-        Some(OpKind::Weight(w)) => m.weights[w.weight].name.clone(),
-        _ => format!("{v}"),
+    match m.funcs[f].weight_of(v) {
+        Some(w) => m.weights[w].name.clone(),
+        None => format!("{v}"),
     }
 }
 
@@ -280,7 +277,32 @@ pub fn lower(m: &Module, f: FuncId, cfg: &Config) -> Result<Vec<Step>, LowerErro
                 }
             }
             OpKind::Conv2d(c) if c.groups == 1 => Some(dense(m, f, cfg, op)?),
-            _ => None,
+            OpKind::Weight(_)
+            | OpKind::Constant(_)
+            | OpKind::Conv2d(_)
+            | OpKind::MatMul(_)
+            | OpKind::Linear(_)
+            | OpKind::BatchNorm(_)
+            | OpKind::Add(_)
+            | OpKind::Sub(_)
+            | OpKind::Mul(_)
+            | OpKind::Div(_)
+            | OpKind::Relu(_)
+            | OpKind::Relu6(_)
+            | OpKind::Sigmoid(_)
+            | OpKind::Tanh(_)
+            | OpKind::Softmax(_)
+            | OpKind::MaxPool2d(_)
+            | OpKind::AvgPool2d(_)
+            | OpKind::GlobalAvgPool2d(_)
+            | OpKind::Reshape(_)
+            | OpKind::Flatten(_)
+            | OpKind::Transpose(_)
+            | OpKind::Concat(_)
+            | OpKind::Slice(_)
+            | OpKind::Lstm(_)
+            | OpKind::Gru(_)
+            | OpKind::CoeffConv(_) => None,
         };
         let Some(mut p) = program else {
             steps.push(Step::Host(op));
@@ -293,7 +315,31 @@ pub fn lower(m: &Module, f: FuncId, cfg: &Config) -> Result<Vec<Step>, LowerErro
             && let Some(act) = match func.ops[u].kind {
                 OpKind::Relu(_) => Some(Act::Relu),
                 OpKind::Relu6(_) => Some(Act::Relu6),
-                _ => None,
+                OpKind::Weight(_)
+                | OpKind::Constant(_)
+                | OpKind::Conv2d(_)
+                | OpKind::MatMul(_)
+                | OpKind::Linear(_)
+                | OpKind::BatchNorm(_)
+                | OpKind::Add(_)
+                | OpKind::Sub(_)
+                | OpKind::Mul(_)
+                | OpKind::Div(_)
+                | OpKind::Sigmoid(_)
+                | OpKind::Tanh(_)
+                | OpKind::Softmax(_)
+                | OpKind::MaxPool2d(_)
+                | OpKind::AvgPool2d(_)
+                | OpKind::GlobalAvgPool2d(_)
+                | OpKind::Reshape(_)
+                | OpKind::Flatten(_)
+                | OpKind::Transpose(_)
+                | OpKind::Concat(_)
+                | OpKind::Slice(_)
+                | OpKind::Lstm(_)
+                | OpKind::Gru(_)
+                | OpKind::BasisConv(_)
+                | OpKind::CoeffConv(_) => None,
             }
         {
             for i in &mut p.insts {

@@ -272,12 +272,9 @@ fn time_candidate(
     let mut b = FuncBuilder::new(&mut m, "main", &[("x", x_ty.clone())]);
     let mut operands = vec![b.param(0)];
     for (i, &v) in data.operands[1..].iter().enumerate() {
-        let values = match func.def_op(v).map(|o| &func.ops[o].kind) {
-            Some(OpKind::Weight(w)) => module
-                .weight_value(w.weight)
-                .map_err(|e| CompileError::Weight(format!("{}: {e}", data.loc)))?,
-            Some(OpKind::Constant(c)) => c.value.clone(),
-            _ => return Ok(f64::INFINITY),
+        let values = match module.data_value(f, v) {
+            Some(t) => t.map_err(|e| CompileError::Weight(format!("{}: {e}", data.loc)))?,
+            None => return Ok(f64::INFINITY),
         };
         let mut ty = func.ty(v).dense();
         if i == 0 {

@@ -315,7 +315,29 @@ pub fn build(m: &Module, f: FuncId, fuse: bool) -> Result<Graph, CompileError> {
                 }
                 continue;
             }
-            _ => {}
+            OpKind::Conv2d(_)
+            | OpKind::MatMul(_)
+            | OpKind::Linear(_)
+            | OpKind::BatchNorm(_)
+            | OpKind::Add(_)
+            | OpKind::Sub(_)
+            | OpKind::Mul(_)
+            | OpKind::Div(_)
+            | OpKind::Relu(_)
+            | OpKind::Relu6(_)
+            | OpKind::Sigmoid(_)
+            | OpKind::Tanh(_)
+            | OpKind::Softmax(_)
+            | OpKind::MaxPool2d(_)
+            | OpKind::AvgPool2d(_)
+            | OpKind::GlobalAvgPool2d(_)
+            | OpKind::Transpose(_)
+            | OpKind::Concat(_)
+            | OpKind::Slice(_)
+            | OpKind::Lstm(_)
+            | OpKind::Gru(_)
+            | OpKind::BasisConv(_)
+            | OpKind::CoeffConv(_) => {}
         }
         if fuse && let Some(n) = try_fuse(&mut g, func, &uses, &returned, &producer, op) {
             let out = data.results[0];

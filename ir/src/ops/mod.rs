@@ -142,6 +142,16 @@ macro_rules! define_ops {
                 }
             }
 
+            /// The data an op produces without computing (a weight or a constant), or
+            /// `None` for every computing op.
+            pub fn data(&self) -> Option<DataOp<'_>> {
+                match self {
+                    OpKind::Weight(w) => Some(DataOp::Weight(w.weight)),
+                    OpKind::Constant(c) => Some(DataOp::Constant(&c.value)),
+                    $(OpKind::$variant(_) => None,)*
+                }
+            }
+
             /// Writes the inherent attributes that differ from their defaults.
             pub fn write_attrs(&self, w: &mut AttrWriter) {
                 match self {
@@ -178,7 +188,66 @@ define_ops! {
     BasisConv, CoeffConv,
 }
 
+/// What a data op produces: a module weight, or an inline constant.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub enum DataOp<'a> {
+    /// `dnn.weight @name`.
+    Weight(WeightId),
+    /// `dnn.constant dense<...>`.
+    Constant(&'a std::sync::Arc<crate::tensor::Tensor>),
+}
+
 impl OpKind {
+    /// The weight a `dnn.weight` op refers to.
+    pub fn weight(&self) -> Option<WeightId> {
+        match self.data()? {
+            DataOp::Weight(w) => Some(w),
+            DataOp::Constant(_) => None,
+        }
+    }
+
+    /// The tensor of a `dnn.constant` op.
+    pub fn constant(&self) -> Option<&std::sync::Arc<crate::tensor::Tensor>> {
+        match self.data()? {
+            DataOp::Constant(c) => Some(c),
+            DataOp::Weight(_) => None,
+        }
+    }
+
+    /// The arithmetic of `dnn.add`, `dnn.sub`, `dnn.mul` and `dnn.div` (the one definition
+    /// of their semantics, [`Arith`]); `None` for every other op.
+    pub fn arith(&self) -> Option<Arith> {
+        match self {
+            OpKind::Add(_) => Some(Arith::Add),
+            OpKind::Sub(_) => Some(Arith::Sub),
+            OpKind::Mul(_) => Some(Arith::Mul),
+            OpKind::Div(_) => Some(Arith::Div),
+            OpKind::Weight(_)
+            | OpKind::Constant(_)
+            | OpKind::Conv2d(_)
+            | OpKind::MatMul(_)
+            | OpKind::Linear(_)
+            | OpKind::BatchNorm(_)
+            | OpKind::Relu(_)
+            | OpKind::Relu6(_)
+            | OpKind::Sigmoid(_)
+            | OpKind::Tanh(_)
+            | OpKind::Softmax(_)
+            | OpKind::MaxPool2d(_)
+            | OpKind::AvgPool2d(_)
+            | OpKind::GlobalAvgPool2d(_)
+            | OpKind::Reshape(_)
+            | OpKind::Flatten(_)
+            | OpKind::Transpose(_)
+            | OpKind::Concat(_)
+            | OpKind::Slice(_)
+            | OpKind::Lstm(_)
+            | OpKind::Gru(_)
+            | OpKind::BasisConv(_)
+            | OpKind::CoeffConv(_) => None,
+        }
+    }
+
     /// Whether the op is elementwise with one operand (activations).
     pub fn is_unary_elementwise(&self) -> bool {
         matches!(

@@ -235,7 +235,33 @@ impl Builder<'_> {
                         out_sp: 1,
                     })
                 }
-                _ => None,
+                OpKind::Weight(_)
+                | OpKind::Constant(_)
+                | OpKind::Conv2d(_)
+                | OpKind::MatMul(_)
+                | OpKind::Linear(_)
+                | OpKind::BatchNorm(_)
+                | OpKind::Add(_)
+                | OpKind::Sub(_)
+                | OpKind::Mul(_)
+                | OpKind::Div(_)
+                | OpKind::Relu(_)
+                | OpKind::Relu6(_)
+                | OpKind::Sigmoid(_)
+                | OpKind::Tanh(_)
+                | OpKind::Softmax(_)
+                | OpKind::MaxPool2d(_)
+                | OpKind::AvgPool2d(_)
+                | OpKind::GlobalAvgPool2d(_)
+                | OpKind::Reshape(_)
+                | OpKind::Flatten(_)
+                | OpKind::Transpose(_)
+                | OpKind::Concat(_)
+                | OpKind::Slice(_)
+                | OpKind::Lstm(_)
+                | OpKind::Gru(_)
+                | OpKind::BasisConv(_)
+                | OpKind::CoeffConv(_) => None,
             }
         };
         match &data.kind {
@@ -249,11 +275,12 @@ impl Builder<'_> {
                     );
                 }
                 let Some(dims) = layer_dims(x, w, out) else {
-                    let why = match &data.kind {
-                        OpKind::Conv2d(c) if c.groups != 1 => {
-                            format!("with groups = {} (grouped and depthwise convs)", c.groups)
-                        }
-                        _ => format!("on {}", f.ty(x)),
+                    let why = if let OpKind::Conv2d(c) = &data.kind
+                        && c.groups != 1
+                    {
+                        format!("with groups = {} (grouped and depthwise convs)", c.groups)
+                    } else {
+                        format!("on {}", f.ty(x))
                     };
                     return self.unknown(op, &why);
                 };
@@ -266,9 +293,9 @@ impl Builder<'_> {
                     self.edges.push(Edge::Feed { from, to: me });
                     self.edges.push(Edge::Error { from, to: me });
                 }
-                let name = match f.producer(w) {
-                    Some(OpKind::Weight(r)) => self.m.weights[r.weight].name.clone(),
-                    _ => format!("{out}"),
+                let name = match f.weight_of(w) {
+                    Some(r) => self.m.weights[r].name.clone(),
+                    None => format!("{out}"),
                 };
                 self.layers.push(Layer {
                     op,
@@ -345,7 +372,15 @@ impl Builder<'_> {
                 }
                 self.sources.insert(r, s);
             }
-            _ => self.unknown(op, "in a partitioned model"),
+            OpKind::Weight(_)
+            | OpKind::Constant(_)
+            | OpKind::Transpose(_)
+            | OpKind::Concat(_)
+            | OpKind::Slice(_)
+            | OpKind::Lstm(_)
+            | OpKind::Gru(_)
+            | OpKind::BasisConv(_)
+            | OpKind::CoeffConv(_) => self.unknown(op, "in a partitioned model"),
         }
     }
 }

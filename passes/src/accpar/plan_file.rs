@@ -7,7 +7,7 @@ use crate::accpar::cost::PType;
 use crate::accpar::devices::Array;
 use crate::accpar::graph::LayerGraph;
 use crate::accpar::search::{Node, Plan, Strategy};
-use dnnc_ir::{Module, OpKind};
+use dnnc_ir::Module;
 use serde::{Deserialize, Serialize};
 
 /// The schema's name.
@@ -191,10 +191,7 @@ fn splits<'a>(
 fn weight_name(m: &Module, f: dnnc_ir::FuncId, g: &LayerGraph, layer: usize) -> Option<String> {
     let f = &m.funcs[f];
     let w = *f.ops[g.layers[layer].op].operands.get(1)?;
-    match f.producer(w)? {
-        OpKind::Weight(r) => Some(m.weights[r.weight].name.clone()),
-        _ => None,
-    }
+    Some(m.weights[f.weight_of(w)?].name.clone())
 }
 
 impl PlanFile {

@@ -155,7 +155,28 @@ pub(crate) fn prunable_weights(module: &Module, pattern: &regex::Regex) -> Vec<W
                 OpKind::Conv2d(_) | OpKind::Linear(_) | OpKind::MatMul(_) => (&[1], 1),
                 OpKind::Lstm(_) => (&[1, 2], 4),
                 OpKind::Gru(_) => (&[1, 2], 3),
-                _ => continue,
+                OpKind::Weight(_)
+                | OpKind::Constant(_)
+                | OpKind::BatchNorm(_)
+                | OpKind::Add(_)
+                | OpKind::Sub(_)
+                | OpKind::Mul(_)
+                | OpKind::Div(_)
+                | OpKind::Relu(_)
+                | OpKind::Relu6(_)
+                | OpKind::Sigmoid(_)
+                | OpKind::Tanh(_)
+                | OpKind::Softmax(_)
+                | OpKind::MaxPool2d(_)
+                | OpKind::AvgPool2d(_)
+                | OpKind::GlobalAvgPool2d(_)
+                | OpKind::Reshape(_)
+                | OpKind::Flatten(_)
+                | OpKind::Transpose(_)
+                | OpKind::Concat(_)
+                | OpKind::Slice(_)
+                | OpKind::BasisConv(_)
+                | OpKind::CoeffConv(_) => continue,
             };
             for &i in operands {
                 let Some(OpKind::Weight(w)) = data.operands.get(i).and_then(|&v| f.producer(v))

@@ -200,7 +200,31 @@ fn layers(module: &Module, pattern: &regex::Regex) -> Vec<Layer> {
             let n = match &data.kind {
                 OpKind::Conv2d(_) => out_ty.shape[0] * out_ty.shape[2] * out_ty.shape[3],
                 OpKind::MatMul(_) => *out_ty.shape.last().unwrap_or(&1),
-                _ => 1,
+                OpKind::Weight(_)
+                | OpKind::Constant(_)
+                | OpKind::Linear(_)
+                | OpKind::BatchNorm(_)
+                | OpKind::Add(_)
+                | OpKind::Sub(_)
+                | OpKind::Mul(_)
+                | OpKind::Div(_)
+                | OpKind::Relu(_)
+                | OpKind::Relu6(_)
+                | OpKind::Sigmoid(_)
+                | OpKind::Tanh(_)
+                | OpKind::Softmax(_)
+                | OpKind::MaxPool2d(_)
+                | OpKind::AvgPool2d(_)
+                | OpKind::GlobalAvgPool2d(_)
+                | OpKind::Reshape(_)
+                | OpKind::Flatten(_)
+                | OpKind::Transpose(_)
+                | OpKind::Concat(_)
+                | OpKind::Slice(_)
+                | OpKind::Lstm(_)
+                | OpKind::Gru(_)
+                | OpKind::BasisConv(_)
+                | OpKind::CoeffConv(_) => 1,
             };
             Layer {
                 weight: u.weight,

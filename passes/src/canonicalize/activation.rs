@@ -18,7 +18,31 @@ pub(super) fn run(op: OpId, rw: &mut Rewriter) -> bool {
     let inner_is_relu6 = match inner_kind {
         OpKind::Relu(_) => false,
         OpKind::Relu6(_) => true,
-        _ => return false,
+        OpKind::Weight(_)
+        | OpKind::Constant(_)
+        | OpKind::Conv2d(_)
+        | OpKind::MatMul(_)
+        | OpKind::Linear(_)
+        | OpKind::BatchNorm(_)
+        | OpKind::Add(_)
+        | OpKind::Sub(_)
+        | OpKind::Mul(_)
+        | OpKind::Div(_)
+        | OpKind::Sigmoid(_)
+        | OpKind::Tanh(_)
+        | OpKind::Softmax(_)
+        | OpKind::MaxPool2d(_)
+        | OpKind::AvgPool2d(_)
+        | OpKind::GlobalAvgPool2d(_)
+        | OpKind::Reshape(_)
+        | OpKind::Flatten(_)
+        | OpKind::Transpose(_)
+        | OpKind::Concat(_)
+        | OpKind::Slice(_)
+        | OpKind::Lstm(_)
+        | OpKind::Gru(_)
+        | OpKind::BasisConv(_)
+        | OpKind::CoeffConv(_) => return false,
     };
     if outer_is_relu6 && !inner_is_relu6 {
         // relu6(relu(y)) = relu6(y): skip the inner relu.

@@ -24,7 +24,31 @@ pub(super) fn run(op: OpId, rw: &mut Rewriter) -> Result<bool, PassError> {
     let foldable = match kind {
         OpKind::Conv2d(_) => true,
         OpKind::Linear(_) => rw.func.ty(x).rank() == 2,
-        _ => false,
+        OpKind::Weight(_)
+        | OpKind::Constant(_)
+        | OpKind::MatMul(_)
+        | OpKind::BatchNorm(_)
+        | OpKind::Add(_)
+        | OpKind::Sub(_)
+        | OpKind::Mul(_)
+        | OpKind::Div(_)
+        | OpKind::Relu(_)
+        | OpKind::Relu6(_)
+        | OpKind::Sigmoid(_)
+        | OpKind::Tanh(_)
+        | OpKind::Softmax(_)
+        | OpKind::MaxPool2d(_)
+        | OpKind::AvgPool2d(_)
+        | OpKind::GlobalAvgPool2d(_)
+        | OpKind::Reshape(_)
+        | OpKind::Flatten(_)
+        | OpKind::Transpose(_)
+        | OpKind::Concat(_)
+        | OpKind::Slice(_)
+        | OpKind::Lstm(_)
+        | OpKind::Gru(_)
+        | OpKind::BasisConv(_)
+        | OpKind::CoeffConv(_) => false,
     };
     if !foldable || rw.uses[x] != 1 || rw.func.ty(x).elem != ElemType::F32 {
         return Ok(false);

@@ -18,10 +18,7 @@ pub(super) fn run(op: OpId, rw: &mut Rewriter) -> bool {
     let constants: Option<Vec<Arc<dnnc_ir::Tensor>>> = data
         .operands
         .iter()
-        .map(|&v| match rw.producer(v) {
-            Some((_, OpKind::Constant(c))) => Some(c.value.clone()),
-            _ => None,
-        })
+        .map(|&v| rw.producer(v).and_then(|(_, k)| k.constant()).cloned())
         .collect();
     let (true, Some(constants)) = (small, constants) else {
         return false;

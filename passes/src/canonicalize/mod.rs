@@ -25,7 +25,7 @@ use crate::pass::{Pass, PassContext, PassError};
 use crate::registry::PassInfo;
 use cranelift_entity::{PrimaryMap, SecondaryMap};
 use dnnc_ir::module::Function;
-use dnnc_ir::ops::{Constant, OpKind, WeightRef};
+use dnnc_ir::ops::{Constant, DataOp, OpKind, WeightRef};
 use dnnc_ir::{FuncId, Module, OpId, Tensor, Value, WeightDecl, WeightId, WeightInit};
 use std::sync::Arc;
 
@@ -210,14 +210,15 @@ impl Rewriter<'_> {
 
     /// The value of `v` if it is produced by a weight reference or a constant.
     pub fn known_value(&self, v: Value) -> Result<Option<Arc<Tensor>>, PassError> {
-        Ok(match self.producer(v) {
-            Some((op, OpKind::Weight(w))) => {
-                Some(self.module.weight_value(w.weight).map_err(|e| {
-                    dnnc_ir::Diagnostic::error(self.func.ops[op].loc.clone(), e.to_string())
-                })?)
-            }
-            Some((_, OpKind::Constant(c))) => Some(c.value.clone()),
-            _ => None,
+        let Some((op, kind)) = self.producer(v) else {
+            return Ok(None);
+        };
+        Ok(match kind.data() {
+            Some(DataOp::Weight(w)) => Some(self.module.weight_value(w).map_err(|e| {
+                dnnc_ir::Diagnostic::error(self.func.ops[op].loc.clone(), e.to_string())
+            })?),
+            Some(DataOp::Constant(c)) => Some(c.clone()),
+            None => None,
         })
     }
 
@@ -240,18 +241,22 @@ impl Rewriter<'_> {
     /// `name_hint`.
     pub fn set_operand_value(&mut self, user: OpId, index: usize, values: Tensor, name_hint: &str) {
         let v = self.func.ops[user].operands[index];
-        match self.producer(v).map(|(op, k)| (op, k.clone())) {
-            Some((_, OpKind::Weight(w)))
-                if self.uses[v] == 1 && self.weight_refs[w.weight] == 1 =>
-            {
-                self.module.weights[w.weight].set_values(values);
+        let data = self.producer(v).and_then(|(op, k)| match k.data()? {
+            DataOp::Weight(w) => Some((op, Some(w))),
+            DataOp::Constant(_) => Some((op, None)),
+        });
+        match data {
+            // A weight only this operand reads: its values change in place.
+            Some((_, Some(w))) if self.uses[v] == 1 && self.weight_refs[w] == 1 => {
+                self.module.weights[w].set_values(values);
             }
-            Some((op, OpKind::Constant(_))) if self.uses[v] == 1 => {
+            // A constant only this operand reads.
+            Some((op, None)) if self.uses[v] == 1 => {
                 self.func.ops[op].kind = OpKind::Constant(Constant {
                     value: Arc::new(values),
                 });
             }
-            _ => {
+            Some(_) | None => {
                 // Keep the operand's layout encoding: the values changed, not the layout.
                 let mut ty = self.func.ty(v).clone();
                 ty.shape = values.shape.clone();
@@ -289,10 +294,8 @@ impl Rewriter<'_> {
 
     /// The name of the weight behind `v`, if any.
     pub fn weight_name(&self, v: Value) -> Option<String> {
-        match self.producer(v) {
-            Some((_, OpKind::Weight(w))) => Some(self.module.weights[w.weight].name.clone()),
-            _ => None,
-        }
+        let w = self.producer(v)?.1.weight()?;
+        Some(self.module.weights[w].name.clone())
     }
 
     /// Applies replacements to every use and places inserted ops; returns whether anything

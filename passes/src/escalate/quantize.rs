@@ -110,7 +110,31 @@ impl Pass for Quantize {
                 let bits = match data.kind {
                     OpKind::BasisConv(_) => self.basis_bits,
                     OpKind::CoeffConv(_) => self.coeff_bits,
-                    _ => continue,
+                    OpKind::Weight(_)
+                    | OpKind::Constant(_)
+                    | OpKind::Conv2d(_)
+                    | OpKind::MatMul(_)
+                    | OpKind::Linear(_)
+                    | OpKind::BatchNorm(_)
+                    | OpKind::Add(_)
+                    | OpKind::Sub(_)
+                    | OpKind::Mul(_)
+                    | OpKind::Div(_)
+                    | OpKind::Relu(_)
+                    | OpKind::Relu6(_)
+                    | OpKind::Sigmoid(_)
+                    | OpKind::Tanh(_)
+                    | OpKind::Softmax(_)
+                    | OpKind::MaxPool2d(_)
+                    | OpKind::AvgPool2d(_)
+                    | OpKind::GlobalAvgPool2d(_)
+                    | OpKind::Reshape(_)
+                    | OpKind::Flatten(_)
+                    | OpKind::Transpose(_)
+                    | OpKind::Concat(_)
+                    | OpKind::Slice(_)
+                    | OpKind::Lstm(_)
+                    | OpKind::Gru(_) => continue,
                 };
                 let Some(OpKind::Weight(WeightRef { weight })) = f.producer(data.operands[1])
                 else {
@@ -126,7 +150,31 @@ impl Pass for Quantize {
                     match &mut o.kind {
                         OpKind::BasisConv(b) => b.scale = scale,
                         OpKind::CoeffConv(c) => c.scale = scale,
-                        _ => unreachable!(),
+                        OpKind::Weight(_)
+                        | OpKind::Constant(_)
+                        | OpKind::Conv2d(_)
+                        | OpKind::MatMul(_)
+                        | OpKind::Linear(_)
+                        | OpKind::BatchNorm(_)
+                        | OpKind::Add(_)
+                        | OpKind::Sub(_)
+                        | OpKind::Mul(_)
+                        | OpKind::Div(_)
+                        | OpKind::Relu(_)
+                        | OpKind::Relu6(_)
+                        | OpKind::Sigmoid(_)
+                        | OpKind::Tanh(_)
+                        | OpKind::Softmax(_)
+                        | OpKind::MaxPool2d(_)
+                        | OpKind::AvgPool2d(_)
+                        | OpKind::GlobalAvgPool2d(_)
+                        | OpKind::Reshape(_)
+                        | OpKind::Flatten(_)
+                        | OpKind::Transpose(_)
+                        | OpKind::Concat(_)
+                        | OpKind::Slice(_)
+                        | OpKind::Lstm(_)
+                        | OpKind::Gru(_) => unreachable!(),
                     }
                     o.attrs.insert(
                         "esc.bits".into(),

@@ -37,7 +37,31 @@ pub fn build(module: &Module, func: &Function) -> Built {
                 egraph.analysis.constants.insert(n, c.value.ty());
                 egraph.add(Dnn::Constant(n))
             }
-            kind => {
+            kind @ (OpKind::Conv2d(_)
+            | OpKind::MatMul(_)
+            | OpKind::Linear(_)
+            | OpKind::BatchNorm(_)
+            | OpKind::Add(_)
+            | OpKind::Sub(_)
+            | OpKind::Mul(_)
+            | OpKind::Div(_)
+            | OpKind::Relu(_)
+            | OpKind::Relu6(_)
+            | OpKind::Sigmoid(_)
+            | OpKind::Tanh(_)
+            | OpKind::Softmax(_)
+            | OpKind::MaxPool2d(_)
+            | OpKind::AvgPool2d(_)
+            | OpKind::GlobalAvgPool2d(_)
+            | OpKind::Reshape(_)
+            | OpKind::Flatten(_)
+            | OpKind::Transpose(_)
+            | OpKind::Concat(_)
+            | OpKind::Slice(_)
+            | OpKind::Lstm(_)
+            | OpKind::Gru(_)
+            | OpKind::BasisConv(_)
+            | OpKind::CoeffConv(_)) => {
                 let code = egraph.analysis.ops.intern(kind);
                 let args: Box<[Id]> = data
                     .operands

@@ -300,7 +300,30 @@ pub fn default_form(eg: &lang::EGraph, kind: &OpKind, args: &[Id], forms: &[Form
                 None => Form::Gemm,
             }
         }
-        _ => forms[0],
+        OpKind::Weight(_)
+        | OpKind::Constant(_)
+        | OpKind::Conv2d(_)
+        | OpKind::MatMul(_)
+        | OpKind::BatchNorm(_)
+        | OpKind::Add(_)
+        | OpKind::Sub(_)
+        | OpKind::Mul(_)
+        | OpKind::Div(_)
+        | OpKind::Relu(_)
+        | OpKind::Relu6(_)
+        | OpKind::Sigmoid(_)
+        | OpKind::Tanh(_)
+        | OpKind::Softmax(_)
+        | OpKind::MaxPool2d(_)
+        | OpKind::AvgPool2d(_)
+        | OpKind::GlobalAvgPool2d(_)
+        | OpKind::Reshape(_)
+        | OpKind::Flatten(_)
+        | OpKind::Transpose(_)
+        | OpKind::Concat(_)
+        | OpKind::Slice(_)
+        | OpKind::BasisConv(_)
+        | OpKind::CoeffConv(_) => forms[0],
     }
 }
 
@@ -324,7 +347,31 @@ fn input_choice(built: &build::Built, func: &dnnc_ir::Function) -> Vec<(Id, Dnn)
         let node = match &data.kind {
             OpKind::Weight(w) => Dnn::Weight(cranelift_entity::EntityRef::index(w.weight) as u32),
             OpKind::Constant(_) => Dnn::Constant(cranelift_entity::EntityRef::index(op) as u32),
-            kind => {
+            kind @ (OpKind::Conv2d(_)
+            | OpKind::MatMul(_)
+            | OpKind::Linear(_)
+            | OpKind::BatchNorm(_)
+            | OpKind::Add(_)
+            | OpKind::Sub(_)
+            | OpKind::Mul(_)
+            | OpKind::Div(_)
+            | OpKind::Relu(_)
+            | OpKind::Relu6(_)
+            | OpKind::Sigmoid(_)
+            | OpKind::Tanh(_)
+            | OpKind::Softmax(_)
+            | OpKind::MaxPool2d(_)
+            | OpKind::AvgPool2d(_)
+            | OpKind::GlobalAvgPool2d(_)
+            | OpKind::Reshape(_)
+            | OpKind::Flatten(_)
+            | OpKind::Transpose(_)
+            | OpKind::Concat(_)
+            | OpKind::Slice(_)
+            | OpKind::Lstm(_)
+            | OpKind::Gru(_)
+            | OpKind::BasisConv(_)
+            | OpKind::CoeffConv(_)) => {
                 let args: Box<[Id]> = data
                     .operands
                     .iter()
@@ -775,10 +822,13 @@ fn describe(eg: &lang::EGraph, node: &Dnn) -> String {
                     && eg[a].nodes.iter().any(|n| matches!(n, Dnn::Derived(..)))
             });
             let short = kind.name().trim_start_matches("dnn.");
-            match (kind, form) {
-                (OpKind::Slice(_), _) if merged => "slice-of-merged".into(),
-                (_, Form::Only) => format!("{short}{}", if derived { "[derived]" } else { "" }),
-                _ => format!("{short}{}:{form}", if derived { "[derived]" } else { "" }),
+            let derived = if derived { "[derived]" } else { "" };
+            if merged && matches!(kind, OpKind::Slice(_)) {
+                "slice-of-merged".into()
+            } else if *form == Form::Only {
+                format!("{short}{derived}")
+            } else {
+                format!("{short}{derived}:{form}")
             }
         }
         Dnn::Op(..)

@@ -173,7 +173,31 @@ fn fold_bn_search(eg: &EGraph, _: &Index) -> Vec<Match> {
                 let foldable = match pkind {
                     OpKind::Conv2d(_) => true,
                     OpKind::Linear(_) => ty(eg, args[0]).rank() == 2,
-                    _ => false,
+                    OpKind::Weight(_)
+                    | OpKind::Constant(_)
+                    | OpKind::MatMul(_)
+                    | OpKind::BatchNorm(_)
+                    | OpKind::Add(_)
+                    | OpKind::Sub(_)
+                    | OpKind::Mul(_)
+                    | OpKind::Div(_)
+                    | OpKind::Relu(_)
+                    | OpKind::Relu6(_)
+                    | OpKind::Sigmoid(_)
+                    | OpKind::Tanh(_)
+                    | OpKind::Softmax(_)
+                    | OpKind::MaxPool2d(_)
+                    | OpKind::AvgPool2d(_)
+                    | OpKind::GlobalAvgPool2d(_)
+                    | OpKind::Reshape(_)
+                    | OpKind::Flatten(_)
+                    | OpKind::Transpose(_)
+                    | OpKind::Concat(_)
+                    | OpKind::Slice(_)
+                    | OpKind::Lstm(_)
+                    | OpKind::Gru(_)
+                    | OpKind::BasisConv(_)
+                    | OpKind::CoeffConv(_) => false,
                 };
                 if foldable && pargs[1..].iter().all(|&a| original_constant(eg, a)) {
                     let mut ids = vec![class.id];
@@ -357,17 +381,18 @@ fn concat_slices_search(eg: &EGraph, _: &Index) -> Vec<Match> {
                     let mut source = None;
                     let mut next = 0;
                     let covered = args.iter().all(|&a| {
-                        ops(eg, a).any(|(_, k, sargs)| match k {
-                            OpKind::Slice(s)
-                                if norm(s.axis, ty(eg, a).rank()) == axis
-                                    && s.start == next
-                                    && source.is_none_or(|src| src == eg.find(sargs[0])) =>
-                            {
+                        ops(eg, a).any(|(_, k, sargs)| {
+                            let OpKind::Slice(s) = k else {
+                                return false;
+                            };
+                            let fits = norm(s.axis, ty(eg, a).rank()) == axis
+                                && s.start == next
+                                && source.is_none_or(|src| src == eg.find(sargs[0]));
+                            if fits {
                                 source = Some(eg.find(sargs[0]));
                                 next = s.end;
-                                true
                             }
-                            _ => false,
+                            fits
                         })
                     });
                     if let Some(src) = source
@@ -400,7 +425,31 @@ fn concat_slices_search(eg: &EGraph, _: &Index) -> Vec<Match> {
                         }
                     }
                 }
-                _ => {}
+                OpKind::Weight(_)
+                | OpKind::Constant(_)
+                | OpKind::Conv2d(_)
+                | OpKind::MatMul(_)
+                | OpKind::Linear(_)
+                | OpKind::BatchNorm(_)
+                | OpKind::Add(_)
+                | OpKind::Sub(_)
+                | OpKind::Mul(_)
+                | OpKind::Div(_)
+                | OpKind::Relu(_)
+                | OpKind::Relu6(_)
+                | OpKind::Sigmoid(_)
+                | OpKind::Tanh(_)
+                | OpKind::Softmax(_)
+                | OpKind::MaxPool2d(_)
+                | OpKind::AvgPool2d(_)
+                | OpKind::GlobalAvgPool2d(_)
+                | OpKind::Reshape(_)
+                | OpKind::Flatten(_)
+                | OpKind::Transpose(_)
+                | OpKind::Lstm(_)
+                | OpKind::Gru(_)
+                | OpKind::BasisConv(_)
+                | OpKind::CoeffConv(_) => {}
             }
         }
     }

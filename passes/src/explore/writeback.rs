@@ -322,10 +322,11 @@ impl Writer<'_> {
                 .module
                 .weight_value(WeightId::new(*n as usize))
                 .map_err(|e| e.to_string())?,
-            Dnn::Constant(n) => match &self.old.ops[OpId::new(*n as usize)].kind {
-                OpKind::Constant(k) => k.value.clone(),
-                _ => return Err("a constant class whose op is not a constant".into()),
-            },
+            Dnn::Constant(n) => self.old.ops[OpId::new(*n as usize)]
+                .kind
+                .constant()
+                .ok_or("a constant class whose op is not a constant")?
+                .clone(),
             Dnn::Derived(d, args) => {
                 let mut xs = Vec::with_capacity(args.len());
                 for &a in args.iter() {

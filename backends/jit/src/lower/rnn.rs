@@ -5,10 +5,12 @@ use crate::codegen::{elementwise, rnn};
 
 impl Lower<'_> {
     pub(super) fn rnn(&mut self, index: usize, node: &Node) -> Result<(), CompileError> {
-        let (lstm, linear_before_reset) = match &node.kind {
-            NodeKind::Op(OpKind::Lstm(_)) => (true, true),
-            NodeKind::Op(OpKind::Gru(g)) => (false, g.linear_before_reset),
-            _ => return Err(unsupported(node, "not a recurrent layer")),
+        let (lstm, linear_before_reset) = if let NodeKind::Op(OpKind::Gru(g)) = &node.kind {
+            (false, g.linear_before_reset)
+        } else if let NodeKind::Op(OpKind::Lstm(_)) = &node.kind {
+            (true, true)
+        } else {
+            return Err(unsupported(node, "not a recurrent layer"));
         };
         let gates = if lstm { 4 } else { 3 };
         let (x, w, r, b) = (

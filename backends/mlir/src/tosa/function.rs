@@ -114,13 +114,7 @@ pub(super) fn lower_function<'c>(
                     full.extend(s);
                     full
                 };
-                let arith = match &data.kind {
-                    OpKind::Add(_) => Arith::Add,
-                    OpKind::Sub(_) => Arith::Sub,
-                    OpKind::Mul(_) => Arith::Mul,
-                    OpKind::Div(_) => Arith::Div,
-                    other => unreachable!("{} is in the arithmetic arm", other.name()),
-                };
+                let arith = data.kind.arith().expect("the arithmetic arm");
                 match arith {
                     Arith::Add => lw.op("tosa.add", &[a, b], &[], &out),
                     Arith::Sub => lw.op("tosa.sub", &[a, b], &[], &out),
