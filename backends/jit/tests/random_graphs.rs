@@ -1,6 +1,7 @@
 //! Random-graph differential testing: modules grown by `dnnc-testgen` (every op, every
 //! attribute range, fusion chains) run on the JIT and on the reference interpreter, and
-//! every output must agree within [`TOLERANCE`] (relative L2).
+//! every output must agree within [`TOLERANCE`] (relative L2), with a floor of
+//! [`ABSOLUTE_FLOOR`] per element for outputs that cancellation leaves near zero.
 //!
 //! Each module runs at every vector level this CPU supports (lower ones forced), with the
 //! thread count, GEMM implementation, fusion, Winograd and weight layout (dense, CSR, BCR
@@ -23,6 +24,15 @@ use dnnc_testgen::{Recipe, shrink};
 
 /// Relative L2 error allowed on every output.
 const TOLERANCE: f64 = 1e-4;
+
+/// The L2 error every output may have per √element whatever its size (an `atol`, as
+/// PyTorch's and ONNX Runtime's tests have beside their relative bounds). Random graphs
+/// make outputs that cancellation leaves near zero: a one-unit LSTM whose final state is
+/// −6.2e-5, the difference of terms near 0.3, differs from the interpreter's by 1e-8 (half
+/// an ulp of those terms, from FMA and summation order alone) — 1.7e-4 of itself (seed
+/// 102176, the one module of the first 10,000-module run the relative bound alone
+/// refused). Every output of ordinary size is still held to [`TOLERANCE`].
+const ABSOLUTE_FLOOR: f64 = 1e-6;
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -163,7 +173,13 @@ fn check_unwinding(module: &Module, seed: u64) -> Result<(), Failure> {
                 )));
             }
             let e = g.relative_l2(w);
-            if e.is_nan() || e > TOLERANCE {
+            let norm = w
+                .to_f32_vec()
+                .iter()
+                .map(|&x| (x as f64).powi(2))
+                .sum::<f64>();
+            let floor = ABSOLUTE_FLOOR * (w.num_elements() as f64).sqrt() / norm.sqrt().max(1e-30);
+            if e.is_nan() || e > TOLERANCE.max(floor) {
                 return Err(Failure::Jit(format!(
                     "output {k}: relative L2 error {e:.3e} ({options:?})"
                 )));
