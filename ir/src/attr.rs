@@ -1,6 +1,7 @@
 //! Attributes: the generic attribute value, the discardable dictionary, and typed
 //! conversion between generic attributes and the typed fields of op definitions.
 
+use crate::error::TypeError;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -90,7 +91,7 @@ pub fn is_discardable_key(key: &str) -> bool {
 /// A typed attribute field that converts to and from a generic [`Attribute`].
 pub trait AttrType: Sized + Clone + PartialEq {
     /// Converts, or says what was expected.
-    fn from_attr(attr: &Attribute) -> Result<Self, String>;
+    fn from_attr(attr: &Attribute) -> Result<Self, TypeError>;
     /// Converts back to a generic attribute.
     fn to_attr(&self) -> Attribute;
 }
@@ -103,7 +104,7 @@ fn as_int(attr: &Attribute) -> Option<i64> {
 }
 
 impl AttrType for i64 {
-    fn from_attr(attr: &Attribute) -> Result<Self, String> {
+    fn from_attr(attr: &Attribute) -> Result<Self, TypeError> {
         as_int(attr).ok_or_else(|| "expected an integer".into())
     }
     fn to_attr(&self) -> Attribute {
@@ -112,13 +113,13 @@ impl AttrType for i64 {
 }
 
 impl AttrType for usize {
-    fn from_attr(attr: &Attribute) -> Result<Self, String> {
+    fn from_attr(attr: &Attribute) -> Result<Self, TypeError> {
         match as_int(attr) {
             Some(i) if (0..=u32::MAX as i64).contains(&i) => Ok(i as usize),
-            Some(i) if i >= 0 => Err(format!(
-                "expected a non-negative integer below 2^32, got {i}"
-            )),
-            Some(i) => Err(format!("expected a non-negative integer, got {i}")),
+            Some(i) if i >= 0 => {
+                Err(format!("expected a non-negative integer below 2^32, got {i}").into())
+            }
+            Some(i) => Err(format!("expected a non-negative integer, got {i}").into()),
             None => Err("expected a non-negative integer".into()),
         }
     }
@@ -128,7 +129,7 @@ impl AttrType for usize {
 }
 
 impl AttrType for f64 {
-    fn from_attr(attr: &Attribute) -> Result<Self, String> {
+    fn from_attr(attr: &Attribute) -> Result<Self, TypeError> {
         match attr {
             Attribute::Float(x) => Ok(*x),
             Attribute::Int(i) => Ok(*i as f64),
@@ -141,7 +142,7 @@ impl AttrType for f64 {
 }
 
 impl AttrType for bool {
-    fn from_attr(attr: &Attribute) -> Result<Self, String> {
+    fn from_attr(attr: &Attribute) -> Result<Self, TypeError> {
         match attr {
             Attribute::Bool(b) => Ok(*b),
             _ => Err("expected `true` or `false`".into()),
@@ -153,7 +154,7 @@ impl AttrType for bool {
 }
 
 impl AttrType for String {
-    fn from_attr(attr: &Attribute) -> Result<Self, String> {
+    fn from_attr(attr: &Attribute) -> Result<Self, TypeError> {
         match attr {
             Attribute::Str(s) => Ok(s.clone()),
             _ => Err("expected a string".into()),
@@ -164,18 +165,20 @@ impl AttrType for String {
     }
 }
 
-fn list_of<T: AttrType>(attr: &Attribute, what: &str) -> Result<Vec<T>, String> {
+fn list_of<T: AttrType>(attr: &Attribute, what: &str) -> Result<Vec<T>, TypeError> {
     match attr {
         Attribute::Array(items) => items
             .iter()
-            .map(|a| T::from_attr(a).map_err(|e| format!("expected a list of {what}: {e}")))
+            .map(|a| {
+                T::from_attr(a).map_err(|e| TypeError(format!("expected a list of {what}: {e}")))
+            })
             .collect(),
-        _ => Err(format!("expected a list of {what}")),
+        _ => Err(format!("expected a list of {what}").into()),
     }
 }
 
 impl AttrType for Vec<i64> {
-    fn from_attr(attr: &Attribute) -> Result<Self, String> {
+    fn from_attr(attr: &Attribute) -> Result<Self, TypeError> {
         list_of(attr, "integers")
     }
     fn to_attr(&self) -> Attribute {
@@ -184,7 +187,7 @@ impl AttrType for Vec<i64> {
 }
 
 impl AttrType for Vec<usize> {
-    fn from_attr(attr: &Attribute) -> Result<Self, String> {
+    fn from_attr(attr: &Attribute) -> Result<Self, TypeError> {
         list_of(attr, "non-negative integers")
     }
     fn to_attr(&self) -> Attribute {
@@ -193,11 +196,12 @@ impl AttrType for Vec<usize> {
 }
 
 impl<const N: usize> AttrType for [usize; N] {
-    fn from_attr(attr: &Attribute) -> Result<Self, String> {
+    fn from_attr(attr: &Attribute) -> Result<Self, TypeError> {
         let what = format!("{N} non-negative integers");
         let v: Vec<usize> = list_of(attr, &what)?;
-        v.try_into()
-            .map_err(|v: Vec<usize>| format!("expected a list of {what}, got {} values", v.len()))
+        v.try_into().map_err(|v: Vec<usize>| {
+            TypeError(format!("expected a list of {what}, got {} values", v.len()))
+        })
     }
     fn to_attr(&self) -> Attribute {
         Attribute::Array(self.iter().map(|i| Attribute::Int(*i as i64)).collect())
@@ -228,13 +232,13 @@ impl Padding {
 }
 
 impl AttrType for Padding {
-    fn from_attr(attr: &Attribute) -> Result<Self, String> {
+    fn from_attr(attr: &Attribute) -> Result<Self, TypeError> {
         let what = "2 or 4 non-negative integers ([h, w] or [top, left, bottom, right])";
         let v: Vec<usize> = list_of(attr, what)?;
         match v.as_slice() {
             [h, w] => Ok(Padding::symmetric(*h, *w)),
             [t, l, b, r] => Ok(Padding([*t, *l, *b, *r])),
-            _ => Err(format!("expected a list of {what}, got {} values", v.len())),
+            _ => Err(format!("expected a list of {what}, got {} values", v.len()).into()),
         }
     }
     fn to_attr(&self) -> Attribute {

@@ -15,6 +15,7 @@
 
 use crate::diag::Location;
 use crate::entity::{FuncId, Value};
+use crate::error::TypeError;
 use crate::init::InitSpec;
 use crate::module::{Function, Module, WeightDecl, WeightInit};
 use crate::ops::{Constant, OpKind, WeightRef};
@@ -81,14 +82,19 @@ impl<'m> FuncBuilder<'m> {
     }
 
     /// Appends an op, inferring and returning its results.
-    pub fn op(&mut self, kind: OpKind, operands: &[Value]) -> Result<SmallVec<[Value; 1]>, String> {
+    pub fn op(
+        &mut self,
+        kind: OpKind,
+        operands: &[Value],
+    ) -> Result<SmallVec<[Value; 1]>, TypeError> {
         let arity = kind.arity();
         if !arity.accepts(operands.len()) {
             return Err(format!(
                 "'{}' takes {arity} operand(s), got {}",
                 kind.name(),
                 operands.len()
-            ));
+            )
+            .into());
         }
         let types: Vec<&TensorType> = operands.iter().map(|&v| self.func.ty(v)).collect();
         let module = &*self.module;
@@ -102,7 +108,7 @@ impl<'m> FuncBuilder<'m> {
     }
 
     /// Appends a single-result op.
-    pub fn op1(&mut self, kind: OpKind, operands: &[Value]) -> Result<Value, String> {
+    pub fn op1(&mut self, kind: OpKind, operands: &[Value]) -> Result<Value, TypeError> {
         Ok(self.op(kind, operands)?[0])
     }
 

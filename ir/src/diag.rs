@@ -95,6 +95,8 @@ pub struct Diagnostic {
     pub message: String,
     /// Related places (for example, the previous definition of a redefined name).
     pub notes: Vec<Diagnostic>,
+    /// What to do about it, printed as `help: ...` after the source line.
+    pub help: Option<String>,
 }
 
 impl Diagnostic {
@@ -105,6 +107,7 @@ impl Diagnostic {
             loc,
             message: message.into(),
             notes: Vec::new(),
+            help: None,
         }
     }
 
@@ -130,6 +133,12 @@ impl Diagnostic {
             severity: Severity::Note,
             ..Diagnostic::error(loc, message)
         });
+        self
+    }
+
+    /// Adds what to do about it (rendered as `help: ...`).
+    pub fn with_help(mut self, help: impl Into<String>) -> Diagnostic {
+        self.help = Some(help.into());
         self
     }
 
@@ -231,6 +240,9 @@ impl SourceMap {
     pub fn render(&self, diag: &Diagnostic) -> String {
         let mut out = String::new();
         self.render_one(&mut out, diag);
+        if let Some(help) = &diag.help {
+            let _ = writeln!(out, "help: {help}");
+        }
         for note in &diag.notes {
             self.render_one(&mut out, note);
         }
@@ -293,11 +305,12 @@ mod tests {
         let mut map = SourceMap::new();
         let file = map.add("m.dnn", "module {\n  %x = bad\n}\n");
         let loc = file.location(file.text.find("bad").unwrap());
-        let d = Diagnostic::error(loc, "unknown op 'bad'");
+        let d = Diagnostic::error(loc, "unknown op 'bad'").with_help("did you mean 'add'?");
         insta::assert_snapshot!(map.render(&d), @r"
         m.dnn:2:8: error: unknown op 'bad'
           %x = bad
                ^
+        help: did you mean 'add'?
         ");
     }
 

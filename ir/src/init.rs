@@ -2,6 +2,7 @@
 //! machine: ChaCha8 for the random stream and libm (a pure-Rust port of musl's maths) for
 //! the transcendental functions, so no platform `libm` can change a bit.
 
+use crate::error::DataError;
 use crate::tensor::{Buffer, Tensor};
 use crate::types::TensorType;
 use rand_chacha::ChaCha8Rng;
@@ -94,22 +95,22 @@ impl InitSpec {
     }
 
     /// Generates the tensor for `ty`.
-    pub fn materialize(&self, ty: &TensorType) -> Result<Tensor, String> {
+    pub fn materialize(&self, ty: &TensorType) -> Result<Tensor, DataError> {
         let n = ty.num_elements();
         if ty.size_bytes() > MAX_MATERIALIZED_BYTES {
-            return Err(format!(
+            return Err(DataError::Init(format!(
                 "{} needs {} bytes, more than dnnc materialises ({} GiB)",
                 ty.dense(),
                 ty.size_bytes(),
                 MAX_MATERIALIZED_BYTES >> 30
-            ));
+            )));
         }
         if self.kind.is_random() && !ty.elem.is_float() {
-            return Err(format!(
+            return Err(DataError::Init(format!(
                 "initialiser '{}' needs a floating-point element type, not {}",
                 self.kind.name(),
                 ty.elem
-            ));
+            )));
         }
         let (fan_in, fan_out) = fans(&ty.shape);
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
@@ -133,14 +134,14 @@ impl InitSpec {
 pub fn seeded_normals<'a>(
     types: impl IntoIterator<Item = &'a TensorType>,
     seed: u64,
-) -> Result<Vec<Tensor>, String> {
+) -> Result<Vec<Tensor>, DataError> {
     types
         .into_iter()
         .enumerate()
         .map(|(i, ty)| {
             InitSpec::new(InitKind::Normal, seed.wrapping_add(i as u64))
                 .materialize(ty)
-                .map_err(|e| format!("input #{i}: {e}"))
+                .map_err(|e| DataError::Init(format!("input #{i}: {e}")))
         })
         .collect()
 }

@@ -18,6 +18,7 @@ pub mod attr;
 pub mod builder;
 pub mod diag;
 pub mod entity;
+pub mod error;
 pub mod init;
 pub mod module;
 pub mod npy;
@@ -31,6 +32,7 @@ pub mod weights;
 
 pub use diag::{Diagnostic, Location, Severity, SourceMap};
 pub use entity::{FuncId, OpId, Value, WeightId};
+pub use error::{DataError, RunError, TypeError};
 pub use module::{Function, Module, OpData, WeightDecl, WeightInit};
 pub use ops::OpKind;
 pub use tensor::{Buffer, Tensor};

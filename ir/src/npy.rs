@@ -1,5 +1,6 @@
 //! Tensors as NumPy `.npy` files (inputs and outputs of `dnnc run`).
 
+use crate::error::DataError;
 use crate::tensor::{Buffer, Tensor};
 use crate::types::ElemType;
 use half::f16;
@@ -18,7 +19,11 @@ pub fn numpy_name(elem: ElemType) -> &'static str {
 
 /// Reads a `.npy` file's bytes. float32, float16, int32 and int8 arrays map to the same
 /// element type; other dtypes are an error that names them.
-pub fn read_npy(bytes: &[u8]) -> Result<Tensor, String> {
+pub fn read_npy(bytes: &[u8]) -> Result<Tensor, DataError> {
+    read(bytes).map_err(DataError::Npy)
+}
+
+fn read(bytes: &[u8]) -> Result<Tensor, String> {
     check_header(bytes)?;
     let npy = NpyFile::new(bytes).map_err(|e| format!("not a valid .npy file ({e})"))?;
     if npy.order() == Order::Fortran {
@@ -97,7 +102,11 @@ fn check_header(bytes: &[u8]) -> Result<(), String> {
 }
 
 /// Writes a tensor as `.npy` bytes (bf16 is widened to float32; i4 is stored as int8).
-pub fn write_npy(t: &Tensor) -> Result<Vec<u8>, String> {
+pub fn write_npy(t: &Tensor) -> Result<Vec<u8>, DataError> {
+    write(t).map_err(DataError::Npy)
+}
+
+fn write(t: &Tensor) -> Result<Vec<u8>, String> {
     let shape: Vec<u64> = t.shape.iter().map(|&d| d as u64).collect();
     let mut out = Vec::new();
     let io = |e: std::io::Error| e.to_string();
@@ -148,12 +157,16 @@ mod tests {
         assert!(
             read_npy(b"not numpy")
                 .unwrap_err()
+                .to_string()
                 .starts_with("not a valid .npy file")
         );
         let good = write_npy(&Tensor::from_f32(&[8], vec![0.0; 8])).unwrap();
         let truncated = &good[..good.len() - 5];
         assert!(
-            read_npy(truncated).unwrap_err().contains("truncated"),
+            read_npy(truncated)
+                .unwrap_err()
+                .to_string()
+                .contains("truncated"),
             "{:?}",
             read_npy(truncated)
         );

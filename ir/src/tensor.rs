@@ -1,5 +1,6 @@
 //! Tensor values: weights, constants, and the inputs and outputs of backends.
 
+use crate::error::DataError;
 use crate::types::{ElemType, Shape, TensorType};
 use half::{bf16, f16};
 use std::fmt;
@@ -103,18 +104,18 @@ impl Buffer {
     }
 
     /// Reads `n` elements of type `elem` from little-endian bytes.
-    pub fn from_le_bytes(elem: ElemType, n: usize, bytes: &[u8]) -> Result<Buffer, String> {
+    pub fn from_le_bytes(elem: ElemType, n: usize, bytes: &[u8]) -> Result<Buffer, DataError> {
         let width = match elem {
             ElemType::F32 | ElemType::I32 => 4,
             ElemType::F16 | ElemType::BF16 => 2,
             ElemType::I8 | ElemType::I4 => 1,
         };
         if n.checked_mul(width) != Some(bytes.len()) {
-            return Err(format!(
+            return Err(DataError::Bytes(format!(
                 "expected {} bytes for {n} {elem} elements, found {}",
                 n.saturating_mul(width),
                 bytes.len()
-            ));
+            )));
         }
         let chunks2 = || bytes.chunks_exact(2).map(|c| [c[0], c[1]]);
         let chunks4 = || bytes.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]);
@@ -127,7 +128,9 @@ impl Buffer {
             ElemType::I4 => {
                 let v: Vec<i8> = bytes.iter().map(|&b| b as i8).collect();
                 if let Some(bad) = v.iter().find(|x| !(-8..=7).contains(*x)) {
-                    return Err(format!("i4 element {bad} is outside [-8, 7]"));
+                    return Err(DataError::Bytes(format!(
+                        "i4 element {bad} is outside [-8, 7]"
+                    )));
                 }
                 Buffer::I4(v)
             }
@@ -266,6 +269,9 @@ mod tests {
     #[test]
     fn wrong_byte_count_is_an_error() {
         let err = Buffer::from_le_bytes(ElemType::F32, 2, &[0; 7]).unwrap_err();
-        assert_eq!(err, "expected 8 bytes for 2 f32 elements, found 7");
+        assert_eq!(
+            err.to_string(),
+            "expected 8 bytes for 2 f32 elements, found 7"
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::diag::{Diagnostic, Location};
 use crate::entity::Value;
+use crate::error::TypeError;
 use crate::module::{Function, Module, ValueDef, WeightInit};
 use crate::ops::OpKind;
 use crate::printer::ValueNames;
@@ -32,38 +33,36 @@ struct Verifier<'m> {
 }
 
 /// Checks a type on its own: no empty dimensions, and a sensible encoding.
-pub fn check_type(ty: &TensorType) -> Result<(), String> {
+pub fn check_type(ty: &TensorType) -> Result<(), TypeError> {
     if let Some(d) = ty.shape.iter().position(|&d| d == 0) {
-        return Err(format!(
-            "dimension {d} of {ty} is 0; empty tensors are not supported"
-        ));
+        return Err(format!("dimension {d} of {ty} is 0; empty tensors are not supported").into());
     }
     if ty.num_elements() > crate::types::MAX_ELEMENTS {
-        return Err(format!(
-            "{ty} is too large: tensors have at most 2^40 elements"
-        ));
+        return Err(format!("{ty} is too large: tensors have at most 2^40 elements").into());
     }
     match &ty.encoding {
         Some(Encoding::Bcr(b)) => {
             if ty.rank() < 2 {
                 return Err(format!(
                     "#bcr needs a tensor of rank 2 or more (its GEMM view), got {ty}"
-                ));
+                )
+                .into());
             }
             if b.block.contains(&0) {
                 return Err(format!(
                     "#bcr block dimensions must be at least 1, got {:?}",
                     b.block
-                ));
+                )
+                .into());
             }
             if !ty.elem.is_float() {
-                return Err(format!("#bcr applies to floating-point weights, got {ty}"));
+                return Err(format!("#bcr applies to floating-point weights, got {ty}").into());
             }
         }
         Some(Encoding::Csr) if ty.rank() < 2 => {
-            return Err(format!(
-                "#csr needs a tensor of rank 2 or more (its GEMM view), got {ty}"
-            ));
+            return Err(
+                format!("#csr needs a tensor of rank 2 or more (its GEMM view), got {ty}").into(),
+            );
         }
         _ => {}
     }

@@ -1,6 +1,7 @@
 //! Weight values: materialising initialisers, reading and writing `.safetensors` files.
 
 use crate::entity::WeightId;
+use crate::error::DataError;
 use crate::module::{Module, WeightInit};
 use crate::tensor::{Buffer, Tensor};
 use crate::types::ElemType;
@@ -112,7 +113,9 @@ impl Module {
         };
         let value = match decl.init() {
             WeightInit::Dense(t) => t.clone(),
-            WeightInit::Init(spec) => Arc::new(spec.materialize(&decl.ty).map_err(err)?),
+            WeightInit::Init(spec) => {
+                Arc::new(spec.materialize(&decl.ty).map_err(|e| err(e.to_string()))?)
+            }
             WeightInit::File { path, key } => {
                 let key = key.as_deref().unwrap_or(&decl.name);
                 let full = self.resolve_path(path);
@@ -165,7 +168,11 @@ fn tensor_of(file: &SafeTensors, key: &str, label: &str) -> Result<Tensor, Strin
 }
 
 /// Serialises named tensors to `.safetensors` bytes.
-pub fn safetensors_bytes(tensors: &[(String, Arc<Tensor>)]) -> Result<Vec<u8>, String> {
+pub fn safetensors_bytes(tensors: &[(String, Arc<Tensor>)]) -> Result<Vec<u8>, DataError> {
+    serialize(tensors).map_err(DataError::Safetensors)
+}
+
+fn serialize(tensors: &[(String, Arc<Tensor>)]) -> Result<Vec<u8>, String> {
     let owned: Vec<(String, Vec<u8>, Dtype, Vec<usize>)> = tensors
         .iter()
         .map(|(name, t)| {
@@ -189,20 +196,24 @@ pub fn safetensors_bytes(tensors: &[(String, Arc<Tensor>)]) -> Result<Vec<u8>, S
 }
 
 /// Reads every tensor of a `.safetensors` file, sorted by name, with i8 data kept as i8.
-pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>, String> {
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("cannot read '{}': {e}", path.display()))?;
+pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>, DataError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| DataError::Safetensors(format!("cannot read '{}': {e}", path.display())))?;
     parse_safetensors(&bytes, &path.display().to_string())
 }
 
 /// Every tensor of `.safetensors` bytes, sorted by name; `label` names them in messages.
-pub fn parse_safetensors(bytes: &[u8], label: &str) -> Result<Vec<(String, Tensor)>, String> {
-    let file = deserialize(bytes, label)?;
+pub fn parse_safetensors(bytes: &[u8], label: &str) -> Result<Vec<(String, Tensor)>, DataError> {
+    let file = deserialize(bytes, label).map_err(DataError::Safetensors)?;
     let mut names: Vec<String> = file.names().into_iter().map(str::to_string).collect();
     names.sort();
     names
         .into_iter()
-        .map(|name| tensor_of(&file, &name, label).map(|t| (name, t)))
+        .map(|name| {
+            tensor_of(&file, &name, label)
+                .map(|t| (name, t))
+                .map_err(DataError::Safetensors)
+        })
         .collect()
 }
 

@@ -11,6 +11,7 @@
 
 mod net;
 
+use dnnc_ir::TypeError;
 use dnnc_ir::analysis::{module_stats, si, thousands};
 use dnnc_ir::builder::FuncBuilder;
 use dnnc_ir::printer::print_module;
@@ -198,15 +199,15 @@ pub fn build(name: &str, o: &ZooOptions) -> Result<Module, ZooError> {
             })
         }
     };
-    result.map_err(bad)?;
+    result.map_err(|e| bad(e.to_string()))?;
     Ok(m)
 }
 
 /// Runs `body` on the first parameter and returns its result.
 fn finish(
     b: FuncBuilder<'_>,
-    body: impl FnOnce(&mut Net, Value) -> Result<Value, String>,
-) -> Result<(), String> {
+    body: impl FnOnce(&mut Net, Value) -> Result<Value, TypeError>,
+) -> Result<(), TypeError> {
     let mut net = Net::new(b);
     let x = net.b.param(0);
     let y = body(&mut net, x)?;
@@ -252,7 +253,7 @@ pub fn render(name: &str, o: &ZooOptions) -> Result<String, ZooError> {
     ))
 }
 
-fn mlp(n: &mut Net, x: Value, classes: usize) -> Result<Value, String> {
+fn mlp(n: &mut Net, x: Value, classes: usize) -> Result<Value, TypeError> {
     let x = n.flatten(x)?;
     let x = n.linear(x, "fc1", 512)?;
     let x = n.relu(x)?;
@@ -261,7 +262,7 @@ fn mlp(n: &mut Net, x: Value, classes: usize) -> Result<Value, String> {
     n.linear(x, "fc3", classes)
 }
 
-fn lenet5(n: &mut Net, x: Value, classes: usize) -> Result<Value, String> {
+fn lenet5(n: &mut Net, x: Value, classes: usize) -> Result<Value, TypeError> {
     let x = n.conv(x, "conv1", ConvSpec::new(6, 5).pad(2).bias())?;
     let x = n.relu(x)?;
     let x = n.max_pool(x, 2, 2, 0)?;
@@ -276,7 +277,7 @@ fn lenet5(n: &mut Net, x: Value, classes: usize) -> Result<Value, String> {
     n.linear(x, "fc3", classes)
 }
 
-fn alexnet(n: &mut Net, x: Value, classes: usize) -> Result<Value, String> {
+fn alexnet(n: &mut Net, x: Value, classes: usize) -> Result<Value, TypeError> {
     let size = n.b.ty(x).shape[2];
     let mut x = x;
     if image_net(size) {
@@ -312,7 +313,8 @@ fn alexnet(n: &mut Net, x: Value, classes: usize) -> Result<Value, String> {
             "the features are {}×{} but the classifier expects 6×6 (use image size 224 or 227)",
             n.b.ty(x).shape[2],
             n.b.ty(x).shape[3]
-        ));
+        )
+        .into());
     }
     x = n.flatten(x)?;
     for i in [1, 4] {
@@ -322,7 +324,7 @@ fn alexnet(n: &mut Net, x: Value, classes: usize) -> Result<Value, String> {
     n.linear(x, "classifier.6", classes)
 }
 
-fn vgg(n: &mut Net, x: Value, name: &str, classes: usize) -> Result<Value, String> {
+fn vgg(n: &mut Net, x: Value, name: &str, classes: usize) -> Result<Value, TypeError> {
     let convs_per_stage: [usize; 5] = match name {
         "vgg11" => [1, 1, 2, 2, 2],
         "vgg13" => [2, 2, 2, 2, 2],
@@ -372,7 +374,7 @@ fn resnet(
     block: Block,
     layers: [usize; 4],
     classes: usize,
-) -> Result<Value, String> {
+) -> Result<Value, TypeError> {
     let size = n.b.ty(x).shape[2];
     let mut x = if image_net(size) {
         let x = n.conv(x, "conv1", ConvSpec::new(64, 7).stride(2).pad(3))?;
@@ -436,13 +438,13 @@ fn resnet(
     n.linear(x, "fc", classes)
 }
 
-fn conv_bn_relu6(n: &mut Net, x: Value, name: &str, spec: ConvSpec) -> Result<Value, String> {
+fn conv_bn_relu6(n: &mut Net, x: Value, name: &str, spec: ConvSpec) -> Result<Value, TypeError> {
     let y = n.conv(x, &format!("{name}.0"), spec)?;
     let y = n.bn(y, &format!("{name}.1"))?;
     n.relu6(y)
 }
 
-fn mobilenet_v2(n: &mut Net, x: Value, classes: usize) -> Result<Value, String> {
+fn mobilenet_v2(n: &mut Net, x: Value, classes: usize) -> Result<Value, TypeError> {
     let size = n.b.ty(x).shape[2];
     let cifar = !image_net(size);
     let mut x = conv_bn_relu6(
@@ -499,13 +501,13 @@ fn mobilenet_v2(n: &mut Net, x: Value, classes: usize) -> Result<Value, String> 
     n.linear(x, "classifier.1", classes)
 }
 
-fn lstm_lm(n: &mut Net, x: Value, vocab: usize) -> Result<Value, String> {
+fn lstm_lm(n: &mut Net, x: Value, vocab: usize) -> Result<Value, TypeError> {
     let y = n.lstm(x, "rnn.0", 1024)?;
     let y = n.lstm(y, "rnn.1", 1024)?;
     n.linear(y, "decoder", vocab)
 }
 
-fn gru(n: &mut Net, x: Value, classes: usize) -> Result<Value, String> {
+fn gru(n: &mut Net, x: Value, classes: usize) -> Result<Value, TypeError> {
     let y = n.gru(x, "gru.0", 1024)?;
     let y = n.gru(y, "gru.1", 1024)?;
     n.linear(y, "classifier", classes)
@@ -514,7 +516,7 @@ fn gru(n: &mut Net, x: Value, classes: usize) -> Result<Value, String> {
 /// GoogLeNet's inception 3a: 1×1 → 64; 1×1 → 96 → 3×3 → 128; 1×1 → 16 → 5×5 → 32;
 /// 3×3 max pool → 1×1 → 32; each conv with bias and relu; the branches concatenated.
 /// Three 1×1 convolutions share the input (TASO's and TENSAT's merging case).
-fn inception_block(n: &mut Net, x: Value) -> Result<Value, String> {
+fn inception_block(n: &mut Net, x: Value) -> Result<Value, TypeError> {
     let conv_relu = |n: &mut Net, x: Value, name: &str, out: usize, k: usize| {
         let y = n.conv(x, name, ConvSpec::new(out, k).pad(k / 2).bias())?;
         n.relu(y)
@@ -532,11 +534,11 @@ fn inception_block(n: &mut Net, x: Value) -> Result<Value, String> {
 /// Multi-head self-attention over `x: [T, D]` with separate Q, K and V projections (the
 /// case where merging them into one pays), scaled dot products per head, softmax, the
 /// output projection and the residual add.
-fn attention_block(n: &mut Net, x: Value, heads: usize) -> Result<Value, String> {
+fn attention_block(n: &mut Net, x: Value, heads: usize) -> Result<Value, TypeError> {
     let ty = n.b.ty(x).clone();
     let (t, d) = (ty.shape[0], ty.shape[1]);
     let dh = d / heads;
-    let split = |n: &mut Net, y: Value, perm: Vec<usize>| -> Result<Value, String> {
+    let split = |n: &mut Net, y: Value, perm: Vec<usize>| -> Result<Value, TypeError> {
         let y = n.reshape(y, &[t as i64, heads as i64, dh as i64])?;
         n.transpose(y, perm)
     };

@@ -2,6 +2,7 @@
 //! PyTorch's `state_dict` does (so a real `.safetensors` export can be dropped in) and
 //! giving each weight its own seed.
 
+use dnnc_ir::TypeError;
 use dnnc_ir::Value;
 use dnnc_ir::attr::Padding;
 use dnnc_ir::builder::FuncBuilder;
@@ -61,7 +62,7 @@ impl<'m> Net<'m> {
         Net { b, seed: 0 }
     }
 
-    fn op(&mut self, kind: OpKind, operands: &[Value]) -> Result<Value, String> {
+    fn op(&mut self, kind: OpKind, operands: &[Value]) -> Result<Value, TypeError> {
         self.b.op1(kind, operands)
     }
 
@@ -89,7 +90,7 @@ impl<'m> Net<'m> {
         self.b.ty(x).shape[1]
     }
 
-    pub fn conv(&mut self, x: Value, name: &str, s: ConvSpec) -> Result<Value, String> {
+    pub fn conv(&mut self, x: Value, name: &str, s: ConvSpec) -> Result<Value, TypeError> {
         let c = self.channels(x);
         let w = self.weight(
             &format!("{name}.weight"),
@@ -110,7 +111,7 @@ impl<'m> Net<'m> {
     }
 
     /// Inference batch norm with PyTorch's parameter names.
-    pub fn bn(&mut self, x: Value, name: &str) -> Result<Value, String> {
+    pub fn bn(&mut self, x: Value, name: &str) -> Result<Value, TypeError> {
         let c = self.channels(x);
         let g = self.weight(&format!("{name}.weight"), &[c], InitKind::Ones);
         self.bn_with_scale(x, name, g)
@@ -119,7 +120,7 @@ impl<'m> Net<'m> {
     /// The batch norm closing a residual branch, its scale drawn around 0.2 so that the
     /// sum with the shortcut does not double the activations' variance in every block
     /// (what trained networks learn; the idea of "zero-init residual" and Fixup).
-    pub fn bn_residual(&mut self, x: Value, name: &str) -> Result<Value, String> {
+    pub fn bn_residual(&mut self, x: Value, name: &str) -> Result<Value, TypeError> {
         let c = self.channels(x);
         self.seed += 1;
         let spec = InitSpec {
@@ -133,7 +134,7 @@ impl<'m> Net<'m> {
         self.bn_with_scale(x, name, g)
     }
 
-    fn bn_with_scale(&mut self, x: Value, name: &str, g: Value) -> Result<Value, String> {
+    fn bn_with_scale(&mut self, x: Value, name: &str, g: Value) -> Result<Value, TypeError> {
         let c = self.channels(x);
         let b = self.weight(&format!("{name}.bias"), &[c], InitKind::Normal);
         let m = self.weight(&format!("{name}.running_mean"), &[c], InitKind::Normal);
@@ -144,15 +145,15 @@ impl<'m> Net<'m> {
         )
     }
 
-    pub fn relu(&mut self, x: Value) -> Result<Value, String> {
+    pub fn relu(&mut self, x: Value) -> Result<Value, TypeError> {
         self.op(OpKind::Relu(Relu), &[x])
     }
 
-    pub fn relu6(&mut self, x: Value) -> Result<Value, String> {
+    pub fn relu6(&mut self, x: Value) -> Result<Value, TypeError> {
         self.op(OpKind::Relu6(Relu6), &[x])
     }
 
-    pub fn add(&mut self, a: Value, b: Value) -> Result<Value, String> {
+    pub fn add(&mut self, a: Value, b: Value) -> Result<Value, TypeError> {
         self.op(OpKind::Add(Add), &[a, b])
     }
 
@@ -162,7 +163,7 @@ impl<'m> Net<'m> {
         kernel: usize,
         stride: usize,
         pad: usize,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, TypeError> {
         let window = Window {
             kernel: [kernel; 2],
             stride: [stride; 2],
@@ -172,11 +173,11 @@ impl<'m> Net<'m> {
         self.op(OpKind::MaxPool2d(MaxPool2d { window }), &[x])
     }
 
-    pub fn concat(&mut self, xs: &[Value], axis: i64) -> Result<Value, String> {
+    pub fn concat(&mut self, xs: &[Value], axis: i64) -> Result<Value, TypeError> {
         self.op(OpKind::Concat(Concat { axis }), xs)
     }
 
-    pub fn reshape(&mut self, x: Value, shape: &[i64]) -> Result<Value, String> {
+    pub fn reshape(&mut self, x: Value, shape: &[i64]) -> Result<Value, TypeError> {
         self.op(
             OpKind::Reshape(Reshape {
                 shape: shape.to_vec(),
@@ -185,34 +186,34 @@ impl<'m> Net<'m> {
         )
     }
 
-    pub fn transpose(&mut self, x: Value, perm: Vec<usize>) -> Result<Value, String> {
+    pub fn transpose(&mut self, x: Value, perm: Vec<usize>) -> Result<Value, TypeError> {
         self.op(OpKind::Transpose(Transpose { perm }), &[x])
     }
 
-    pub fn matmul(&mut self, a: Value, b: Value) -> Result<Value, String> {
+    pub fn matmul(&mut self, a: Value, b: Value) -> Result<Value, TypeError> {
         self.op(OpKind::MatMul(MatMul), &[a, b])
     }
 
     /// `x · s` for a scalar constant `s`.
-    pub fn scale(&mut self, x: Value, s: f32) -> Result<Value, String> {
+    pub fn scale(&mut self, x: Value, s: f32) -> Result<Value, TypeError> {
         let c = self.b.constant(dnnc_ir::Tensor::from_f32(&[1], vec![s]));
         self.op(OpKind::Mul(Mul), &[x, c])
     }
 
-    pub fn softmax(&mut self, x: Value, axis: i64) -> Result<Value, String> {
+    pub fn softmax(&mut self, x: Value, axis: i64) -> Result<Value, TypeError> {
         self.op(OpKind::Softmax(Softmax { axis }), &[x])
     }
 
-    pub fn global_avg_pool(&mut self, x: Value) -> Result<Value, String> {
+    pub fn global_avg_pool(&mut self, x: Value) -> Result<Value, TypeError> {
         self.op(OpKind::GlobalAvgPool2d(GlobalAvgPool2d), &[x])
     }
 
-    pub fn flatten(&mut self, x: Value) -> Result<Value, String> {
+    pub fn flatten(&mut self, x: Value) -> Result<Value, TypeError> {
         self.op(OpKind::Flatten(Flatten { axis: 1 }), &[x])
     }
 
     /// `x · Wᵀ + b` with `name.weight` `[out, in]` and `name.bias`.
-    pub fn linear(&mut self, x: Value, name: &str, out: usize) -> Result<Value, String> {
+    pub fn linear(&mut self, x: Value, name: &str, out: usize) -> Result<Value, TypeError> {
         let ty = self.b.ty(x);
         let k = ty.shape[ty.rank() - 1];
         let w = self.weight(
@@ -225,7 +226,7 @@ impl<'m> Net<'m> {
     }
 
     /// An LSTM layer (ONNX layout) returning the full sequence.
-    pub fn lstm(&mut self, x: Value, name: &str, hidden: usize) -> Result<Value, String> {
+    pub fn lstm(&mut self, x: Value, name: &str, hidden: usize) -> Result<Value, TypeError> {
         let input = self.b.ty(x).shape[2];
         let w = self.weight(
             &format!("{name}.w"),
@@ -242,7 +243,7 @@ impl<'m> Net<'m> {
     }
 
     /// A GRU layer (ONNX layout, PyTorch's `linear_before_reset`) returning the sequence.
-    pub fn gru(&mut self, x: Value, name: &str, hidden: usize) -> Result<Value, String> {
+    pub fn gru(&mut self, x: Value, name: &str, hidden: usize) -> Result<Value, TypeError> {
         let input = self.b.ty(x).shape[2];
         let w = self.weight(
             &format!("{name}.w"),

@@ -32,5 +32,5 @@ pub mod registry;
 
 pub use manager::{Instrumentation, PassManager, PassRecord, PipelineFailure};
 pub use options::{OptionSpec, PassOptions};
-pub use pass::{KernelTimer, Pass, PassContext, PassError, StatValue, Statistic};
+pub use pass::{KernelTimer, Pass, PassContext, PassError, StatValue, Statistic, TimerError};
 pub use registry::{PassInfo, PassRegistry};

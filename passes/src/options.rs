@@ -17,54 +17,75 @@ pub struct OptionSpec {
     pub help: &'static str,
 }
 
+/// What an option's value should have been.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ValueError(pub String);
+
+impl From<String> for ValueError {
+    fn from(message: String) -> ValueError {
+        ValueError(message)
+    }
+}
+
+impl From<&str> for ValueError {
+    fn from(message: &str) -> ValueError {
+        ValueError(message.to_string())
+    }
+}
+
 /// A value type an option can take.
 pub trait OptionValue: Sized {
     /// Parses the text after `key=`, or says what was expected.
-    fn parse_option(s: &str) -> Result<Self, String>;
+    fn parse_option(s: &str) -> Result<Self, ValueError>;
 }
 
 impl OptionValue for f64 {
-    fn parse_option(s: &str) -> Result<Self, String> {
+    fn parse_option(s: &str) -> Result<Self, ValueError> {
         s.parse::<f64>()
             .ok()
             .filter(|x| x.is_finite())
-            .ok_or_else(|| format!("expected a number, got '{s}'"))
+            .ok_or_else(|| ValueError(format!("expected a number, got '{s}'")))
     }
 }
 
 impl OptionValue for usize {
-    fn parse_option(s: &str) -> Result<Self, String> {
+    fn parse_option(s: &str) -> Result<Self, ValueError> {
         s.parse()
-            .map_err(|_| format!("expected a non-negative integer, got '{s}'"))
+            .map_err(|_| ValueError(format!("expected a non-negative integer, got '{s}'")))
     }
 }
 
 impl OptionValue for u64 {
-    fn parse_option(s: &str) -> Result<Self, String> {
+    fn parse_option(s: &str) -> Result<Self, ValueError> {
         s.parse()
-            .map_err(|_| format!("expected a non-negative integer, got '{s}'"))
+            .map_err(|_| ValueError(format!("expected a non-negative integer, got '{s}'")))
     }
 }
 
 impl OptionValue for bool {
-    fn parse_option(s: &str) -> Result<Self, String> {
+    fn parse_option(s: &str) -> Result<Self, ValueError> {
         match s {
             "true" | "1" | "on" => Ok(true),
             "false" | "0" | "off" => Ok(false),
-            _ => Err(format!("expected true or false, got '{s}'")),
+            _ => Err(format!("expected true or false, got '{s}'").into()),
         }
     }
 }
 
 impl OptionValue for String {
-    fn parse_option(s: &str) -> Result<Self, String> {
+    fn parse_option(s: &str) -> Result<Self, ValueError> {
         Ok(s.to_string())
     }
 }
 
 impl OptionValue for Duration {
-    fn parse_option(s: &str) -> Result<Self, String> {
-        let err = || format!("expected a duration like 500ms, 2s or 1.5s, got '{s}'");
+    fn parse_option(s: &str) -> Result<Self, ValueError> {
+        let err = || {
+            ValueError(format!(
+                "expected a duration like 500ms, 2s or 1.5s, got '{s}'"
+            ))
+        };
         let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
             (n, 1e-3)
         } else if let Some(n) = s.strip_suffix('s') {

@@ -35,6 +35,23 @@ pub struct Statistic {
     pub value: StatValue,
 }
 
+/// A kernel the timer could not build or run.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TimerError(pub String);
+
+impl From<String> for TimerError {
+    fn from(message: String) -> TimerError {
+        TimerError(message)
+    }
+}
+
+impl From<&str> for TimerError {
+    fn from(message: &str) -> TimerError {
+        TimerError(message.to_string())
+    }
+}
+
 /// Times kernels on this machine, for passes that choose by measured speed (`bcr-tune`).
 /// The driver backs it with the JIT, so that passes never depend on a backend.
 pub trait KernelTimer {
@@ -47,12 +64,12 @@ pub trait KernelTimer {
         n: usize,
         block: [usize; 2],
         rate: f64,
-    ) -> Result<f64, String>;
+    ) -> Result<f64, TimerError>;
 
     /// Seconds of one run of the module's first function (median of several), on the
     /// backend the timer stands for, with the forms and layouts the module states; the
     /// conversions of its parameters and results between activation layouts are left out.
-    fn time_function(&self, module: &Module) -> Result<f64, String>;
+    fn time_function(&self, module: &Module) -> Result<f64, TimerError>;
 
     /// Names this machine and kernel generation, for caches of measurements.
     fn machine(&self) -> String;

@@ -212,15 +212,32 @@ mod tests {
         assert_eq!(c.compute.acc_lanes, 16);
         assert_eq!(c.buffers, Buffers::default());
         let e = Config::from_toml("b.toml", "[dram]\nbandwidth = 0\n").unwrap_err();
-        assert!(e.contains("dram.bandwidth must be positive"), "{e}");
+        assert!(e.0.contains("dram.bandwidth must be positive"), "{e}");
         let e = Config::from_toml("c.toml", "[compute]\nlanes = 1\n").unwrap_err();
-        assert!(e.starts_with("c.toml"), "{e}");
+        assert!(e.0.starts_with("c.toml"), "{e}");
+    }
+}
+
+/// An accelerator configuration file that cannot be read, naming the file and the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl From<String> for ConfigError {
+    fn from(message: String) -> ConfigError {
+        ConfigError(message)
+    }
+}
+
+impl From<&str> for ConfigError {
+    fn from(message: &str) -> ConfigError {
+        ConfigError(message.to_string())
     }
 }
 
 impl Config {
     /// Parses a TOML configuration (`name` for messages).
-    pub fn from_toml(name: &str, text: &str) -> Result<Config, String> {
+    pub fn from_toml(name: &str, text: &str) -> Result<Config, ConfigError> {
         let c: Config = toml::from_str(text).map_err(|e| format!("{name}: {e}"))?;
         let positive = [
             ("compute.acc_lanes", c.compute.acc_lanes as f64),
@@ -244,7 +261,7 @@ impl Config {
         ];
         for (field, v) in positive {
             if !(v.is_finite() && v > 0.0) {
-                return Err(format!("{name}: {field} must be positive, got {v}"));
+                return Err(format!("{name}: {field} must be positive, got {v}").into());
             }
         }
         let bits = [
@@ -254,7 +271,7 @@ impl Config {
             c.precision.float_bits,
         ];
         if bits.iter().any(|&b| b > 32) {
-            return Err(format!("{name}: [precision] widths are at most 32 bits"));
+            return Err(format!("{name}: [precision] widths are at most 32 bits").into());
         }
         let e = &c.energy;
         if !(e.mac.is_finite() && e.mac >= 0.0 && e.mac_coeff.is_finite() && e.mac_coeff >= 0.0)
@@ -267,7 +284,8 @@ impl Config {
             return Err(format!(
                 "{name}: [energy] needs non-negative MAC energies and sram_per_byte points \
                  [bytes, pJ] with increasing sizes"
-            ));
+            )
+            .into());
         }
         Ok(c)
     }

@@ -69,10 +69,21 @@ impl Report {
     }
 }
 
-/// Why a function could not run.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[error("{0}")]
-pub struct Error(pub String);
+/// Why a function could not run (the same shape as every backend's: op, location,
+/// message).
+pub use dnnc_ir::RunError;
+
+/// The error of an accelerator layer's program at its first op.
+fn layer_error(m: &Module, f: FuncId, p: &LayerProgram, e: impl std::fmt::Display) -> RunError {
+    let func = &m.funcs[f];
+    let (op, loc) = p
+        .ops
+        .first()
+        .map_or(("accelerator", Default::default()), |&o| {
+            (func.ops[o].kind.name(), func.ops[o].loc.clone())
+        });
+    RunError::new(op, loc, format!("on the accelerator ({}): {e}", p.name))
+}
 
 fn report_of(m: &Module, f: FuncId, steps: &[Step]) -> Report {
     let func = &m.funcs[f];
@@ -99,13 +110,12 @@ pub fn measure(
     steps: &[Step],
     cfg: &Config,
     batch: usize,
-) -> Result<Report, Error> {
+) -> Result<Report, RunError> {
     let mut report = report_of(m, f, steps);
     for step in steps {
         let Step::Accel(p) = step else { continue };
         let mut dram = p.dram.clone();
-        let one = sim::run(cfg, &p.insts, &mut dram, false)
-            .map_err(|e| Error(format!("{}: {e}", p.name)))?;
+        let one = sim::run(cfg, &p.insts, &mut dram, false).map_err(|e| layer_error(m, f, p, e))?;
         let mut stats = Stats::default();
         for _ in 0..batch {
             stats.add(&one);
@@ -123,20 +133,26 @@ pub fn execute(
     steps: &[Step],
     cfg: &Config,
     inputs: &[Tensor],
-) -> Result<(Vec<Tensor>, Report), Error> {
+) -> Result<(Vec<Tensor>, Report), RunError> {
     let func = &m.funcs[f];
-    dnnc_reference::check_inputs(func, inputs).map_err(|e| Error(e.to_string()))?;
+    dnnc_reference::check_inputs(func, inputs)?;
     let mut values: HashMap<Value, Tensor> = HashMap::new();
     for (&p, t) in func.params.iter().zip(inputs) {
         values.insert(p, t.clone());
     }
-    let value = |values: &HashMap<Value, Tensor>, v: Value| -> Result<Tensor, Error> {
+    let value = |values: &HashMap<Value, Tensor>, v: Value| -> Result<Tensor, RunError> {
         if let Some(t) = values.get(&v) {
             return Ok(t.clone());
         }
         match m.data_value(f, v) {
-            Some(t) => t.map(|t| (*t).clone()).map_err(|e| Error(e.to_string())),
-            None => Err(Error(format!("{v} is not computed yet"))),
+            Some(t) => t
+                .map(|t| (*t).clone())
+                .map_err(|e| RunError::new("weight", func.loc.clone(), e.to_string())),
+            None => Err(RunError::new(
+                "value",
+                func.loc.clone(),
+                format!("{v} is not computed yet"),
+            )),
         }
     };
     let mut report = report_of(m, f, steps);
@@ -151,7 +167,7 @@ pub fn execute(
                     .collect::<Result<Vec<_>, _>>()?;
                 let refs: Vec<&Tensor> = operands.iter().collect();
                 let out = dnnc_reference::eval_op(&d.kind, &refs)
-                    .map_err(|e| Error(format!("{}: {}: {e}", d.loc, d.kind.name())))?;
+                    .map_err(|e| RunError::new(d.kind.name(), d.loc.clone(), e.0))?;
                 for (&r, t) in d.results.iter().zip(out) {
                     values.insert(r, t);
                 }
@@ -167,7 +183,7 @@ pub fn execute(
                     let mut dram = p.dram.clone();
                     dram[..per_in].copy_from_slice(&x[n * per_in..(n + 1) * per_in]);
                     let s = sim::run(cfg, &p.insts, &mut dram, true)
-                        .map_err(|e| Error(format!("{}: {e}", p.name)))?;
+                        .map_err(|e| layer_error(m, f, p, e))?;
                     stats.add(&s);
                     let region = &dram[p.output_addr..p.output_addr + per_out];
                     match &p.channel_order {

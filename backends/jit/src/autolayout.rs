@@ -288,7 +288,7 @@ fn time_candidate(
     }
     let y = b
         .op1(data.kind.clone(), &operands)
-        .map_err(CompileError::Codegen)?;
+        .map_err(|e| CompileError::Codegen(e.to_string()))?;
     b.finish(&[y]);
     let fid = m.funcs.keys().next().expect("one function");
     let timing_options = JitOptions {
@@ -296,11 +296,11 @@ fn time_candidate(
         ..options.clone()
     };
     let exe = crate::compile(&m, fid, &timing_options)?;
-    let inputs = seeded_normals([&x_ty], 7).map_err(CompileError::Codegen)?;
+    let inputs = seeded_normals([&x_ty], 7).map_err(|e| CompileError::Codegen(e.to_string()))?;
     let run = || {
         exe.run(&inputs)
             .map(|_| ())
-            .map_err(|e| CompileError::Codegen(e.0))
+            .map_err(|e| CompileError::Codegen(e.to_string()))
     };
     run()?;
     // Repeat counts so that a sample lasts SAMPLE_SECONDS.

@@ -122,10 +122,8 @@ pub enum CompileError {
     Codegen(String),
 }
 
-/// Why a run failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct RunError(pub String);
+/// Why a run failed (the same shape as every backend's: op, location, message).
+pub use dnnc_ir::RunError;
 
 /// What a compilation produced, for reports.
 #[derive(Clone, Debug, Default)]

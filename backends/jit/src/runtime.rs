@@ -25,6 +25,8 @@ pub struct Executable {
     guards: Vec<usize>,
     pub(crate) inputs: Vec<(usize, TensorType)>,
     pub(crate) outputs: Vec<(OutputSource, TensorType)>,
+    /// The function's location, where errors about its inputs point.
+    loc: dnnc_ir::Location,
     pub(crate) threads: usize,
     pub(crate) pool: Option<crate::pool::Pool>,
     arenas: Mutex<Vec<Arena>>,
@@ -146,6 +148,7 @@ impl Executable {
             guards,
             inputs,
             outputs,
+            loc,
         } = program;
         let pool = (threads > 1).then(|| crate::pool::Pool::new(threads));
         Executable {
@@ -157,6 +160,7 @@ impl Executable {
             guards,
             inputs,
             outputs,
+            loc,
             threads,
             pool,
             arenas: Mutex::new(Vec::new()),
@@ -211,12 +215,16 @@ impl Executable {
         times: &mut [std::time::Duration],
     ) -> Result<Vec<Tensor>, RunError> {
         if times.len() != self.steps.len() {
-            return Err(RunError(format!(
-                "a profile of {} steps needs {} slots, got {}",
-                self.steps.len(),
-                self.steps.len(),
-                times.len()
-            )));
+            return Err(RunError::new(
+                "profile",
+                self.loc.clone(),
+                format!(
+                    "a profile of {} steps needs {} slots, got {}",
+                    self.steps.len(),
+                    self.steps.len(),
+                    times.len()
+                ),
+            ));
         }
         self.run_timed(inputs, Some(times))
     }
@@ -227,19 +235,23 @@ impl Executable {
         times: Option<&mut [std::time::Duration]>,
     ) -> Result<Vec<Tensor>, RunError> {
         if inputs.len() != self.inputs.len() {
-            return Err(RunError(format!(
-                "expected {} input(s), got {}",
-                self.inputs.len(),
-                inputs.len()
-            )));
+            return Err(RunError::new(
+                "input",
+                self.loc.clone(),
+                format!(
+                    "expected {} input(s), got {}",
+                    self.inputs.len(),
+                    inputs.len()
+                ),
+            ));
         }
         for (i, (t, (_, want))) in inputs.iter().zip(&self.inputs).enumerate() {
             if !t.ty().same_dense(want) {
-                return Err(RunError(format!(
-                    "input #{i} must be {}, got {}",
-                    want.dense(),
-                    t.ty()
-                )));
+                return Err(RunError::new(
+                    "input",
+                    self.loc.clone(),
+                    format!("input #{i} must be {}, got {}", want.dense(), t.ty()),
+                ));
             }
         }
         let mut arena = self

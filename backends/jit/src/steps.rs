@@ -226,6 +226,8 @@ pub(crate) struct Program {
     pub guards: Vec<usize>,
     pub inputs: Vec<(usize, TensorType)>,
     pub outputs: Vec<(OutputSource, TensorType)>,
+    /// The function's location.
+    pub loc: dnnc_ir::Location,
 }
 
 /// Where an output comes from.

@@ -231,8 +231,8 @@ fn apply(
         y = b.op1(OpKind::Add(Add), &[y, r])?;
     }
     match e.act {
-        1 => b.op1(OpKind::Relu(Relu), &[y]),
-        2 => b.op1(OpKind::Relu6(Relu6), &[y]),
+        1 => Ok(b.op1(OpKind::Relu(Relu), &[y])?),
+        2 => Ok(b.op1(OpKind::Relu6(Relu6), &[y])?),
         _ => Ok(y),
     }
 }

@@ -146,7 +146,7 @@ fn check_unwinding(module: &Module, seed: u64) -> Result<(), Failure> {
         let func = &reference_module.funcs[f];
         func.params.iter().map(|&p| func.ty(p).clone()).collect()
     };
-    let inputs = seeded_normals(&types, seed).map_err(Failure::Generator)?;
+    let inputs = seeded_normals(&types, seed).map_err(|e| Failure::Generator(e.to_string()))?;
     let want = dnnc_reference::run(&reference_module, f, &inputs, &Default::default())
         .map_err(|e| Failure::Generator(format!("reference: {e}")))?;
     if let Some(i) = want

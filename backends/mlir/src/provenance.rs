@@ -81,8 +81,25 @@ pub fn to_mlir<'c>(ctx: &'c Context, a: &DnnAttr) -> Attribute<'c> {
     }
 }
 
+/// An MLIR attribute that does not hold what dnnc's provenance metadata should.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ProvenanceError(pub String);
+
+impl From<String> for ProvenanceError {
+    fn from(message: String) -> ProvenanceError {
+        ProvenanceError(message)
+    }
+}
+
+impl From<&str> for ProvenanceError {
+    fn from(message: &str) -> ProvenanceError {
+        ProvenanceError(message.to_string())
+    }
+}
+
 /// The dnnc attribute value an MLIR attribute holds, or what kind it is when it cannot be.
-pub fn from_mlir(a: Attribute) -> Result<DnnAttr, String> {
+pub fn from_mlir(a: Attribute) -> Result<DnnAttr, ProvenanceError> {
     // A bool is an i1 integer in MLIR: test for it first.
     if let Ok(b) = BoolAttribute::try_from(a) {
         return Ok(DnnAttr::Bool(b.value()));
@@ -102,9 +119,7 @@ pub fn from_mlir(a: Attribute) -> Result<DnnAttr, String> {
             .collect::<Result<_, _>>()
             .map(DnnAttr::Array);
     }
-    Err(format!(
-        "'{a}' is not an integer, float, bool, string or list"
-    ))
+    Err(format!("'{a}' is not an integer, float, bool, string or list").into())
 }
 
 /// A dictionary of dnnc attributes as an MLIR dictionary.
@@ -120,7 +135,7 @@ pub fn dict_to_mlir<'c>(
 }
 
 /// An MLIR dictionary's entries as dnnc attributes.
-pub fn dict_from_mlir(a: Attribute) -> Result<AttrDict, String> {
+pub fn dict_from_mlir(a: Attribute) -> Result<AttrDict, ProvenanceError> {
     let dict =
         DictionaryAttribute::try_from(a).map_err(|_| format!("'{a}' is not a dictionary"))?;
     let mut out = AttrDict::new();
@@ -182,7 +197,9 @@ pub fn metadata(loc: Location) -> Option<DictionaryAttribute> {
 
 /// A provenance dictionary split into its plain entries, the op's inherent attributes
 /// and its discardable ones.
-pub fn read_metadata(dict: DictionaryAttribute) -> Result<(AttrDict, AttrDict, AttrDict), String> {
+pub fn read_metadata(
+    dict: DictionaryAttribute,
+) -> Result<(AttrDict, AttrDict, AttrDict), ProvenanceError> {
     let (mut plain, mut inherent, mut discardable) =
         (AttrDict::new(), AttrDict::new(), AttrDict::new());
     for i in 0..dict.len() {

@@ -17,30 +17,10 @@ mod shape;
 use cranelift_entity::SecondaryMap;
 use dnnc_ir::module::{Function, Module};
 use dnnc_ir::ops::{Arith, OpKind, esc};
-use dnnc_ir::{Diagnostic, FuncId, Location, Tensor, TensorType, Value};
+use dnnc_ir::{FuncId, Tensor, TensorType, Value};
 use std::sync::Arc;
 
-/// Why a run failed: which op, where, and what went wrong.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{loc}: error: '{op}' op {message}")]
-pub struct RunError {
-    /// The op's name (or `input`, `weight`).
-    pub op: String,
-    /// The op's location.
-    pub loc: Location,
-    /// What went wrong.
-    pub message: String,
-}
-
-impl RunError {
-    /// The error as a diagnostic.
-    pub fn to_diagnostic(&self) -> Diagnostic {
-        Diagnostic::error(
-            self.loc.clone(),
-            format!("'{}' op {}", self.op, self.message),
-        )
-    }
-}
+pub use dnnc_ir::RunError;
 
 /// Options of a run.
 #[derive(Clone, Debug, Default)]
@@ -52,9 +32,32 @@ pub struct RunOptions {
     pub interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
+/// Why one op cannot be evaluated on its operands (the caller knows where the op is).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct OpError(pub String);
+
+impl From<String> for OpError {
+    fn from(message: String) -> OpError {
+        OpError(message)
+    }
+}
+
+impl From<dnnc_ir::TypeError> for OpError {
+    fn from(e: dnnc_ir::TypeError) -> OpError {
+        OpError(e.0)
+    }
+}
+
+impl From<&str> for OpError {
+    fn from(message: &str) -> OpError {
+        OpError(message.to_string())
+    }
+}
+
 /// Evaluates one op on concrete operands (used by constant folding and by [`run`]).
 /// Weight references must be resolved by the caller and are an error here.
-pub fn eval_op(kind: &OpKind, operands: &[&Tensor]) -> Result<Vec<Tensor>, String> {
+pub fn eval_op(kind: &OpKind, operands: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
     let one = |t: Tensor| Ok(vec![t]);
     match kind {
         OpKind::Weight(_) => Err("weight references are resolved by the interpreter".into()),
@@ -148,11 +151,7 @@ impl ValueSlots {
 
 /// Checks that `inputs` match the parameters of `f`.
 pub fn check_inputs(f: &Function, inputs: &[Tensor]) -> Result<(), RunError> {
-    let err = |message: String| RunError {
-        op: "input".into(),
-        loc: f.loc.clone(),
-        message,
-    };
+    let err = |message: String| RunError::new("input", f.loc.clone(), message);
     if inputs.len() != f.params.len() {
         return Err(err(format!(
             "@{} takes {} input(s), got {}",
@@ -197,10 +196,8 @@ pub fn run(
     }
     for &op in &func.body {
         let data = &func.ops[op];
-        let err = |message: String| RunError {
-            op: data.kind.name().to_string(),
-            loc: data.loc.clone(),
-            message,
+        let err = |message: String| {
+            RunError::new(data.kind.name().to_string(), data.loc.clone(), message)
         };
         if options
             .interrupt
@@ -214,7 +211,7 @@ pub fn run(
         } else {
             let operands: Vec<Arc<Tensor>> = data.operands.iter().map(|&v| slots.get(v)).collect();
             let refs: Vec<&Tensor> = operands.iter().map(|t| &**t).collect();
-            let out = eval_op(&data.kind, &refs).map_err(err)?;
+            let out = eval_op(&data.kind, &refs).map_err(|e| err(e.0))?;
             if options.check_finite {
                 let inputs_finite = refs.iter().all(|t| all_finite(t));
                 if let Some(bad) = out.iter().position(|t| !all_finite(t))

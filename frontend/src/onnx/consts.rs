@@ -65,7 +65,7 @@ impl Const {
     }
 
     /// Element indices gathered along `axis` at `indices` (negative indices count back).
-    pub fn gather(
+    pub(crate) fn gather(
         &self,
         axis: usize,
         indices: &[i64],
@@ -98,7 +98,7 @@ impl Const {
 }
 
 /// Reads an ONNX tensor (inline or external data next to the model).
-pub fn from_proto(t: &TensorProto, model_dir: Option<&Path>) -> Result<Const, String> {
+pub(crate) fn from_proto(t: &TensorProto, model_dir: Option<&Path>) -> Result<Const, String> {
     let dims: Vec<usize> = t
         .dims
         .iter()

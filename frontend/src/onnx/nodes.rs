@@ -403,7 +403,7 @@ impl Cx<'_, '_> {
     }
 
     fn op(&mut self, kind: OpKind, operands: &[Value]) -> R<Value> {
-        self.b.op1(kind, operands)
+        Ok(self.b.op1(kind, operands)?)
     }
 
     fn shape(&self, v: Value) -> Vec<usize> {

@@ -2,10 +2,11 @@
 
 use super::{OpDef, float, norm_axis, same_elem};
 use crate::attr::{AttrError, AttrReader, AttrWriter};
+use crate::error::TypeError;
 use crate::ops::Arity;
 use crate::types::{TensorType, broadcast_shapes};
 
-fn broadcast_infer(operands: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+fn broadcast_infer(operands: &[&TensorType]) -> Result<Vec<TensorType>, TypeError> {
     let (a, b) = (operands[0], operands[1]);
     same_elem(a, b, "rhs")?;
     let shape = broadcast_shapes(&a.shape, &b.shape).ok_or_else(|| {
@@ -31,14 +32,14 @@ macro_rules! attrless_op {
                 Ok($name)
             }
             fn write_attrs(&self, _: &mut AttrWriter) {}
-            fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+            fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, TypeError> {
                 $infer(operands)
             }
         }
     };
 }
 
-fn activation_infer(operands: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+fn activation_infer(operands: &[&TensorType]) -> Result<Vec<TensorType>, TypeError> {
     float(operands[0], "operand")?;
     Ok(vec![operands[0].dense()])
 }
@@ -94,7 +95,7 @@ impl OpDef for Softmax {
     fn write_attrs(&self, w: &mut AttrWriter) {
         w.put_nondefault("axis", &self.axis, &-1);
     }
-    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, TypeError> {
         let x = operands[0];
         float(x, "operand")?;
         norm_axis(self.axis, x.rank(), "axis")?;

@@ -17,20 +17,22 @@ use super::nn::{Conv2d, window_output_len};
 use super::{OpDef, float, positive, rank_is};
 use crate::attr::{AttrError, AttrReader, AttrWriter, Padding};
 use crate::diag::Diagnostic;
+use crate::error::TypeError;
 use crate::module::{Module, WeightDecl, WeightInit};
 use crate::ops::{Arity, OpKind};
 use crate::tensor::Tensor;
 use crate::types::{ElemType, TensorType};
 
-fn weight_elem(w: &TensorType, scale: f64, what: &str) -> Result<(), String> {
+fn weight_elem(w: &TensorType, scale: f64, what: &str) -> Result<(), TypeError> {
     match w.elem {
         ElemType::F32 => Ok(()),
         ElemType::I8 | ElemType::I4 if scale.is_finite() && scale > 0.0 => Ok(()),
         ElemType::I8 | ElemType::I4 => Err(format!(
             "a quantised {what} ({}) needs a positive scale, got {scale}",
             w.elem
-        )),
-        e => Err(format!("{what} must be f32, i8 or i4, got {e}")),
+        )
+        .into()),
+        e => Err(format!("{what} must be f32, i8 or i4, got {e}").into()),
     }
 }
 
@@ -90,7 +92,7 @@ impl OpDef for BasisConv {
         w.put_nondefault("dilation", &self.dilation, &d.dilation);
         w.put_nondefault("scale", &self.scale, &d.scale);
     }
-    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, TypeError> {
         let (x, b) = (operands[0], operands[1]);
         rank_is(x, 4, "input")?;
         rank_is(b, 4, "bases")?;
@@ -103,7 +105,7 @@ impl OpDef for BasisConv {
         if one != 1 || m == 0 {
             return Err(format!(
                 "bases must be [M, 1, R, S] with M ≥ 1 (one single-channel kernel per basis), got {b}"
-            ));
+            ).into());
         }
         let ho = window_output_len(h, self.pad.h(), r, self.stride[0], self.dilation[0], false)
             .map_err(|e| format!("along H: {e}"))?;
@@ -137,7 +139,7 @@ impl OpDef for CoeffConv {
     fn write_attrs(&self, w: &mut AttrWriter) {
         w.put_nondefault("scale", &self.scale, &1.0);
     }
-    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, TypeError> {
         let (y, a) = (operands[0], operands[1]);
         rank_is(y, 4, "input")?;
         rank_is(a, 2, "coefficients")?;
@@ -148,12 +150,13 @@ impl OpDef for CoeffConv {
         if acm != cm {
             return Err(format!(
                 "coefficients are [K, C·M] = [{k}, {acm}] but the input has {cm} channels"
-            ));
+            )
+            .into());
         }
         if let Some(b) = operands.get(2)
             && (b.elem != y.elem || b.shape.as_slice() != [k])
         {
-            return Err(format!("bias must be tensor<{k}x{}>, got {b}", y.elem));
+            return Err(format!("bias must be tensor<{k}x{}>, got {b}", y.elem).into());
         }
         Ok(vec![y.with_shape(&[n, k, h, wd])])
     }

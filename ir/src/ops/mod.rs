@@ -23,6 +23,7 @@ pub use shape::{Concat, Flatten, Reshape, Slice, Transpose};
 
 use crate::attr::{AttrError, AttrReader, AttrWriter};
 use crate::entity::WeightId;
+use crate::error::TypeError;
 use crate::types::TensorType;
 use std::fmt;
 
@@ -85,7 +86,7 @@ pub trait OpDef: Sized + Clone + PartialEq + fmt::Debug {
     fn write_attrs(&self, w: &mut AttrWriter);
     /// Verifies attributes against operand types and infers the result types. The error
     /// says what was expected; the caller adds the op name and location.
-    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, String>;
+    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, TypeError>;
 }
 
 macro_rules! define_ops {
@@ -166,11 +167,11 @@ macro_rules! define_ops {
                 &self,
                 operands: &[&TensorType],
                 weight_type: &dyn Fn(WeightId) -> Option<TensorType>,
-            ) -> Result<Vec<TensorType>, String> {
+            ) -> Result<Vec<TensorType>, TypeError> {
                 match self {
                     OpKind::Weight(w) => weight_type(w.weight)
                         .map(|t| vec![t])
-                        .ok_or_else(|| format!("reference to unknown weight {}", w.weight)),
+                        .ok_or_else(|| TypeError(format!("reference to unknown weight {}", w.weight))),
                     OpKind::Constant(c) => Ok(vec![c.value.ty()]),
                     $(OpKind::$variant(op) => op.infer(operands),)*
                 }
@@ -264,40 +265,35 @@ impl OpKind {
 
 // ---- helpers shared by the op definitions ----
 
-pub(crate) fn rank_is(t: &TensorType, rank: usize, what: &str) -> Result<(), String> {
+pub(crate) fn rank_is(t: &TensorType, rank: usize, what: &str) -> Result<(), TypeError> {
     if t.rank() == rank {
         Ok(())
     } else {
-        Err(format!("{what} must have rank {rank}, got {t}"))
+        Err(format!("{what} must have rank {rank}, got {t}").into())
     }
 }
 
-pub(crate) fn float(t: &TensorType, what: &str) -> Result<(), String> {
+pub(crate) fn float(t: &TensorType, what: &str) -> Result<(), TypeError> {
     if t.elem.is_float() {
         Ok(())
     } else {
-        Err(format!(
-            "{what} must have a floating-point element type, got {t}"
-        ))
+        Err(format!("{what} must have a floating-point element type, got {t}").into())
     }
 }
 
-pub(crate) fn same_elem(a: &TensorType, b: &TensorType, what: &str) -> Result<(), String> {
+pub(crate) fn same_elem(a: &TensorType, b: &TensorType, what: &str) -> Result<(), TypeError> {
     if a.elem == b.elem {
         Ok(())
     } else {
-        Err(format!(
-            "{what} element type {} does not match {}",
-            b.elem, a.elem
-        ))
+        Err(format!("{what} element type {} does not match {}", b.elem, a.elem).into())
     }
 }
 
-pub(crate) fn positive<const N: usize>(v: &[usize; N], what: &str) -> Result<(), String> {
+pub(crate) fn positive<const N: usize>(v: &[usize; N], what: &str) -> Result<(), TypeError> {
     if v.iter().all(|&x| x >= 1) {
         Ok(())
     } else {
-        Err(format!("{what} must be at least 1, got {v:?}"))
+        Err(format!("{what} must be at least 1, got {v:?}").into())
     }
 }
 
@@ -313,9 +309,9 @@ pub fn axis_index(axis: i64, len: usize) -> Option<usize> {
 
 /// Normalises a possibly negative axis against `rank` (`len` is `rank` or `rank + 1` for
 /// axes that may point one past the end).
-pub(crate) fn norm_axis(axis: i64, len: usize, what: &str) -> Result<usize, String> {
+pub(crate) fn norm_axis(axis: i64, len: usize, what: &str) -> Result<usize, TypeError> {
     axis_index(axis, len).ok_or_else(|| {
         let n = len as i64;
-        format!("{what} {axis} is out of range [{}, {}]", -n, n - 1)
+        TypeError(format!("{what} {axis} is out of range [{}, {}]", -n, n - 1))
     })
 }

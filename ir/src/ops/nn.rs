@@ -2,6 +2,7 @@
 
 use super::{OpDef, float, positive, rank_is, same_elem};
 use crate::attr::{AttrError, AttrReader, AttrWriter, Padding};
+use crate::error::TypeError;
 use crate::ops::Arity;
 use crate::types::{TensorType, broadcast_shapes};
 
@@ -15,18 +16,20 @@ pub fn window_output_len(
     stride: usize,
     dilation: usize,
     ceil_mode: bool,
-) -> Result<usize, String> {
+) -> Result<usize, TypeError> {
     if kernel == 0 || stride == 0 || dilation == 0 {
         return Err(format!(
             "kernel ({kernel}), stride ({stride}) and dilation ({dilation}) must be positive"
-        ));
+        )
+        .into());
     }
     let effective = dilation * (kernel - 1) + 1;
     let padded = len + pad.0 + pad.1;
     if effective > padded {
         return Err(format!(
             "kernel extent {effective} is larger than the padded input ({padded})"
-        ));
+        )
+        .into());
     }
     let span = padded - effective;
     let mut out = if ceil_mode {
@@ -86,7 +89,7 @@ impl OpDef for Conv2d {
         w.put_nondefault("dilation", &self.dilation, &d.dilation);
         w.put_nondefault("groups", &self.groups, &d.groups);
     }
-    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, TypeError> {
         let (x, w) = (operands[0], operands[1]);
         rank_is(x, 4, "input")?;
         rank_is(w, 4, "weight")?;
@@ -101,23 +104,21 @@ impl OpDef for Conv2d {
             return Err("groups must be at least 1".into());
         }
         if c % g != 0 {
-            return Err(format!("groups ({g}) must divide the input channels ({c})"));
+            return Err(format!("groups ({g}) must divide the input channels ({c})").into());
         }
         if k % g != 0 {
-            return Err(format!(
-                "groups ({g}) must divide the output channels ({k})"
-            ));
+            return Err(format!("groups ({g}) must divide the output channels ({k})").into());
         }
         if cg * g != c {
             return Err(format!(
                 "weight expects {cg} input channels per group but the input has {c} channels in {g} group(s) ({} per group)",
                 c / g
-            ));
+            ).into());
         }
         if let Some(b) = operands.get(2) {
             same_elem(x, b, "bias")?;
             if b.shape.as_slice() != [k] {
-                return Err(format!("bias must be tensor<{k}x{}>, got {b}", b.elem));
+                return Err(format!("bias must be tensor<{k}x{}>, got {b}", b.elem).into());
             }
         }
         let ho = window_output_len(h, self.pad.h(), r, self.stride[0], self.dilation[0], false)
@@ -140,21 +141,22 @@ impl OpDef for MatMul {
         Ok(MatMul)
     }
     fn write_attrs(&self, _: &mut AttrWriter) {}
-    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, TypeError> {
         let (a, b) = (operands[0], operands[1]);
         float(a, "lhs")?;
         same_elem(a, b, "rhs")?;
         if a.rank() < 2 || b.rank() < 2 {
             return Err(format!(
                 "operands must have rank at least 2 (reshape vectors first), got {a} and {b}"
-            ));
+            )
+            .into());
         }
         let (m, ka) = (a.shape[a.rank() - 2], a.shape[a.rank() - 1]);
         let (kb, n) = (b.shape[b.rank() - 2], b.shape[b.rank() - 1]);
         if ka != kb {
-            return Err(format!(
-                "contraction dimensions differ: lhs has {ka}, rhs has {kb}"
-            ));
+            return Err(
+                format!("contraction dimensions differ: lhs has {ka}, rhs has {kb}").into(),
+            );
         }
         let batch = broadcast_shapes(&a.shape[..a.rank() - 2], &b.shape[..b.rank() - 2])
             .ok_or("batch dimensions are not broadcast-compatible")?;
@@ -176,7 +178,7 @@ impl OpDef for Linear {
         Ok(Linear)
     }
     fn write_attrs(&self, _: &mut AttrWriter) {}
-    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, TypeError> {
         let (x, w) = (operands[0], operands[1]);
         float(x, "input")?;
         same_elem(x, w, "weight")?;
@@ -189,12 +191,12 @@ impl OpDef for Linear {
         if k != wk {
             return Err(format!(
                 "input has {k} features but the weight expects {wk} (weight is [out, in] = [{n}, {wk}])"
-            ));
+            ).into());
         }
         if let Some(b) = operands.get(2) {
             same_elem(x, b, "bias")?;
             if b.shape.as_slice() != [n] {
-                return Err(format!("bias must be tensor<{n}x{}>, got {b}", b.elem));
+                return Err(format!("bias must be tensor<{n}x{}>, got {b}", b.elem).into());
             }
         }
         let mut shape = x.shape.to_vec();
@@ -222,25 +224,20 @@ impl OpDef for BatchNorm {
     fn write_attrs(&self, w: &mut AttrWriter) {
         w.put_nondefault("epsilon", &self.epsilon, &1e-5);
     }
-    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, TypeError> {
         let x = operands[0];
         float(x, "input")?;
         if x.rank() < 2 {
-            return Err(format!(
-                "input must have rank at least 2 ([N, C, ...]), got {x}"
-            ));
+            return Err(format!("input must have rank at least 2 ([N, C, ...]), got {x}").into());
         }
         if self.epsilon.is_nan() || self.epsilon < 0.0 {
-            return Err(format!(
-                "epsilon must be non-negative, got {}",
-                self.epsilon
-            ));
+            return Err(format!("epsilon must be non-negative, got {}", self.epsilon).into());
         }
         let c = x.shape[1];
         for (t, what) in operands[1..].iter().zip(["scale", "bias", "mean", "var"]) {
             same_elem(x, t, what)?;
             if t.shape.as_slice() != [c] {
-                return Err(format!("{what} must be tensor<{c}x{}>, got {t}", t.elem));
+                return Err(format!("{what} must be tensor<{c}x{}>, got {t}", t.elem).into());
             }
         }
         Ok(vec![x.dense()])

@@ -3,6 +3,7 @@
 use super::nn::window_output_len;
 use super::{OpDef, float, positive, rank_is};
 use crate::attr::{AttrError, AttrReader, AttrWriter, Padding};
+use crate::error::TypeError;
 use crate::ops::Arity;
 use crate::types::TensorType;
 
@@ -34,7 +35,7 @@ impl Window {
         w.put_nondefault("pad", &self.pad, &Padding::ZERO);
         w.put_nondefault("ceil_mode", &self.ceil_mode, &false);
     }
-    fn infer(&self, x: &TensorType) -> Result<Vec<TensorType>, String> {
+    fn infer(&self, x: &TensorType) -> Result<Vec<TensorType>, TypeError> {
         rank_is(x, 4, "input")?;
         float(x, "input")?;
         positive(&self.kernel, "kernel")?;
@@ -44,7 +45,8 @@ impl Window {
             return Err(format!(
                 "padding {p:?} must be smaller than the kernel {:?}",
                 self.kernel
-            ));
+            )
+            .into());
         }
         let ho = window_output_len(
             x.shape[2],
@@ -87,7 +89,7 @@ impl OpDef for MaxPool2d {
     fn write_attrs(&self, w: &mut AttrWriter) {
         self.window.write(w);
     }
-    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, TypeError> {
         self.window.infer(operands[0])
     }
 }
@@ -115,7 +117,7 @@ impl OpDef for AvgPool2d {
         self.window.write(w);
         w.put_nondefault("count_include_pad", &self.count_include_pad, &false);
     }
-    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, TypeError> {
         self.window.infer(operands[0])
     }
 }
@@ -131,7 +133,7 @@ impl OpDef for GlobalAvgPool2d {
         Ok(GlobalAvgPool2d)
     }
     fn write_attrs(&self, _: &mut AttrWriter) {}
-    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, TypeError> {
         let x = operands[0];
         rank_is(x, 4, "input")?;
         float(x, "input")?;

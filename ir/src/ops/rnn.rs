@@ -21,12 +21,13 @@
 
 use super::{OpDef, float, rank_is, same_elem};
 use crate::attr::{AttrError, AttrReader, AttrWriter};
+use crate::error::TypeError;
 use crate::ops::Arity;
 use crate::types::TensorType;
 
 /// Checks the shared operand layout of a recurrent op with `gates` gates and `bias_gates`
 /// bias blocks; returns `(T, B, H)`.
-fn check_rnn(operands: &[&TensorType], gates: usize) -> Result<(usize, usize, usize), String> {
+fn check_rnn(operands: &[&TensorType], gates: usize) -> Result<(usize, usize, usize), TypeError> {
     let (x, w, r, b) = (operands[0], operands[1], operands[2], operands[3]);
     rank_is(x, 3, "input ([T, B, I])")?;
     float(x, "input")?;
@@ -41,21 +42,23 @@ fn check_rnn(operands: &[&TensorType], gates: usize) -> Result<(usize, usize, us
             "recurrent weight must be [{gates}·H, H]; got [{}, {hidden}], so H = {hidden} needs {} rows",
             r.shape[0],
             gates * hidden
-        ));
+        ).into());
     }
     if w.shape.as_slice() != [gates * hidden, input] {
         return Err(format!(
             "input weight must be tensor<{}x{input}x{}> for H = {hidden}, I = {input}; got {w}",
             gates * hidden,
             w.elem
-        ));
+        )
+        .into());
     }
     if b.shape.as_slice() != [2 * gates * hidden] {
         return Err(format!(
             "bias must be tensor<{}x{}> (input then recurrent biases), got {b}",
             2 * gates * hidden,
             b.elem
-        ));
+        )
+        .into());
     }
     for (i, state) in operands.iter().enumerate().skip(4) {
         same_elem(x, state, "initial state")?;
@@ -64,7 +67,8 @@ fn check_rnn(operands: &[&TensorType], gates: usize) -> Result<(usize, usize, us
             return Err(format!(
                 "initial state {name} must be tensor<{batch}x{hidden}x{}>, got {state}",
                 x.elem
-            ));
+            )
+            .into());
         }
     }
     Ok((t_len, batch, hidden))
@@ -83,7 +87,7 @@ impl OpDef for Lstm {
         Ok(Lstm)
     }
     fn write_attrs(&self, _: &mut AttrWriter) {}
-    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, TypeError> {
         if operands.len() == 5 {
             return Err("initial states come in pairs: give both h0 and c0, or neither".into());
         }
@@ -117,7 +121,7 @@ impl OpDef for Gru {
     fn write_attrs(&self, w: &mut AttrWriter) {
         w.put_nondefault("linear_before_reset", &self.linear_before_reset, &false);
     }
-    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, TypeError> {
         let (t, b, h) = check_rnn(operands, 3)?;
         let x = operands[0];
         Ok(vec![x.with_shape(&[t, b, h]), x.with_shape(&[b, h])])

@@ -2,6 +2,7 @@
 
 use super::{OpDef, norm_axis, same_elem};
 use crate::attr::{AttrError, AttrReader, AttrWriter};
+use crate::error::TypeError;
 use crate::ops::Arity;
 use crate::types::{TensorType, shape_string};
 
@@ -15,7 +16,7 @@ pub struct Reshape {
 
 impl Reshape {
     /// Resolves the target shape for an input of `count` elements.
-    pub fn resolve(&self, count: usize) -> Result<Vec<usize>, String> {
+    pub fn resolve(&self, count: usize) -> Result<Vec<usize>, TypeError> {
         let mut unknown = None;
         let mut known = 1usize;
         for (i, &d) in self.shape.iter().enumerate() {
@@ -29,9 +30,9 @@ impl Reshape {
                         .ok_or("'shape' describes a tensor larger than 2^40 elements")?;
                 }
                 d => {
-                    return Err(format!(
-                        "'shape' dimensions must be positive or -1, got {d}"
-                    ));
+                    return Err(
+                        format!("'shape' dimensions must be positive or -1, got {d}").into(),
+                    );
                 }
             }
         }
@@ -40,7 +41,8 @@ impl Reshape {
             if known == 0 || !count.is_multiple_of(known) {
                 return Err(format!(
                     "cannot infer the -1 dimension: {count} elements are not divisible by {known}"
-                ));
+                )
+                .into());
             }
             out[i] = count / known;
         }
@@ -49,7 +51,8 @@ impl Reshape {
             return Err(format!(
                 "cannot reshape {count} elements into [{}] ({total} elements)",
                 shape_string(&out)
-            ));
+            )
+            .into());
         }
         Ok(out)
     }
@@ -66,7 +69,7 @@ impl OpDef for Reshape {
     fn write_attrs(&self, w: &mut AttrWriter) {
         w.put("shape", &self.shape);
     }
-    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, TypeError> {
         let x = operands[0];
         let shape = self.resolve(x.num_elements())?;
         Ok(vec![x.with_shape(&shape)])
@@ -82,7 +85,7 @@ pub struct Flatten {
 
 impl Flatten {
     /// The 2-D output shape for an input shape.
-    pub fn output_shape(&self, shape: &[usize]) -> Result<[usize; 2], String> {
+    pub fn output_shape(&self, shape: &[usize]) -> Result<[usize; 2], TypeError> {
         let axis = norm_axis(self.axis, shape.len() + 1, "axis")?;
         Ok([
             shape[..axis].iter().product(),
@@ -102,7 +105,7 @@ impl OpDef for Flatten {
     fn write_attrs(&self, w: &mut AttrWriter) {
         w.put_nondefault("axis", &self.axis, &1);
     }
-    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, TypeError> {
         let x = operands[0];
         Ok(vec![x.with_shape(&self.output_shape(&x.shape)?)])
     }
@@ -133,7 +136,7 @@ impl OpDef for Transpose {
     fn write_attrs(&self, w: &mut AttrWriter) {
         w.put("perm", &self.perm);
     }
-    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, TypeError> {
         let x = operands[0];
         let mut seen = vec![false; x.rank()];
         if self.perm.len() != x.rank() {
@@ -141,7 +144,8 @@ impl OpDef for Transpose {
                 "'perm' has {} entries but the operand has rank {}",
                 self.perm.len(),
                 x.rank()
-            ));
+            )
+            .into());
         }
         for &p in &self.perm {
             if p >= x.rank() || std::mem::replace(&mut seen[p], true) {
@@ -149,7 +153,8 @@ impl OpDef for Transpose {
                     "'perm' {:?} is not a permutation of 0..{}",
                     self.perm,
                     x.rank()
-                ));
+                )
+                .into());
             }
         }
         let shape: Vec<usize> = self.perm.iter().map(|&p| x.shape[p]).collect();
@@ -175,7 +180,7 @@ impl OpDef for Concat {
     fn write_attrs(&self, w: &mut AttrWriter) {
         w.put("axis", &self.axis);
     }
-    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, TypeError> {
         let first = operands[0];
         let axis = norm_axis(self.axis, first.rank(), "axis")?;
         let mut shape = first.shape.to_vec();
@@ -188,7 +193,8 @@ impl OpDef for Concat {
                     "operand #{i} has shape [{}], which does not match [{}] outside axis {axis}",
                     t.shape_string(),
                     first.shape_string()
-                ));
+                )
+                .into());
             }
             shape[axis] += t.shape[axis];
         }
@@ -224,14 +230,15 @@ impl OpDef for Slice {
         w.put("start", &self.start);
         w.put("end", &self.end);
     }
-    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+    fn infer(&self, operands: &[&TensorType]) -> Result<Vec<TensorType>, TypeError> {
         let x = operands[0];
         let axis = norm_axis(self.axis, x.rank(), "axis")?;
         if self.start >= self.end || self.end > x.shape[axis] {
             return Err(format!(
                 "the range [{}, {}) is not a non-empty part of axis {axis} (length {})",
                 self.start, self.end, x.shape[axis]
-            ));
+            )
+            .into());
         }
         let mut shape = x.shape.to_vec();
         shape[axis] = self.end - self.start;

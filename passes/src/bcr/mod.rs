@@ -370,7 +370,8 @@ impl Pass for BcrPrune {
                     ),
                 ))
             };
-            let bytes = dnnc_ir::weights::safetensors_bytes(&masks).map_err(fail)?;
+            let bytes =
+                dnnc_ir::weights::safetensors_bytes(&masks).map_err(|e| fail(e.to_string()))?;
             // Whole or not at all: write beside, then rename.
             let tmp = path.with_extension("safetensors.tmp");
             std::fs::write(&tmp, bytes).map_err(|e| fail(e.to_string()))?;

@@ -422,7 +422,11 @@ impl BcrTune {
                     l.m, l.k, l.n, b[0], b[1], self.target
                 );
                 let t = cache
-                    .get_or(key, || timer.bcr_product(l.m, l.k, l.n, b, self.target))
+                    .get_or(key, || {
+                        timer
+                            .bcr_product(l.m, l.k, l.n, b, self.target)
+                            .map_err(|e| e.0)
+                    })
                     .map_err(|e| {
                         Diagnostic::error(
                             l.loc.clone(),

@@ -6,6 +6,7 @@
 use super::cost::{self, Coeffs, CostTable, Features, SparseStats};
 use super::lang::Form;
 use super::writeback::FORM_ATTR;
+use crate::explore::ExploreError;
 use crate::pass::KernelTimer;
 use dnnc_ir::attr::{Attribute, Padding};
 use dnnc_ir::builder::FuncBuilder;
@@ -562,13 +563,13 @@ pub struct Measured {
 /// Times every probe and fits the table; also returns the measurements.
 pub fn calibrate_with_report(
     timer: &dyn KernelTimer,
-) -> Result<(CostTable, Vec<Measured>), String> {
+) -> Result<(CostTable, Vec<Measured>), ExploreError> {
     let mut by_class: BTreeMap<String, Vec<(Features, f64)>> = BTreeMap::new();
     let mut measured = Vec::new();
     for p in probes() {
         let t = timer
             .time_function(&p.module)
-            .map_err(|e| format!("calibration probe '{}': {e}", p.label))?;
+            .map_err(|e| ExploreError::Measure(format!("calibration probe '{}': {e}", p.label)))?;
         by_class
             .entry(p.features.class.clone())
             .or_default()
@@ -612,6 +613,6 @@ pub fn calibrate_with_report(
 }
 
 /// Times every probe and fits the table.
-pub fn calibrate(timer: &dyn KernelTimer) -> Result<CostTable, String> {
+pub fn calibrate(timer: &dyn KernelTimer) -> Result<CostTable, ExploreError> {
     calibrate_with_report(timer).map(|(t, _)| t)
 }

@@ -4,6 +4,7 @@
 //! defaults below stand in, and the pass says so.
 
 use super::lang::Form;
+use crate::explore::ExploreError;
 use dnnc_ir::ops::OpKind;
 use dnnc_ir::types::TensorType;
 use serde::{Deserialize, Serialize};
@@ -189,22 +190,27 @@ impl CostTable {
     }
 
     /// Reads a table; `Ok(None)` if the file does not exist.
-    pub fn load(path: &Path) -> Result<Option<CostTable>, String> {
+    pub fn load(path: &Path) -> Result<Option<CostTable>, ExploreError> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read cost table '{}': {e}", path.display())),
+            Err(e) => {
+                return Err(ExploreError::Costs(format!(
+                    "cannot read cost table '{}': {e}",
+                    path.display()
+                )));
+            }
         };
         toml::from_str(&text).map(Some).map_err(|e| {
-            format!(
+            ExploreError::Costs(format!(
                 "cost table '{}' is malformed ({e}); delete it or run `dnnc calibrate`",
                 path.display()
-            )
+            ))
         })
     }
 
     /// Writes the table (atomically: a temporary file renamed over it).
-    pub fn save(&self, path: &Path) -> Result<(), String> {
+    pub fn save(&self, path: &Path) -> Result<(), ExploreError> {
         let text = toml::to_string_pretty(self).map_err(|e| e.to_string())?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
@@ -212,7 +218,8 @@ impl CostTable {
         }
         let tmp = path.with_extension("toml.tmp");
         std::fs::write(&tmp, text).map_err(|e| format!("cannot write '{}': {e}", tmp.display()))?;
-        std::fs::rename(&tmp, path).map_err(|e| format!("cannot write '{}': {e}", path.display()))
+        std::fs::rename(&tmp, path)
+            .map_err(|e| ExploreError::Costs(format!("cannot write '{}': {e}", path.display())))
     }
 }
 

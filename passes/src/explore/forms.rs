@@ -4,6 +4,7 @@
 //! (dense, CSR, each BCR block shape with no stored zero inside a kept sub-matrix).
 
 use super::lang::{Dnn, EGraph, Form};
+use crate::explore::ExploreError;
 use dnnc_ir::ops::OpKind;
 use dnnc_ir::types::Encoding;
 use dnnc_ir::{Module, WeightId};
@@ -35,7 +36,7 @@ const MAX_BCR_SHAPES: usize = 4;
 pub fn sparse_weights(
     module: &Module,
     func: &dnnc_ir::Function,
-) -> Result<HashMap<WeightId, SparseWeight>, String> {
+) -> Result<HashMap<WeightId, SparseWeight>, ExploreError> {
     let counts = func.use_counts();
     let mut uses: HashMap<WeightId, usize> = HashMap::new();
     for &op in &func.body {

@@ -25,6 +25,7 @@
 pub mod build;
 pub mod calibrate;
 pub mod cost;
+pub mod error;
 pub mod extract;
 pub mod forms;
 pub mod lang;
@@ -42,6 +43,7 @@ use cost::CostTable;
 use dnnc_ir::ops::OpKind;
 use dnnc_ir::{Diagnostic, FuncId, Module};
 use egg::Id;
+pub use error::ExploreError;
 use extract::{Choice, Pricer};
 use lang::{Dnn, Form};
 use std::collections::HashMap;
@@ -441,7 +443,7 @@ fn canonical(eg: &lang::EGraph, ordered: &[(Id, Dnn)]) -> Choice {
 pub fn cost_table(
     timer: Option<&dyn crate::pass::KernelTimer>,
     path: Option<PathBuf>,
-) -> Result<(CostTable, String), String> {
+) -> Result<(CostTable, String), ExploreError> {
     let Some(timer) = timer else {
         return Ok((CostTable::analytical(), "analytical (builtin)".into()));
     };
@@ -482,7 +484,7 @@ impl Explore {
             PassError::from(Diagnostic::error(func.loc.clone(), format!("explore: {m}")))
         };
         let mut built = build::build(module, &func);
-        let sparse = forms::sparse_weights(module, &func).map_err(err)?;
+        let sparse = forms::sparse_weights(module, &func).map_err(|e| err(e.to_string()))?;
         let default_only = self.search == Search::Rewrites;
         forms::add_forms(&mut built.egraph, &sparse, default_only);
         // The program as written, priced before any rewrite merges its classes.
@@ -545,7 +547,8 @@ impl Explore {
         let written = if improved {
             {
                 let ids = sparse.keys().copied().collect();
-                writeback::write_back(module, f, &built, &choice, &order, &ids).map_err(err)?
+                writeback::write_back(module, f, &built, &choice, &order, &ids)
+                    .map_err(|e| err(e.to_string()))?
             }
         } else {
             writeback::Written::default()
@@ -660,7 +663,11 @@ pub struct OpPrediction {
 
 /// Predicted per-op times of function `f` as written (its stated forms and encodings,
 /// else the JIT's defaults), by `table`; layout conversions are left out.
-pub fn predict(module: &Module, f: FuncId, table: &CostTable) -> Result<Vec<OpPrediction>, String> {
+pub fn predict(
+    module: &Module,
+    f: FuncId,
+    table: &CostTable,
+) -> Result<Vec<OpPrediction>, ExploreError> {
     let func = &module.funcs[f];
     let mut built = build::build(module, func);
     let sparse = forms::sparse_weights(module, func)?;

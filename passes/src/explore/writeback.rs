@@ -6,6 +6,7 @@
 use super::build::Built;
 use super::extract::Choice;
 use super::lang::{Derived, Dnn, Form};
+use crate::explore::ExploreError;
 use cranelift_entity::EntityRef;
 use dnnc_ir::attr::Attribute;
 use dnnc_ir::ops::{OpKind, WeightRef};
@@ -54,7 +55,7 @@ pub fn write_back(
     choice: &Choice,
     order: &[Id],
     sparse: &std::collections::HashSet<WeightId>,
-) -> Result<Written, String> {
+) -> Result<Written, ExploreError> {
     let old = module.funcs[f].clone();
     let referenced_before = module.weight_ref_counts();
     let eg = &built.egraph;
@@ -348,7 +349,7 @@ fn f32s(t: &Tensor) -> Result<Vec<f32>, String> {
 }
 
 /// Computes a derived weight from its operands' values.
-pub fn derive(d: Derived, xs: &[Arc<Tensor>]) -> Result<Tensor, String> {
+pub fn derive(d: Derived, xs: &[Arc<Tensor>]) -> Result<Tensor, ExploreError> {
     match d {
         Derived::BnWeight(eps) => {
             let eps = f64::from_bits(eps) as f32;

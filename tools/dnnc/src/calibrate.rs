@@ -108,7 +108,7 @@ fn check(args: &CalibrateArgs, timer: &JitTimer) -> Result<(), Failure> {
                 dnnc_ir::init::InitSpec::new(dnnc_ir::init::InitKind::Normal, 2 + i as u64)
                     .materialize(func.ty(p))
             })
-            .collect::<Result<Vec<_>, String>>()
+            .collect::<Result<Vec<_>, _>>()
             .map_err(anyhow::Error::msg)?;
         let labels = exe.step_labels().to_vec();
         let mut rounds: Vec<Vec<f64>> = Vec::new();

@@ -185,8 +185,8 @@ pub fn report(
         .first()
         .and_then(|&p| func.ty(p).shape.first().copied())
         .unwrap_or(1);
-    let fail = |e: dnnc_escalate::Error| {
-        eprintln!("error: {e}");
+    let fail = |e: dnnc_escalate::RunError| {
+        eprint!("{}", sources.render(&e.to_diagnostic()));
         Failure::Diagnostics
     };
     let mut check = None;

@@ -23,7 +23,7 @@ pub struct ImportArgs {
 }
 
 /// Parses `NAME=1x3x224x224`.
-pub fn parse_shape(spec: &str) -> Result<(String, Vec<usize>), String> {
+pub(crate) fn parse_shape(spec: &str) -> Result<(String, Vec<usize>), String> {
     let (name, dims) = spec
         .split_once('=')
         .ok_or_else(|| format!("--input-shape '{spec}': expected NAME=1x3x224x224"))?;

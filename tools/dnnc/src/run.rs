@@ -65,7 +65,7 @@ pub struct EngineArgs {
 }
 
 /// Parses `--cpu`.
-pub fn parse_cpu(s: &str) -> Result<dnnc_jit::CpuRequest, String> {
+pub(crate) fn parse_cpu(s: &str) -> Result<dnnc_jit::CpuRequest, String> {
     s.parse().map_err(|e: dnnc_jit::LevelError| e.to_string())
 }
 
@@ -93,7 +93,7 @@ fn layout_cache() -> std::path::PathBuf {
 }
 
 /// Parses `--layout`.
-pub fn parse_layout(s: &str) -> Result<dnnc_jit::WeightLayout, String> {
+pub(crate) fn parse_layout(s: &str) -> Result<dnnc_jit::WeightLayout, String> {
     use dnnc_jit::WeightLayout;
     match s {
         "auto" => Ok(WeightLayout::Auto),
@@ -136,9 +136,7 @@ impl Prepared<'_> {
                 };
                 dnnc_reference::run(m, *f, inputs, &options).map_err(|e| e.to_diagnostic())
             }
-            Prepared::Jit(exe) => exe.run(inputs).map_err(|e| {
-                dnnc_ir::Diagnostic::error(dnnc_ir::Location::unknown(), e.to_string())
-            }),
+            Prepared::Jit(exe) => exe.run(inputs).map_err(|e| e.to_diagnostic()),
         }
     }
 }
@@ -191,12 +189,14 @@ pub fn prepare<'m>(
                 dnnc_jit::CompileError::Unsupported { op, loc, reason } => {
                     eprint!(
                         "{}",
-                        sources.render(&dnnc_ir::Diagnostic::error(
-                            loc.clone(),
-                            format!("the JIT cannot lower '{op}': {reason}")
-                        ))
+                        sources.render(
+                            &dnnc_ir::Diagnostic::error(
+                                loc.clone(),
+                                format!("the JIT cannot lower '{op}': {reason}")
+                            )
+                            .with_help("the interpreter runs every op: use --engine reference")
+                        )
                     );
-                    eprintln!("help: the interpreter runs every op: use --engine reference");
                 }
                 other => eprintln!("error: {other}"),
             }
@@ -337,7 +337,7 @@ pub fn gather_inputs(args: &InputArgs, m: &Module, f: FuncId) -> Result<Vec<Tens
 }
 
 /// A seeded standard-normal tensor of `ty`'s dense shape and element type.
-pub fn random_input(ty: &dnnc_ir::TensorType, seed: u64) -> Result<Tensor, String> {
+pub(crate) fn random_input(ty: &dnnc_ir::TensorType, seed: u64) -> Result<Tensor, String> {
     let ty = ty.dense();
     let values =
         InitSpec::new(InitKind::Normal, seed).materialize(&dnnc_ir::TensorType::f32(&ty.shape))?;
@@ -411,7 +411,10 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
             } else {
                 format!("{}.npy", &name[1..])
             };
-            files.push((dir.join(file_name), write_npy(t).map_err(fail)?));
+            files.push((
+                dir.join(file_name),
+                write_npy(t).map_err(|e| fail(e.to_string()))?,
+            ));
         }
     }
     if let Some(dir) = &args.output_dir {

@@ -6,7 +6,7 @@ use dnnc_ir::init::{InitKind, InitSpec};
 use dnnc_ir::ops::{Conv2d, Linear, OpKind};
 use dnnc_ir::types::TensorType;
 use dnnc_ir::{Module, Tensor};
-use dnnc_passes::{KernelTimer, PassManager, PassRegistry};
+use dnnc_passes::{KernelTimer, PassManager, PassRegistry, TimerError};
 use std::time::Instant;
 
 /// Times BCR products with the JIT, on one thread.
@@ -27,61 +27,12 @@ impl KernelTimer for JitTimer {
         n: usize,
         block: [usize; 2],
         rate: f64,
-    ) -> Result<f64, String> {
-        // A vector is a linear layer at batch 1; a matrix a 1×1 convolution over n positions.
-        let mut module = Module::new(Some("bcr_timing"));
-        let x_ty = if n == 1 {
-            TensorType::f32(&[1, k])
-        } else {
-            TensorType::f32(&[1, k, 1, n])
-        };
-        let mut b = FuncBuilder::new(&mut module, "main", &[("x", x_ty.clone())]);
-        let x = b.param(0);
-        let (w_shape, op) = if n == 1 {
-            (vec![m, k], OpKind::Linear(Linear))
-        } else {
-            (vec![m, k, 1, 1], OpKind::Conv2d(Conv2d::default()))
-        };
-        let w = b.weight_init(
-            "w",
-            TensorType::f32(&w_shape),
-            InitSpec::new(InitKind::Normal, 1),
-        );
-        let y = b.op1(op, &[x, w])?;
-        b.finish(&[y]);
-        let pipeline = format!("bcr-prune{{rate={rate} block={}x{}}}", block[0], block[1]);
-        let passes = PassRegistry::with_builtin()
-            .build(&pipeline)
-            .map_err(|e| e.message)?;
-        let (_, result) =
-            PassManager::new(passes).run(&mut module, &mut dnnc_passes::manager::NoInstrumentation);
-        result.map_err(|e| format!("{:?}", e.errors))?;
-        let f = module.funcs.keys().next().expect("one function");
-        let exe = dnnc_jit::compile(&module, f, &dnnc_jit::JitOptions::default())
-            .map_err(|e| e.to_string())?;
-        let input: Tensor = InitSpec::new(InitKind::Normal, 2)
-            .materialize(&x_ty)
-            .map_err(|e| e.to_string())?;
-        time_executable(&exe, &[input])
+    ) -> Result<f64, TimerError> {
+        Ok(bcr_product(m, k, n, block, rate)?)
     }
 
-    fn time_function(&self, module: &Module) -> Result<f64, String> {
-        let f = module
-            .funcs
-            .keys()
-            .next()
-            .ok_or("the module has no function")?;
-        let exe = dnnc_jit::compile(module, f, &dnnc_jit::JitOptions::default())
-            .map_err(|e| e.to_string())?;
-        let inputs = module.funcs[f]
-            .params
-            .iter()
-            .enumerate()
-            .map(|(i, &p)| {
-                InitSpec::new(InitKind::Normal, 2 + i as u64).materialize(module.funcs[f].ty(p))
-            })
-            .collect::<Result<Vec<Tensor>, String>>()?;
-        time_cold(&exe, &inputs)
+    fn time_function(&self, module: &Module) -> Result<f64, TimerError> {
+        Ok(time_function(module)?)
     }
 
     fn machine(&self) -> String {
@@ -100,6 +51,65 @@ impl KernelTimer for JitTimer {
             env!("CARGO_PKG_VERSION")
         )
     }
+}
+
+/// See [`KernelTimer::bcr_product`].
+fn bcr_product(m: usize, k: usize, n: usize, block: [usize; 2], rate: f64) -> Result<f64, String> {
+    // A vector is a linear layer at batch 1; a matrix a 1×1 convolution over n positions.
+    let mut module = Module::new(Some("bcr_timing"));
+    let x_ty = if n == 1 {
+        TensorType::f32(&[1, k])
+    } else {
+        TensorType::f32(&[1, k, 1, n])
+    };
+    let mut b = FuncBuilder::new(&mut module, "main", &[("x", x_ty.clone())]);
+    let x = b.param(0);
+    let (w_shape, op) = if n == 1 {
+        (vec![m, k], OpKind::Linear(Linear))
+    } else {
+        (vec![m, k, 1, 1], OpKind::Conv2d(Conv2d::default()))
+    };
+    let w = b.weight_init(
+        "w",
+        TensorType::f32(&w_shape),
+        InitSpec::new(InitKind::Normal, 1),
+    );
+    let y = b.op1(op, &[x, w])?;
+    b.finish(&[y]);
+    let pipeline = format!("bcr-prune{{rate={rate} block={}x{}}}", block[0], block[1]);
+    let passes = PassRegistry::with_builtin()
+        .build(&pipeline)
+        .map_err(|e| e.message)?;
+    let (_, result) =
+        PassManager::new(passes).run(&mut module, &mut dnnc_passes::manager::NoInstrumentation);
+    result.map_err(|e| format!("{:?}", e.errors))?;
+    let f = module.funcs.keys().next().expect("one function");
+    let exe = dnnc_jit::compile(&module, f, &dnnc_jit::JitOptions::default())
+        .map_err(|e| e.to_string())?;
+    let input: Tensor = InitSpec::new(InitKind::Normal, 2)
+        .materialize(&x_ty)
+        .map_err(|e| e.to_string())?;
+    time_executable(&exe, &[input])
+}
+
+/// See [`KernelTimer::time_function`].
+fn time_function(module: &Module) -> Result<f64, String> {
+    let f = module
+        .funcs
+        .keys()
+        .next()
+        .ok_or("the module has no function")?;
+    let exe = dnnc_jit::compile(module, f, &dnnc_jit::JitOptions::default())
+        .map_err(|e| e.to_string())?;
+    let inputs = module.funcs[f]
+        .params
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| {
+            InitSpec::new(InitKind::Normal, 2 + i as u64).materialize(module.funcs[f].ty(p))
+        })
+        .collect::<Result<Vec<Tensor>, _>>()?;
+    time_cold(&exe, &inputs)
 }
 
 /// Median seconds per run of `exe` on `inputs`: each sample repeats the run until it

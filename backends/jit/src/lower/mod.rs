@@ -235,6 +235,7 @@ pub fn lower(
         guards: std::mem::take(&mut l.plan.guards),
         inputs,
         outputs,
+        loc: func.loc.clone(),
     };
     Ok(Executable::new(
         compiled,

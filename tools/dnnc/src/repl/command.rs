@@ -211,7 +211,7 @@ impl Call {
 }
 
 /// Names to bind (`%a, %b = `) and the rest of the line.
-pub fn split_binding(line: &str) -> Result<(Vec<String>, &str), String> {
+pub(crate) fn split_binding(line: &str) -> Result<(Vec<String>, &str), String> {
     let trimmed = line.trim_start();
     if !trimmed.starts_with('%') {
         return Ok((Vec::new(), line));
@@ -243,7 +243,7 @@ pub fn is_name_char(c: char) -> bool {
 
 /// Splits a command line into words the way a shell would (quotes group, `\` escapes),
 /// except that a slice keeps its spaces: `show %out[0, :5]` is two words.
-pub fn words(line: &str) -> Result<Vec<String>, String> {
+pub(crate) fn words(line: &str) -> Result<Vec<String>, String> {
     let split = shlex::split(line).ok_or_else(|| "unbalanced quotes in the command".to_string())?;
     let mut out: Vec<String> = Vec::with_capacity(split.len());
     let mut open = false;

@@ -11,7 +11,7 @@ enum Index {
 }
 
 /// Splits `%name[...]` into the name and the slice text (without brackets).
-pub fn split_slice(spec: &str) -> Result<(&str, Option<&str>), String> {
+pub(crate) fn split_slice(spec: &str) -> Result<(&str, Option<&str>), String> {
     match spec.find('[') {
         None => Ok((spec, None)),
         Some(open) => {
@@ -53,7 +53,7 @@ fn resolve(i: i64, n: usize, end: bool) -> Option<usize> {
 
 /// `t[slice]`: numpy's basic indexing (integers drop their axis, ranges keep it; axes not
 /// named are kept whole).
-pub fn slice(t: &Tensor, text: &str) -> Result<Tensor, String> {
+pub(crate) fn slice(t: &Tensor, text: &str) -> Result<Tensor, String> {
     let indices = parse_indices(text)?;
     if indices.len() > t.shape.len() {
         return Err(format!(
@@ -202,7 +202,7 @@ pub fn top_k(t: &Tensor, k: usize) -> Vec<(Vec<usize>, f32)> {
 
 /// How far `a` is from `b`: relative L2 error (against `b`, as the tests measure it) and
 /// the largest absolute difference.
-pub fn distance(a: &Tensor, b: &Tensor) -> Result<(f64, f64), String> {
+pub(crate) fn distance(a: &Tensor, b: &Tensor) -> Result<(f64, f64), String> {
     if a.shape != b.shape {
         return Err(format!(
             "shapes differ: {:?} and {:?}",
