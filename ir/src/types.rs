@@ -215,6 +215,40 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Shape> {
     Some(out)
 }
 
+/// The element strides of an operand of shape `shape` broadcast to `out` (numpy's rule,
+/// aligned at the last axis): one per axis of `out`, 0 along each axis the operand is
+/// broadcast over. The one definition of broadcast indexing.
+pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
+    let offset = out.len() - shape.len();
+    let mut strides = vec![0usize; out.len()];
+    let mut s = 1;
+    for d in (0..shape.len()).rev() {
+        strides[d + offset] = if shape[d] == 1 { 0 } else { s };
+        s *= shape[d];
+    }
+    strides
+}
+
+/// For every element of `out`, in row-major order, the index of the element of an operand
+/// of shape `shape` broadcast to it ([`broadcast_strides`]).
+pub fn broadcast_indices(shape: &[usize], out: &[usize]) -> Vec<usize> {
+    let strides = broadcast_strides(shape, out);
+    let total: usize = out.iter().product();
+    let mut idx = vec![0usize; out.len()];
+    let mut result = Vec::with_capacity(total);
+    for _ in 0..total {
+        result.push(idx.iter().zip(&strides).map(|(i, s)| i * s).sum());
+        for d in (0..out.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < out[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,7 @@ impl PassRegistry {
         r.register(crate::escalate::decompose::INFO);
         r.register(crate::escalate::coeff_prune::INFO);
         r.register(crate::escalate::quantize::INFO);
+        r.register(crate::escalate::to_dnn::INFO);
         r.register(crate::accpar::INFO);
         r.register(crate::bcr::INFO);
         r.register(crate::bcr::tune::INFO);

@@ -25,7 +25,7 @@ pub use autolayout::Choice as LayoutChoice;
 pub use dnnc_kernels::{CpuRequest, Level, LevelError, cpu_description};
 pub use runtime::Executable;
 
-use dnnc_ir::{FuncId, Location, Module, OpKind};
+use dnnc_ir::{FuncId, Location, Module};
 use std::time::Duration;
 
 /// How dense matrix products are computed.
@@ -163,25 +163,6 @@ pub fn compile(
     // Weights sparse without an encoding get the measured fastest layout.
     let (chosen, choices) = autolayout::choose(module, f, options)?;
     let module = chosen.as_ref().unwrap_or(module);
-    let func = &module.funcs[f];
-    let decomposed = func.body.iter().any(|&op| {
-        matches!(
-            func.ops[op].kind,
-            OpKind::BasisConv(_) | OpKind::CoeffConv(_)
-        )
-    });
-    // ESCALATE's two stages run as a grouped convolution and a 1×1 convolution.
-    let rewritten;
-    let module = if decomposed {
-        rewritten = dnnc_ir::ops::esc::to_dnn(module).map_err(|d| CompileError::Unsupported {
-            op: "esc".into(),
-            loc: d.loc.clone(),
-            reason: d.message.clone(),
-        })?;
-        &rewritten
-    } else {
-        module
-    };
     let mut graph = graph::build(module, f, options.fuse)?;
     layout::assign(&mut graph, &module.funcs[f], options);
     let mut exe = lower::lower(module, f, &graph, options)?;

@@ -1,36 +1,8 @@
 //! Elementwise ops, softmax and batch normalisation.
 
 use dnnc_ir::ops::{Arith, BatchNorm, Softmax};
-use dnnc_ir::types::broadcast_shapes;
+use dnnc_ir::types::{broadcast_indices, broadcast_shapes};
 use dnnc_ir::{Buffer, ElemType, Tensor};
-
-/// For each output element, the index of the element of an operand of shape `shape`
-/// broadcast to `out`.
-pub(crate) fn broadcast_indices(shape: &[usize], out: &[usize]) -> Vec<usize> {
-    let rank = out.len();
-    let offset = rank - shape.len();
-    // Strides of the operand, 0 along broadcast dimensions, aligned to the output's rank.
-    let mut strides = vec![0usize; rank];
-    let mut s = 1;
-    for d in (0..shape.len()).rev() {
-        strides[d + offset] = if shape[d] == 1 { 0 } else { s };
-        s *= shape[d];
-    }
-    let total: usize = out.iter().product();
-    let mut idx = vec![0usize; rank];
-    let mut result = Vec::with_capacity(total);
-    for _ in 0..total {
-        result.push(idx.iter().zip(&strides).map(|(i, s)| i * s).sum());
-        for d in (0..rank).rev() {
-            idx[d] += 1;
-            if idx[d] < out[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
-    }
-    result
-}
 
 /// `add`, `sub`, `mul`, `div` with numpy broadcasting, as [`Arith`] defines them (floats
 /// in f32; integers wrap at their width and divide toward zero; an integer division by
@@ -118,6 +90,7 @@ pub(crate) fn softmax(op: &Softmax, x: &Tensor) -> Tensor {
 pub(crate) fn batch_norm(op: &BatchNorm, operands: &[&Tensor]) -> Tensor {
     let x = operands[0];
     let [scale, bias, mean, var] = [1, 2, 3, 4].map(|i| operands[i].to_f32_vec());
+    let (s, t) = op.affine(&scale, &bias, &mean, &var);
     let c = x.shape[1];
     let inner: usize = x.shape[2..].iter().product();
     let v = x.to_f32_vec();
@@ -126,7 +99,7 @@ pub(crate) fn batch_norm(op: &BatchNorm, operands: &[&Tensor]) -> Tensor {
         .enumerate()
         .map(|(i, &xv)| {
             let ch = (i / inner) % c;
-            scale[ch] * (xv - mean[ch]) / (var[ch] + op.epsilon as f32).sqrt() + bias[ch]
+            xv * s[ch] + t[ch]
         })
         .collect();
     Tensor::new(&x.shape, Buffer::from_f32(x.elem(), &out))

@@ -82,8 +82,8 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Tensor {
     let (ra, rb) = (a.shape.len(), b.shape.len());
     let (m, k, n) = (a.shape[ra - 2], a.shape[ra - 1], b.shape[rb - 1]);
     let batch = broadcast_shapes(&a.shape[..ra - 2], &b.shape[..rb - 2]).expect("verified");
-    let ia = crate::elementwise::broadcast_indices(&a.shape[..ra - 2], &batch);
-    let ib = crate::elementwise::broadcast_indices(&b.shape[..rb - 2], &batch);
+    let ia = dnnc_ir::types::broadcast_indices(&a.shape[..ra - 2], &batch);
+    let ib = dnnc_ir::types::broadcast_indices(&b.shape[..rb - 2], &batch);
     let (av, bv) = (a.to_f32_vec(), b.to_f32_vec());
     let mut out = vec![0.0f32; ia.len() * m * n];
     for (i, (&pa, &pb)) in ia.iter().zip(&ib).enumerate() {

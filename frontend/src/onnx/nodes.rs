@@ -1186,8 +1186,8 @@ fn fold_arith(op: &str, a: &Const, b: &Const) -> R<Const> {
     let op = arith_of(op)?;
     let dims = dnnc_ir::types::broadcast_shapes(&a.dims, &b.dims)
         .ok_or("constant shapes do not broadcast")?;
-    let ia = broadcast_index(&a.dims, &dims);
-    let ib = broadcast_index(&b.dims, &dims);
+    let ia = dnnc_ir::types::broadcast_indices(&a.dims, &dims);
+    let ib = dnnc_ir::types::broadcast_indices(&b.dims, &dims);
     let data = match (&a.data, &b.data) {
         (ConstData::I64(x), ConstData::I64(y)) => ConstData::I64(
             ia.iter()
@@ -1212,29 +1212,6 @@ fn fold_arith(op: &str, a: &Const, b: &Const) -> R<Const> {
         dims: dims.to_vec(),
         data,
     })
-}
-
-fn broadcast_index(shape: &[usize], out: &[usize]) -> Vec<usize> {
-    let total: usize = out.iter().product();
-    let offset = out.len() - shape.len();
-    (0..total)
-        .map(|mut flat| {
-            let mut idx = 0;
-            let mut stride = 1;
-            for d in (0..out.len()).rev() {
-                let coord = flat % out[d];
-                flat /= out[d];
-                if d >= offset {
-                    let s = shape[d - offset];
-                    if s != 1 {
-                        idx += coord * stride;
-                    }
-                    stride *= s;
-                }
-            }
-            idx
-        })
-        .collect()
 }
 
 fn fold_concat(consts: &[Rc<Const>], a: i64) -> R<Const> {

@@ -16,10 +16,9 @@
 use super::nn::{Conv2d, window_output_len};
 use super::{OpDef, float, positive, rank_is};
 use crate::attr::{AttrError, AttrReader, AttrWriter, Padding};
-use crate::diag::Diagnostic;
 use crate::error::TypeError;
-use crate::module::{Module, WeightDecl, WeightInit};
-use crate::ops::{Arity, OpKind};
+
+use crate::ops::Arity;
 use crate::tensor::Tensor;
 use crate::types::{ElemType, TensorType};
 
@@ -192,97 +191,4 @@ pub fn expand_bases(bases: &Tensor, channels: usize) -> Tensor {
 pub fn coeff_conv_weight(coeffs: &Tensor) -> Tensor {
     let shape = coeffs.ty().shape;
     Tensor::from_f32(&[shape[0], shape[1], 1, 1], coeffs.to_f32_vec())
-}
-
-/// Rewrites every `esc` op of `m` into the equivalent `dnn.conv2d` (a grouped convolution
-/// with the bases repeated per channel, then a 1×1 convolution), with dequantised weights —
-/// how engines without their own `esc` kernels run a decomposed model. The bases and
-/// coefficients must be module weights or constants.
-pub fn to_dnn(m: &Module) -> Result<Module, Diagnostic> {
-    let mut out = m.clone();
-    for fid in m.funcs.keys() {
-        let f = &m.funcs[fid];
-        let mut body = Vec::with_capacity(f.body.len());
-        for &op in &f.body {
-            let data = &f.ops[op];
-            let (conv, weight) = match &data.kind {
-                OpKind::BasisConv(b) => {
-                    let channels = f.ty(data.operands[0]).shape[1];
-                    let bases = constant_value(m, f, data.operands[1], &data.loc)?;
-                    let w = expand_bases(&dequantize(&bases, b.scale), channels);
-                    (b.as_conv(channels), w)
-                }
-                OpKind::CoeffConv(c) => {
-                    let coeffs = constant_value(m, f, data.operands[1], &data.loc)?;
-                    (
-                        Conv2d::default(),
-                        coeff_conv_weight(&dequantize(&coeffs, c.scale)),
-                    )
-                }
-                _ => {
-                    body.push(op);
-                    continue;
-                }
-            };
-            let base = match f.producer(data.operands[1]) {
-                Some(OpKind::Weight(w)) => m.weights[w.weight].name.clone(),
-                _ => "esc".to_string(),
-            };
-            let name = out.fresh_weight_name(&format!("{base}.as_conv"));
-            let mut ty = weight.ty();
-            if matches!(data.kind, OpKind::CoeffConv(_)) {
-                ty.encoding = sparse_encoding(&weight);
-            }
-            let id = out.add_weight(WeightDecl::new(
-                &name,
-                ty.clone(),
-                WeightInit::Dense(std::sync::Arc::new(weight)),
-                data.loc.clone(),
-            ));
-            let func = &mut out.funcs[fid];
-            let wop = func.create_op(
-                OpKind::Weight(crate::ops::WeightRef { weight: id }),
-                &[],
-                vec![ty],
-                data.loc.clone(),
-            );
-            body.push(wop);
-            let w = func.result(wop);
-            let o = &mut func.ops[op];
-            o.kind = OpKind::Conv2d(conv);
-            o.operands[1] = w;
-            body.push(op);
-        }
-        out.funcs[fid].body = body;
-        out.funcs[fid].remove_dead_ops();
-    }
-    Ok(out)
-}
-
-/// Coefficients that are at least three quarters zero run on the CSR kernel (measured on
-/// resnet18 at CIFAR size: at a quarter kept, CSR and dense GEMM tie; at a sixteenth, CSR is
-/// twice as fast; BCR blocks of 32 channels lost to both).
-fn sparse_encoding(w: &Tensor) -> Option<crate::types::Encoding> {
-    let v = w.to_f32_vec();
-    let zeros = v.iter().filter(|x| **x == 0.0).count();
-    (zeros * 4 >= v.len() * 3).then_some(crate::types::Encoding::Csr)
-}
-
-fn constant_value(
-    m: &Module,
-    f: &crate::module::Function,
-    v: crate::entity::Value,
-    loc: &crate::diag::Location,
-) -> Result<Tensor, Diagnostic> {
-    match f.producer(v) {
-        Some(OpKind::Weight(w)) => m
-            .weight_value(w.weight)
-            .map(|t| (*t).clone())
-            .map_err(|e| Diagnostic::error(loc.clone(), e.to_string())),
-        Some(OpKind::Constant(c)) => Ok((*c.value).clone()),
-        _ => Err(Diagnostic::error(
-            loc.clone(),
-            "the bases and coefficients of a decomposed convolution must be weights or constants",
-        )),
-    }
 }

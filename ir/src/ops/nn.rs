@@ -213,6 +213,45 @@ pub struct BatchNorm {
     pub epsilon: f64,
 }
 
+impl BatchNorm {
+    /// The per-channel affine map the op computes, `y = x·scale' + shift'` with
+    /// `scale' = scale / sqrt(var + epsilon)` and `shift' = bias − mean·scale'`: the one
+    /// definition the interpreter runs, the JIT fuses, and batch-norm folding applies.
+    pub fn affine(
+        &self,
+        scale: &[f32],
+        bias: &[f32],
+        mean: &[f32],
+        var: &[f32],
+    ) -> (Vec<f32>, Vec<f32>) {
+        let eps = self.epsilon as f32;
+        let s: Vec<f32> = (0..scale.len())
+            .map(|c| scale[c] / (var[c] + eps).sqrt())
+            .collect();
+        let t = (0..scale.len()).map(|c| bias[c] - mean[c] * s[c]).collect();
+        (s, t)
+    }
+
+    /// The weight and bias of a producer (`W[k, ...]`, `b[k]`, a zero bias if it has
+    /// none) with this batch norm folded in: `W'[k] = W[k]·scale'[k]`,
+    /// `b'[k] = b[k]·scale'[k] + shift'[k]` ([`BatchNorm::affine`]).
+    pub fn fold(
+        &self,
+        weight: &mut [f32],
+        bias: Option<&[f32]>,
+        [scale, shift, mean, var]: [&[f32]; 4],
+    ) -> Vec<f32> {
+        let (s, t) = self.affine(scale, shift, mean, var);
+        let per_channel = weight.len() / s.len();
+        for (i, w) in weight.iter_mut().enumerate() {
+            *w *= s[i / per_channel];
+        }
+        (0..s.len())
+            .map(|k| bias.map_or(0.0, |b| b[k]) * s[k] + t[k])
+            .collect()
+    }
+}
+
 impl OpDef for BatchNorm {
     const NAME: &'static str = "dnn.batch_norm";
     const OPERANDS: Arity = Arity::exactly(5);

@@ -360,9 +360,9 @@ impl Builder<'_> {
                 };
                 let Some(r) = result else { return };
                 let keeps_batch = f.ty(r).shape.first() == f.ty(x).shape.first();
-                let rank = f.ty(x).rank() as i64;
+                let rank = f.ty(x).rank();
                 let softmax_over_batch = matches!(&data.kind, OpKind::Softmax(s)
-                    if s.axis == 0 || s.axis == -rank);
+                    if dnnc_ir::ops::axis_index(s.axis, rank) == Some(0));
                 if !keeps_batch || softmax_over_batch {
                     return self.unknown(op, "that mixes the batch dimension");
                 }

@@ -15,7 +15,6 @@ pub(super) fn run(op: OpId, rw: &mut Rewriter) -> Result<bool, PassError> {
     let OpKind::BatchNorm(bn) = &rw.func.ops[op].kind else {
         return Ok(false);
     };
-    let eps = bn.epsilon as f32;
     let operands = rw.func.ops[op].operands.clone();
     let x = operands[0];
     let Some((producer, kind)) = rw.producer(x) else {
@@ -82,20 +81,8 @@ pub(super) fn run(op: OpId, rw: &mut Rewriter) -> Result<bool, PassError> {
         return Ok(false);
     };
     let channels = scale.len();
-    let s: Vec<f32> = (0..channels)
-        .map(|k| scale[k] / (var[k] + eps).sqrt())
-        .collect();
-    let per_channel = wv.len() / channels;
-    for (i, v) in wv.iter_mut().enumerate() {
-        *v *= s[i / per_channel];
-    }
-    let old_bias = bias
-        .as_ref()
-        .and_then(|b| f32s(b))
-        .unwrap_or_else(|| vec![0.0; channels]);
-    let new_bias: Vec<f32> = (0..channels)
-        .map(|k| s[k] * (old_bias[k] - mean[k]) + beta[k])
-        .collect();
+    let old_bias = bias.as_ref().and_then(|b| f32s(b));
+    let new_bias = bn.fold(&mut wv, old_bias.as_deref(), [&scale, &beta, &mean, &var]);
 
     let w_name = rw
         .weight_name(producer_operands[1])

@@ -3,11 +3,13 @@
 //!
 //! - [`decompose`]: `decompose{bases=M | error=E}`;
 //! - [`coeff_prune`]: `coeff-prune{rate=R chunk=32}`;
-//! - [`quantize`]: `quantize{basis-bits=8 coeff-bits=4}`.
+//! - [`quantize`]: `quantize{basis-bits=8 coeff-bits=4}`;
+//! - [`to_dnn`]: `esc-to-dnn`, the decomposed convolutions back as `dnn.conv2d`.
 
 pub mod coeff_prune;
 pub mod decompose;
 pub mod quantize;
+pub mod to_dnn;
 
 use crate::pass::PassError;
 use dnnc_ir::{Diagnostic, FuncId, Location, Module, Tensor};

@@ -9,7 +9,7 @@ use super::lang::{Derived, Dnn, Form};
 use crate::explore::ExploreError;
 use cranelift_entity::EntityRef;
 use dnnc_ir::attr::Attribute;
-use dnnc_ir::ops::{OpKind, WeightRef};
+use dnnc_ir::ops::{BatchNorm, OpKind, WeightRef};
 use dnnc_ir::types::{BcrEncoding, Encoding, TensorType};
 use dnnc_ir::{Function, Location, Module, OpId, Tensor, Value, WeightDecl, WeightId, WeightInit};
 use egg::{Id, Language};
@@ -352,17 +352,19 @@ fn f32s(t: &Tensor) -> Result<Vec<f32>, String> {
 pub fn derive(d: Derived, xs: &[Arc<Tensor>]) -> Result<Tensor, ExploreError> {
     match d {
         Derived::BnWeight(eps) => {
-            let eps = f64::from_bits(eps) as f32;
+            let bn = BatchNorm {
+                epsilon: f64::from_bits(eps),
+            };
             let (mut w, s, var) = (f32s(&xs[0])?, f32s(&xs[1])?, f32s(&xs[2])?);
-            let per = w.len() / s.len();
-            for (i, v) in w.iter_mut().enumerate() {
-                let k = i / per;
-                *v *= s[k] / (var[k] + eps).sqrt();
-            }
+            // Only the scale matters for the weight: shift and mean are zero here.
+            let zeros = vec![0.0; s.len()];
+            bn.fold(&mut w, None, [&s, &zeros, &zeros, &var]);
             Ok(Tensor::from_f32(&xs[0].shape, w))
         }
         Derived::BnBias(eps) => {
-            let eps = f64::from_bits(eps) as f32;
+            let bn = BatchNorm {
+                epsilon: f64::from_bits(eps),
+            };
             let n = xs.len();
             let (s, t, mean, var) = (
                 f32s(&xs[n - 4])?,
@@ -370,14 +372,10 @@ pub fn derive(d: Derived, xs: &[Arc<Tensor>]) -> Result<Tensor, ExploreError> {
                 f32s(&xs[n - 2])?,
                 f32s(&xs[n - 1])?,
             );
-            let b = if n == 5 {
-                f32s(&xs[0])?
-            } else {
-                vec![0.0; s.len()]
-            };
-            let out = (0..s.len())
-                .map(|k| (b[k] - mean[k]) * (s[k] / (var[k] + eps).sqrt()) + t[k])
-                .collect();
+            let b = if n == 5 { Some(f32s(&xs[0])?) } else { None };
+            // A weight of one element per channel leaves the bias alone.
+            let mut ones = vec![1.0; s.len()];
+            let out = bn.fold(&mut ones, b.as_deref(), [&s, &t, &mean, &var]);
             Ok(Tensor::from_f32(&[s.len()], out))
         }
         Derived::Rows => {

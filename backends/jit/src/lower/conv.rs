@@ -81,7 +81,7 @@ impl Lower<'_> {
             self.kernel_step(kid, vec![px, pw, py, sa, sh], n * k, ho * wo * r * s);
             return self.rest_of_epilogue(&rest, y);
         }
-        let sparse = sparse_layout(self.options, self.func.ty(w));
+        let sparse = sparse_layout(self.options, self.g.ty(self.func, w));
         let tiling =
             conv_tiling(c, &sx, &sw, &sy, self.options, sparse.is_some()).expect("not depthwise");
         let (kg, kk, p, pointwise) = (tiling.m, tiling.k, tiling.n, tiling.pointwise);

@@ -27,13 +27,7 @@ impl Lower<'_> {
         let p = p.ok_or_else(|| {
             unsupported(node, "batch norm parameters must be weights or constants")
         })?;
-        let eps = bn.epsilon as f32;
-        let scale: Vec<f32> = (0..p[0].len())
-            .map(|c| p[0][c] / (p[3][c] + eps).sqrt())
-            .collect();
-        let shift: Vec<f32> = (0..p[0].len())
-            .map(|c| p[1][c] - p[2][c] * scale[c])
-            .collect();
+        let (scale, shift) = bn.affine(&p[0], &p[1], &p[2], &p[3]);
         self.affine(node.inputs[0], node.outputs[0], scale, shift)
     }
 
@@ -133,16 +127,8 @@ impl Lower<'_> {
         let (a_splat, b_splat) = (a_splat.unwrap_or(false), b_splat.unwrap_or(false));
         let rows: usize = out_shape[..split].iter().product();
         // Element offset of each row in each operand.
-        let strides = |s: &[usize]| -> Vec<usize> {
-            let mut st = vec![0; rank];
-            let mut acc = 1;
-            for d in (0..rank).rev() {
-                st[d] = if s[d] == 1 { 0 } else { acc };
-                acc *= s[d];
-            }
-            st
-        };
-        let (st_a, st_b) = (strides(&fa), strides(&fb));
+        let st_a = dnnc_ir::types::broadcast_strides(&fa, &out_shape);
+        let st_b = dnnc_ir::types::broadcast_strides(&fb, &out_shape);
         let mut ta = Vec::with_capacity(rows);
         let mut tb = Vec::with_capacity(rows);
         let mut idx = vec![0usize; split];
@@ -157,7 +143,6 @@ impl Lower<'_> {
                 idx[d] = 0;
             }
         }
-        let _ = broadcast_shapes;
         let single = rows == 1;
         let k = elementwise::binary(&mut self.cg, op, inner, a_splat, b_splat, single)?;
         let (pa, pb, po) = (self.addr(a), self.addr(b), self.addr(out));

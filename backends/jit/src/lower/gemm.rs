@@ -109,7 +109,7 @@ impl Lower<'_> {
             None => None,
         };
         let (px, py) = (self.addr(x), self.addr(y));
-        if let Some(layout) = sparse_layout(self.options, self.func.ty(w)) {
+        if let Some(layout) = sparse_layout(self.options, self.g.ty(self.func, w)) {
             let sparse = self.sparse_weight(layout, &wv, nf, kf);
             self.variant = Some(match layout {
                 SparseLayout::Bcr(_) => "bcr",
@@ -234,29 +234,13 @@ impl Lower<'_> {
         let (m, k, n) = (sa[sa.len() - 2], sa[sa.len() - 1], sb[sb.len() - 1]);
         let batch_shape = &sy[..sy.len() - 2];
         let count: usize = batch_shape.iter().product();
-        let index = |s: &[usize], flat: usize| -> usize {
-            // Broadcast batch index of an operand with batch dims `s`.
-            let mut rem = flat;
-            let mut idx = 0;
-            let mut stride = 1;
-            let offset = batch_shape.len() - s.len();
-            for d in (0..batch_shape.len()).rev() {
-                let coord = rem % batch_shape[d];
-                rem /= batch_shape[d];
-                if d >= offset {
-                    let sd = s[d - offset];
-                    if sd != 1 {
-                        idx += coord * stride;
-                    }
-                    stride *= sd;
-                }
-            }
-            idx
-        };
+        // Each batch matrix's operands, broadcast over the batch dimensions.
+        let ia = dnnc_ir::types::broadcast_indices(&sa[..sa.len() - 2], batch_shape);
+        let ib = dnnc_ir::types::broadcast_indices(&sb[..sb.len() - 2], batch_shape);
         let batches: Vec<Batch> = (0..count)
             .map(|i| Batch {
-                a: index(&sa[..sa.len() - 2], i) * m * k * 4,
-                b: index(&sb[..sb.len() - 2], i) * k * n * 4,
+                a: ia[i] * m * k * 4,
+                b: ib[i] * k * n * 4,
                 c: i * m * n * 4,
                 ..Batch::default()
             })

@@ -34,7 +34,6 @@ use crate::{CompileError, CompileStats, GemmImpl, JitOptions, WeightLayout};
 
 use cranelift_entity::SecondaryMap;
 use dnnc_ir::ops::OpKind;
-use dnnc_ir::types::broadcast_shapes;
 use dnnc_ir::{ElemType, Encoding, FuncId, Module, Value};
 use std::collections::HashMap;
 
