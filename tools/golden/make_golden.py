@@ -39,13 +39,15 @@ def ty(a):
     return "tensor<" + "".join(f"{d}x" for d in a.shape) + ELEMS[a.dtype][0] + ">"
 
 
-def run_onnx(node, inputs, outputs, opset=17):
-    """Runs one ONNX node; `inputs` is a list of (name, array), `outputs` output names."""
+def run_onnx(node, inputs, outputs, opset=17, initializers=()):
+    """Runs one ONNX node; `inputs` is a list of (name, array), `outputs` output names,
+    `initializers` (name, int64 array) constants such as a Reshape's shape."""
     graph = helper.make_graph(
         [node],
         "g",
         [helper.make_tensor_value_info(n, ELEMS[a.dtype][1], a.shape) for n, a in inputs],
         [helper.make_tensor_value_info(n, ELEMS[inputs[0][1].dtype][1], None) for n in outputs],
+        initializer=[helper.make_tensor(n, TensorProto.INT64, a.shape, a.tolist()) for n, a in initializers],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
@@ -95,9 +97,12 @@ def pool(name, op, x, kernel, strides, pads, ceil=0, count_include_pad=0):
     write_case(name, [("x", x)], [f"%y = {dnn} %x {{{attrs}}} : {ty(y)}"], [("y", y)])
 
 
-def simple(name, onnx_op, dnn_op, inputs, attrs="", onnx_attrs=None, opset=17):
-    node = helper.make_node(onnx_op, [n for n, _ in inputs], ["y"], **(onnx_attrs or {}))
-    (y,) = run_onnx(node, inputs, ["y"], opset)
+def simple(name, onnx_op, dnn_op, inputs, attrs="", onnx_attrs=None, opset=17, consts=()):
+    """One ONNX node and its dnnc op; `consts` are ONNX-only int64 inputs (a Reshape's
+    shape, a Slice's bounds), which dnnc states as attributes."""
+    names = [n for n, _ in inputs] + [n for n, _ in consts]
+    node = helper.make_node(onnx_op, names, ["y"], **(onnx_attrs or {}))
+    (y,) = run_onnx(node, inputs, ["y"], opset, [(n, np.array(v, np.int64)) for n, v in consts])
     operands = ", ".join(f"%{n}" for n, _ in inputs)
     write_case(name, inputs, [f"%y = {dnn_op} {operands}{attrs} : {ty(y)}"], [("y", y)])
 
@@ -139,9 +144,10 @@ def gru(name, t, b, i, h, linear_before_reset, with_state):
 
 
 def integer_cases():
-    """Add, Sub, Mul and Div on i32 and i8, overflowing and dividing negative numbers:
-    ONNX Runtime wraps at the element's width and divides toward zero (dnnc's
-    `ir::ops::Arith`)."""
+    """Every op that takes integers, on i32 and i8: Add, Sub, Mul and Div overflowing and
+    dividing negative numbers (ONNX Runtime wraps at the element's width and divides
+    toward zero: dnnc's `ir::ops::Arith`), and Reshape, Flatten, Transpose, Concat and
+    Slice over the whole range of the type."""
     for dtype in (np.int32, np.int8):
         info = np.iinfo(dtype)
         a = np.array([info.max, info.min, -7, 7, -7, 100, info.min, 5], dtype)
@@ -151,6 +157,17 @@ def integer_cases():
         name = ELEMS[np.dtype(dtype)][0]
         for op in ("Add", "Sub", "Mul", "Div"):
             simple(f"{op.lower()}_{name}", op, f"dnn.{op.lower()}", [("a", a), ("b", b)])
+        # The ops that move integers without computing: every element kept exactly.
+        x = rng.integers(info.min, info.max, size=(2, 3, 4), endpoint=True).astype(dtype)
+        y = rng.integers(info.min, info.max, size=(2, 1, 4), endpoint=True).astype(dtype)
+        simple(f"reshape_{name}", "Reshape", "dnn.reshape", [("x", x)], " {shape = [4, -1]}",
+               consts=[("shape", [4, -1])])
+        simple(f"flatten_{name}", "Flatten", "dnn.flatten", [("x", x)], " {axis = 1}", {"axis": 1})
+        simple(f"transpose_{name}", "Transpose", "dnn.transpose", [("x", x)], " {perm = [1, 2, 0]}",
+               {"perm": [1, 2, 0]})
+        simple(f"concat_{name}", "Concat", "dnn.concat", [("x", x), ("z", y)], " {axis = -2}", {"axis": -2})
+        simple(f"slice_{name}", "Slice", "dnn.slice", [("x", x)], " {axis = -1, start = 1, end = 3}",
+               consts=[("starts", [1]), ("ends", [3]), ("axes", [-1])])
 
 
 def main():
