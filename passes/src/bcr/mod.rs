@@ -5,7 +5,9 @@
 //! LSTM/GRU gate's input and recurrent matrices separately) by [`prune::prune_matrix`].
 //! The weight keeps its dense values, zeros included, and its type gains
 //! `#bcr<block = [r, c]>`: the compact layout is a pure function of the two. A per-layer
-//! rate in the op's `bcr.rate` attribute (set by `bcr-tune`) overrides the pass's `rate`.
+//! rate in the op's `bcr.rate` attribute (set by `bcr-tune`) overrides the pass's `rate`;
+//! once `bcr-tune` has annotated some layers, the layers it left alone (outside its
+//! `layers`) stay dense, so that `bcr-tune{layers=...},bcr-prune` prunes what was tuned.
 
 pub mod check;
 pub mod prune;
@@ -239,11 +241,18 @@ struct Target {
 impl BcrPrune {
     fn targets(&self, module: &Module) -> Result<Vec<Target>, PassError> {
         let mut out = Vec::new();
-        for u in prunable_weights(module, &self.layers) {
+        let weights = prunable_weights(module, &self.layers);
+        let tuned = weights.iter().any(|u| {
+            let (fid, op) = u.users[0];
+            module.funcs[fid].ops[op].attrs.contains_key("bcr.rate")
+        });
+        for u in weights {
             // The first user's bcr.* attributes (set by bcr-tune) override the options.
             let (fid, op) = u.users[0];
             let data = &module.funcs[fid].ops[op];
             let rate = match data.attrs.get("bcr.rate") {
+                // Not tuned while others were: left dense.
+                None if tuned => 1.0,
                 None => self.rate,
                 Some(Attribute::Float(r)) if *r >= 1.0 => *r,
                 Some(Attribute::Int(r)) if *r >= 1 => *r as f64,
