@@ -27,6 +27,10 @@ pub const MODELS: &[(&str, &str)] = &[
     ),
     ("lenet5", "LeNet-5 for MNIST digits"),
     ("alexnet", "AlexNet (torchvision layout)"),
+    (
+        "alexnet_original",
+        "AlexNet with the original paper's 96/256/384/384/256 channels, on one device (no groups, no LRN)",
+    ),
     ("vgg11", "VGG-11 (configuration A)"),
     ("vgg13", "VGG-13 (configuration B)"),
     ("vgg16", "VGG-16 (configuration D)"),
@@ -61,6 +65,7 @@ pub const CHECKED_IN: &[(&str, &str, Option<usize>)] = &[
     ("mlp", "mlp", None),
     ("lenet5", "lenet5", None),
     ("alexnet", "alexnet", None),
+    ("alexnet_original", "alexnet_original", None),
     ("vgg11", "vgg11", None),
     ("vgg13", "vgg13", None),
     ("vgg16", "vgg16", None),
@@ -187,6 +192,7 @@ pub fn build(name: &str, o: &ZooOptions) -> Result<Module, ZooError> {
                 "mlp" => mlp(n, x, classes),
                 "lenet5" => lenet5(n, x, classes),
                 "alexnet" => alexnet(n, x, classes),
+                "alexnet_original" => alexnet_original(n, x, classes),
                 "vgg11" | "vgg13" | "vgg16" | "vgg19" => vgg(n, x, name, classes),
                 "resnet18" => resnet(n, x, Block::Basic, [2, 2, 2, 2], classes),
                 "resnet34" => resnet(n, x, Block::Basic, [3, 4, 6, 3], classes),
@@ -316,6 +322,51 @@ fn alexnet(n: &mut Net, x: Value, classes: usize) -> Result<Value, TypeError> {
         )
         .into());
     }
+    x = n.flatten(x)?;
+    for i in [1, 4] {
+        x = n.linear(x, &format!("classifier.{i}"), 4096)?;
+        x = n.relu(x)?;
+    }
+    n.linear(x, "classifier.6", classes)
+}
+
+/// Krizhevsky et al.'s AlexNet (2012) with its own channel counts (96, 256, 384, 384, 256),
+/// as ACCPAR's and HyPar's evaluations use it: on one device, so without the two-GPU
+/// groups of conv2, conv4 and conv5, and without local response normalisation (no effect on
+/// sizes or partitions). At CIFAR sizes, 3×3 first layers as `alexnet`'s.
+fn alexnet_original(n: &mut Net, x: Value, classes: usize) -> Result<Value, TypeError> {
+    let size = n.b.ty(x).shape[2];
+    let big = image_net(size);
+    let mut x = if big {
+        n.conv(
+            x,
+            "features.0",
+            ConvSpec::new(96, 11).stride(4).pad(2).bias(),
+        )?
+    } else {
+        n.conv(x, "features.0", ConvSpec::new(96, 3).bias())?
+    };
+    let pool = |n: &mut Net, x| {
+        if big {
+            n.max_pool(x, 3, 2, 0)
+        } else {
+            n.max_pool(x, 2, 2, 0)
+        }
+    };
+    x = n.relu(x)?;
+    x = pool(n, x)?;
+    x = n.conv(
+        x,
+        "features.4",
+        ConvSpec::new(256, if big { 5 } else { 3 }).bias(),
+    )?;
+    x = n.relu(x)?;
+    x = pool(n, x)?;
+    for (i, out) in [(8, 384), (10, 384), (12, 256)] {
+        x = n.conv(x, &format!("features.{i}"), ConvSpec::new(out, 3).bias())?;
+        x = n.relu(x)?;
+    }
+    x = pool(n, x)?;
     x = n.flatten(x)?;
     for i in [1, 4] {
         x = n.linear(x, &format!("classifier.{i}"), 4096)?;
