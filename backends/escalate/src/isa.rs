@@ -182,6 +182,11 @@ isa! {
     Sync = 10, "sync" {},
     /// End of the program.
     Halt = 11, "halt" {},
+    /// Sparse convolution of the tile (the sparse-weight baseline): `count` nonzero weights
+    /// in the `weight` buffer, their values from element `addr` and their indices right
+    /// after, index `e` naming the weight of the tile's `[k1−k0, c1−c0, r, s]` block at flat
+    /// position `idx[e]`; output channels work in parallel, each through its own nonzeros.
+    Sconv = 12, "sconv" { addr, count },
 }
 
 /// A text or binary program that does not parse.

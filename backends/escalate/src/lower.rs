@@ -33,6 +33,9 @@ pub enum LayerKind {
     Decomposed,
     /// A dense convolution.
     Dense,
+    /// A convolution with sparse weights on the sparse-weight baseline (only nonzero
+    /// weights stored, as values and indices, and multiplied).
+    Sparse,
 }
 
 /// Geometry of a layer, per sample.
@@ -136,13 +139,26 @@ fn bytes(elems: usize, bits: u32) -> u64 {
     (elems as u64 * bits as u64).div_ceil(8)
 }
 
+/// How a layer's weights take buffer space, for [`tiling`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TileWeights {
+    /// Coefficient streams of this many bits per value, with indices.
+    Decomposed {
+        /// Bits per coefficient.
+        coeff_bits: u32,
+    },
+    /// Every weight of the tile.
+    Dense,
+    /// The tile's nonzero weights, each a value and an index; no output channel has more
+    /// than `most_per_channel` nonzeros.
+    Sparse {
+        /// The most nonzeros of any output channel (over all its input channels and taps).
+        most_per_channel: usize,
+    },
+}
+
 /// Largest tiles that fit the buffers (double-buffered inputs, streams and weights).
-pub fn tiling(
-    cfg: &Config,
-    g: &Geometry,
-    kind: LayerKind,
-    coeff_bits: u32,
-) -> Result<Tiling, LowerError> {
+pub fn tiling(cfg: &Config, g: &Geometry, weights: TileWeights) -> Result<Tiling, LowerError> {
     let p = &cfg.precision;
     let b = &cfg.buffers;
     let lanes = cfg.compute.acc_lanes as usize;
@@ -156,17 +172,25 @@ pub fn tiling(
         // Any band's rows: the first is clipped by the padding, later ones are not.
         let rows_in = ((t.rows - 1) * g.stride[0] + g.dilation[0] * (g.r - 1) + 1).min(g.h);
         let input = bytes(t.channels_in * rows_in * g.w, p.act_bits) * 2 <= b.input;
-        match kind {
-            LayerKind::Decomposed => {
+        match weights {
+            TileWeights::Decomposed { coeff_bits } => {
                 let chunks = t.channels_out.div_ceil(lanes);
                 input
                     && bytes(t.channels_in * t.rows * g.wo, p.act_bits) * 2 <= b.psum
                     && bytes(chunks * lanes * t.channels_in * g.m, coeff_bits) * 2 <= b.coef
                     && bytes(chunks * t.channels_in * g.m, p.index_bits) * 2 <= b.cidx
             }
-            LayerKind::Dense => {
+            TileWeights::Dense => {
+                let weights = t.channels_out * t.channels_in * g.r * g.s;
+                input && bytes(weights, p.weight_bits) * 2 <= cfg.dense_weight_bytes()
+            }
+            // Values and then indices share the dense machine's weight buffer (the same
+            // silicon); the simulator bounds a load by its end at its own width, so both
+            // streams count at the wider of the two.
+            TileWeights::Sparse { most_per_channel } => {
+                let nonzeros = t.channels_out * most_per_channel.min(t.channels_in * g.r * g.s);
                 input
-                    && bytes(t.channels_out * t.channels_in * g.r * g.s, p.weight_bits) * 2
+                    && bytes(2 * nonzeros, p.weight_bits.max(p.index_bits)) * 2
                         <= cfg.dense_weight_bytes()
             }
         }
@@ -276,7 +300,11 @@ pub fn lower(m: &Module, f: FuncId, cfg: &Config) -> Result<Vec<Step>, LowerErro
                     _ => None,
                 }
             }
-            OpKind::Conv2d(c) if c.groups == 1 => Some(dense(m, f, cfg, op)?),
+            OpKind::Conv2d(c) if c.groups == 1 => Some(if sparse_encoded(func, op) {
+                sparse(m, f, cfg, op)?
+            } else {
+                dense(m, f, cfg, op)?
+            }),
             OpKind::Weight(_)
             | OpKind::Constant(_)
             | OpKind::Conv2d(_)
@@ -561,7 +589,7 @@ fn decomposed(
     let k = out[1];
     let conv = b.as_conv(x[1]);
     let g = geometry(&conv, &x, &out, k, mm, r, s);
-    let t = tiling(cfg, &g, LayerKind::Decomposed, coeff_bits)?;
+    let t = tiling(cfg, &g, TileWeights::Decomposed { coeff_bits })?;
     if bytes(bases.len(), basis_bits) > cfg.buffers.basis {
         return Err(LowerError(format!(
             "{}: {} bases of {}×{} at {basis_bits} bits do not fit the {}-byte basis buffer; \
@@ -735,7 +763,7 @@ fn dense(m: &Module, f: FuncId, cfg: &Config, op: OpId) -> Result<LayerProgram, 
     let wshape = func.ty(d.operands[1]).shape.to_vec();
     let (k, r, s) = (wshape[0], wshape[2], wshape[3]);
     let g = geometry(conv, &x, &out, k, 0, r, s);
-    let t = tiling(cfg, &g, LayerKind::Dense, 0)?;
+    let t = tiling(cfg, &g, TileWeights::Dense)?;
     check_bias(cfg, k, bias.is_some(), &d.loc)?;
     let rs = r * s;
     let mut img = Image {
@@ -777,6 +805,109 @@ fn dense(m: &Module, f: FuncId, cfg: &Config, op: OpId) -> Result<LayerProgram, 
         output: d.results[0],
         ops: vec![op],
         weight_bits: w.len() as u64 * wbits as u64,
+        channel_order: None,
+    })
+}
+
+/// Whether a convolution's weight is stored sparse (`#csr` or `#bcr`): it then runs on the
+/// sparse-weight baseline.
+fn sparse_encoded(func: &dnnc_ir::Function, op: OpId) -> bool {
+    func.ty(func.ops[op].operands[1]).encoding.is_some()
+}
+
+/// A convolution with sparse weights on the sparse-weight baseline: per tile, the nonzero
+/// weights of its output and input channels as a stream of values and then one of flat
+/// indices, both in the weight buffer.
+fn sparse(m: &Module, f: FuncId, cfg: &Config, op: OpId) -> Result<LayerProgram, LowerError> {
+    let func = &m.funcs[f];
+    let d = &func.ops[op];
+    let OpKind::Conv2d(conv) = &d.kind else {
+        unreachable!()
+    };
+    let x = func.ty(d.operands[0]).shape.to_vec();
+    let out = func.ty(d.results[0]).shape.to_vec();
+    let w = weight_tensor(m, f, d.operands[1])?.to_f32_vec();
+    let bias = match d.operands.get(2) {
+        Some(&v) => Some(weight_tensor(m, f, v)?),
+        None => None,
+    };
+    let wshape = func.ty(d.operands[1]).shape.to_vec();
+    let (k, r, s) = (wshape[0], wshape[2], wshape[3]);
+    let g = geometry(conv, &x, &out, k, 0, r, s);
+    let most_per_channel = w
+        .chunks(g.c * r * s)
+        .map(|row| row.iter().filter(|&&v| v != 0.0).count())
+        .max()
+        .unwrap_or(0);
+    let t = tiling(cfg, &g, TileWeights::Sparse { most_per_channel })?;
+    check_bias(cfg, k, bias.is_some(), &d.loc)?;
+    let rs = r * s;
+    let mut img = Image {
+        dram: vec![0.0; g.c * g.h * g.w],
+    };
+    let out_addr = img.push(&vec![0.0; k * g.ho * g.wo]);
+    let mut insts = vec![layer_inst(&g)];
+    let bias_at = bias_load(&mut img, &bias, &mut insts);
+    let (wbits, ibits) = (cfg.precision.weight_bits, cfg.precision.index_bits);
+    let mut stored_bits = 0u64;
+    let mut streams: std::collections::HashMap<[usize; 4], (usize, usize, usize)> =
+        Default::default();
+    emit(
+        cfg,
+        &g,
+        t,
+        out_addr,
+        bias_at,
+        &mut insts,
+        |insts, [c0, c1, _, _, k0, k1]| {
+            // The tile's stream is the same for every band of rows: stored once.
+            let (values, indices, count) = *streams.entry([c0, c1, k0, k1]).or_insert_with(|| {
+                let mut vals = Vec::new();
+                let mut idx = Vec::new();
+                for kl in 0..k1 - k0 {
+                    for cl in 0..c1 - c0 {
+                        for tap in 0..rs {
+                            let v = w[((k0 + kl) * g.c + c0 + cl) * rs + tap];
+                            if v != 0.0 {
+                                vals.push(v);
+                                idx.push(((kl * (c1 - c0) + cl) * rs + tap) as f32);
+                            }
+                        }
+                    }
+                }
+                stored_bits += vals.len() as u64 * (wbits + ibits) as u64;
+                let count = vals.len();
+                (img.push(&vals), img.push(&idx), count)
+            });
+            if count > 0 {
+                insts.push(load_block(Buf::Weight, values, count, wbits));
+                insts.push(Inst::Load {
+                    buf: Buf::Weight as u32,
+                    dram: indices as u32,
+                    addr: count as u32,
+                    len: count as u32,
+                    count: 1,
+                    stride: 0,
+                    bits: ibits,
+                });
+            }
+            insts.push(Inst::Sconv {
+                addr: 0,
+                count: count as u32,
+            });
+        },
+    );
+    Ok(LayerProgram {
+        name: weight_name(m, f, d.operands[1]),
+        kind: LayerKind::Sparse,
+        geometry: g,
+        insts,
+        dram: img.dram,
+        output_addr: out_addr,
+        input: d.operands[0],
+        output: d.results[0],
+        ops: vec![op],
+        weight_bits: stored_bits,
         channel_order: None,
     })
 }

@@ -353,8 +353,9 @@ pub fn run(
                 if buffer.len() < addr + elems {
                     buffer.resize(addr + elems, 0.0);
                 }
-                // Indices drive the accumulation's control, so they are always read.
-                if m.functional || b == Buf::CIdx {
+                // Indices drive the accumulation's control (the sparse baseline's sit in the
+                // weight buffer), so they are always read.
+                if m.functional || matches!(b, Buf::CIdx | Buf::Weight) {
                     for i in 0..count {
                         let src = &m.dram[dram + i * stride..dram + i * stride + len];
                         buffer[addr + i * len..addr + (i + 1) * len].copy_from_slice(src);
@@ -606,6 +607,90 @@ pub fn run(
                     .max(cur(&m.slots[Buf::Weight as usize]))
                     .max(m.acc_done);
                 let end = m.compute(ACC, after, macs.div_ceil(cfg.macs_per_cycle()));
+                m.acc_done = end;
+                for b in [Buf::In, Buf::Weight] {
+                    let s = &mut m.slots[b as usize];
+                    let c = s.current();
+                    s.last_read[c] = s.last_read[c].max(end);
+                }
+            }
+            Inst::Sconv { addr, count } => {
+                m.ready_for(true).map_err(err)?;
+                let (g, t) = (m.g, m.t);
+                let (addr, count) = (addr as usize, count as usize);
+                let taps = g.r * g.s;
+                let channels = t.c1 - t.c0;
+                let kt = t.k1 - t.k0;
+                let pixels = (t.y1 - t.y0) * g.wo;
+                let stream = &m.bufs[Buf::Weight as usize];
+                let Some(end) = count.checked_mul(2).and_then(|c| c.checked_add(addr)) else {
+                    return Err(err("the sparse stream's size overflows".into()));
+                };
+                if stream.len() < end {
+                    return Err(err("the sparse weights are not loaded".into()));
+                }
+                let (vals, idx) = stream[addr..end].split_at(count);
+                // Each output channel's nonzeros, and the tile's weights as a dense block.
+                let mut per_channel = vec![0u64; kt];
+                let mut w = vec![0f32; kt * channels * taps];
+                for (e, (&value, &index)) in vals.iter().zip(idx).enumerate() {
+                    let at = index as usize;
+                    if at >= w.len() || index != at as f32 {
+                        return Err(err(format!(
+                            "entry {e} names weight {at} of a {kt}×{channels}×{taps} tile"
+                        )));
+                    }
+                    per_channel[at / (channels * taps)] += 1;
+                    w[at] = value;
+                }
+                if m.functional {
+                    let mut acc = std::mem::take(&mut m.acc);
+                    m.window(|cl, p, i, j, v| {
+                        if v == 0.0 {
+                            return;
+                        }
+                        for kl in 0..kt {
+                            acc[kl * pixels + p] +=
+                                v * w[(kl * channels + cl) * taps + i * g.s + j];
+                        }
+                    });
+                    m.acc = acc;
+                }
+                let macs = count as u64 * pixels as u64;
+                m.stats.macs += macs;
+                m.stats.energy_pj[0] += macs as f64 * cfg.energy.mac;
+                // `acc_lanes` output channels at a time, each lane doing `macs_per_cycle /
+                // acc_lanes` of its own channel's nonzero-by-pixel products per cycle: a chunk
+                // takes as long as its densest channel (the load imbalance of sparse-weight
+                // accelerators), and nothing else is lost.
+                let lanes = cfg.compute.acc_lanes as usize;
+                let per_lane = (cfg.macs_per_cycle() / lanes as u64).max(1);
+                let cycles: u64 = per_channel
+                    .chunks(lanes)
+                    .map(|c| {
+                        (c.iter().copied().max().unwrap_or(0) * pixels as u64).div_ceil(per_lane)
+                    })
+                    .sum();
+                let (rr0, rr1) = rows_read(&g, t.y0, t.y1);
+                let chunks = kt.div_ceil(lanes) as u64;
+                m.sram(
+                    cfg.buffers.input,
+                    chunks * (channels * (rr1 - rr0) * g.w) as u64 * act_bytes,
+                );
+                m.sram(
+                    cfg.dense_weight_bytes(),
+                    count as u64 * cfg.precision.weight_bits as u64 / 8,
+                );
+                m.sram(
+                    cfg.dense_weight_bytes(),
+                    count as u64 * cfg.precision.index_bits as u64 / 8,
+                );
+                m.sram(cfg.buffers.output, (kt * pixels) as u64 * 8);
+                let cur = |s: &Slots| s.ready[s.current()];
+                let after = cur(&m.slots[Buf::In as usize])
+                    .max(cur(&m.slots[Buf::Weight as usize]))
+                    .max(m.acc_done);
+                let end = m.compute(ACC, after, cycles);
                 m.acc_done = end;
                 for b in [Buf::In, Buf::Weight] {
                     let s = &mut m.slots[b as usize];

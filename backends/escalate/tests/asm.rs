@@ -4,7 +4,7 @@ use dnnc_escalate::isa::{self, Inst};
 use proptest::prelude::*;
 
 fn any_inst() -> impl Strategy<Value = Inst> {
-    (0usize..11, proptest::collection::vec(any::<u32>(), 15)).prop_map(|(op, v)| match op {
+    (0usize..12, proptest::collection::vec(any::<u32>(), 15)).prop_map(|(op, v)| match op {
         0 => Inst::Layer {
             c: v[0],
             h: v[1],
@@ -63,6 +63,10 @@ fn any_inst() -> impl Strategy<Value = Inst> {
             bits: v[3],
         },
         9 => Inst::Sync {},
+        10 => Inst::Sconv {
+            addr: v[0],
+            count: v[1],
+        },
         _ => Inst::Halt {},
     })
 }

@@ -1,7 +1,7 @@
 //! The simulator runs decomposed, pruned and quantised CIFAR-10 models on real data: the
 //! accelerator layers' outputs, with the rest on the host, equal the reference interpreter's
 //! run of the same quantised model (relative L2 ≤ 1e-4). The dense baseline runs the
-//! undecomposed model the same way. Every lowered program survives text and binary round trips.
+//! undecomposed model the same way, and the sparse-weight baseline a pruned one. Every lowered program survives text and binary round trips.
 
 use dnnc_escalate::{Config, LayerKind, Step, execute, isa, lower};
 use dnnc_ir::init::{InitKind, InitSpec};
@@ -136,6 +136,33 @@ fn reordered_output_channels_land_in_place() {
 fn the_dense_baseline_equals_the_reference() {
     let m = model("vgg16", "canonicalize");
     check("vgg16 dense", &m, LayerKind::Dense);
+}
+
+/// The sparse-weight baseline: unstructured magnitude pruning stored as CSR; only the
+/// nonzero weights are loaded (values and indices) and multiplied.
+#[test]
+fn the_sparse_baseline_equals_the_reference() {
+    let m = model(
+        "vgg16",
+        "canonicalize,bcr-prune{rate=5 block=1x1 balanced=false layers='^features'},bcr-relayout{layout=csr}",
+    );
+    check("vgg16 sparse", &m, LayerKind::Sparse);
+    // A fifth of the weights: far fewer MACs than the dense baseline, and fewer cycles.
+    let dense = model("vgg16", "canonicalize");
+    let cfg = Config::default();
+    let measure = |m: &Module| {
+        let f = m.func_by_name("main").unwrap();
+        dnnc_escalate::measure(m, f, &lower(m, f, &cfg).unwrap(), &cfg, 1).unwrap()
+    };
+    let (sparse, dense) = (measure(&m), measure(&dense));
+    let macs = sparse.total.macs as f64 / dense.total.macs as f64;
+    assert!((0.15..0.25).contains(&macs), "MAC ratio {macs}");
+    assert!(
+        sparse.total.cycles < dense.total.cycles,
+        "sparse {:?}\ndense {:?}",
+        sparse.total,
+        dense.total
+    );
 }
 
 /// Small buffers force bands of output rows, groups of output channels and input tiles:

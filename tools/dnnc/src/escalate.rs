@@ -1,11 +1,13 @@
 //! `dnnc escalate`: a model on the ESCALATE accelerator — decomposed (unless it already is),
 //! lowered to Basis-First instruction streams, and simulated against a dense accelerator
-//! with the same MACs and buffers running the undecomposed model.
+//! with the same MACs and buffers running the undecomposed model, and a sparse-weight one
+//! running it pruned to the same stored bits.
 
 use crate::Failure;
 use crate::load::load_module;
 use clap::Args;
 use dnnc_escalate::{Config, LayerKind, Report, Step, isa};
+use dnnc_ir::attr::Attribute;
 use dnnc_ir::init::seeded_normals;
 use dnnc_ir::{FuncId, Module, OpKind};
 use dnnc_passes::manager::NoInstrumentation;
@@ -50,9 +52,23 @@ pub struct EscalateOptions {
     /// on a seeded random input (through the reference interpreter).
     #[arg(long)]
     output_error: bool,
+    /// Compression rate of the sparse-weight baseline's model (each decomposed layer
+    /// magnitude-pruned to 1/RATE of its weights); by default each layer keeps as many
+    /// nonzeros as fit in its decomposed form's stored bits.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    sparse_rate: Option<f64>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if r >= 1.0 && r.is_finite() => Ok(r),
+        _ => Err(format!(
+            "expected a compression rate ≥ 1 (8 keeps an eighth), got '{text}'"
+        )),
+    }
 }
 
 fn entry(m: &Module) -> Result<FuncId, Failure> {
@@ -208,12 +224,17 @@ pub fn report(
     } else {
         dnnc_escalate::measure(&model, f, &steps, &cfg, batch).map_err(fail)?
     };
-    let dense = match &baseline {
-        Some(b) => {
-            let bf = entry(b)?;
-            let bsteps = lowered(b, bf)?;
-            Some(dnnc_escalate::measure(b, bf, &bsteps, &cfg, batch).map_err(fail)?)
-        }
+    let measured = |b: &Module| -> Result<Report, Failure> {
+        let bf = entry(b)?;
+        let bsteps = lowered(b, bf)?;
+        dnnc_escalate::measure(b, bf, &bsteps, &cfg, batch).map_err(fail)
+    };
+    let dense = baseline.as_ref().map(measured).transpose()?;
+    let sparse = match &baseline {
+        Some(b) => sparse_baseline(b, &report, &cfg, args.sparse_rate, sources)?
+            .as_ref()
+            .map(measured)
+            .transpose()?,
         None => None,
     };
     let model_error = match (&baseline, args.output_error) {
@@ -274,8 +295,10 @@ pub fn report(
             "batch": batch,
             "escalate": totals(&report),
             "dense": dense.as_ref().map(totals),
+            "sparse": sparse.as_ref().map(totals),
             "layers": layer_json(&report),
             "dense_layers": dense.as_ref().map(layer_json),
+            "sparse_layers": sparse.as_ref().map(layer_json),
             "host": report.host.iter().map(|(op, loc)| serde_json::json!({"op": op, "loc": loc})).collect::<Vec<_>>(),
             "decomposed_weight_bits_before": before_bits,
             "decomposed_weight_bits_after": after_bits,
@@ -325,15 +348,26 @@ pub fn report(
     };
     let _ = writeln!(t);
     line(&mut t, "escalate", &report);
-    if let Some(d) = &dense {
-        line(&mut t, "dense", d);
+    for (what, other) in [("dense", &dense), ("sparse", &sparse)] {
+        let Some(d) = other else { continue };
+        line(&mut t, what, d);
         let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
         let _ = writeln!(
             t,
-            "dense ÷ escalate: latency {:.2}×, energy {:.2}×, DRAM traffic {:.2}×",
+            "{what} ÷ escalate: latency {:.2}×, energy {:.2}×, DRAM traffic {:.2}×",
             ratio(d.total.cycles as f64, report.total.cycles as f64),
             ratio(d.total.energy(), report.total.energy()),
             ratio(d.total.dram_bytes as f64, report.total.dram_bytes as f64)
+        );
+    }
+    if sparse.is_some() {
+        let how = match args.sparse_rate {
+            Some(r) => format!("{r}× (--sparse-rate)"),
+            None => "the decomposed layers' stored bits".to_string(),
+        };
+        let _ = writeln!(
+            t,
+            "(sparse: the undecomposed model magnitude-pruned, layer by layer, to {how}, on a sparse-weight accelerator with the same MACs and buffers)"
         );
     }
     if after_bits > 0 && before_bits > 0 {
@@ -381,4 +415,55 @@ fn conv_weight_bits(baseline: Option<&Module>, report: &Report) -> u64 {
         .filter_map(|l| b.weight_by_name(&l.name))
         .map(|id| b.weights[id].ty.num_elements() as u64 * 32)
         .sum()
+}
+
+/// The sparse-weight accelerator's model: `dense` with each layer ESCALATE decomposed pruned
+/// by weight magnitude (unstructured), to `rate` or else until its values and indices take
+/// the decomposed layer's stored bits, and stored as CSR; `None` when nothing was decomposed.
+fn sparse_baseline(
+    dense: &Module,
+    escalate: &Report,
+    cfg: &Config,
+    rate: Option<f64>,
+    sources: &dnnc_ir::SourceMap,
+) -> Result<Option<Module>, Failure> {
+    let mut sparse = dense.clone();
+    let f = entry(&sparse)?;
+    let bits_per_nonzero = (cfg.precision.weight_bits + cfg.precision.index_bits) as f64;
+    let mut pruned = 0;
+    for l in escalate
+        .layers
+        .iter()
+        .filter(|l| l.kind == LayerKind::Decomposed)
+    {
+        let Some(w) = sparse.weight_by_name(&l.name) else {
+            continue;
+        };
+        let elements = sparse.weights[w].ty.num_elements() as f64;
+        let nonzeros = (l.weight_bits as f64 / bits_per_nonzero).max(1.0);
+        let rate = rate.unwrap_or((elements / nonzeros).max(1.0));
+        let func = &mut sparse.funcs[f];
+        let Some(op) = func.body.iter().copied().find(|&op| {
+            matches!(func.ops[op].kind, OpKind::Conv2d(_))
+                && func.weight_of(func.ops[op].operands[1]) == Some(w)
+        }) else {
+            continue;
+        };
+        let attrs = &mut func.ops[op].attrs;
+        attrs.insert("bcr.rate".into(), Attribute::Float(rate));
+        attrs.insert(
+            "bcr.block".into(),
+            Attribute::Array(vec![Attribute::Int(1), Attribute::Int(1)]),
+        );
+        pruned += 1;
+    }
+    if pruned == 0 {
+        return Ok(None);
+    }
+    apply(
+        &mut sparse,
+        "bcr-prune{balanced=false},bcr-relayout{layout=csr}",
+        sources,
+    )?;
+    Ok(Some(sparse))
 }
