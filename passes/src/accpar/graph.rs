@@ -4,7 +4,9 @@
 //! A layer `l` multiplies `F_in: B×Ci` by `W: Ci×Co` into `F_out: B×Co`, with a kernel of
 //! `k = R·S` taps and the spatial sizes multiplying the activation volumes. Ops between
 //! layers (activations, batch-norm, pooling, flatten, bias additions) carry a tensor through
-//! without changing its partition; an addition of two activations joins two paths.
+//! without changing its partition; an addition of two activations joins two paths. A
+//! decomposed convolution (ESCALATE) is its coefficient stage as a 1×1 conv layer, with the
+//! basis stage carried through.
 
 use dnnc_ir::{Diagnostic, FuncId, Function, Location, Module, OpId, OpKind, Value};
 use std::collections::HashMap;
@@ -194,8 +196,9 @@ impl Builder<'_> {
             data.loc.clone(),
             format!(
                 "accpar: the cost model does not know '{}' {why}; it partitions convs (groups = 1), \
-                 linears and matmuls by a weight, and carries activations, batch-norm, pooling, \
-                 flatten and residual additions through",
+                 ESCALATE's coefficient convs, linears and matmuls by a weight, and carries \
+                 activations, batch-norm, pooling, flatten, basis convs and residual additions \
+                 through",
                 data.kind.name()
             ),
         ));
@@ -222,6 +225,15 @@ impl Builder<'_> {
                     ci: xs[1],
                     co: os[1],
                     k: ws[2] * ws[3],
+                    in_sp: xs[2] * xs[3],
+                    out_sp: os[2] * os[3],
+                }),
+                // ESCALATE's coefficient stage: a 1×1 conv over the C·M basis maps.
+                OpKind::CoeffConv(_) if xs.len() == 4 && os.len() == 4 => Some(Dims {
+                    b: scale(xs[0]),
+                    ci: xs[1],
+                    co: os[1],
+                    k: 1,
                     in_sp: xs[2] * xs[3],
                     out_sp: os[2] * os[3],
                 }),
@@ -265,7 +277,7 @@ impl Builder<'_> {
             }
         };
         match &data.kind {
-            OpKind::Conv2d(_) | OpKind::Linear(_) | OpKind::MatMul(_) => {
+            OpKind::Conv2d(_) | OpKind::Linear(_) | OpKind::MatMul(_) | OpKind::CoeffConv(_) => {
                 let (x, w) = (ops[0], ops[1]);
                 let Some(out) = result else { return };
                 if self.is_constant(x) || !self.is_constant(w) {
@@ -300,7 +312,7 @@ impl Builder<'_> {
                 self.layers.push(Layer {
                     op,
                     name: name.trim_end_matches(".weight").to_string(),
-                    kind: if matches!(data.kind, OpKind::Conv2d(_)) {
+                    kind: if matches!(data.kind, OpKind::Conv2d(_) | OpKind::CoeffConv(_)) {
                         "conv"
                     } else {
                         "linear"
@@ -354,7 +366,11 @@ impl Builder<'_> {
             | OpKind::Add(_)
             | OpKind::Sub(_)
             | OpKind::Mul(_)
-            | OpKind::Div(_) => {
+            | OpKind::Div(_)
+            // ESCALATE's basis stage is channel-wise with fixed bases (no weight gradient to
+            // exchange): input channel c becomes maps c·M..c·M+M, so a batch or channel split
+            // carries through it as through a pooling. Its FLOPs are not priced.
+            | OpKind::BasisConv(_) => {
                 let Some(x) = ops.iter().copied().find(|&v| !self.is_constant(v)) else {
                     return;
                 };
@@ -378,9 +394,7 @@ impl Builder<'_> {
             | OpKind::Concat(_)
             | OpKind::Slice(_)
             | OpKind::Lstm(_)
-            | OpKind::Gru(_)
-            | OpKind::BasisConv(_)
-            | OpKind::CoeffConv(_) => self.unknown(op, "in a partitioned model"),
+            | OpKind::Gru(_) => self.unknown(op, "in a partitioned model"),
         }
     }
 }
@@ -411,6 +425,33 @@ mod tests {
             .count();
         assert_eq!(feeds, 15);
         assert!(!g.edges.iter().any(|e| matches!(e, Edge::Join { .. })));
+    }
+
+    /// A decomposed model partitions like the original: each coefficient stage is the
+    /// layer (a 1×1 conv over the C·M basis maps), the basis stage is carried through.
+    #[test]
+    fn decomposed_convs_are_their_coefficient_layers() {
+        let path = format!("{}/../models/vgg16.dnn", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let file = dnnc_ir::diag::SourceFile::new(path.as_str(), text.as_str());
+        let mut m = dnnc_frontend::parse_and_verify(&file, 0..text.len()).unwrap();
+        let passes = crate::PassRegistry::with_builtin()
+            .build("decompose{bases=3}")
+            .unwrap();
+        let (_, result) =
+            crate::PassManager::new(passes).run(&mut m, &mut crate::manager::NoInstrumentation);
+        result.unwrap();
+        let g = layer_graph(&m, m.func_by_name("main").unwrap(), Some(512)).unwrap();
+        let dense = graph("vgg16", 512);
+        assert_eq!(g.layers.len(), dense.layers.len());
+        assert_eq!(g.edges, dense.edges);
+        // features.2: 64 input channels × 3 bases at 224×224 into 64 channels.
+        let l = &g.layers[1];
+        assert_eq!(
+            (l.kind, l.dims.ci, l.dims.co, l.dims.k),
+            ("conv", 192, 64, 1)
+        );
+        assert_eq!(l.dims.in_sp, 224 * 224);
     }
 
     #[test]
