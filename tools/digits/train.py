@@ -10,7 +10,7 @@ usage:
                                               # weights from DNN's sidecar, masks from
                                               # `bcr-prune{masks=...}`, result to OUT
   tools/digits/train.py experiment            # the accuracy table: dense, uniform and
-                                              # bcr-tune rates at 2x/4x/8x (one-shot), and
+                                              # bcr-tune rates at 2x/4x/8x, one-shot and by
                                               # gradual pruning with mask-fixed fine-tuning
 
 Data: a fixed stratified split into train (1,257 images), validation (180) and the held-out
@@ -33,7 +33,7 @@ SEED = 7
 # per stage, of which the one with the best validation accuracy is kept (the test part is
 # never looked at before the final score). DIGITS_EPOCHS overrides the bound.
 FT_BLOCK = os.environ.get("DIGITS_BLOCK", "4x16")
-FT_MAX_EPOCHS = int(os.environ.get("DIGITS_EPOCHS", "80"))
+FT_MAX_EPOCHS = int(os.environ.get("DIGITS_EPOCHS", "40"))
 # Dense training: at most this many epochs, the best on validation kept.
 MAX_EPOCHS = {"mlp": 60, "cnn": 40}
 
@@ -265,12 +265,38 @@ def eval_acc(dnn):
     return json.loads(out)["top1"]
 
 
+def gradual(kind, model, rate, tag, pipeline, work):
+    """Gradual pruning with mask-fixed fine-tuning up to `rate`: prune at 2x
+    (`pipeline(stage, masks)`), fine-tune with the masks fixed, write the weights back, let
+    dnnc check them against the masks, then prune the result further. Returns the model."""
+    current = model
+    stage = 2
+    while True:
+        pruned = os.path.join(work, f"{kind}_{tag}{rate}_{stage}.dnn")
+        masks = os.path.join(work, f"{kind}_{tag}{rate}_{stage}.masks.safetensors")
+        dnnc("opt", current, "-p", pipeline(stage, masks), "-o", pruned)
+        ftw = os.path.join(work, f"{kind}_{tag}f{rate}_{stage}.safetensors")
+        subprocess.check_call([sys.executable, __file__, "finetune", kind, pruned, masks, ftw],
+                              stdout=subprocess.DEVNULL)
+        ft = os.path.join(work, f"{kind}_{tag}f{rate}_{stage}.dnn")
+        text = open(pruned).read().replace(
+            os.path.basename(os.path.splitext(pruned)[0]) + ".safetensors", os.path.basename(ftw))
+        open(ft, "w").write(text)
+        dnnc("opt", ft, "-p", f"bcr-check{{masks={masks}}}")
+        current = ft
+        if stage >= rate:
+            return current
+        stage *= 2
+
+
 def cmd_experiment():
     subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "dnnc"], cwd=ROOT)
     work = os.path.join(ROOT, "target", "digits")
     os.makedirs(work, exist_ok=True)
     cal = os.path.join(OUT, "X_cal.npy")
-    print(f"{'model':<5} {'rate':>5} {'dense':>7} {'uniform':>8} {'bcr-tune':>9} {'fine-tuned':>11}")
+    tune = f"calibration={cal} samples=256 cache={os.path.join(work, 'bcr-tune.txt')}"
+    print(f"{'model':<5} {'rate':>5} {'dense':>7} {'uniform':>8} {'bcr-tune':>9} "
+          f"{'uniform, fine-tuned':>20} {'bcr-tune, fine-tuned':>21}")
     for kind in ["mlp", "cnn"]:
         model = os.path.join(OUT, f"{kind}.dnn")
         dense = eval_acc(model)
@@ -278,34 +304,13 @@ def cmd_experiment():
             uni = os.path.join(work, f"{kind}_u{rate}.dnn")
             dnnc("opt", model, "-p", f"bcr-prune{{rate={rate}}}", "-o", uni)
             tuned = os.path.join(work, f"{kind}_t{rate}.dnn")
-            masks = os.path.join(work, f"{kind}_t{rate}.masks.safetensors")
-            dnnc("opt", model, "-p",
-                 f"bcr-tune{{target={rate} calibration={cal} samples=256}},bcr-prune{{masks={masks}}}",
-                 "-o", tuned)
-            # Gradual pruning with mask-fixed fine-tuning: prune at 2x, fine-tune with the
-            # masks fixed, write the weights back, let dnnc check them against the masks,
-            # then prune the result further, up to the rate.
-            current = model
-            stage = 2
-            while True:
-                pruned = os.path.join(work, f"{kind}_g{rate}_{stage}.dnn")
-                masks = os.path.join(work, f"{kind}_g{rate}_{stage}.masks.safetensors")
-                dnnc("opt", current, "-p", f"bcr-prune{{rate={stage} block={FT_BLOCK} masks={masks}}}",
-                     "-o", pruned)
-                ftw = os.path.join(work, f"{kind}_f{rate}_{stage}.safetensors")
-                subprocess.check_call([sys.executable, __file__, "finetune", kind, pruned, masks, ftw],
-                                      stdout=subprocess.DEVNULL)
-                ft = os.path.join(work, f"{kind}_f{rate}_{stage}.dnn")
-                text = open(pruned).read().replace(
-                    os.path.basename(os.path.splitext(pruned)[0]) + ".safetensors", os.path.basename(ftw))
-                open(ft, "w").write(text)
-                dnnc("opt", ft, "-p", f"bcr-check{{masks={masks}}}")
-                current = ft
-                if stage >= rate:
-                    break
-                stage *= 2
+            dnnc("opt", model, "-p", f"bcr-tune{{target={rate} {tune}}},bcr-prune", "-o", tuned)
+            fine = gradual(kind, model, rate, "g", lambda r, m: f"bcr-prune{{rate={r} block={FT_BLOCK} masks={m}}}",
+                           work)
+            fine_tuned = gradual(kind, model, rate, "t",
+                                 lambda r, m: f"bcr-tune{{target={r} {tune}}},bcr-prune{{masks={m}}}", work)
             print(f"{kind:<5} {rate:>4}x {dense:>7.4f} {eval_acc(uni):>8.4f} {eval_acc(tuned):>9.4f} "
-                  f"{eval_acc(current):>11.4f}")
+                  f"{eval_acc(fine):>20.4f} {eval_acc(fine_tuned):>21.4f}", flush=True)
 
 
 def main():

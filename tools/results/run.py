@@ -46,6 +46,11 @@ def main():
     if not os.environ.get("DNNC"):
         subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "dnnc"], cwd=ROOT)
     sys.path.insert(0, HERE)
+    # From scratch: nothing a previous run trained, pruned or converted is reused (the
+    # virtualenvs are kept).
+    import shutil
+    for d in ("data", "models", "grim", "escalate", "speed", "all3"):
+        shutil.rmtree(os.path.join(ROOT, "target", "results", d), ignore_errors=True)
     import report
     start = time.time()
 
