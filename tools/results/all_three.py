@@ -4,12 +4,13 @@ coefficient-pruned (ESCALATE), retrained with the masks fixed and the bases froz
 quantised; its accuracy, its JIT latency, its accelerator simulation and its training
 partition (ACCPAR), each beside the dense model's."""
 import json
+import os
 
 import numpy as np
 
 import data
 import nn
-from common import (dnnc, dnnc_json, eval_accuracy, load_weights, read_weights, save_split,
+from common import (ROOT, dnnc, dnnc_json, eval_accuracy, load_weights, read_weights, save_split,
                     table, with_weights, work)
 
 #: LeNet-5 is small: one device of each kind.
@@ -24,7 +25,8 @@ def bench_ms(model):
 def run(dense, escalate_best, quick, log):
     splits = data.mnist()
     test = save_split("mnist-test", splits[2])
-    e, r = (escalate_best["error"], escalate_best["rate"]) if escalate_best else (0.3, 4)
+    e, r, cb = ((escalate_best["error"], escalate_best["rate"], escalate_best["coeff_bits"]) if escalate_best
+                else (0.3, 4, 4))
     masks = work("all3", "fc.masks.safetensors")
     f32 = work("all3", "lenet5-f32.dnn")
     pipeline = (f"canonicalize,bcr-prune{{rate={FC_RATE} layers='^fc[12]\\.weight$' masks={masks}}},"
@@ -43,7 +45,7 @@ def run(dense, escalate_best, quick, log):
     retrained = with_weights(f32, net.p, work("all3", "lenet5-rt.dnn"))
     dnnc("opt", retrained, "-p", f"bcr-check{{masks={masks}}}")
     final = work("all3", "lenet5-all3.dnn")
-    dnnc("opt", retrained, "-p", "quantize{basis-bits=8 coeff-bits=4 calibration=none}", "-o", final)
+    dnnc("opt", retrained, "-p", f"quantize{{basis-bits=8 coeff-bits={cb} calibration=none}}", "-o", final)
     log("all three: model built")
 
     acc = {"dense": eval_accuracy(dense, test), "all three": eval_accuracy(final, test)}
@@ -70,9 +72,10 @@ def run(dense, escalate_best, quick, log):
            f"data parallelism)" for k in ("dense", "all three"))],
     ]
     md = table(["", "dense LeNet-5", "BCR + decomposed + quantised + partitioned"], rows)
-    note = (f"Pipeline: `{pipeline}`, retrained {best} epochs (chosen on validation) with the BCR "
+    shown = pipeline.replace(os.path.join(ROOT, ""), "")  # paths relative to the repository
+    note = (f"Pipeline: `{shown}`, retrained {best} epochs (chosen on validation) with the BCR "
             f"masks and the zero coefficients held and the bases frozen, then `quantize{{basis-bits=8 "
-            f"coeff-bits=4}}`; `bcr-check` confirms the masks held.")
+            f"coeff-bits={cb}}}`; `bcr-check` confirms the masks held.")
     return {"table": md, "note": note, "accuracy": acc}
 
 

@@ -49,6 +49,7 @@ def build(quick, log, figures=True):
     cpu, level = machine()
     failed = []
     grim_md, grim_checks = grim_accuracy.run(quick, log)
+    grim_seeds = "one run in quick mode" if quick else "each chain's chosen epochs listed"
     dense_lenet = grim_accuracy.train_dense("mnist-lenet5", grim_accuracy.models(quick)["mnist-lenet5"],
                                             data.mnist(), log)
     speed = grim_speed.run(quick, log)
@@ -105,8 +106,8 @@ def build(quick, log, figures=True):
         compression.append(f"VGG-11 trained on MNIST-32: {vgg[0]:.1f}× at test {vgg[2]['test']:.4f} "
                            f"(dense {t['dense_test']:.4f})")
     if random_zoo:
-        compression.append(f"random-weight zoo CNNs: {min(v[0] for v in random_zoo.values()):.1f}–"
-                           f"{max(v[0] for v in random_zoo.values()):.1f}× within output error "
+        lo, hi = (f"{f(v[0] for v in random_zoo.values()):.1f}" for f in (min, max))
+        compression.append(f"random-weight zoo CNNs: {lo if lo == hi else f'{lo}–{hi}'}× within output error "
                            f"{escalate_results.OUTPUT_ERROR_BOUND}")
     sims = []
     if vgg:
@@ -132,7 +133,8 @@ def build(quick, log, figures=True):
          f"up to {ort_x:.2f}× vs ONNX Runtime ({best_speed['model']} {best_speed['rate']}×, "
          f"{best_speed['threads']} thread(s)); see the speed table for MNN and DeepSparse",
          "GRIM's largest factors are against frameworks that run the pruned model densely, on phones "
-         "(128-bit NEON, mobile GPUs) and at high rates; here peers are server CPU runtimes with AVX-512, "
+         "(128-bit NEON, mobile GPUs) and at high rates; here peers are server CPU runtimes (dnnc's level "
+         f"on this CPU: {level}), "
          "and the speedup is bounded by the rate and by the unpruned first and last layers"],
         ["ESCALATE", "up to 325× (CIFAR-10) / 11× (ImageNet) compression", "; ".join(compression) or "—",
          "the paper's networks are trained on CIFAR-10 and ImageNet and retrained after pruning; here "
@@ -182,7 +184,8 @@ rate, with uniform rates (`bcr-prune`, 8×32 blocks) and with `bcr-tune`'s per-l
 (calibrated on the 500 validation images) in the same 8×32 blocks, each one-shot and by
 gradual pruning with mask-fixed fine-tuning (2×, 4×, … each stage fine-tuned with the masks
 of `bcr-prune{{masks=...}}` held, checked by `bcr-check`; the epoch is chosen on
-validation). `bcr-tune` also chooses block shapes, by the JIT's kernel speed on this machine
+validation; the two BCR fine-tuned columns are the mean of three fine-tuning runs with
+different batch orders, {grim_seeds}). `bcr-tune` also chooses block shapes, by the JIT's kernel speed on this machine
 (the blocks within 10% of the fastest, then the least output error): that column shows what
 the faster blocks it picked cost in accuracy, one-shot. The unstructured baseline keeps the largest weights of
 each layer (1×1 blocks, unbalanced: what a CSR kernel runs), one-shot and fine-tuned the
@@ -211,8 +214,10 @@ between engines that stay loaded. GRIM's claim: {grim_speed.PAPER}.
 Both convolutions decomposed (`decompose{{error=E}}`: the fewest shared bases within relative
 error E), coefficients pruned by chunk-columns (`coeff-prune{{rate=R}}`), then retrained with
 the bases fixed and the pruned coefficients held at zero (the paper retrains the
-coefficients), then quantised (8-bit bases, 4-bit coefficients). Compression counts the conv
-layers' f32 weights against the stored bases, coefficients and indices (ESCALATE's streams).
+coefficients), then quantised (8-bit bases; 4- or 8-bit coefficients). Compression counts the
+conv layers' f32 weights against the stored bases, coefficients and indices (ESCALATE's
+streams). The configuration reported is the most compression within one point of the dense
+model's validation accuracy.
 Dense: validation {esc['mnist_figures']['dense_val']:.4f}, test {esc['mnist_figures']['dense_test']:.4f}.
 
 {esc['mnist']}
@@ -298,8 +303,10 @@ def _speed_plot(ax, results):
 def _esc_plot(ax, m):
     results = m["results"]
     for e in sorted({r["error"] for r in results}):
-        pts = sorted((r["compression"], r["test"]) for r in results if r["error"] == e)
-        ax.plot(*zip(*pts), marker="o", label=f"decompose error {e}, retrained")
+        for cb, style in ((4, "-"), (8, "--")):
+            pts = sorted((r["compression"], r["test"]) for r in results if r["error"] == e and r["coeff_bits"] == cb)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", ls=style, label=f"error {e}, {cb}-bit coefficients")
     ax.axhline(m["dense_test"], color="k", ls="--", label="dense")
     ax.axhline(m["dense_test"] - 0.01, color="k", ls=":", label="dense − 1 point")
     ax.set_xscale("log", base=2)
