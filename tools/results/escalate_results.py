@@ -103,7 +103,10 @@ def mnist(dense, quick, log):
 
 
 def jax_python():
-    """The interpreter of the JAX virtualenv (tools/xla's package and safetensors)."""
+    """The interpreter of the JAX virtualenv (tools/xla's package and safetensors);
+    `DNNC_JAX_PYTHON` names one that has them already (CI's tools/xla venv)."""
+    if os.environ.get("DNNC_JAX_PYTHON"):
+        return os.path.abspath(os.environ["DNNC_JAX_PYTHON"])
     venv = os.path.join(ROOT, "target", "results", "peers", "jax")
     py = os.path.join(venv, "bin", "python")
     if not os.path.exists(py):
