@@ -747,11 +747,22 @@ fn chunk_order(d: &dnnc_ir::OpData, k: usize) -> Result<Option<Vec<usize>>, Lowe
     Ok(Some(order))
 }
 
-fn dense(m: &Module, f: FuncId, cfg: &Config, op: OpId) -> Result<LayerProgram, LowerError> {
+/// An undecomposed convolution's weight as f32 `[K][C][R][S]`, its bias, and its geometry.
+struct ConvOperands {
+    w: Vec<f32>,
+    bias: Option<Tensor>,
+    k: usize,
+    r: usize,
+    s: usize,
+    g: Geometry,
+}
+
+/// Reads what the dense and the sparse baselines both lower from a `dnn.conv2d`.
+fn conv_operands(m: &Module, f: FuncId, op: OpId) -> Result<ConvOperands, LowerError> {
     let func = &m.funcs[f];
     let d = &func.ops[op];
     let OpKind::Conv2d(conv) = &d.kind else {
-        unreachable!()
+        unreachable!("the dense and sparse baselines lower convolutions only")
     };
     let x = func.ty(d.operands[0]).shape.to_vec();
     let out = func.ty(d.results[0]).shape.to_vec();
@@ -763,6 +774,26 @@ fn dense(m: &Module, f: FuncId, cfg: &Config, op: OpId) -> Result<LayerProgram, 
     let wshape = func.ty(d.operands[1]).shape.to_vec();
     let (k, r, s) = (wshape[0], wshape[2], wshape[3]);
     let g = geometry(conv, &x, &out, k, 0, r, s);
+    Ok(ConvOperands {
+        w,
+        bias,
+        k,
+        r,
+        s,
+        g,
+    })
+}
+
+fn dense(m: &Module, f: FuncId, cfg: &Config, op: OpId) -> Result<LayerProgram, LowerError> {
+    let d = &m.funcs[f].ops[op];
+    let ConvOperands {
+        w,
+        bias,
+        k,
+        r,
+        s,
+        g,
+    } = conv_operands(m, f, op)?;
     let t = tiling(cfg, &g, TileWeights::Dense)?;
     check_bias(cfg, k, bias.is_some(), &d.loc)?;
     let rs = r * s;
@@ -819,21 +850,15 @@ fn sparse_encoded(func: &dnnc_ir::Function, op: OpId) -> bool {
 /// weights of its output and input channels as a stream of values and then one of flat
 /// indices, both in the weight buffer.
 fn sparse(m: &Module, f: FuncId, cfg: &Config, op: OpId) -> Result<LayerProgram, LowerError> {
-    let func = &m.funcs[f];
-    let d = &func.ops[op];
-    let OpKind::Conv2d(conv) = &d.kind else {
-        unreachable!()
-    };
-    let x = func.ty(d.operands[0]).shape.to_vec();
-    let out = func.ty(d.results[0]).shape.to_vec();
-    let w = weight_tensor(m, f, d.operands[1])?.to_f32_vec();
-    let bias = match d.operands.get(2) {
-        Some(&v) => Some(weight_tensor(m, f, v)?),
-        None => None,
-    };
-    let wshape = func.ty(d.operands[1]).shape.to_vec();
-    let (k, r, s) = (wshape[0], wshape[2], wshape[3]);
-    let g = geometry(conv, &x, &out, k, 0, r, s);
+    let d = &m.funcs[f].ops[op];
+    let ConvOperands {
+        w,
+        bias,
+        k,
+        r,
+        s,
+        g,
+    } = conv_operands(m, f, op)?;
     let most_per_channel = w
         .chunks(g.c * r * s)
         .map(|row| row.iter().filter(|&&v| v != 0.0).count())

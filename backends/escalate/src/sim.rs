@@ -194,6 +194,24 @@ impl Machine<'_> {
         self.bufs[Buf::In as usize][(cl * rows + (y as usize - row0)) * self.g.w + x as usize]
     }
 
+    /// Accumulates the tile's convolution with `w`, its weights as a dense
+    /// `[output channel][input channel][tap]` block (the dense and the sparse baselines).
+    fn convolve_tile(&mut self, w: &[f32]) {
+        let (g, t) = (self.g, self.t);
+        let (channels, taps) = (t.c1 - t.c0, g.r * g.s);
+        let (kt, pixels) = (t.k1 - t.k0, (t.y1 - t.y0) * g.wo);
+        let mut acc = std::mem::take(&mut self.acc);
+        self.window(|cl, p, i, j, v| {
+            if v == 0.0 {
+                return;
+            }
+            for kl in 0..kt {
+                acc[kl * pixels + p] += v * w[(kl * channels + cl) * taps + i * g.s + j];
+            }
+        });
+        self.acc = acc;
+    }
+
     /// Sliding window of the tile: for every channel, output row and column, the input
     /// positions of tap (i, j).
     fn window(&self, mut f: impl FnMut(usize, usize, usize, usize, f32)) {
@@ -574,17 +592,7 @@ pub fn run(
                 }
                 if m.functional {
                     let w = m.bufs[Buf::Weight as usize][addr..need].to_vec();
-                    let mut acc = std::mem::take(&mut m.acc);
-                    m.window(|cl, p, i, j, v| {
-                        if v == 0.0 {
-                            return;
-                        }
-                        for kl in 0..kt {
-                            acc[kl * pixels + p] +=
-                                v * w[(kl * channels + cl) * taps + i * g.s + j];
-                        }
-                    });
-                    m.acc = acc;
+                    m.convolve_tile(&w);
                 }
                 let macs = (kt * channels * taps * pixels) as u64;
                 m.stats.macs += macs;
@@ -644,17 +652,7 @@ pub fn run(
                     w[at] = value;
                 }
                 if m.functional {
-                    let mut acc = std::mem::take(&mut m.acc);
-                    m.window(|cl, p, i, j, v| {
-                        if v == 0.0 {
-                            return;
-                        }
-                        for kl in 0..kt {
-                            acc[kl * pixels + p] +=
-                                v * w[(kl * channels + cl) * taps + i * g.s + j];
-                        }
-                    });
-                    m.acc = acc;
+                    m.convolve_tile(&w);
                 }
                 let macs = count as u64 * pixels as u64;
                 m.stats.macs += macs;
