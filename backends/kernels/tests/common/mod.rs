@@ -29,6 +29,21 @@ pub fn relative_l2(got: &[f32], want: &[f32]) -> f64 {
     (num / den.max(1e-30)).sqrt()
 }
 
+/// Distance of `got` from `want` relative to the size of the terms summed into each
+/// value (`magnitude[i]` = Σ|aᵢⱼ·xⱼ|): rounding error scales with the terms, not with a
+/// result that cancels to near zero, so this bounds a correct f32 sum whatever the data.
+pub fn relative_to_terms(got: &[f32], want: &[f32], magnitude: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    assert_eq!(got.len(), magnitude.len());
+    let mut num = 0f64;
+    let mut den = 0f64;
+    for ((&g, &w), &m) in got.iter().zip(want).zip(magnitude) {
+        num += (g as f64 - w as f64).powi(2);
+        den += m.powi(2);
+    }
+    (num / den.max(1e-30)).sqrt()
+}
+
 /// A naive NCHW convolution (one group).
 #[allow(clippy::too_many_arguments)]
 pub fn naive_conv(
