@@ -267,7 +267,7 @@ fn resnet_shapes_match_naive() {
 }
 
 mod gemm {
-    use super::common::{relative_l2, seeded};
+    use super::common::{relative_to_terms, seeded};
     use dnnc_kernels::Level;
     use dnnc_kernels::gemm::{BMatrix, Gemm};
     use proptest::prelude::*;
@@ -294,9 +294,14 @@ mod gemm {
             let b = seeded(k * n, 32);
             let c0 = seeded(m * n, 33);
             let mut want = naive(&a, &b, m, n, k, transposed);
+            // Σ|a·b| (+ |c|): what rounding scales with (a lone output may cancel to ~0).
+            let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
+            let mut magnitude: Vec<f64> =
+                naive(&abs(&a), &abs(&b), m, n, k, transposed).into_iter().map(f64::from).collect();
             if accumulate {
-                for (w, c) in want.iter_mut().zip(&c0) {
+                for ((w, mag), c) in want.iter_mut().zip(&mut magnitude).zip(&c0) {
                     *w += c;
+                    *mag += c.abs() as f64;
                 }
             }
             let (rs, cs) = if transposed { (1, k) } else { (n, 1) };
@@ -317,7 +322,7 @@ mod gemm {
                     };
                     unsafe { g.run(m, j1 - j0, k, a.as_ptr(), k, bm, c.as_mut_ptr().add(j0), n, accumulate) };
                 }
-                let err = relative_l2(&c, &want);
+                let err = relative_to_terms(&c, &want, &magnitude);
                 prop_assert!(err <= 1e-5, "{level}: relative L2 {err:e}");
             }
         }
