@@ -5,6 +5,7 @@ use crate::tensor::{Buffer, Tensor};
 use crate::types::ElemType;
 use half::f16;
 use npyz::{DType, NpyFile, Order, TypeChar, WriterBuilder};
+use py_literal::Value;
 
 /// The NumPy name of an element type (`float32`, ...).
 pub fn numpy_name(elem: ElemType) -> &'static str {
@@ -82,14 +83,33 @@ fn check_header(bytes: &[u8]) -> Result<(), String> {
     }
     // npyz multiplies the dimensions unchecked (its strides overflow u64 on a shape such as
     // (0, 3, 4, 36666666666666, 66666666), found by the fuzz target): refuse any shape
-    // whose dimensions, zeros counted as ones, multiply past what a file could hold.
-    let text = String::from_utf8_lossy(header);
-    if let Some(at) = text.find("'shape'") {
-        let tuple = text[at..].split(['(', ')']).nth(1).unwrap_or("");
+    // whose dimensions, zeros counted as ones, multiply past what a file could hold. The
+    // header is read by the parser npyz uses, so that no spelling of the key or of a
+    // number (`"shape"`, `--7`, `0066`, also found by the fuzzer) reads differently here.
+    let text = match header.split_last() {
+        Some((b'\n', rest)) => rest,
+        _ => header,
+    };
+    let Ok(Ok(Value::Dict(entries))) = std::str::from_utf8(text).map(str::parse::<Value>) else {
+        return Ok(()); // npyz reports a header that is not a dict
+    };
+    // Every `shape` entry: npyz keeps the last of duplicate keys.
+    let shapes = entries
+        .iter()
+        .filter_map(|(key, value)| match (key, value) {
+            (Value::String(k), Value::Tuple(dims) | Value::List(dims)) if k == "shape" => {
+                Some(dims)
+            }
+            _ => None,
+        });
+    'shapes: for dims in shapes {
         let mut product: u64 = 1;
-        for dim in tuple.split(',').map(str::trim).filter(|d| !d.is_empty()) {
-            let Ok(d) = dim.parse::<u64>() else {
-                return Ok(()); // npyz reports a malformed shape
+        for dim in dims {
+            let Value::Integer(d) = dim else {
+                continue 'shapes; // npyz reports a dimension that is not an integer
+            };
+            let Ok(d) = d.to_string().parse::<u64>() else {
+                continue 'shapes; // npyz reports a negative or over-long dimension
             };
             product = product
                 .checked_mul(d.max(1))
@@ -180,7 +200,7 @@ mod tests {
     }
 
     #[test]
-    fn deeply_nested_headers_are_refused_before_parsing() {
+    fn hostile_headers_are_refused_before_npyz_reads_them() {
         // Quotes hide nothing: `)` inside strings must not let `{` nest unseen (the fuzz
         // target's second slow input), and `'''` makes tracking quotes ambiguous anyway.
         for header in [
@@ -195,6 +215,18 @@ mod tests {
         ] {
             let err = read_npy(&npy_with_header(&header)).unwrap_err().to_string();
             assert!(err.contains("more brackets"), "{header}: {err}");
+        }
+        // Shapes whose element count overflows, however the header spells them (the
+        // fuzzer's second find: `--7274719554551844546----666-266620-0066-03` is an
+        // integer to npyz's literal parser).
+        for shape in [
+            "'shape': (1, --7274719554551844546----666-266620-0066-03, 7, 6)",
+            "\"shape\": (4294967296, 4294967296)",
+            "'shape': ('x',), 'shape': [4294967296, 4294967296]",
+        ] {
+            let header = format!("{{'descr': '<f4', 'fortran_order': False, {shape}, }}");
+            let err = read_npy(&npy_with_header(&header)).unwrap_err().to_string();
+            assert!(err.contains("more elements"), "{header}: {err}");
         }
         // A structured dtype is under the bound and gets its own message.
         let structured =
