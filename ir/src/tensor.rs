@@ -238,6 +238,21 @@ impl Tensor {
         let norm: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt();
         diff / norm.max(1e-30)
     }
+
+    /// Whether this tensor is within `rtol` of `reference` in relative L2, or within `atol`
+    /// per √element in absolute L2: an `atol` beside the `rtol`, as PyTorch's and ONNX
+    /// Runtime's tests have, for results that cancellation leaves near zero. NaN never is.
+    pub fn close_to(&self, reference: &Tensor, rtol: f64, atol: f64) -> bool {
+        let (a, b) = (self.to_f32_vec(), reference.to_f32_vec());
+        let diff = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| ((x - y) as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let norm = b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt();
+        a.len() == b.len() && diff <= (rtol * norm).max(atol * (b.len() as f64).sqrt())
+    }
 }
 
 impl fmt::Debug for Tensor {

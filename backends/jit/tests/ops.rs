@@ -17,6 +17,11 @@ use proptest::test_runner::TestCaseError;
 /// The one tolerance of the JIT's tests: relative L2 error of every output.
 const TOLERANCE: f64 = 1e-4;
 
+/// The L2 error every output may have per √element whatever its size (as in
+/// `random_graphs.rs`): a global average pool of 644 normals whose mean cancels to near
+/// zero differed by 1.4e-4 of itself, from summation order alone.
+const ABSOLUTE_FLOOR: f64 = 1e-6;
+
 /// Cases per op.
 const CASES: u32 = 200;
 
@@ -165,8 +170,8 @@ impl Case {
             prop_assert_eq!(&g.shape, &w.shape, "output {}", i);
             let e = g.relative_l2(w);
             prop_assert!(
-                e <= TOLERANCE,
-                "output {i}: relative L2 error {e:.3e} > {TOLERANCE:e}\n{}",
+                g.close_to(w, TOLERANCE, ABSOLUTE_FLOOR),
+                "output {i}: relative L2 error {e:.3e} > {TOLERANCE:e}, and above the absolute floor\n{}",
                 dnnc_ir::printer::print_module(module)
             );
         }
@@ -483,6 +488,36 @@ fn pool(op: impl FnOnce(Window) -> OpKind, p: &PoolCase, s: &Setup) -> Result<()
     })
     .map_err(TestCaseError::fail)?;
     case.check(s)
+}
+
+/// CI's failing case, kept (the ops suite persists no proptest regressions): a global
+/// average pool whose mean cancels to near zero, judged with the absolute floor.
+#[test]
+fn global_avg_pool2d_of_a_mean_near_zero() {
+    let p = PoolCase {
+        n: 1,
+        c: 1,
+        h: 23,
+        w: 28,
+        window: Window {
+            kernel: [1, 1],
+            stride: [1, 1],
+            pad: Padding([0; 4]),
+            ceil_mode: false,
+        },
+    };
+    for cpu in Level::supported() {
+        let s = Setup {
+            threads: 1,
+            gemm: GemmImpl::Native,
+            fuse: false,
+            seed: 135,
+            layout: WeightLayout::Dense,
+            cpu,
+            winograd: false,
+        };
+        pool(|_| OpKind::GlobalAvgPool2d(GlobalAvgPool2d), &p, &s).unwrap();
+    }
 }
 
 /// An op reading the channel-blocked output of a convolution: the JIT keeps it blocked

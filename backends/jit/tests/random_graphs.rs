@@ -173,13 +173,7 @@ fn check_unwinding(module: &Module, seed: u64) -> Result<(), Failure> {
                 )));
             }
             let e = g.relative_l2(w);
-            let norm = w
-                .to_f32_vec()
-                .iter()
-                .map(|&x| (x as f64).powi(2))
-                .sum::<f64>();
-            let floor = ABSOLUTE_FLOOR * (w.num_elements() as f64).sqrt() / norm.sqrt().max(1e-30);
-            if e.is_nan() || e > TOLERANCE.max(floor) {
+            if !g.close_to(w, TOLERANCE, ABSOLUTE_FLOOR) {
                 return Err(Failure::Jit(format!(
                     "output {k}: relative L2 error {e:.3e} ({options:?})"
                 )));
