@@ -59,9 +59,9 @@ fn read(bytes: &[u8]) -> Result<Tensor, String> {
 /// level of `[` or `{` nesting, so time doubles with each (found by the `npy` fuzz target:
 /// 300 bytes of `[` hung it; 118 bytes of `{` nested 11 deep among quotes took 65 ms in
 /// release, 300 ms instrumented; at a bound of eight the fuzzer's corpus filled with
-/// headers near it and its throughput fell threefold). A plain array's header has one `{` (a record dtype, refused later with its own
-/// message, a few more); counting every bracket, quoted or not, bounds the nesting
-/// whatever a Python string literal hides.
+/// headers near it and its throughput fell threefold). A plain array's header has one
+/// `{` (a record dtype, refused later with its own message, a few more); counting every
+/// bracket, quoted or not, bounds the nesting whatever a Python string literal hides.
 fn check_header(bytes: &[u8]) -> Result<(), String> {
     const MAX_BRACKETS: usize = 4;
     let Some(rest) = bytes.strip_prefix(b"\x93NUMPY") else {

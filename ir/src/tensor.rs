@@ -225,17 +225,10 @@ impl Tensor {
     /// Relative L2 error `‖self − reference‖ / ‖reference‖` (0 when equal), in f64: the
     /// tolerance measure of dnnc's differential tests.
     pub fn relative_l2(&self, reference: &Tensor) -> f64 {
-        let (a, b) = (self.to_f32_vec(), reference.to_f32_vec());
-        let diff: f64 = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| ((x - y) as f64).powi(2))
-            .sum::<f64>()
-            .sqrt();
+        let (diff, norm) = self.l2_distance(reference);
         if diff == 0.0 {
             return 0.0;
         }
-        let norm: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt();
         diff / norm.max(1e-30)
     }
 
@@ -243,6 +236,13 @@ impl Tensor {
     /// per √element in absolute L2: an `atol` beside the `rtol`, as PyTorch's and ONNX
     /// Runtime's tests have, for results that cancellation leaves near zero. NaN never is.
     pub fn close_to(&self, reference: &Tensor, rtol: f64, atol: f64) -> bool {
+        let n = reference.num_elements();
+        let (diff, norm) = self.l2_distance(reference);
+        self.num_elements() == n && diff <= (rtol * norm).max(atol * (n as f64).sqrt())
+    }
+
+    /// `‖self − reference‖` and `‖reference‖`, in f64.
+    fn l2_distance(&self, reference: &Tensor) -> (f64, f64) {
         let (a, b) = (self.to_f32_vec(), reference.to_f32_vec());
         let diff = a
             .iter()
@@ -251,7 +251,7 @@ impl Tensor {
             .sum::<f64>()
             .sqrt();
         let norm = b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt();
-        a.len() == b.len() && diff <= (rtol * norm).max(atol * (b.len() as f64).sqrt())
+        (diff, norm)
     }
 }
 

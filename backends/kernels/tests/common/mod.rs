@@ -19,14 +19,8 @@ pub fn seeded(n: usize, seed: u64) -> Vec<f32> {
 
 /// Relative L2 distance of `got` from `want`.
 pub fn relative_l2(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let mut num = 0f64;
-    let mut den = 0f64;
-    for (&g, &w) in got.iter().zip(want) {
-        num += (g as f64 - w as f64).powi(2);
-        den += (w as f64).powi(2);
-    }
-    (num / den.max(1e-30)).sqrt()
+    let magnitude: Vec<f64> = want.iter().map(|&w| (w as f64).abs()).collect();
+    relative_to_terms(got, want, &magnitude)
 }
 
 /// Distance of `got` from `want` relative to the size of the terms summed into each
