@@ -130,6 +130,8 @@ def run(quick, log):
             acc = {k: eval_accuracy(p, test) for k, p in (("uniform", uni), ("tune", tuned), ("tune_blocks", free),
                                                           ("csr", csr))}
             checks[name][r] = {**acc, "finetuned": fine[r][0], "tune_finetuned": fine_tuned[r][0]}
+            log(f"{name} {r}×: uniform {acc['uniform']:.4f} / fine-tuned {fine[r][0]:.4f}; "
+                f"bcr-tune {acc['tune']:.4f} / fine-tuned {fine_tuned[r][0]:.4f}")
             def ft(x):
                 epochs = x[r][1] if isinstance(x[r][1], list) else [x[r][1]]
                 return f"{x[r][0]:.4f} (epoch{'s' if len(epochs) > 1 else ''} {', '.join(map(str, epochs))})"
