@@ -255,7 +255,7 @@ def cmd_finetune(kind, dnn, masks_path, out, epochs=None):
 
 
 def dnnc(*args):
-    exe = os.path.join(ROOT, "target", "release", "dnnc")
+    exe = os.environ.get("DNNC") or os.path.join(ROOT, "target", "release", "dnnc")
     return subprocess.run([exe, *args], check=True, capture_output=True, text=True).stdout
 
 
@@ -290,7 +290,9 @@ def gradual(kind, model, rate, tag, pipeline, work):
 
 
 def cmd_experiment():
-    subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "dnnc"], cwd=ROOT)
+    # $DNNC: the caller's binary (tools/results/run.py builds one for its whole run).
+    if not os.environ.get("DNNC"):
+        subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "dnnc"], cwd=ROOT)
     work = os.path.join(ROOT, "target", "digits")
     os.makedirs(work, exist_ok=True)
     cal = os.path.join(OUT, "X_cal.npy")

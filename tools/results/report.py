@@ -13,7 +13,7 @@ import data
 import escalate_results
 import grim_accuracy
 import grim_speed
-from common import FIGURES, ROOT, machine, table
+from common import DNNC, FIGURES, ROOT, machine, table
 
 
 def plot(name, draw, figures):
@@ -38,7 +38,9 @@ def digits_experiment(quick, log):
     """The digits table of tools/digits/train.py (its own split and venv), as printed."""
     if quick:
         return "(skipped in quick mode)"
-    env = {**os.environ}
+    # The binary the rest of the run uses: the experiment would otherwise rebuild it from
+    # the working tree mid-run.
+    env = {**os.environ, "DNNC": DNNC}
     r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "digits", "train.py"), "experiment"],
                        capture_output=True, text=True, env=env, check=True)
     log("digits experiment done")
