@@ -74,21 +74,25 @@ fn main() {
         bcr.stored_values(),
         td / tb
     );
-    for (c, k, h) in [(64, 64, 56), (128, 128, 28), (64, 64, 224), (512, 512, 28)] {
-        let (ms, gf) = conv_case(level, c, k, h);
-        println!("{level}: bcr conv c{c} k{k} {h}x{h}: {ms:.3} ms, {gf:.1} GFLOP/s (useful)");
+    for kept in [4, 2] {
+        for (c, k, h) in [(64, 64, 56), (128, 128, 28), (256, 256, 14), (512, 512, 28)] {
+            let (ms, gf) = conv_case(level, c, k, h, kept);
+            println!(
+                "{level}: bcr conv c{c} k{k} {h}x{h}, {kept} of 8 rows: {ms:.3} ms, {gf:.1} GFLOP/s (useful)"
+            );
+        }
     }
 }
 
 /// A BCR direct convolution: `k` output channels from `c` input channels, 3×3, over an
-/// `h × h` image (padded by 1), 4 of 8 rows × 8 of 32 columns kept per 8×32 block.
+/// `h × h` image (padded by 1), `kept` of 8 rows × 8 of 32 columns kept per 8×32 block.
 #[allow(dead_code)]
-pub fn conv_case(level: Level, c: usize, k: usize, h: usize) -> (f64, f64) {
+pub fn conv_case(level: Level, c: usize, k: usize, h: usize, kept: usize) -> (f64, f64) {
     let cols = c * 9;
     let mut a = vec![0f32; k * cols];
     for br in 0..k / 8 {
         for bc in 0..cols.div_ceil(32) {
-            for r in 0..4 {
+            for r in 0..kept {
                 for j in 0..8 {
                     let (row, col) = (br * 8 + (r * 2 + bc) % 8, bc * 32 + (j * 4 + br) % 32);
                     if col < cols {

@@ -84,6 +84,8 @@ pub struct Bcr {
     values: Vec<f32>,
     row_values: Vec<f32>,
     matrix: Vec<Vec<MatrixFn>>,
+    /// The same over runs of one vector, several at once (`span`: `[first run, chunks, 0]`).
+    short_runs: Vec<Vec<MatrixFn>>,
     vector: Vec<Vec<VectorFn>>,
     expanding: VectorFn,
     /// The windowed layout for matrix-vector products, where it applies.
@@ -133,6 +135,9 @@ type VectorFn = unsafe fn(&Bcr, usize, *const f32, *mut f32, [usize; 2]);
 crate::micro_table!(fn matrix_table(level) -> unsafe fn(p: &Bcr, blk: &Block, b: *const f32, c: *mut f32, ldc: usize, runs: &Runs, span: [usize; 3]) = bcr_block::<S, R, F>;
     rows [1 2 3 4 5 6 7 8]; filters [1 2 3 4]);
 
+crate::micro_table!(fn runs_table(level) -> unsafe fn(p: &Bcr, blk: &Block, b: *const f32, c: *mut f32, ldc: usize, runs: &Runs, span: [usize; 3]) = bcr_runs::<S, R, F>;
+    rows [1 2 3 4 5 6 7 8]; filters [1 2 3 4 5 6 7 8]);
+
 crate::micro_table!(fn vector_table(level) -> unsafe fn(p: &Bcr, bri: usize, b: *const f32, c: *mut f32, strides: [usize; 2]) = bcr_vector::<S, R, F>;
     rows [1]; filters [1 2 3 4]);
 
@@ -181,6 +186,7 @@ impl Bcr {
             values: Vec::new(),
             row_values: Vec::new(),
             matrix: matrix_table(level),
+            short_runs: runs_table(level),
             vector: vector_table(level),
             expanding: vector_table(level)[0][0],
             windows: None,
@@ -330,8 +336,31 @@ impl Bcr {
                 unsafe { std::ptr::write_bytes(c.add(r * ldc), 0, n) };
             }
             let runs = Runs::new(n, columns);
+            // Vectors per run (output row of a convolution read in place).
+            let run_vectors = runs.len.div_ceil(lanes);
             for blk in &self.blocks[self.starts[bri] as usize..self.starts[bri + 1] as usize] {
                 let kr = blk.kept_rows as usize;
+                let most = (accumulators(self.level) / kr).clamp(1, 8);
+                if runs.count > 1 && run_vectors == 1 && most > 1 {
+                    // Runs of one vector (a 14-wide output row on AVX-512): a chunk spans
+                    // several runs, so that each kept column's weights meet `most` vectors
+                    // and the sums form enough independent FMA chains to hide their
+                    // latency (BCR 8x, 256 channels at 14x14: 0.39 ms -> 0.24). Longer runs
+                    // keep one run per chunk: spanning two 28-wide rows measured 11% slower.
+                    // The fewest chunks, as even as they come (14 runs at most 6: 5, 5, 4).
+                    let chunks = runs.count.div_ceil(most);
+                    let big = runs.count.div_ceil(chunks);
+                    let bigs = runs.count - chunks * (big - 1);
+                    let kernels = &self.short_runs[kr - 1];
+                    unsafe {
+                        kernels[big - 1](self, blk, b, c, ldc, &runs, [0, bigs, 0]);
+                        if bigs < chunks {
+                            let (first, rest) = (bigs * big, chunks - bigs);
+                            kernels[big - 2](self, blk, b, c, ldc, &runs, [first, rest, 0]);
+                        }
+                    }
+                    continue;
+                }
                 let f = vectors_for(self.level, kr).min(runs.len.div_ceil(lanes));
                 let (full, rest) = (runs.len / (f * lanes), runs.len % (f * lanes));
                 let kernels = &self.matrix[kr - 1];
@@ -350,14 +379,18 @@ impl Bcr {
     }
 }
 
-/// Column vectors per micro-kernel for `kept` rows: as many as fit the accumulators.
-fn vectors_for(level: Level, kept: usize) -> usize {
+/// Vector registers a micro-kernel may give its sums.
+fn accumulators(level: Level) -> usize {
     // 16-register ISAs keep a few registers for the inputs and the broadcast weight.
-    let budget = match level {
+    match level {
         Level::Avx512 | Level::Neon => 24,
         Level::Avx2 | Level::Sse4 => 8,
-    };
-    (budget / kept).clamp(1, 4)
+    }
+}
+
+/// Column vectors per micro-kernel for `kept` rows: as many as fit the accumulators.
+fn vectors_for(level: Level, kept: usize) -> usize {
+    (accumulators(level) / kept).clamp(1, 4)
 }
 
 /// A block's `R` kept rows × every run of columns, in chunks of `F` vectors (the last of a
@@ -420,6 +453,66 @@ unsafe fn bcr_block<S: Simd, const R: usize, const F: usize>(
                         } else {
                             S::store(at, S::add(S::load(at), acc[r][f]));
                         }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A block's `R` kept rows × `chunks` chunks of `F` runs from run `first`, each run one
+/// vector (masked to the run's length): [`bcr_block`] for runs shorter than a vector.
+#[inline(always)]
+unsafe fn bcr_runs<S: Simd, const R: usize, const F: usize>(
+    p: &Bcr,
+    blk: &Block,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    runs: &Runs,
+    [first, chunks, _]: [usize; 3],
+) {
+    let (l, live) = (S::LANES, runs.len);
+    let kc = blk.kept_cols as usize;
+    unsafe {
+        let cols = p.col_offset.as_ptr().add(blk.cols_at as usize);
+        let vals = p.values.as_ptr().add(blk.values_at as usize);
+        let rows = p.row_index.as_ptr().add(blk.rows_at as usize);
+        let mut out = [std::ptr::null_mut::<f32>(); R];
+        for r in 0..R {
+            out[r] = c.add(*rows.add(r) as usize * ldc);
+        }
+        let load = |at: *const f32| {
+            if live == l {
+                S::load(at)
+            } else {
+                S::load_partial(at, live)
+            }
+        };
+        for chunk in 0..chunks {
+            let run0 = first + chunk * F;
+            let mut acc = [[S::zero(); F]; R];
+            for ci in 0..kc {
+                let row = b.add(*cols.add(ci) as usize * runs.ldb + run0 * runs.b_step);
+                let mut x = [S::zero(); F];
+                for f in 0..F {
+                    x[f] = load(row.add(f * runs.b_step));
+                }
+                for r in 0..R {
+                    let w = S::broadcast(vals.add(ci * R + r));
+                    for f in 0..F {
+                        acc[r][f] = S::mul_add(w, x[f], acc[r][f]);
+                    }
+                }
+            }
+            for r in 0..R {
+                for f in 0..F {
+                    let at = out[r].add((run0 + f) * runs.c_step);
+                    let sum = S::add(load(at), acc[r][f]);
+                    if live == l {
+                        S::store(at, sum);
+                    } else {
+                        S::store_partial(at, sum, live);
                     }
                 }
             }
