@@ -66,6 +66,23 @@ pub trait Simd: Copy + Send + Sync + 'static {
             Self::load(dst.as_ptr())
         }
     }
+    /// The lanes of `v` at the set bits of `mask` moved, in order, to lanes `0, 1, …`;
+    /// other lanes zero (the inverse of [`Simd::expand`]).
+    unsafe fn compress(v: Self::V, mask: u32) -> Self::V {
+        unsafe {
+            let mut src = [0f32; 16];
+            let mut dst = [0f32; 16];
+            Self::store(src.as_mut_ptr(), v);
+            let mut k = 0;
+            for (i, s) in src.iter().enumerate().take(Self::LANES) {
+                if mask & (1 << i) != 0 {
+                    dst[k] = *s;
+                    k += 1;
+                }
+            }
+            Self::load(dst.as_ptr())
+        }
+    }
 
     /// `*p` in every lane.
     #[inline(always)]
@@ -161,6 +178,11 @@ mod x86 {
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
         unsafe fn expand(v: __m512, mask: u32) -> __m512 {
             _mm512_maskz_expand_ps(mask as u16, v)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+        unsafe fn compress(v: __m512, mask: u32) -> __m512 {
+            _mm512_maskz_compress_ps(mask as u16, v)
         }
     }
 
@@ -518,4 +540,47 @@ macro_rules! micro_table {
     (@row $f_:ident, $r:literal, [$($f:literal)*]) => {
         vec![$( $f_::<$r, $f> as _ ),*]
     };
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::{Avx2, Avx512, Simd, Sse};
+    use crate::Level;
+
+    /// `compress` then `expand` by the same mask keeps exactly the mask's lanes, at every
+    /// level (AVX-512's instructions and the other levels' portable defaults alike).
+    fn compress_inverts_expand<S: Simd>() {
+        let lanes = S::LANES;
+        let input: Vec<f32> = (1..=lanes).map(|i| i as f32).collect();
+        for mask in [0u32, 1, 0b1010, 0b0111_1111_0111_1111, (1 << lanes) - 1] {
+            let mask = mask & ((1 << lanes) - 1);
+            let (mut packed, mut back) = (vec![0f32; lanes], vec![0f32; lanes]);
+            unsafe {
+                let v = S::load(input.as_ptr());
+                S::store(packed.as_mut_ptr(), S::compress(v, mask));
+                S::store(back.as_mut_ptr(), S::expand(S::compress(v, mask), mask));
+            }
+            let kept: Vec<f32> = (0..lanes)
+                .filter(|i| mask & (1 << i) != 0)
+                .map(|i| input[i])
+                .collect();
+            assert_eq!(packed[..kept.len()], kept[..], "{} mask {mask:b}", S::LEVEL);
+            assert!(packed[kept.len()..].iter().all(|&x| x == 0.0));
+            for i in 0..lanes {
+                let want = if mask & (1 << i) != 0 { input[i] } else { 0.0 };
+                assert_eq!(back[i], want, "{} mask {mask:b} lane {i}", S::LEVEL);
+            }
+        }
+    }
+
+    #[test]
+    fn compress_and_expand_are_inverse_at_every_level() {
+        compress_inverts_expand::<Sse>();
+        if Level::Avx2.is_supported() {
+            compress_inverts_expand::<Avx2>();
+        }
+        if Level::Avx512.is_supported() {
+            compress_inverts_expand::<Avx512>();
+        }
+    }
 }

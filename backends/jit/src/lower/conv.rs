@@ -82,8 +82,7 @@ impl Lower<'_> {
             return self.rest_of_epilogue(&rest, y);
         }
         let sparse = sparse_layout(self.options, self.g.ty(self.func, w));
-        let tiling =
-            conv_tiling(c, &sx, &sw, &sy, self.options, sparse.is_some()).expect("not depthwise");
+        let tiling = conv_tiling(c, &sx, &sw, &sy, self.options, sparse).expect("not depthwise");
         let (kg, kk, p, pointwise) = (tiling.m, tiling.k, tiling.n, tiling.pointwise);
         self.variant = Some(if pointwise { "1x1" } else { "im2col" });
         let (mut px, mut ldb) = (px, p);
@@ -233,7 +232,9 @@ impl Lower<'_> {
 
 /// Output rows narrower than this run a sparse convolution through im2col: the native
 /// kernels' per-row runs cost more than the column matrix (measured on BCR-pruned
-/// resnet18, AVX-512: direct from 8 wide, 5.47 ms; from 24, 5.76 ms; 7×7 direct, 6.12 ms).
+/// resnet18, AVX-512: direct from 8 wide, 5.47 ms; from 24, 5.76 ms; 7×7 direct, 6.12 ms),
+/// except where BCR reads the padded grid several rows to a vector (`Bcr::reads_grid`:
+/// resnet18's 7×7 convolutions at 8×, Intel Xeon, 0.52 ms → 0.32 ms each).
 const MIN_DIRECT_WIDTH: usize = 8;
 
 /// How a dense or grouped convolution becomes a GEMM.
@@ -277,7 +278,7 @@ pub(super) fn conv_tiling(
     sw: &[usize],
     sy: &[usize],
     options: &JitOptions,
-    sparse: bool,
+    sparse: Option<SparseLayout>,
 ) -> Option<ConvTiling> {
     let (n, ch, h, wd) = (sx[0], sx[1], sx[2], sx[3]);
     let (k, cg, r, s) = (sw[0], sw[1], sw[2], sw[3]);
@@ -295,26 +296,29 @@ pub(super) fn conv_tiling(
     let batches = n * c.groups;
     let (m, p) = (k / c.groups, ho * wo);
     let kk = cg * r * s;
-    if sparse {
+    if let Some(layout) = sparse {
         // A stride-1 convolution reads its padded input in place (ragged row ends are
         // masked), unless its rows are too narrow to be worth a run each.
+        let (pad_h, pad_w) = (c.pad.h(), c.pad.w());
+        let (hp, wp) = (h + pad_h.0 + pad_h.1, wd + pad_w.0 + pad_w.1);
         let direct = (!pointwise
             && c.stride == [1, 1]
             && c.dilation == [1, 1]
             && c.groups == 1
-            && wo >= MIN_DIRECT_WIDTH)
-            .then(|| {
-                let (pad_h, pad_w) = (c.pad.h(), c.pad.w());
-                let (hp, wp) = (h + pad_h.0 + pad_h.1, wd + pad_w.0 + pad_w.1);
-                let padded = c.pad != dnnc_ir::attr::Padding::ZERO;
-                DirectConv {
-                    hp,
-                    wp,
-                    pad_h,
-                    pad_w,
-                    bytes: if padded { 4 * n * ch * hp * wp } else { 0 },
-                }
-            });
+            && (wo >= MIN_DIRECT_WIDTH
+                || (matches!(layout, SparseLayout::Bcr(_))
+                    && ho > 1
+                    && dnnc_kernels::sparse::Bcr::reads_grid(options.cpu, wo, wp))))
+        .then(|| {
+            let padded = c.pad != dnnc_ir::attr::Padding::ZERO;
+            DirectConv {
+                hp,
+                wp,
+                pad_h,
+                pad_w,
+                bytes: if padded { 4 * n * ch * hp * wp } else { 0 },
+            }
+        });
         // All rows per tile; columns so that the tile's slice of B stays in L2 (whole
         // output rows unless pointwise), and at least two tiles per thread where that
         // allows.

@@ -117,7 +117,7 @@ pub fn lower(
                 &shape(node.inputs[1]),
                 &shape(node.outputs[0]),
                 options,
-                sparse_layout(options, g.ty(func, node.inputs[1])).is_some(),
+                sparse_layout(options, g.ty(func, node.inputs[1])),
             ) {
                 // The column matrix, plus the generated GEMM's read-ahead slack.
                 Some(t) if t.shared_im2col => vec![(t.k * t.n + codegen::gemm::NR) * 4],

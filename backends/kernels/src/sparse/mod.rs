@@ -86,6 +86,8 @@ pub struct Bcr {
     matrix: Vec<Vec<MatrixFn>>,
     /// The same over runs of one vector, several at once (`span`: `[first run, chunks, 0]`).
     short_runs: Vec<Vec<MatrixFn>>,
+    /// The same over the padded grid of rows narrower than half a vector (AVX-512).
+    grid: Vec<Vec<GridFn>>,
     vector: Vec<Vec<VectorFn>>,
     expanding: VectorFn,
     /// The windowed layout for matrix-vector products, where it applies.
@@ -128,6 +130,43 @@ impl Runs {
         }
     }
 }
+/// `R` kept rows × chunks of `F` vectors of a tile's padded grid: `(block data, b, c, ldc,
+/// grid, [first vector, chunks, 0])`.
+type GridFn = unsafe fn(&Bcr, &Block, *const f32, *mut f32, usize, &Grid, [usize; 3]);
+
+/// A convolution tile read in place as its padded grid: `rows` output rows of `wo`
+/// positions, `wp` apart in `B` (padded input rows), `wo` apart in `C`. Vectors run over the
+/// grid's positions from the first row's start, so one vector spans several rows; the lanes
+/// under padding columns are computed and dropped.
+#[derive(Copy, Clone, Debug)]
+pub struct Grid {
+    rows: usize,
+    wo: usize,
+    wp: usize,
+}
+
+impl Grid {
+    /// Grid positions from the first row's start to the last row's end.
+    fn positions(&self) -> usize {
+        (self.rows - 1) * self.wp + self.wo
+    }
+
+    /// Vector `v` of `lanes`: its lanes that are output positions (bits), the first one's
+    /// index in `C`, and how many there are.
+    fn vector(&self, v: usize, lanes: usize) -> (u32, usize, usize) {
+        let q0 = v * lanes;
+        let (mut mask, mut first) = (0u32, None);
+        for i in 0..lanes.min(self.positions() - q0) {
+            let (row, col) = ((q0 + i) / self.wp, (q0 + i) % self.wp);
+            if col < self.wo {
+                mask |= 1 << i;
+                first.get_or_insert(row * self.wo + col);
+            }
+        }
+        (mask, first.unwrap_or(0), mask.count_ones() as usize)
+    }
+}
+
 /// A block row times a vector: `(bcr, block row, b, c, [ldc, ldb])`; const: vectors of
 /// rows per block row.
 type VectorFn = unsafe fn(&Bcr, usize, *const f32, *mut f32, [usize; 2]);
@@ -137,6 +176,9 @@ crate::micro_table!(fn matrix_table(level) -> unsafe fn(p: &Bcr, blk: &Block, b:
 
 crate::micro_table!(fn runs_table(level) -> unsafe fn(p: &Bcr, blk: &Block, b: *const f32, c: *mut f32, ldc: usize, runs: &Runs, span: [usize; 3]) = bcr_runs::<S, R, F>;
     rows [1 2 3 4 5 6 7 8]; filters [1 2 3 4 5 6 7 8]);
+
+crate::micro_table!(fn grid_table(level) -> unsafe fn(p: &Bcr, blk: &Block, b: *const f32, c: *mut f32, ldc: usize, grid: &Grid, span: [usize; 3]) = bcr_grid::<S, R, F>;
+    rows [1 2 3 4 5 6 7 8]; filters [1 2 3 4]);
 
 crate::micro_table!(fn vector_table(level) -> unsafe fn(p: &Bcr, bri: usize, b: *const f32, c: *mut f32, strides: [usize; 2]) = bcr_vector::<S, R, F>;
     rows [1]; filters [1 2 3 4]);
@@ -187,6 +229,7 @@ impl Bcr {
             row_values: Vec::new(),
             matrix: matrix_table(level),
             short_runs: runs_table(level),
+            grid: grid_table(level),
             vector: vector_table(level),
             expanding: vector_table(level)[0][0],
             windows: None,
@@ -281,6 +324,12 @@ impl Bcr {
         self.level == Level::Avx512 && self.block_rows <= self.level.lanes()
     }
 
+    /// Whether a convolution read in place with rows `wo` wide and `wp` apart runs over its
+    /// padded grid, several rows to a vector (AVX-512's compress drops the padding lanes).
+    pub fn reads_grid(level: Level, wo: usize, wp: usize) -> bool {
+        level == Level::Avx512 && wp > wo && wp + wo <= level.lanes()
+    }
+
     /// Block rows: the unit of [`Bcr::run`]'s tiles.
     pub fn block_row_count(&self) -> usize {
         self.starts.len() - 1
@@ -338,6 +387,35 @@ impl Bcr {
             let runs = Runs::new(n, columns);
             // Vectors per run (output row of a convolution read in place).
             let run_vectors = runs.len.div_ceil(lanes);
+            // Rows narrower than half a vector (7-wide, 9 apart, on AVX-512) run over the
+            // padded grid, two or more rows to a vector: as many vectors as an im2col
+            // matrix of the same positions, without building one.
+            if let Columns::Direct { wo, wp } = columns
+                && runs.count > 1
+                && Bcr::reads_grid(self.level, wo, wp)
+            {
+                let grid = Grid {
+                    rows: runs.count,
+                    wo,
+                    wp,
+                };
+                let vectors = grid.positions().div_ceil(lanes);
+                for blk in &self.blocks[self.starts[bri] as usize..self.starts[bri + 1] as usize] {
+                    let kr = blk.kept_rows as usize;
+                    let f = vectors_for(self.level, kr).min(vectors);
+                    let (full, rest) = (vectors / f, vectors % f);
+                    let kernels = &self.grid[kr - 1];
+                    unsafe {
+                        if full > 0 {
+                            kernels[f - 1](self, blk, b, c, ldc, &grid, [0, full, 0]);
+                        }
+                        if rest > 0 {
+                            kernels[rest - 1](self, blk, b, c, ldc, &grid, [full * f, 1, 0]);
+                        }
+                    }
+                }
+                continue;
+            }
             for blk in &self.blocks[self.starts[bri] as usize..self.starts[bri + 1] as usize] {
                 let kr = blk.kept_rows as usize;
                 let most = (accumulators(self.level) / kr).clamp(1, 8);
@@ -514,6 +592,64 @@ unsafe fn bcr_runs<S: Simd, const R: usize, const F: usize>(
                     } else {
                         S::store_partial(at, sum, live);
                     }
+                }
+            }
+        }
+    }
+}
+
+/// A block's `R` kept rows × `chunks` chunks of `F` vectors of a tile's padded grid from
+/// vector `first`: inputs are plain loads of the grid (the last one stopping at the last
+/// row's end), sums are compressed to their output positions before they are added to `C`.
+#[inline(always)]
+unsafe fn bcr_grid<S: Simd, const R: usize, const F: usize>(
+    p: &Bcr,
+    blk: &Block,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    grid: &Grid,
+    [first, chunks, _]: [usize; 3],
+) {
+    let l = S::LANES;
+    let positions = grid.positions();
+    let kc = blk.kept_cols as usize;
+    unsafe {
+        let cols = p.col_offset.as_ptr().add(blk.cols_at as usize);
+        let vals = p.values.as_ptr().add(blk.values_at as usize);
+        let rows = p.row_index.as_ptr().add(blk.rows_at as usize);
+        let mut out = [std::ptr::null_mut::<f32>(); R];
+        for r in 0..R {
+            out[r] = c.add(*rows.add(r) as usize * ldc);
+        }
+        for chunk in 0..chunks {
+            let v0 = first + chunk * F;
+            // Lanes of the chunk's last vector that lie within the grid.
+            let live = (positions - (v0 + F - 1) * l).min(l);
+            let mut acc = [[S::zero(); F]; R];
+            for ci in 0..kc {
+                let row = b.add(*cols.add(ci) as usize + v0 * l);
+                let mut x = [S::zero(); F];
+                for f in 0..F {
+                    x[f] = if f + 1 == F && live < l {
+                        S::load_partial(row.add(f * l), live)
+                    } else {
+                        S::load(row.add(f * l))
+                    };
+                }
+                for r in 0..R {
+                    let w = S::broadcast(vals.add(ci * R + r));
+                    for f in 0..F {
+                        acc[r][f] = S::mul_add(w, x[f], acc[r][f]);
+                    }
+                }
+            }
+            for f in 0..F {
+                let (mask, at, count) = grid.vector(v0 + f, l);
+                for r in 0..R {
+                    let o = out[r].add(at);
+                    let sum = S::add(S::load_partial(o, count), S::compress(acc[r][f], mask));
+                    S::store_partial(o, sum, count);
                 }
             }
         }
