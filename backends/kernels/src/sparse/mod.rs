@@ -560,13 +560,17 @@ unsafe fn bcr_runs<S: Simd, const R: usize, const F: usize>(
         for r in 0..R {
             out[r] = c.add(*rows.add(r) as usize * ldc);
         }
-        let load = |at: *const f32| {
-            if live == l {
-                S::load(at)
-            } else {
-                S::load_partial(at, live)
-            }
-        };
+        // A macro, not a closure: a closure is a function of its own, compiled without the
+        // level's features, in which the intrinsics might not inline.
+        macro_rules! load {
+            ($at:expr) => {
+                if live == l {
+                    S::load($at)
+                } else {
+                    S::load_partial($at, live)
+                }
+            };
+        }
         for chunk in 0..chunks {
             let run0 = first + chunk * F;
             let mut acc = [[S::zero(); F]; R];
@@ -574,7 +578,7 @@ unsafe fn bcr_runs<S: Simd, const R: usize, const F: usize>(
                 let row = b.add(*cols.add(ci) as usize * runs.ldb + run0 * runs.b_step);
                 let mut x = [S::zero(); F];
                 for f in 0..F {
-                    x[f] = load(row.add(f * runs.b_step));
+                    x[f] = load!(row.add(f * runs.b_step));
                 }
                 for r in 0..R {
                     let w = S::broadcast(vals.add(ci * R + r));
@@ -586,7 +590,7 @@ unsafe fn bcr_runs<S: Simd, const R: usize, const F: usize>(
             for r in 0..R {
                 for f in 0..F {
                     let at = out[r].add((run0 + f) * runs.c_step);
-                    let sum = S::add(load(at), acc[r][f]);
+                    let sum = S::add(load!(at), acc[r][f]);
                     if live == l {
                         S::store(at, sum);
                     } else {
