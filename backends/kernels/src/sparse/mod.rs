@@ -138,32 +138,34 @@ type GridFn = unsafe fn(&Bcr, &Block, *const f32, *mut f32, usize, &Grid, [usize
 /// positions, `wp` apart in `B` (padded input rows), `wo` apart in `C`. Vectors run over the
 /// grid's positions from the first row's start, so one vector spans several rows; the lanes
 /// under padding columns are computed and dropped.
-#[derive(Copy, Clone, Debug)]
-pub struct Grid {
-    rows: usize,
-    wo: usize,
-    wp: usize,
+#[derive(Clone, Debug)]
+struct Grid {
+    /// Positions from the first row's start to the last row's end.
+    positions: usize,
+    /// Per vector: its lanes that are output positions (bits), the first one's index in
+    /// `C`, and how many there are. Made once per tile, not per block.
+    vectors: Vec<(u32, usize, usize)>,
 }
 
 impl Grid {
-    /// Grid positions from the first row's start to the last row's end.
-    fn positions(&self) -> usize {
-        (self.rows - 1) * self.wp + self.wo
-    }
-
-    /// Vector `v` of `lanes`: its lanes that are output positions (bits), the first one's
-    /// index in `C`, and how many there are.
-    fn vector(&self, v: usize, lanes: usize) -> (u32, usize, usize) {
-        let q0 = v * lanes;
-        let (mut mask, mut first) = (0u32, None);
-        for i in 0..lanes.min(self.positions() - q0) {
-            let (row, col) = ((q0 + i) / self.wp, (q0 + i) % self.wp);
-            if col < self.wo {
-                mask |= 1 << i;
-                first.get_or_insert(row * self.wo + col);
-            }
-        }
-        (mask, first.unwrap_or(0), mask.count_ones() as usize)
+    /// The grid of `rows` output rows, `wo` wide and `wp` apart, in vectors of `lanes`.
+    fn new(rows: usize, wo: usize, wp: usize, lanes: usize) -> Grid {
+        let positions = (rows - 1) * wp + wo;
+        let vectors = (0..positions.div_ceil(lanes))
+            .map(|v| {
+                let q0 = v * lanes;
+                let (mut mask, mut first) = (0u32, None);
+                for i in 0..lanes.min(positions - q0) {
+                    let (row, col) = ((q0 + i) / wp, (q0 + i) % wp);
+                    if col < wo {
+                        mask |= 1 << i;
+                        first.get_or_insert(row * wo + col);
+                    }
+                }
+                (mask, first.unwrap_or(0), mask.count_ones() as usize)
+            })
+            .collect();
+        Grid { positions, vectors }
     }
 }
 
@@ -378,28 +380,24 @@ impl Bcr {
             }
             return;
         }
+        let runs = Runs::new(n, columns);
+        let grid = match columns {
+            Columns::Direct { wo, wp } if runs.count > 1 && Bcr::reads_grid(self.level, wo, wp) => {
+                Some(Grid::new(runs.count, wo, wp, lanes))
+            }
+            Columns::Direct { .. } | Columns::Matrix { .. } => None,
+        };
         for bri in br0..br1 {
             let r0 = bri * self.block_rows;
             let r1 = (r0 + self.block_rows).min(self.rows);
             for r in r0..r1 {
                 unsafe { std::ptr::write_bytes(c.add(r * ldc), 0, n) };
             }
-            let runs = Runs::new(n, columns);
-            // Vectors per run (output row of a convolution read in place).
-            let run_vectors = runs.len.div_ceil(lanes);
             // Rows narrower than half a vector (7-wide, 9 apart, on AVX-512) run over the
             // padded grid, two or more rows to a vector: as many vectors as an im2col
             // matrix of the same positions, without building one.
-            if let Columns::Direct { wo, wp } = columns
-                && runs.count > 1
-                && Bcr::reads_grid(self.level, wo, wp)
-            {
-                let grid = Grid {
-                    rows: runs.count,
-                    wo,
-                    wp,
-                };
-                let vectors = grid.positions().div_ceil(lanes);
+            if let Some(grid) = &grid {
+                let vectors = grid.vectors.len();
                 for blk in &self.blocks[self.starts[bri] as usize..self.starts[bri + 1] as usize] {
                     let kr = blk.kept_rows as usize;
                     let f = vectors_for(self.level, kr).min(vectors);
@@ -407,15 +405,17 @@ impl Bcr {
                     let kernels = &self.grid[kr - 1];
                     unsafe {
                         if full > 0 {
-                            kernels[f - 1](self, blk, b, c, ldc, &grid, [0, full, 0]);
+                            kernels[f - 1](self, blk, b, c, ldc, grid, [0, full, 0]);
                         }
                         if rest > 0 {
-                            kernels[rest - 1](self, blk, b, c, ldc, &grid, [full * f, 1, 0]);
+                            kernels[rest - 1](self, blk, b, c, ldc, grid, [full * f, 1, 0]);
                         }
                     }
                 }
                 continue;
             }
+            // Vectors per run (output row of a convolution read in place).
+            let run_vectors = runs.len.div_ceil(lanes);
             for blk in &self.blocks[self.starts[bri] as usize..self.starts[bri + 1] as usize] {
                 let kr = blk.kept_rows as usize;
                 let most = (accumulators(self.level) / kr).clamp(1, 8);
@@ -616,7 +616,7 @@ unsafe fn bcr_grid<S: Simd, const R: usize, const F: usize>(
     [first, chunks, _]: [usize; 3],
 ) {
     let l = S::LANES;
-    let positions = grid.positions();
+    let positions = grid.positions;
     let kc = blk.kept_cols as usize;
     unsafe {
         let cols = p.col_offset.as_ptr().add(blk.cols_at as usize);
@@ -649,7 +649,7 @@ unsafe fn bcr_grid<S: Simd, const R: usize, const F: usize>(
                 }
             }
             for f in 0..F {
-                let (mask, at, count) = grid.vector(v0 + f, l);
+                let (mask, at, count) = grid.vectors[v0 + f];
                 for r in 0..R {
                     let o = out[r].add(at);
                     let sum = S::add(S::load_partial(o, count), S::compress(acc[r][f], mask));
