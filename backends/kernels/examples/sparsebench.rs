@@ -77,7 +77,7 @@ fn main() {
     for kept in [4, 2] {
         for scattered in [false, true] {
             for (c, k, h) in [(64, 64, 56), (128, 128, 28), (256, 256, 14), (512, 512, 7)] {
-                let (ms, gf) = conv_case(level, c, k, h, kept, scattered);
+                let (ms, gf) = conv_case(level, c, k, h, [8, 32], kept, scattered);
                 let rows = if scattered {
                     "scattered"
                 } else {
@@ -89,35 +89,45 @@ fn main() {
             }
         }
     }
+    // 16×128 blocks at 16×: 4 kept rows of 16 (the blocks bcr-tune picks at 16× by speed).
+    for (c, k, h) in [(64, 64, 56), (128, 128, 28), (256, 256, 14), (512, 512, 7)] {
+        let (ms, gf) = conv_case(level, c, k, h, [16, 128], 4, false);
+        println!(
+            "{level}: bcr conv c{c} k{k} {h}x{h}, 16x128 blocks, 4 of 16 rows: {ms:.3} ms, {gf:.1} GFLOP/s (useful)"
+        );
+    }
 }
 
 /// A BCR direct convolution: `k` output channels from `c` input channels, 3×3, over an
-/// `h × h` image (padded by 1), `kept` of 8 rows × 8 of 32 columns kept per 8×32 block:
-/// the same two row patterns in every block row, or (`scattered`) rows drawn per block, as
-/// pruning by norms leaves them when no rows dominate (a dozen patterns per block row).
+/// `h × h` image (padded by 1), `kept` of `block[0]` rows × a quarter of `block[1]` columns
+/// kept per block: the same row patterns in every block row (rows `2·bc` apart), or
+/// (`scattered`) rows drawn per block, as pruning by norms leaves them when no rows dominate
+/// (a dozen patterns per block row).
 #[allow(dead_code)]
 pub fn conv_case(
     level: Level,
     c: usize,
     k: usize,
     h: usize,
+    block: [usize; 2],
     kept: usize,
     scattered: bool,
 ) -> (f64, f64) {
     let cols = c * 9;
+    let [bh, bw] = block;
     let mut a = vec![0f32; k * cols];
-    for br in 0..k / 8 {
-        for bc in 0..cols.div_ceil(32) {
+    for br in 0..k / bh {
+        for bc in 0..cols.div_ceil(bw) {
             // A cheap hash of the block picks where its rows start and their spacing.
             let hash = (br * 7919 + bc * 104729) % 8191;
             for r in 0..kept {
-                for j in 0..8 {
+                for j in 0..bw / 4 {
                     let row = if scattered {
-                        br * 8 + (hash % 8 + r * (1 + hash / 8 % 2)) % 8
+                        br * bh + (hash % bh + r * (1 + hash / bh % 2)) % bh
                     } else {
-                        br * 8 + (r * 2 + bc) % 8
+                        br * bh + (r * 2 + bc) % bh
                     };
-                    let col = bc * 32 + (j * 4 + br) % 32;
+                    let col = bc * bw + (j * 4 + br) % bw;
                     if col < cols {
                         a[row * cols + col] = 0.01 * ((row + col) % 7) as f32 + 0.01;
                     }
@@ -128,7 +138,7 @@ pub fn conv_case(
     let (hp, wp) = (h + 2, h + 2);
     let x = vec![0.5f32; c * hp * wp];
     let offset = |col: usize| ((col / 9) * hp * wp + (col % 9 / 3) * wp + col % 3) as u32;
-    let bcr = Bcr::new(level, &a, k, cols, [8, 32], &offset);
+    let bcr = Bcr::new(level, &a, k, cols, block, &offset);
     let n = h * h;
     let mut y = vec![0f32; k * n];
     // Tiles of whole output rows, as the JIT's (B's slice in L2).

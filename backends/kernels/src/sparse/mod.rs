@@ -63,6 +63,9 @@ struct Block {
     row_values_at: u32,
     /// The kept rows as bits of the block row (for matrix-vector products).
     row_mask: u32,
+    /// The kept rows (bits by index in this block) that no earlier block of the block row
+    /// keeps: a product stores their sums instead of adding them to `C`.
+    first: u32,
 }
 
 /// A BCR matrix planned for one level.
@@ -76,6 +79,10 @@ pub struct Bcr {
     pub block_rows: usize,
     /// Blocks of block row `i`: `starts[i]..starts[i + 1]`.
     starts: Vec<u32>,
+    /// Rows of `C` that no block keeps (all zero in `A`), block row `i`'s at
+    /// `empty_starts[i]..empty_starts[i + 1]`: a product zeroes them, and only them.
+    empty_rows: Vec<u32>,
+    empty_starts: Vec<u32>,
     blocks: Vec<Block>,
     /// Row of `C` (absolute) of each kept row.
     row_index: Vec<u32>,
@@ -195,6 +202,7 @@ impl Bcr {
         evict(&self.starts);
         evict(&self.blocks);
         evict(&self.row_index);
+        evict(&self.empty_rows);
         evict(&self.col_offset);
         evict(&self.values);
         evict(&self.row_values);
@@ -225,6 +233,8 @@ impl Bcr {
             block_rows: br,
             starts: vec![0],
             blocks: Vec::new(),
+            empty_rows: Vec::new(),
+            empty_starts: vec![0],
             row_index: Vec::new(),
             col_offset: Vec::new(),
             values: Vec::new(),
@@ -261,6 +271,7 @@ impl Bcr {
                     None => groups.push((kept_rows, kept_cols.collect())),
                 }
             }
+            let mut written = vec![false; r_end - row0];
             for (kept_rows, kept_cols) in groups {
                 let cols_at = p.col_offset.len() as u32;
                 p.col_offset
@@ -296,10 +307,19 @@ impl Bcr {
                         values_at,
                         row_values_at,
                         row_mask: part.iter().fold(0, |m, &r| m | 1 << ((r - row0) % 32)),
+                        first: part.iter().enumerate().fold(0, |m, (i, &r)| {
+                            m | u32::from(!std::mem::replace(&mut written[r - row0], true)) << i
+                        }),
                     });
                 }
             }
             p.starts.push(p.blocks.len() as u32);
+            p.empty_rows.extend(
+                (row0..r_end)
+                    .filter(|r| !written[r - row0])
+                    .map(|r| r as u32),
+            );
+            p.empty_starts.push(p.empty_rows.len() as u32);
         }
         p
     }
@@ -388,10 +408,10 @@ impl Bcr {
             Columns::Direct { .. } | Columns::Matrix { .. } => None,
         };
         for bri in br0..br1 {
-            let r0 = bri * self.block_rows;
-            let r1 = (r0 + self.block_rows).min(self.rows);
-            for r in r0..r1 {
-                unsafe { std::ptr::write_bytes(c.add(r * ldc), 0, n) };
+            // The first block keeping a row stores its sums; the rows none keeps are zero.
+            let empty = self.empty_starts[bri] as usize..self.empty_starts[bri + 1] as usize;
+            for &r in &self.empty_rows[empty] {
+                unsafe { std::ptr::write_bytes(c.add(r as usize * ldc), 0, n) };
             }
             // Rows narrower than half a vector (7-wide, 9 apart, on AVX-512) run over the
             // padded grid, two or more rows to a vector: as many vectors as an im2col
@@ -520,16 +540,23 @@ unsafe fn bcr_block<S: Simd, const R: usize, const F: usize>(
                 }
                 for r in 0..R {
                     let o = out[r].add(c0 + j);
+                    let first = blk.first >> r & 1 != 0;
                     for f in 0..F {
                         let at = o.add(f * l);
                         if f + 1 == F && partial {
-                            S::store_partial(
-                                at,
-                                S::add(S::load_partial(at, live), acc[r][f]),
-                                live,
-                            );
+                            let sum = if first {
+                                acc[r][f]
+                            } else {
+                                S::add(S::load_partial(at, live), acc[r][f])
+                            };
+                            S::store_partial(at, sum, live);
                         } else {
-                            S::store(at, S::add(S::load(at), acc[r][f]));
+                            let sum = if first {
+                                acc[r][f]
+                            } else {
+                                S::add(S::load(at), acc[r][f])
+                            };
+                            S::store(at, sum);
                         }
                     }
                 }
@@ -588,9 +615,14 @@ unsafe fn bcr_runs<S: Simd, const R: usize, const F: usize>(
                 }
             }
             for r in 0..R {
+                let first = blk.first >> r & 1 != 0;
                 for f in 0..F {
                     let at = out[r].add((run0 + f) * runs.c_step);
-                    let sum = S::add(load!(at), acc[r][f]);
+                    let sum = if first {
+                        acc[r][f]
+                    } else {
+                        S::add(load!(at), acc[r][f])
+                    };
                     if live == l {
                         S::store(at, sum);
                     } else {
@@ -652,7 +684,12 @@ unsafe fn bcr_grid<S: Simd, const R: usize, const F: usize>(
                 let (mask, at, count) = grid.vectors[v0 + f];
                 for r in 0..R {
                     let o = out[r].add(at);
-                    let sum = S::add(S::load_partial(o, count), S::compress(acc[r][f], mask));
+                    let sums = S::compress(acc[r][f], mask);
+                    let sum = if blk.first >> r & 1 != 0 {
+                        sums
+                    } else {
+                        S::add(S::load_partial(o, count), sums)
+                    };
                     S::store_partial(o, sum, count);
                 }
             }
