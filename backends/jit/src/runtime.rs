@@ -8,6 +8,7 @@ use crate::steps::{
 };
 use crate::{CompileStats, RunError};
 use dnnc_ir::{Buffer, Tensor, TensorType};
+use dnnc_kernels::epilogue::EpilogueArgs;
 use dnnc_kernels::gemm::BMatrix;
 use dnnc_kernels::sparse::Columns;
 use std::cell::RefCell;
@@ -427,11 +428,28 @@ impl Executable {
                             None => Columns::Matrix { ldb },
                         };
                         let (bp, cp) = (b_ptr as *const f32, c_base as *mut f32);
+                        // Its epilogue's data: channels from the batch's first, the
+                        // residual at C's offsets.
+                        let finish = sp.finish.as_ref().map(|f| {
+                            let at = |a: &Addr, offset: usize| match a {
+                                Addr::Null => std::ptr::null(),
+                                a => (resolve(a) + offset as u64) as *const f32,
+                            };
+                            let args = EpilogueArgs {
+                                scale: at(&f.scale, cho),
+                                shift: at(&f.shift, cho),
+                                residual: at(&f.residual, co + n0 * 4),
+                            };
+                            (f.spec, args)
+                        });
                         match &sp.kernel {
                             // SAFETY: the plan was built for this matrix; B and C hold
-                            // k × n and m × n elements at these strides.
+                            // k × n and m × n elements at these strides, and the
+                            // epilogue's data every row's channel and C's residual.
                             SparseKernel::Bcr(plans) => unsafe {
-                                plans[batch.group].run(bp, cp, n, g.ldc, columns, begin, end)
+                                let finish = finish.as_ref().map(|(e, a)| (e, a));
+                                plans[batch.group]
+                                    .run_finished(bp, cp, n, g.ldc, columns, begin, end, finish)
                             },
                             SparseKernel::Csr(plans) => unsafe {
                                 plans[batch.group].run(bp, cp, n, g.ldc, columns, begin, end)

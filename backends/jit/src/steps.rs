@@ -155,6 +155,23 @@ pub struct SparseA {
     /// Rows per unit of the kernel's tile (the block rows for BCR, 1 for CSR); row tiles
     /// are multiples of it.
     pub row_unit: usize,
+    /// The epilogue the BCR kernel applies itself, to each block row as it completes (the
+    /// step then has no generated epilogue).
+    pub finish: Option<SparseFinish>,
+}
+
+/// An epilogue a BCR product applies as it goes: which steps, and their data (per-channel
+/// arrays indexed by row of C, and a residual laid out like C; `Addr::Null` where absent).
+#[derive(Clone)]
+pub struct SparseFinish {
+    /// Which steps.
+    pub spec: dnnc_kernels::epilogue::Epilogue,
+    /// Per-channel scale.
+    pub scale: Addr,
+    /// Per-channel shift (the bias folded in).
+    pub shift: Addr,
+    /// The residual.
+    pub residual: Addr,
 }
 
 /// How a sparse A runs.

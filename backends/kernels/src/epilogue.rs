@@ -102,6 +102,17 @@ impl<S: Simd> ChannelVectors<S> {
         }
     }
 
+    /// The scale and shift of one channel, in every lane (a layout with a channel per row).
+    #[inline(always)]
+    pub(crate) unsafe fn splat(e: &Epilogue, a: &EpilogueArgs, channel: usize) -> Self {
+        unsafe {
+            ChannelVectors {
+                scale: S::splat(if e.scale { *a.scale.add(channel) } else { 1.0 }),
+                shift: S::splat(if e.shift { *a.shift.add(channel) } else { 0.0 }),
+            }
+        }
+    }
+
     /// Applies the epilogue to `v`, whose residual (if any) is at `residual_offset`.
     #[inline(always)]
     pub(crate) unsafe fn apply(
@@ -112,6 +123,19 @@ impl<S: Simd> ChannelVectors<S> {
         residual_offset: usize,
     ) -> S::V {
         unsafe {
+            let residual = if e.residual {
+                S::load(a.residual.add(residual_offset))
+            } else {
+                S::zero()
+            };
+            self.apply_loaded(e, v, residual)
+        }
+    }
+
+    /// Applies the epilogue to `v` with its residual already loaded (ignored without one).
+    #[inline(always)]
+    pub(crate) unsafe fn apply_loaded(&self, e: &Epilogue, v: S::V, residual: S::V) -> S::V {
+        unsafe {
             let mut v = v;
             if e.scale {
                 v = S::mul_add(v, self.scale, self.shift);
@@ -120,7 +144,7 @@ impl<S: Simd> ChannelVectors<S> {
             }
             v = activate::<S>(e.act1, v);
             if e.residual {
-                v = S::add(v, S::load(a.residual.add(residual_offset)));
+                v = S::add(v, residual);
             }
             activate::<S>(e.act2, v)
         }

@@ -6,6 +6,7 @@ mod common;
 
 use common::{relative_to_terms, seeded};
 use dnnc_kernels::Level;
+use dnnc_kernels::epilogue::{Activation, Epilogue, EpilogueArgs};
 use dnnc_kernels::sparse::{Bcr, Columns, Csr};
 use proptest::prelude::*;
 
@@ -27,6 +28,65 @@ fn sparse_matrix(m: usize, k: usize, block: [usize; 2], seed: u64) -> Vec<f32> {
         }
     }
     v
+}
+
+/// An epilogue drawn from `seed` (every step on or off, each activation) and its data for
+/// `rows` channels and a residual of `len` elements.
+struct Finish {
+    spec: Epilogue,
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+    residual: Vec<f32>,
+}
+
+impl Finish {
+    fn new(seed: u64, rows: usize, len: usize) -> Finish {
+        let act =
+            |k: u64| [Activation::Identity, Activation::Relu, Activation::Relu6][k as usize % 3];
+        Finish {
+            spec: Epilogue {
+                scale: seed.is_multiple_of(2),
+                shift: (seed / 2).is_multiple_of(2),
+                act1: act(seed / 4),
+                residual: (seed / 12).is_multiple_of(2),
+                act2: act(seed / 24),
+            },
+            scale: seeded(rows, seed + 11),
+            shift: seeded(rows, seed + 13),
+            residual: seeded(len, seed + 17),
+        }
+    }
+
+    fn args(&self) -> EpilogueArgs {
+        EpilogueArgs {
+            scale: self.scale.as_ptr(),
+            shift: self.shift.as_ptr(),
+            residual: self.residual.as_ptr(),
+        }
+    }
+
+    /// `want` (row `i / per_row`) finished, and the bound on its rounding error.
+    fn apply(&self, want: &[f32], magnitude: &[f64], per_row: usize) -> (Vec<f32>, Vec<f64>) {
+        let e = &self.spec;
+        let act = |a: Activation, v: f32| match a {
+            Activation::Identity => v,
+            Activation::Relu => v.max(0.0),
+            Activation::Relu6 => v.clamp(0.0, 6.0),
+        };
+        let mut out = Vec::new();
+        let mut bound = Vec::new();
+        for (i, (&w, &m)) in want.iter().zip(magnitude).enumerate() {
+            let r = i / per_row;
+            let (s, t) = (
+                if e.scale { self.scale[r] } else { 1.0 },
+                if e.shift { self.shift[r] } else { 0.0 },
+            );
+            let res = if e.residual { self.residual[i] } else { 0.0 };
+            out.push(act(e.act2, act(e.act1, w * s + t) + res));
+            bound.push(m * s.abs() as f64 + t.abs() as f64 + res.abs() as f64);
+        }
+        (out, bound)
+    }
 }
 
 proptest! {
@@ -90,6 +150,16 @@ proptest! {
                 }
                 let err = relative_to_terms(&y, &want, &magnitude);
                 prop_assert!(err <= 1e-5, "{level} {name}: relative L2 {err:e}");
+                // With an epilogue applied as each block row completes.
+                let finish = Finish::new(seed, m, m);
+                let (want, bound) = finish.apply(&want, &magnitude, 1);
+                let mut y = vec![f32::NAN; m];
+                for (b0, b1) in [(0, blocks / 2), (blocks / 2, blocks)] {
+                    let f = Some((&finish.spec, &finish.args()));
+                    unsafe { bcr.run_finished(x.as_ptr(), y.as_mut_ptr(), 1, 1, Columns::Matrix { ldb: 1 }, b0, b1, f) };
+                }
+                let err = relative_to_terms(&y, &want, &bound);
+                prop_assert!(err <= 1e-5, "{level} {name} finished by {:?}: relative L2 {err:e}", finish.spec);
             }
         }
     }
@@ -120,6 +190,13 @@ proptest! {
             let mut y = vec![f32::NAN; k_out * n];
             unsafe { bcr.run(x.as_ptr(), y.as_mut_ptr(), n, n, columns, 0, bcr.block_row_count()) };
             prop_assert!(relative_to_terms(&y, &want, &magnitude) <= 1e-5, "{level}: bcr direct");
+            // With an epilogue applied as each block row completes.
+            let finish = Finish::new(seed, k_out, k_out * n);
+            let (finished, bound) = finish.apply(&want, &magnitude, n);
+            let mut y = vec![f32::NAN; k_out * n];
+            let f = Some((&finish.spec, &finish.args()));
+            unsafe { bcr.run_finished(x.as_ptr(), y.as_mut_ptr(), n, n, columns, 0, bcr.block_row_count(), f) };
+            prop_assert!(relative_to_terms(&y, &finished, &bound) <= 1e-5, "{level}: bcr direct finished by {:?}", finish.spec);
             let mut y = vec![f32::NAN; k_out * n];
             unsafe { csr.run(x.as_ptr(), y.as_mut_ptr(), n, n, columns, 0, k_out) };
             prop_assert!(relative_to_terms(&y, &want, &magnitude) <= 1e-5, "{level}: csr direct");

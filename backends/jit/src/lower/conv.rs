@@ -128,7 +128,12 @@ impl Lower<'_> {
             }
         }
         let (m_tile, n_tile) = (tiling.m_tile, tiling.n_tile);
-        let epilogue = self.gemm_epilogue(node, bias, ChannelAxis::Rows, p)?;
+        // A sparse product's epilogue is settled with its kernel, below.
+        let (epilogue, bias) = if sparse.is_some() {
+            (None, bias)
+        } else {
+            (self.gemm_epilogue(node, bias, ChannelAxis::Rows, p)?, None)
+        };
         // A sparse weight runs from its descriptor: the dense values are not needed.
         let pw = if sparse.is_some() {
             Addr::Null
@@ -183,7 +188,9 @@ impl Lower<'_> {
                     (ci * hp * wp + (tap / s) * wp + tap % s) as u32
                 });
             }
-            step.sparse = Some(self.sparse_a(layout, &matrices, kg, kk, &*col_word));
+            let mut sparse = self.sparse_a(layout, &matrices, kg, kk, &*col_word);
+            step.epilogue = self.sparse_epilogue(node, bias, &mut sparse, p)?;
+            step.sparse = Some(sparse);
             let unit = step.sparse.as_ref().map_or(1, |s| s.row_unit);
             step.m_tile = step.m_tile.div_ceil(unit) * unit;
             self.variant = Some(match (layout, tiling.direct.is_some()) {

@@ -3,6 +3,35 @@
 use super::*;
 
 impl Lower<'_> {
+    /// The epilogue of a sparse product with rows of C as channels (after an optional
+    /// `bias`): a BCR kernel applies it itself, to each block row while it is in cache,
+    /// when the kernels' form holds all of it (`sparse.finish`); otherwise a generated
+    /// epilogue over each tile, returned.
+    pub(super) fn sparse_epilogue(
+        &mut self,
+        node: &Node,
+        bias: Option<Vec<f32>>,
+        sparse: &mut SparseA,
+        ldc: usize,
+    ) -> Result<Option<GemmEpilogue>, CompileError> {
+        let fused = fuse_epilogue(&node.epilogue, bias.clone());
+        if !matches!(sparse.kernel, SparseKernel::Bcr(_))
+            || !fused.rest.is_empty()
+            || fused.spec.is_identity()
+        {
+            return self.gemm_epilogue(node, bias, ChannelAxis::Rows, ldc);
+        }
+        let mut data = |v: Option<Vec<f32>>| v.map_or(Addr::Null, |v| self.f32_data(v));
+        let (scale, shift) = (data(fused.scale), data(fused.shift));
+        sparse.finish = Some(SparseFinish {
+            spec: fused.spec,
+            scale,
+            shift,
+            residual: fused.residual.map_or(Addr::Null, |v| self.addr(v)),
+        });
+        Ok(None)
+    }
+
     /// The native kernel of sparse matrices (one per group), each `m × k`; `col_offset(c)`
     /// is column `c`'s row of B (its index, or its element offset in a padded input read
     /// in place).
@@ -24,6 +53,7 @@ impl Lower<'_> {
                         .collect(),
                 )),
                 row_unit: block[0],
+                finish: None,
             },
             SparseLayout::Csr => SparseA {
                 kernel: SparseKernel::Csr(std::sync::Arc::new(
@@ -33,6 +63,7 @@ impl Lower<'_> {
                         .collect(),
                 )),
                 row_unit: 1,
+                finish: None,
             },
         }
     }
@@ -52,6 +83,7 @@ impl Lower<'_> {
                     dnnc_kernels::sparse::Bcr::for_vectors(self.options.cpu, values, n, k, block),
                 ])),
                 row_unit: block[0],
+                finish: None,
             },
             SparseLayout::Csr => self.sparse_a(layout, &[values], n, k, &|c| c as u32),
         }
@@ -81,7 +113,8 @@ impl Lower<'_> {
                 ..Batch::default()
             })
             .collect();
-        let epilogue = self.gemm_epilogue(node, bias, ChannelAxis::Rows, 1)?;
+        let mut sparse = sparse.clone();
+        let epilogue = self.sparse_epilogue(node, bias, &mut sparse, 1)?;
         self.steps.push(Step::Gemm(Box::new(GemmStep {
             m: n,
             n: 1,
@@ -100,7 +133,7 @@ impl Lower<'_> {
             b_transposed: false,
             generated: None,
             native: None,
-            sparse: Some(sparse.clone()),
+            sparse: Some(sparse),
             b_rows: None,
         })));
         Ok(())

@@ -19,11 +19,13 @@
 //! convolution read in place ([`Columns::Direct`]).
 
 mod csr;
+mod finish;
 mod windowed;
 
 pub use csr::Csr;
 
 use crate::Level;
+use crate::epilogue::{Epilogue, EpilogueArgs};
 use crate::simd::Simd;
 
 /// How the columns of `B` and `C` are laid out.
@@ -378,6 +380,39 @@ impl Bcr {
         br0: usize,
         br1: usize,
     ) {
+        unsafe { self.run_finished(b, c, n, ldc, columns, br0, br1, None) }
+    }
+
+    /// [`Bcr::run`], then `finish` (an epilogue, with row `r` of `C` its channel `r` and
+    /// the residual at `C`'s offsets) on each block row's rows as soon as they are summed.
+    ///
+    /// # Safety
+    /// As [`Bcr::run`]; `finish`'s data must hold every row's channel and `C`'s residual.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn run_finished(
+        &self,
+        b: *const f32,
+        c: *mut f32,
+        n: usize,
+        ldc: usize,
+        columns: Columns,
+        br0: usize,
+        br1: usize,
+        finish: Option<(&Epilogue, &EpilogueArgs)>,
+    ) {
+        let finish_rows = finish.map(|(e, a)| (e, a, finish::finish_fn(self.level)));
+        let rows_of = |bri0: usize, bri1: usize| {
+            [
+                (bri0 * self.block_rows).min(self.rows),
+                (bri1 * self.block_rows).min(self.rows),
+            ]
+        };
+        let finish_block_rows = |bri0: usize, bri1: usize| {
+            if let Some((e, a, f)) = finish_rows {
+                // SAFETY: the caller's contract covers these rows of C and their data.
+                unsafe { f(e, a, c, ldc, rows_of(bri0, bri1), n) };
+            }
+        };
         let lanes = self.level.lanes();
         let vectors = self.block_rows.div_ceil(lanes);
         let ldb = match columns {
@@ -386,18 +421,21 @@ impl Bcr {
         };
         if let (1, Columns::Matrix { ldb: 1 }, Some(w)) = (n, columns, &self.windows) {
             unsafe { w.run(b, c, ldc, br0, br1) };
+            finish_block_rows(br0, br1);
             return;
         }
         if n == 1 && matches!(columns, Columns::Matrix { .. }) && self.expands() {
             for bri in br0..br1 {
                 unsafe { (self.expanding)(self, bri, b, c, [ldc, ldb]) };
             }
+            finish_block_rows(br0, br1);
             return;
         }
         if n == 1 && matches!(columns, Columns::Matrix { .. }) && vectors <= 4 {
             for bri in br0..br1 {
                 unsafe { self.vector[0][vectors - 1](self, bri, b, c, [ldc, ldb]) };
             }
+            finish_block_rows(br0, br1);
             return;
         }
         let runs = Runs::new(n, columns);
@@ -432,6 +470,7 @@ impl Bcr {
                         }
                     }
                 }
+                finish_block_rows(bri, bri + 1);
                 continue;
             }
             // Vectors per run (output row of a convolution read in place).
@@ -473,6 +512,7 @@ impl Bcr {
                     }
                 }
             }
+            finish_block_rows(bri, bri + 1);
         }
     }
 }
