@@ -11,7 +11,8 @@ steps).
 
 With --prune RATE, dnnc runs the model after `bcr-prune{rate=RATE ...}` (GRIM) while ONNX
 Runtime runs it dense, as the papers compare; outputs then differ by design and are not
-checked. --layouts runs dnnc once per weight layout (e.g. auto,csr,dense).
+checked. --prune-block takes one block shape, or a list for bcr-tune to choose each
+layer's fastest from by measured kernel time. --layouts runs dnnc once per weight layout (e.g. auto,csr,dense).
 
 With --memory it instead reports each engine's peak resident memory (VmHWM) for loading
 the model and running it once, each in a fresh process.
@@ -111,7 +112,9 @@ def main():
     p.add_argument("--engines", default="reference", help="dnnc engines, comma-separated")
     p.add_argument("--memory", action="store_true", help="report peak RSS instead of latency")
     p.add_argument("--prune", type=float, help="BCR-prune dnnc's copy at this rate first")
-    p.add_argument("--prune-block", default="8x32", help="BCR block shape")
+    p.add_argument("--prune-block", default="8x32",
+                   help="BCR block shape; a comma-separated list lets bcr-tune pick each "
+                        "layer's fastest on this machine (GRIM's decoupling: blocks by speed)")
     p.add_argument("--prune-layers", default=".*", help="weights to prune (regex)")
     p.add_argument("--layouts", default="auto", help="dnnc weight layouts, comma-separated")
     p.add_argument("--cpu", default="native", help="dnnc's vector level (native, avx512, avx2, sse4)")
@@ -131,8 +134,15 @@ def main():
     subprocess.check_call([dnnc, "import", path, "-o", dnn])
     if args.prune:
         pruned = os.path.join(WORK, f"{name}.bcr{args.prune:g}.dnn")
-        pipeline = (f"canonicalize,bcr-prune{{rate={args.prune:g} block={args.prune_block} "
-                    f"layers={args.prune_layers}}},dce")
+        rate, layers = f"{args.prune:g}", args.prune_layers
+        if "," in args.prune_block:
+            # Every layer at the same rate; bcr-tune only times the candidate blocks.
+            pipeline = (f'canonicalize,bcr-tune{{target={rate} rates={rate} '
+                        f'blocks="{args.prune_block}" slack=0 refine=0 layers={layers}}},'
+                        f"bcr-prune{{rate={rate} layers={layers}}},dce")
+        else:
+            pipeline = (f"canonicalize,bcr-prune{{rate={rate} block={args.prune_block} "
+                        f"layers={layers}}},dce")
         subprocess.check_call([dnnc, "opt", dnn, "-p", pipeline, "-o", pruned])
         print(f"dnnc runs {os.path.basename(pruned)} ({pipeline}); ONNX Runtime runs the dense model")
         dnn = pruned
