@@ -396,6 +396,33 @@ impl Executable {
             SCRATCH.with(|scratch| {
                 let mut scratch = scratch.borrow_mut();
                 let (b_ptr, ldb) = match &g.im2col {
+                    // The tile's input rows, padded into the scratch.
+                    None if g.pad_tile.is_some() => {
+                        let t = g.pad_tile.expect("checked");
+                        let (wo, wp) = g.b_rows.expect("a tile padded for a direct product");
+                        let stride = t.rows * wp;
+                        if scratch.len() < t.channels * stride {
+                            scratch.resize(t.channels * stride, 0.0);
+                        }
+                        // Output rows [oh0, oh1) read padded rows [oh0, oh1 + halo).
+                        let (oh0, oh1) = (n0 / wo, n1 / wo);
+                        let rows = (oh1 - oh0 + t.halo).min(t.rows);
+                        // SAFETY: B holds the batch item's channels; the scratch holds
+                        // `channels · stride` floats.
+                        unsafe {
+                            dnnc_kernels::layout::pad_rows(
+                                (b + bo as u64) as *const f32,
+                                scratch.as_mut_ptr(),
+                                t.channels,
+                                t.plane,
+                                t.pad,
+                                oh0,
+                                rows,
+                                stride,
+                            )
+                        };
+                        (scratch.as_ptr() as u64, 1)
+                    }
                     Some(im) => {
                         // NR floats of slack: the generated GEMM's last panel reads past the end.
                         if scratch.len() < g.k * n + crate::codegen::gemm::NR {

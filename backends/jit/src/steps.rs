@@ -145,6 +145,25 @@ pub struct GemmStep {
     /// B is a convolution's padded input read in place: `(wo, wp)`, output and padded
     /// input row widths (a tile's first column `n0` starts at input row `n0 / wo`).
     pub b_rows: Option<(usize, usize)>,
+    /// B is the unpadded input, which each tile pads (its rows) into its thread's scratch.
+    pub pad_tile: Option<PadTile>,
+}
+
+/// A convolution tile's input rows, zero-padded into the thread's scratch: every
+/// channel's padded rows from the tile's first output row on, `rows · (w + left + right)`
+/// floats apart.
+#[derive(Clone, Copy, Debug)]
+pub struct PadTile {
+    /// Channels of the input.
+    pub channels: usize,
+    /// Input plane height and width.
+    pub plane: [usize; 2],
+    /// Padding: top, left, bottom, right.
+    pub pad: [usize; 4],
+    /// Padded rows per channel in the scratch (the most a tile reads).
+    pub rows: usize,
+    /// Padded rows a tile reads past its output rows (kernel height − 1).
+    pub halo: usize,
 }
 
 /// A sparse A operand: the BCR or CSR kernel and its compact form.

@@ -113,6 +113,44 @@ pub unsafe fn pad_planar(
     }
 }
 
+/// Copies padded rows `[y0, y0 + rows)` of every channel of `[channels][h][w]` (zero
+/// padding `[top, left, bottom, right]`; rows past the padded plane are zero too) into
+/// `dst`, channel `c` at `c · channel_stride`, rows `w + left + right` apart: the input
+/// rows of a convolution tile, padded where it reads them.
+///
+/// # Safety
+/// `src` must hold the channels; `dst` `channels · channel_stride` floats, with
+/// `channel_stride ≥ rows · (w + left + right)`.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn pad_rows(
+    src: *const f32,
+    dst: *mut f32,
+    channels: usize,
+    [h, w]: [usize; 2],
+    [top, left, _, right]: [usize; 4],
+    y0: usize,
+    rows: usize,
+    channel_stride: usize,
+) {
+    let wp = w + left + right;
+    for c in 0..channels {
+        for (i, yp) in (y0..y0 + rows).enumerate() {
+            // SAFETY: the caller's contract covers the channel's rows.
+            unsafe {
+                let out = dst.add(c * channel_stride + i * wp);
+                match yp.checked_sub(top).filter(|&y| y < h) {
+                    Some(y) => {
+                        std::ptr::write_bytes(out, 0, left);
+                        std::ptr::copy_nonoverlapping(src.add((c * h + y) * w), out.add(left), w);
+                        std::ptr::write_bytes(out.add(left + w), 0, right);
+                    }
+                    None => std::ptr::write_bytes(out, 0, wp),
+                }
+            }
+        }
+    }
+}
+
 /// Evicts `data` from every cache level (`clflush` on x86-64; a no-op elsewhere), so
 /// that the next read comes from memory, as a model's weights do when the rest of the
 /// model ran in between. For calibration, never on a run's path.

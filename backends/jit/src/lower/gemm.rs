@@ -177,6 +177,7 @@ impl Lower<'_> {
             native: None,
             sparse: None,
             b_rows: None,
+            pad_tile: None,
         };
         if !generated {
             // A constant B (a weight `[n × k]`, B = Wᵀ) is packed into panels once, and

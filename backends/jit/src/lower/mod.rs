@@ -28,7 +28,8 @@ use crate::plan::Plan;
 use crate::runtime::Executable;
 use crate::steps::{
     Addr, Batch, Data, EpiParam, GemmEpilogue, GemmStep, Generated, Im2col, KernelStep, Native,
-    NativeGemm, NativeStep, OutputSource, Program, SparseA, SparseFinish, SparseKernel, Step,
+    NativeGemm, NativeStep, OutputSource, PadTile, Program, SparseA, SparseFinish, SparseKernel,
+    Step,
 };
 use crate::{CompileError, CompileStats, GemmImpl, JitOptions, WeightLayout};
 

@@ -135,6 +135,7 @@ impl Lower<'_> {
             native: None,
             sparse: Some(sparse),
             b_rows: None,
+            pad_tile: None,
         })));
         Ok(())
     }
