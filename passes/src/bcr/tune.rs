@@ -1,8 +1,11 @@
 //! `bcr-tune`: GRIM's decoupled search for BCR pruning hyper-parameters.
 //!
 //! (a) Compiler side: each layer's block shape is the candidate whose BCR kernel runs
-//! fastest on this machine at the layer's GEMM shape and the target rate, measured through
-//! the driver's [`KernelTimer`] (results cached in a file keyed by machine and shape).
+//! fastest on this machine at the target rate, measured through the driver's
+//! [`KernelTimer`] (results cached in a file keyed by machine and shape): a convolution
+//! timed as itself (its geometry, padding and all: the JIT reads most in place, so a GEMM
+//! of the same size ranks blocks differently), other layers as a product of their GEMM
+//! shape.
 //! Candidates within `slack` of the fastest time count as equally fast (sub-microsecond
 //! kernels differ by less than the machine's noise); among those, the block whose pruning
 //! at the target disturbs the outputs least wins.
@@ -19,8 +22,11 @@ use crate::options::{OptionError, OptionSpec, PassOptions};
 use crate::pass::{KernelTimer, Pass, PassContext, PassError, StatValue};
 use crate::registry::PassInfo;
 use dnnc_ir::attr::Attribute;
-use dnnc_ir::ops::OpKind;
+use dnnc_ir::builder::FuncBuilder;
+use dnnc_ir::init::{InitKind, InitSpec};
+use dnnc_ir::ops::{Conv2d, OpKind};
 use dnnc_ir::sparse::gemm_matrices;
+use dnnc_ir::types::TensorType;
 use dnnc_ir::{Diagnostic, FuncId, Location, Module, OpId, Tensor, WeightId};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -184,6 +190,8 @@ struct Layer {
     /// Gates of a recurrent weight, and rows per gate (blocks must not straddle gates).
     gates: usize,
     gate_rows: usize,
+    /// A convolution's attributes and input type: it is timed as itself.
+    conv: Option<(Conv2d, TensorType)>,
 }
 
 fn layers(module: &Module, pattern: &regex::Regex) -> Vec<Layer> {
@@ -226,7 +234,12 @@ fn layers(module: &Module, pattern: &regex::Regex) -> Vec<Layer> {
                 | OpKind::BasisConv(_)
                 | OpKind::CoeffConv(_) => 1,
             };
+            let conv = match &data.kind {
+                OpKind::Conv2d(c) => Some((c.clone(), f.ty(data.operands[0]).clone())),
+                _ => None,
+            };
             Layer {
+                conv,
                 weight: u.weight,
                 loc: data.loc.clone(),
                 users: u.users,
@@ -238,6 +251,34 @@ fn layers(module: &Module, pattern: &regex::Regex) -> Vec<Layer> {
             }
         })
         .collect()
+}
+
+/// A module of one convolution (`c`, input `x`, weight `w` of seeded normals pruned at
+/// `rate` in `block`-shaped blocks and stored in them): what a layer's kernel time is
+/// measured on.
+fn conv_module(
+    c: &Conv2d,
+    x: &TensorType,
+    w: &TensorType,
+    block: [usize; 2],
+    rate: f64,
+) -> Result<Module, String> {
+    let mut module = Module::new(Some("bcr_timing"));
+    let mut b = FuncBuilder::new(&mut module, "main", &[("x", x.clone())]);
+    let input = b.param(0);
+    let weight = b.weight_init("w", w.clone(), InitSpec::new(InitKind::Normal, 1));
+    let y = b
+        .op1(OpKind::Conv2d(c.clone()), &[input, weight])
+        .map_err(|e| e.to_string())?;
+    b.finish(&[y]);
+    let pipeline = format!("bcr-prune{{rate={rate} block={}x{}}}", block[0], block[1]);
+    let passes = crate::registry::PassRegistry::with_builtin()
+        .build(&pipeline)
+        .map_err(|e| e.message)?;
+    let (_, result) = crate::manager::PassManager::new(passes)
+        .run(&mut module, &mut crate::manager::NoInstrumentation);
+    result.map_err(|e| format!("{:?}", e.errors))?;
+    Ok(module)
 }
 
 /// Prunes one weight of `module` in place (its values only), balanced, by L2 norms.
@@ -411,6 +452,7 @@ impl BcrTune {
     /// those whose kernel time is within `slack` of the fastest.
     fn choose_blocks(
         &self,
+        module: &Module,
         timer: &dyn KernelTimer,
         found: &[Layer],
     ) -> Result<Vec<Vec<TimedBlock>>, PassError> {
@@ -437,15 +479,29 @@ impl BcrTune {
                 }
             }
             for b in candidates {
-                let key = format!(
-                    "{machine}|{}x{}x{}|{}x{}|{}",
-                    l.m, l.k, l.n, b[0], b[1], self.target
-                );
+                let shape = match &l.conv {
+                    Some((c, x)) => format!(
+                        "conv {:?} {:?} stride {:?} pad {:?} dilation {:?} groups {}",
+                        x.shape,
+                        module.weights[l.weight].ty.shape,
+                        c.stride,
+                        c.pad.0,
+                        c.dilation,
+                        c.groups
+                    ),
+                    None => format!("{}x{}x{}", l.m, l.k, l.n),
+                };
+                let key = format!("{machine}|{shape}|{}x{}|{}", b[0], b[1], self.target);
                 let t = cache
-                    .get_or(key, || {
-                        timer
+                    .get_or(key, || match &l.conv {
+                        Some((c, x)) => {
+                            let w = module.weights[l.weight].ty.clone();
+                            let one = conv_module(c, x, &w, b, self.target)?;
+                            timer.time_function(&one).map_err(|e| e.0)
+                        }
+                        None => timer
                             .bcr_product(l.m, l.k, l.n, b, self.target)
-                            .map_err(|e| e.0)
+                            .map_err(|e| e.0),
                     })
                     .map_err(|e| {
                         Diagnostic::error(
@@ -507,7 +563,7 @@ impl Pass for BcrTune {
             )
             .into());
         };
-        let equally_fast = self.choose_blocks(timer, &found)?;
+        let equally_fast = self.choose_blocks(module, timer, &found)?;
 
         // (b) Sensitivity of the outputs to pruning each layer alone, on the entry function.
         let f = module
