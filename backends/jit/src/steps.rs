@@ -143,7 +143,8 @@ pub struct GemmStep {
     /// A constant sparse A (a pruned weight): its kernel replaces the GEMM.
     pub sparse: Option<SparseA>,
     /// B is a convolution's padded input read in place: `(wo, wp)`, output and padded
-    /// input row widths (a tile's first column `n0` starts at input row `n0 / wo`).
+    /// input row widths (a tile's first column `n0` starts at input row `n0 / wo`, or at
+    /// row 0 of the tile's scratch with `pad_tile`).
     pub b_rows: Option<(usize, usize)>,
     /// B is the unpadded input, which each tile pads (its rows) into its thread's scratch.
     pub pad_tile: Option<PadTile>,

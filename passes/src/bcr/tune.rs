@@ -234,9 +234,10 @@ fn layers(module: &Module, pattern: &regex::Regex) -> Vec<Layer> {
                 | OpKind::BasisConv(_)
                 | OpKind::CoeffConv(_) => 1,
             };
-            let conv = match &data.kind {
-                OpKind::Conv2d(c) => Some((c.clone(), f.ty(data.operands[0]).clone())),
-                _ => None,
+            let conv = if let OpKind::Conv2d(c) = &data.kind {
+                Some((c.clone(), f.ty(data.operands[0]).clone()))
+            } else {
+                None
             };
             Layer {
                 conv,

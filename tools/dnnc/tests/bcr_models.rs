@@ -119,50 +119,66 @@ fn pruned_rnns_match_the_reference() {
 }
 
 /// Sparse convolutions whose padded input is larger than L2 pad it per column tile, in the
-/// thread's scratch: symmetric and lopsided padding, BCR and CSR, 1 and 2 threads.
+/// thread's scratch: symmetric and lopsided padding, a batch of two, 7×7 maps read over
+/// the padded grid (AVX-512), BCR and CSR, 1 and 2 threads.
 #[test]
 fn inputs_padded_per_tile_match_the_reference() {
-    let text = r#"module @wide {
+    let wide = r#"module @wide {
   dnn.weight @w1 : tensor<32x32x3x3xf32> = #init<he_normal, seed = 1>
   dnn.weight @b1 : tensor<32xf32> = #init<normal, seed = 2, std = 0.05>
   dnn.weight @w2 : tensor<32x32x3x3xf32> = #init<he_normal, seed = 3>
-  func.func @main(%x: tensor<1x32x96x96xf32>) -> tensor<1x32x96x97xf32> {
+  func.func @main(%x: tensor<2x32x96x96xf32>) -> tensor<2x32x96x97xf32> {
     %w1 = dnn.weight @w1 : tensor<32x32x3x3xf32>
     %b1 = dnn.weight @b1 : tensor<32xf32>
-    %0 = dnn.conv2d %x, %w1, %b1 {pad = [1, 1, 1, 1]} : tensor<1x32x96x96xf32>
-    %1 = dnn.relu %0 : tensor<1x32x96x96xf32>
+    %0 = dnn.conv2d %x, %w1, %b1 {pad = [1, 1, 1, 1]} : tensor<2x32x96x96xf32>
+    %1 = dnn.relu %0 : tensor<2x32x96x96xf32>
     %w2 = dnn.weight @w2 : tensor<32x32x3x3xf32>
-    %2 = dnn.conv2d %1, %w2 {pad = [2, 1, 0, 2]} : tensor<1x32x96x97xf32>
-    return %2 : tensor<1x32x96x97xf32>
+    %2 = dnn.conv2d %1, %w2 {pad = [2, 1, 0, 2]} : tensor<2x32x96x97xf32>
+    return %2 : tensor<2x32x96x97xf32>
   }
 }
 "#;
-    let file = SourceFile::new("wide.dnn".to_string(), text);
-    let mut m = dnnc_frontend::parse_and_verify(&file, 0..text.len()).unwrap();
-    prune(&mut m, "bcr-prune{rate=8 block=8x32}");
-    let fid = m.funcs.keys().next().unwrap();
-    let f = &m.funcs[fid];
-    let x = seeded_normals(f.params.iter().map(|&p| f.ty(p)), 7).unwrap();
-    let want = dnnc_reference::run(&m, fid, &x, &Default::default()).unwrap();
-    use dnnc_jit::{JitOptions, WeightLayout};
-    for (layout, threads) in [
-        (WeightLayout::ByEncoding, 1),
-        (WeightLayout::ByEncoding, 2),
-        (WeightLayout::Csr, 1),
-    ] {
-        let options = JitOptions {
-            layout,
-            threads,
-            ..JitOptions::default()
-        };
-        let got = dnnc_jit::compile(&m, fid, &options)
-            .unwrap()
-            .run(&x)
-            .unwrap();
-        let e = got[0].relative_l2(&want[0]);
-        assert!(
-            e <= TOLERANCE,
-            "{layout:?}, {threads} threads: relative L2 error {e:.3e}"
-        );
+    // 3300 channels of 9×9 padded planes: just over 1 MiB.
+    let deep = r#"module @deep {
+  dnn.weight @w : tensor<16x3300x3x3xf32> = #init<he_normal, seed = 4>
+  dnn.weight @b : tensor<16xf32> = #init<normal, seed = 5, std = 0.05>
+  func.func @main(%x: tensor<1x3300x7x7xf32>) -> tensor<1x16x7x7xf32> {
+    %w = dnn.weight @w : tensor<16x3300x3x3xf32>
+    %b = dnn.weight @b : tensor<16xf32>
+    %0 = dnn.conv2d %x, %w, %b {pad = [1, 1, 1, 1]} : tensor<1x16x7x7xf32>
+    return %0 : tensor<1x16x7x7xf32>
+  }
+}
+"#;
+    for (name, text) in [("wide", wide), ("deep", deep)] {
+        let file = SourceFile::new(format!("{name}.dnn"), text);
+        let mut m = dnnc_frontend::parse_and_verify(&file, 0..text.len()).unwrap();
+        prune(&mut m, "bcr-prune{rate=8 block=8x32}");
+        let fid = m.funcs.keys().next().unwrap();
+        let f = &m.funcs[fid];
+        let x = seeded_normals(f.params.iter().map(|&p| f.ty(p)), 7).unwrap();
+        let want = dnnc_reference::run(&m, fid, &x, &Default::default()).unwrap();
+        use dnnc_jit::{JitOptions, WeightLayout};
+        for (layout, threads) in [
+            (WeightLayout::ByEncoding, 1),
+            (WeightLayout::ByEncoding, 2),
+            (WeightLayout::Csr, 1),
+            (WeightLayout::Csr, 2),
+        ] {
+            let options = JitOptions {
+                layout,
+                threads,
+                ..JitOptions::default()
+            };
+            let got = dnnc_jit::compile(&m, fid, &options)
+                .unwrap()
+                .run(&x)
+                .unwrap();
+            let e = got[0].relative_l2(&want[0]);
+            assert!(
+                e <= TOLERANCE,
+                "{name}, {layout:?}, {threads} threads: relative L2 error {e:.3e}"
+            );
+        }
     }
 }

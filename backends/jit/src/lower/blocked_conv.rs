@@ -30,7 +30,12 @@ pub(super) fn fuse_epilogue(epilogue: &[Epi], bias: Option<Vec<f32>>) -> FusedEp
     let mut i = 0;
     if let Some(Epi::Affine { scale: s, shift: t }) = epilogue.first() {
         // (x + b)·s + t = x·s + (b·s + t)
-        let n = s.as_ref().or(t.as_ref()).map_or(0, Vec::len);
+        // Channels: of whichever part is present (an affine map of neither keeps the bias).
+        let n = s
+            .as_ref()
+            .or(t.as_ref())
+            .or(shift.as_ref())
+            .map_or(0, Vec::len);
         shift = match (shift, s, t) {
             (None, _, None) => None,
             (b, s, t) => Some(

@@ -171,7 +171,8 @@ impl Lower<'_> {
                 .collect();
             let mut col_word: Box<dyn Fn(usize) -> u32> = Box::new(|c| c as u32);
             if let Some(d) = tiling.direct {
-                // Read the input in place: a zero-padded copy first if the conv pads.
+                // Read the input in place: a zero-padded copy of it first if the conv pads
+                // and no tile pads its own rows (`tile_rows`).
                 if d.bytes > 0 {
                     let padded = Addr::Arena(self.plan.scratch[index][0]);
                     let kernel = conv::pad_planes(&mut self.cg, h, wd, d.pad_h, d.pad_w)?;

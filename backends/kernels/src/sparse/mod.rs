@@ -6,7 +6,8 @@
 //! `kept rows × kept columns` sub-matrix. For a product with a matrix `B` (a convolution's
 //! positions), a block loads each of its kept columns' input vectors once and multiplies
 //! them by every kept row's value (redundant-load elimination), with the kept-row count a
-//! compile-time constant of the micro-kernel, and adds the sums into its rows of `C`.
+//! compile-time constant of the micro-kernel, and adds the sums into its rows of `C` (the
+//! first block keeping a row stores them; rows no block keeps are zeroed).
 //! For a matrix-vector product (`n = 1`) the lanes run over the block row's rows instead:
 //! each kept column's values are stored for the whole block row (zeros for rows the
 //! block does not keep), so a block row's sums stay in one register across its blocks.
@@ -384,7 +385,8 @@ impl Bcr {
     }
 
     /// [`Bcr::run`], then `finish` (an epilogue, with row `r` of `C` its channel `r` and
-    /// the residual at `C`'s offsets) on each block row's rows as soon as they are summed.
+    /// the residual at `C`'s offsets) on each block row's rows as soon as they are summed
+    /// (products with a vector: on all of `[br0, br1)`'s rows after them).
     ///
     /// # Safety
     /// As [`Bcr::run`]; `finish`'s data must hold every row's channel and `C`'s residual.
