@@ -2,20 +2,24 @@
 //! steps of a run (a step's tiles start within a microsecond, where a sleeping worker
 //! takes tens to wake), and park between runs.
 //!
-//! [`Pool::run`] hands `tasks` indices to the calling thread and every worker through one
-//! atomic counter and returns when all are done.
+//! [`Pool::run`] gives each thread (the caller and every worker) a contiguous share of
+//! `tasks` indices, taken from the front; a thread done with its own steals from the back
+//! of the others'. Returns when all are done. Contiguous shares keep a thread on the same
+//! part of the data from step to step (a convolution's column tiles are image rows: the
+//! rows a thread wrote stay in its L2 for the next layer), and stealing from the back
+//! keeps the balance of one shared counter (BCR resnet18 on 2 threads: one shared
+//! counter 4.30 ms, contiguous shares 3.94).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// A job: tasks `[0, count)` of a borrowed closure.
+/// A job: a borrowed closure over task indices (the shares hold which).
 #[derive(Copy, Clone)]
 struct Job {
     /// `&(dyn Fn(usize) + Sync)`, lifetime erased; valid until `Pool::run` returns.
     body: *const (dyn Fn(usize) + Sync),
-    count: usize,
 }
 
 // SAFETY: the closure is Sync and outlives every use (run waits for all workers).
@@ -25,8 +29,10 @@ struct Shared {
     job: Mutex<Option<Job>>,
     /// Bumped for each job; workers start when it changes.
     generation: AtomicU64,
-    /// The next task index of the current job.
-    next: AtomicUsize,
+    /// Each thread's share of the current job's tasks, `front | back << 32`: the thread
+    /// takes from the front, others steal from the back (worker `i` has share `i`, the
+    /// caller the last).
+    shares: Vec<AtomicU64>,
     /// Workers done with the current job.
     finished: AtomicUsize,
     /// While true, idle workers spin; otherwise they park on `wake`.
@@ -53,7 +59,7 @@ impl Pool {
         let shared = Arc::new(Shared {
             job: Mutex::new(None),
             generation: AtomicU64::new(0),
-            next: AtomicUsize::new(0),
+            shares: (0..threads.max(1)).map(|_| AtomicU64::new(0)).collect(),
             finished: AtomicUsize::new(0),
             hot: AtomicBool::new(false),
             wake: Condvar::new(),
@@ -65,7 +71,7 @@ impl Pool {
                 let s = shared.clone();
                 std::thread::Builder::new()
                     .name(format!("dnnc-jit-{i}"))
-                    .spawn(move || worker(&s))
+                    .spawn(move || worker(&s, i - 1))
                     .expect("a worker thread")
             })
             .collect();
@@ -104,8 +110,12 @@ impl Pool {
         // SAFETY: the lifetime is erased only until this function returns, and it returns
         // after every worker has finished with the job.
         let body: *const (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(body) };
-        *s.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(Job { body, count: tasks });
-        s.next.store(0, Ordering::SeqCst);
+        *s.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(Job { body });
+        let threads = s.shares.len();
+        for (t, share) in s.shares.iter().enumerate() {
+            let (front, back) = (t * tasks / threads, (t + 1) * tasks / threads);
+            share.store(front as u64 | (back as u64) << 32, Ordering::SeqCst);
+        }
         s.finished.store(0, Ordering::SeqCst);
         s.generation.fetch_add(1, Ordering::SeqCst);
         if !s.hot.load(Ordering::SeqCst) {
@@ -113,7 +123,7 @@ impl Pool {
             s.wake.notify_all();
         }
         // SAFETY: valid until we return.
-        work(unsafe { &*body }, tasks, &s.next);
+        work(unsafe { &*body }, &s.shares, threads - 1);
         while s.finished.load(Ordering::Acquire) < self.workers.len() {
             std::hint::spin_loop();
         }
@@ -134,18 +144,41 @@ impl Drop for Pool {
     }
 }
 
-/// Takes tasks until none are left.
-fn work(body: &(dyn Fn(usize) + Sync), count: usize, next: &AtomicUsize) {
-    loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        if i >= count {
-            return;
-        }
+/// Runs share `own`'s tasks from the front, then the others' from the back, until none
+/// are left.
+fn work(body: &(dyn Fn(usize) + Sync), shares: &[AtomicU64], own: usize) {
+    while let Some(i) = take(&shares[own], false) {
         body(i);
+    }
+    for k in 1..shares.len() {
+        let other = &shares[(own + k) % shares.len()];
+        while let Some(i) = take(other, true) {
+            body(i);
+        }
     }
 }
 
-fn worker(s: &Shared) {
+/// The next task of a share (`front | back << 32`): its front, or with `steal` its back.
+fn take(share: &AtomicU64, steal: bool) -> Option<usize> {
+    let mut cur = share.load(Ordering::Acquire);
+    loop {
+        let (front, back) = (cur & 0xffff_ffff, cur >> 32);
+        if front >= back {
+            return None;
+        }
+        let (next, task) = if steal {
+            (front | ((back - 1) << 32), back - 1)
+        } else {
+            ((front + 1) | (back << 32), front)
+        };
+        match share.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return Some(task as usize),
+            Err(seen) => cur = seen,
+        }
+    }
+}
+
+fn worker(s: &Shared, index: usize) {
     // Generation 0 is "no job yet", whenever this thread gets to run: a job posted before
     // it started must still be taken.
     let mut seen = 0;
@@ -160,7 +193,7 @@ fn worker(s: &Shared) {
             let job = *s.job.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(job) = job {
                 // SAFETY: the job is valid until `finished` counts this worker.
-                work(unsafe { &*job.body }, job.count, &s.next);
+                work(unsafe { &*job.body }, &s.shares, index);
             }
             s.finished.fetch_add(1, Ordering::Release);
             idle_since = Instant::now();
@@ -187,6 +220,23 @@ fn worker(s: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A thread whose share is slow has its last tasks stolen: with two threads, the
+    /// worker's share is tasks 0..4 and task 0 sleeps, so the caller runs some of 1..4.
+    #[test]
+    fn a_slow_share_is_stolen_from_its_back() {
+        let pool = Pool::new(2);
+        let caller = std::thread::current().id();
+        let ran_here: Vec<AtomicBool> = (0..8).map(|_| AtomicBool::new(false)).collect();
+        pool.run(8, &|i| {
+            if i == 0 {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            ran_here[i].store(std::thread::current().id() == caller, Ordering::Relaxed);
+        });
+        assert!(ran_here[4..].iter().all(|r| r.load(Ordering::Relaxed)));
+        assert!(ran_here[1..4].iter().any(|r| r.load(Ordering::Relaxed)));
+    }
 
     #[test]
     fn every_task_runs_once_from_the_first_job_on() {
