@@ -221,21 +221,30 @@ fn worker(s: &Shared, index: usize) {
 mod tests {
     use super::*;
 
-    /// A thread whose share is slow has its last tasks stolen: with two threads, the
-    /// worker's share is tasks 0..4 and task 0 sleeps, so the caller runs some of 1..4.
+    /// A thread held up in its share has the rest of it stolen: with two threads the
+    /// worker's share is tasks 0..4, and task 0 waits until 1..4 are done, which only
+    /// another thread can do while it waits (no timing assumption but a 10 s limit; if
+    /// the caller takes all of share 0, it steals 3, 2, 1 before 0).
     #[test]
-    fn a_slow_share_is_stolen_from_its_back() {
+    fn a_held_up_share_is_stolen_from_its_back() {
         let pool = Pool::new(2);
-        let caller = std::thread::current().id();
-        let ran_here: Vec<AtomicBool> = (0..8).map(|_| AtomicBool::new(false)).collect();
+        let done: Vec<AtomicBool> = (0..8).map(|_| AtomicBool::new(false)).collect();
+        let stolen = AtomicBool::new(false);
         pool.run(8, &|i| {
             if i == 0 {
-                std::thread::sleep(Duration::from_millis(50));
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_secs(10) {
+                    if done[1..4].iter().all(|d| d.load(Ordering::Acquire)) {
+                        stolen.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    std::thread::yield_now();
+                }
             }
-            ran_here[i].store(std::thread::current().id() == caller, Ordering::Relaxed);
+            done[i].store(true, Ordering::Release);
         });
-        assert!(ran_here[4..].iter().all(|r| r.load(Ordering::Relaxed)));
-        assert!(ran_here[1..4].iter().any(|r| r.load(Ordering::Relaxed)));
+        assert!(stolen.load(Ordering::Relaxed), "tasks 1..4 were not stolen");
+        assert!(done.iter().all(|d| d.load(Ordering::Relaxed)));
     }
 
     #[test]

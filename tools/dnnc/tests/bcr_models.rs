@@ -7,6 +7,7 @@ use dnnc_ir::diag::SourceFile;
 use dnnc_ir::init::seeded_normals;
 use dnnc_ir::sparse::{BcrMatrix, gemm_matrices};
 use dnnc_ir::{Encoding, Module};
+use dnnc_jit::{JitOptions, WeightLayout};
 use dnnc_passes::manager::{NoInstrumentation, PassManager};
 use dnnc_passes::registry::PassRegistry;
 use std::path::Path;
@@ -70,24 +71,35 @@ fn check_model(name: &str) {
     prune(&mut m, "canonicalize,bcr-prune{rate=8 block=8x32},dce");
     let pruned = check_pattern(name, &m, 8.0);
     assert!(pruned > 0, "{name}: nothing was pruned");
+    check_jit(
+        name,
+        &m,
+        &[
+            (WeightLayout::ByEncoding, 1),
+            (WeightLayout::ByEncoding, 2),
+            (WeightLayout::Csr, 1),
+            (WeightLayout::Dense, 1),
+        ],
+    );
+}
+
+/// The JIT's outputs for each weight layout and thread count against the reference
+/// interpreter's, on seeded inputs (relative L2 ≤ [`TOLERANCE`]).
+fn check_jit(name: &str, m: &Module, cases: &[(WeightLayout, usize)]) {
     let fid = m.funcs.keys().next().unwrap();
     let f = &m.funcs[fid];
     let x = seeded_normals(f.params.iter().map(|&p| f.ty(p)), 7).unwrap();
-    let want = dnnc_reference::run(&m, fid, &x, &Default::default()).unwrap();
-    use dnnc_jit::{JitOptions, WeightLayout};
-    for (layout, threads) in [
-        (WeightLayout::ByEncoding, 1),
-        (WeightLayout::ByEncoding, 2),
-        (WeightLayout::Csr, 1),
-        (WeightLayout::Dense, 1),
-    ] {
+    let want = dnnc_reference::run(m, fid, &x, &Default::default()).unwrap();
+    for &(layout, threads) in cases {
         let options = JitOptions {
             layout,
             threads,
             ..JitOptions::default()
         };
-        let exe = dnnc_jit::compile(&m, fid, &options).unwrap();
-        let got = exe.run(&x).unwrap();
+        let got = dnnc_jit::compile(m, fid, &options)
+            .unwrap()
+            .run(&x)
+            .unwrap();
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             let e = g.relative_l2(w);
             assert!(
@@ -154,31 +166,15 @@ fn inputs_padded_per_tile_match_the_reference() {
         let file = SourceFile::new(format!("{name}.dnn"), text);
         let mut m = dnnc_frontend::parse_and_verify(&file, 0..text.len()).unwrap();
         prune(&mut m, "bcr-prune{rate=8 block=8x32}");
-        let fid = m.funcs.keys().next().unwrap();
-        let f = &m.funcs[fid];
-        let x = seeded_normals(f.params.iter().map(|&p| f.ty(p)), 7).unwrap();
-        let want = dnnc_reference::run(&m, fid, &x, &Default::default()).unwrap();
-        use dnnc_jit::{JitOptions, WeightLayout};
-        for (layout, threads) in [
-            (WeightLayout::ByEncoding, 1),
-            (WeightLayout::ByEncoding, 2),
-            (WeightLayout::Csr, 1),
-            (WeightLayout::Csr, 2),
-        ] {
-            let options = JitOptions {
-                layout,
-                threads,
-                ..JitOptions::default()
-            };
-            let got = dnnc_jit::compile(&m, fid, &options)
-                .unwrap()
-                .run(&x)
-                .unwrap();
-            let e = got[0].relative_l2(&want[0]);
-            assert!(
-                e <= TOLERANCE,
-                "{name}, {layout:?}, {threads} threads: relative L2 error {e:.3e}"
-            );
-        }
+        check_jit(
+            name,
+            &m,
+            &[
+                (WeightLayout::ByEncoding, 1),
+                (WeightLayout::ByEncoding, 2),
+                (WeightLayout::Csr, 1),
+                (WeightLayout::Csr, 2),
+            ],
+        );
     }
 }
