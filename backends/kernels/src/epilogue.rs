@@ -102,6 +102,30 @@ impl<S: Simd> ChannelVectors<S> {
         }
     }
 
+    /// The scale and shift of the `live` channels at `channel` (the other lanes zero).
+    #[inline(always)]
+    pub(crate) unsafe fn load_partial(
+        e: &Epilogue,
+        a: &EpilogueArgs,
+        channel: usize,
+        live: usize,
+    ) -> Self {
+        unsafe {
+            ChannelVectors {
+                scale: if e.scale {
+                    S::load_partial(a.scale.add(channel), live)
+                } else {
+                    S::splat(1.0)
+                },
+                shift: if e.shift {
+                    S::load_partial(a.shift.add(channel), live)
+                } else {
+                    S::zero()
+                },
+            }
+        }
+    }
+
     /// The scale and shift of one channel, in every lane (a layout with a channel per row).
     #[inline(always)]
     pub(crate) unsafe fn splat(e: &Epilogue, a: &EpilogueArgs, channel: usize) -> Self {

@@ -21,6 +21,28 @@ unsafe fn finish_rows<S: Simd>(
 ) {
     let l = S::LANES;
     unsafe {
+        if n == 1 && ldc == 1 {
+            // A matrix-vector product's C is one column of consecutive rows: the vectors
+            // run across the rows (channels), not along each one value long.
+            let mut r = r0;
+            while r + l <= r1 {
+                let cv = ChannelVectors::<S>::load(e, a, r);
+                S::store(c.add(r), cv.apply(e, a, S::load(c.add(r)), r));
+                r += l;
+            }
+            if r < r1 {
+                let live = r1 - r;
+                let cv = ChannelVectors::<S>::load_partial(e, a, r, live);
+                let residual = if e.residual {
+                    S::load_partial(a.residual.add(r), live)
+                } else {
+                    S::zero()
+                };
+                let v = cv.apply_loaded(e, S::load_partial(c.add(r), live), residual);
+                S::store_partial(c.add(r), v, live);
+            }
+            return;
+        }
         for r in r0..r1 {
             let cv = ChannelVectors::<S>::splat(e, a, r);
             let row = c.add(r * ldc);
