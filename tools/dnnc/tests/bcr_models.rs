@@ -178,3 +178,79 @@ fn inputs_padded_per_tile_match_the_reference() {
         );
     }
 }
+
+/// A sparse convolution runs in the kernel form its `jit.form` states (the explorer's
+/// choice): read in place (`direct`) or gathered (`im2col`), against the JIT's own width
+/// rule in both directions (14 wide: in place by default; 5 wide: im2col by default below
+/// AVX-512, which reads such rows over the padded grid), and agrees with the reference interpreter; a form it cannot take is an error at the op.
+#[test]
+fn sparse_convolutions_run_in_their_stated_form() {
+    let model = |form: &str, stride: usize| {
+        let attr = if form.is_empty() {
+            String::new()
+        } else {
+            format!(", jit.form = \"{form}\"")
+        };
+        let (h1, h2) = (14 / stride, 5);
+        format!(
+            r#"module @forms {{
+  dnn.weight @w1 : tensor<64x32x3x3xf32> = #init<he_normal, seed = 1>
+  dnn.weight @b1 : tensor<64xf32> = #init<normal, seed = 2, std = 0.05>
+  dnn.weight @w2 : tensor<32x64x3x3xf32> = #init<he_normal, seed = 3>
+  func.func @main(%x: tensor<1x32x14x14xf32>, %y: tensor<1x64x5x5xf32>) -> (tensor<1x64x{h1}x{h1}xf32>, tensor<1x32x{h2}x{h2}xf32>) {{
+    %w1 = dnn.weight @w1 : tensor<64x32x3x3xf32>
+    %b1 = dnn.weight @b1 : tensor<64xf32>
+    %0 = dnn.conv2d %x, %w1, %b1 {{stride = [{stride}, {stride}], pad = [1, 1, 1, 1]{attr}}} : tensor<1x64x{h1}x{h1}xf32>
+    %1 = dnn.relu %0 : tensor<1x64x{h1}x{h1}xf32>
+    %w2 = dnn.weight @w2 : tensor<32x64x3x3xf32>
+    %2 = dnn.conv2d %y, %w2 {{pad = [1, 1, 1, 1]{attr}}} : tensor<1x32x{h2}x{h2}xf32>
+    return %1, %2 : tensor<1x64x{h1}x{h1}xf32>, tensor<1x32x{h2}x{h2}xf32>
+  }}
+}}
+"#
+        )
+    };
+    let compile = |text: &str| {
+        let file = SourceFile::new("forms.dnn".to_string(), text);
+        let mut m = dnnc_frontend::parse_and_verify(&file, 0..text.len()).unwrap();
+        prune(&mut m, "bcr-prune{rate=8 block=8x32}");
+        let fid = m.funcs.keys().next().unwrap();
+        let exe = dnnc_jit::compile(&m, fid, &JitOptions::default());
+        (m, exe)
+    };
+    for (form, want) in [
+        ("", [Some("bcr-direct"), None]),
+        ("direct", [Some("bcr-direct"), Some("bcr-direct")]),
+        ("im2col", [Some("bcr]"), Some("bcr]")]),
+    ] {
+        let (m, exe) = compile(&model(form, 1));
+        let labels = exe.unwrap().step_labels().join("\n");
+        for (conv, kernel) in ["64x14x14", "32x5x5"].iter().zip(want) {
+            let Some(kernel) = kernel else { continue };
+            assert!(
+                labels
+                    .lines()
+                    .any(|l| l.contains(&format!("[{kernel}")) && l.contains(conv)),
+                "jit.form {form:?}: the {conv} convolution is not [{kernel}:\n{labels}"
+            );
+        }
+        check_jit(
+            &format!("forms {form:?}"),
+            &m,
+            &[(WeightLayout::ByEncoding, 1), (WeightLayout::ByEncoding, 2)],
+        );
+    }
+    for (form, stride, says) in [
+        ("direct", 2, "needs stride 1"),
+        ("winograd", 1, "needs a dense weight"),
+    ] {
+        let Err(e) = compile(&model(form, stride)).1 else {
+            panic!("jit.form {form:?} on a sparse stride-{stride} convolution compiled");
+        };
+        let e = e.to_string();
+        assert!(e.contains(says) && e.contains("forms.dnn:"), "{e}");
+    }
+    // Under a layout the options force on every weight, a dense form gives way.
+    let (m, _) = compile(&model("winograd", 1));
+    check_jit("forms forced to CSR", &m, &[(WeightLayout::Csr, 1)]);
+}

@@ -82,7 +82,19 @@ impl Lower<'_> {
             return self.rest_of_epilogue(&rest, y);
         }
         let sparse = sparse_layout(self.options, self.g.ty(self.func, w));
-        let tiling = conv_tiling(c, &sx, &sw, &sy, self.options, sparse).expect("not depthwise");
+        // A form stated for the weight's own sparse encoding must fit it. Under a layout
+        // the options force on every weight, a dense form gives way to the width rule.
+        let encoded = self.g.ty(self.func, w).encoding.is_some()
+            && matches!(
+                self.options.layout,
+                WeightLayout::ByEncoding | WeightLayout::Auto
+            );
+        if let (Some(form), Some(_), true) = (node.form, sparse, encoded) {
+            check_sparse_form(c, &sw, &sy, &sx, form)
+                .map_err(|reason| unsupported(node, reason))?;
+        }
+        let tiling =
+            conv_tiling(c, &sx, &sw, &sy, self.options, sparse, node.form).expect("not depthwise");
         let (kg, kk, p, pointwise) = (tiling.m, tiling.k, tiling.n, tiling.pointwise);
         self.variant = Some(if pointwise { "1x1" } else { "im2col" });
         let (mut px, mut ldb) = (px, p);
@@ -255,6 +267,34 @@ impl Lower<'_> {
     }
 }
 
+/// Why a sparse convolution cannot take kernel form `form`, if it cannot: `direct` reads
+/// the input in place (stride 1, dilation 1, ungrouped, not pointwise), `im2col` always
+/// applies, and Winograd transforms a dense kernel.
+fn check_sparse_form(
+    c: &dnnc_ir::ops::Conv2d,
+    sw: &[usize],
+    sy: &[usize],
+    sx: &[usize],
+    form: ConvForm,
+) -> Result<(), String> {
+    match form {
+        ConvForm::Im2col => Ok(()),
+        ConvForm::Winograd => Err(
+            "jit.form \"winograd\" needs a dense weight; this one is sparse (add jit.layout = \"dense\" or drop its encoding)".into(),
+        ),
+        ConvForm::Direct => {
+            let pointwise = sw[2] == 1 && sw[3] == 1 && c.stride == [1, 1] && c.pad.0 == [0; 4]
+                && sx[2] == sy[2]
+                && sx[3] == sy[3];
+            if c.stride != [1, 1] || c.dilation != [1, 1] || c.groups != 1 || pointwise {
+                Err("jit.form \"direct\" on a sparse weight reads the input in place: it needs stride 1, dilation 1, one group and a kernel larger than 1×1; use \"im2col\"".into())
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Output rows narrower than this run a sparse convolution through im2col: the native
 /// kernels' per-row runs cost more than the column matrix (measured on BCR-pruned
 /// resnet18, AVX-512: direct from 8 wide, 5.47 ms; from 24, 5.76 ms; 7×7 direct, 6.12 ms),
@@ -313,6 +353,7 @@ pub(super) fn conv_tiling(
     sy: &[usize],
     options: &JitOptions,
     sparse: Option<SparseLayout>,
+    form: Option<ConvForm>,
 ) -> Option<ConvTiling> {
     let (n, ch, h, wd) = (sx[0], sx[1], sx[2], sx[3]);
     let (k, cg, r, s) = (sw[0], sw[1], sw[2], sw[3]);
@@ -335,15 +376,20 @@ pub(super) fn conv_tiling(
         // masked), unless its rows are too narrow to be worth a run each.
         let (pad_h, pad_w) = (c.pad.h(), c.pad.w());
         let (hp, wp) = (h + pad_h.0 + pad_h.1, wd + pad_w.0 + pad_w.1);
-        let direct = (!pointwise
-            && c.stride == [1, 1]
-            && c.dilation == [1, 1]
-            && c.groups == 1
-            && (wo >= MIN_DIRECT_WIDTH
-                || (matches!(layout, SparseLayout::Bcr(_))
-                    && ho > 1
-                    && dnnc_kernels::sparse::Bcr::reads_grid(options.cpu, wo, wp))))
-        .then_some(DirectConv {
+        let can_read_in_place =
+            !pointwise && c.stride == [1, 1] && c.dilation == [1, 1] && c.groups == 1;
+        let worth_it = wo >= MIN_DIRECT_WIDTH
+            || (matches!(layout, SparseLayout::Bcr(_))
+                && ho > 1
+                && dnnc_kernels::sparse::Bcr::reads_grid(options.cpu, wo, wp));
+        // `jit.form` (the explorer's measured choice) overrides the width rule; a form the
+        // sparse kernels cannot take (a dense one, under a layout the options force) does not.
+        let direct = match form {
+            Some(ConvForm::Im2col) => false,
+            Some(ConvForm::Direct) if can_read_in_place => true,
+            Some(ConvForm::Direct | ConvForm::Winograd) | None => can_read_in_place && worth_it,
+        };
+        let direct = direct.then_some(DirectConv {
             hp,
             wp,
             pad_h,

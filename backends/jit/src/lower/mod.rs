@@ -22,7 +22,7 @@ use crate::codegen::conv::{ConvShape, DepthwiseEpilogue, WindowOp};
 use crate::codegen::elementwise::{Binary, ChannelAxis, Unary};
 use crate::codegen::gemm::{GemmShape, Layout};
 use crate::codegen::{self, Codegen, KernelId};
-use crate::graph::{Epi, Graph, Node, NodeKind};
+use crate::graph::{ConvForm, Epi, Graph, Node, NodeKind};
 use crate::layout::Act;
 use crate::plan::Plan;
 use crate::runtime::Executable;
@@ -119,6 +119,7 @@ pub fn lower(
                 &shape(node.outputs[0]),
                 options,
                 sparse_layout(options, g.ty(func, node.inputs[1])),
+                node.form,
             ) {
                 // The column matrix, plus the generated GEMM's read-ahead slack.
                 Some(t) if t.shared_im2col => vec![(t.k * t.n + codegen::gemm::NR) * 4],
