@@ -57,7 +57,7 @@ fn pruned(
             ty.encoding = Some(Encoding::Csr);
             SparseStats::csr(&v, rows)
         }
-        Form::Bcr(r, c) => {
+        Form::Bcr(r, c) | Form::BcrIm2col(r, c) => {
             let block = [r as usize, c as usize];
             ty.encoding = Some(Encoding::Bcr(BcrEncoding { block }));
             SparseStats::bcr(&dnnc_ir::sparse::bcr_stats(&v, rows, cols, block)?)
@@ -125,7 +125,13 @@ impl Builder {
             return;
         };
         let results = results.to_vec();
-        if let Some(name) = form.attr() {
+        // A sparse convolution that can read its input in place is timed so, whatever the
+        // JIT's own rule for its width (as `explore` writes it back).
+        let in_place = operands.get(1).and_then(|&w| {
+            let shape = |v: dnnc_ir::Value| b.func().ty(v).shape.clone();
+            super::forms::in_place_attr(&kind, form, &shape(operands[0]), &shape(w))
+        });
+        if let Some(name) = form.attr().or(in_place) {
             let op = *b.func().body.last().expect("the probe op");
             b.func_mut().ops[op]
                 .attrs
@@ -286,6 +292,40 @@ pub fn probes() -> Vec<Probe> {
             (96, 576, 14, 1),
         ] {
             b.conv_pruned(form, prune, cin, cout, hw, k, 1, 1);
+        }
+    }
+    // The same weights through im2col: convolutions that could read their input in place
+    // made to gather it, and strided ones, which always do (resnet's downsampling).
+    for (prune, form) in [
+        ([8, 32], Form::BcrIm2col(8, 32)),
+        ([8, 32], Form::BcrIm2col(4, 32)),
+        ([8, 32], Form::BcrIm2col(1, 32)),
+        ([16, 32], Form::BcrIm2col(16, 32)),
+    ] {
+        for &(cin, cout, hw, k) in &[
+            (32, 32, 28, 3),
+            (64, 64, 56, 3),
+            (128, 128, 28, 3),
+            (256, 256, 14, 3),
+            (512, 512, 7, 3),
+        ] {
+            b.conv_pruned(form, prune, cin, cout, hw, k, 1, 1);
+        }
+    }
+    for (prune, form) in [
+        ([8, 32], Form::Bcr(8, 32)),
+        ([8, 32], Form::Bcr(4, 32)),
+        ([8, 32], Form::Bcr(1, 32)),
+        ([16, 32], Form::Bcr(16, 32)),
+    ] {
+        for &(cin, cout, hw, k) in &[
+            (64, 128, 56, 3),
+            (128, 256, 28, 3),
+            (256, 512, 14, 3),
+            (64, 128, 56, 1),
+            (256, 512, 14, 1),
+        ] {
+            b.conv_pruned(form, prune, cin, cout, hw, k, 2, 1);
         }
     }
     for &(k, n) in &[

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the probes or the features change: a table of another version is stale.
-pub const TABLE_VERSION: u32 = 6;
+pub const TABLE_VERSION: u32 = 7;
 
 /// The coefficients of one kernel class.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -120,6 +120,9 @@ pub const CLASSES: &[&str] = &[
     "conv.bcr.r1",
     "conv.bcr.r4",
     "conv.bcr.r8",
+    "conv.bcr.r1.im2col",
+    "conv.bcr.r4.im2col",
+    "conv.bcr.r8.im2col",
     "linear.gemm",
     "linear.gemv",
     "linear.csr",
@@ -170,6 +173,18 @@ impl CostTable {
             version: TABLE_VERSION,
             classes,
             probe_spearman: None,
+        }
+    }
+
+    /// f32 lanes of the vectors it was measured with (`None`: analytical).
+    pub fn vector_lanes(&self) -> Option<usize> {
+        // `machine` is "CPU / level / dnnc version".
+        let level = self.machine.split(" / ").nth(1)?;
+        match level {
+            "avx512" => Some(16),
+            "avx2" => Some(8),
+            "sse4" | "neon" => Some(4),
+            _ => None,
         }
     }
 
@@ -303,7 +318,20 @@ pub fn features(
                 }
                 Form::Only | Form::Gemm => fw("conv.grouped", 2.0 * macs, act, bytes(w)),
                 Form::Csr => sparse.features("conv.csr", positions(y), act, 8.0),
-                Form::Bcr(r, _) => sparse.features(&bcr_class("conv", r), positions(y), act, 4.0),
+                // Read in place (or, pointwise, as it is), or gathered into a column
+                // matrix first: a strided convolution's only kernel, or the choice.
+                Form::Bcr(r, _)
+                    if super::forms::reads_in_place(c, &x.shape, &w.shape)
+                        || (w.shape[2] == 1 && w.shape[3] == 1 && c.stride == [1, 1]) =>
+                {
+                    sparse.features(&bcr_class("conv", r), positions(y), act, 4.0)
+                }
+                Form::Bcr(r, _) | Form::BcrIm2col(r, _) => sparse.features(
+                    &format!("{}.im2col", bcr_class("conv", r)),
+                    positions(y),
+                    act + 4.0 * cols,
+                    4.0,
+                ),
             }
         }
         OpKind::Linear(_) => {
@@ -313,7 +341,9 @@ pub fn features(
             let act = bytes(x) + bytes(y);
             match form {
                 Form::Csr => sparse.features("linear.csr", rows as f64, act, 8.0),
-                Form::Bcr(r, _) => sparse.features(&bcr_class("linear", r), rows as f64, act, 4.0),
+                Form::Bcr(r, _) | Form::BcrIm2col(r, _) => {
+                    sparse.features(&bcr_class("linear", r), rows as f64, act, 4.0)
+                }
                 Form::Direct | Form::Winograd | Form::Im2col | Form::Only | Form::Gemm => {
                     let class = if rows == 1 {
                         "linear.gemv"
@@ -351,7 +381,9 @@ pub fn features(
             };
             match form {
                 Form::Csr => sparse_r("rnn.csr", 8.0),
-                Form::Bcr(rows, _) => sparse_r(&bcr_class("rnn", rows), 4.0),
+                Form::Bcr(rows, _) | Form::BcrIm2col(rows, _) => {
+                    sparse_r(&bcr_class("rnn", rows), 4.0)
+                }
                 Form::Direct | Form::Winograd | Form::Im2col | Form::Only | Form::Gemm => fw(
                     "rnn",
                     w_flops + 2.0 * steps * r.num_elements() as f64,

@@ -120,7 +120,7 @@ impl SparseWeight {
     pub fn stats(&self, form: Form) -> Option<super::cost::SparseStats> {
         match form {
             Form::Csr => Some(self.csr),
-            Form::Bcr(r, c) => self
+            Form::Bcr(r, c) | Form::BcrIm2col(r, c) => self
                 .exact
                 .iter()
                 .find(|(b, _)| *b == [r as usize, c as usize])
@@ -159,6 +159,26 @@ pub fn layout_operand(kind: &OpKind) -> Option<usize> {
         | OpKind::Slice(_)
         | OpKind::BasisConv(_)
         | OpKind::CoeffConv(_) => None,
+    }
+}
+
+/// Whether a sparse convolution can read its input in place (the JIT's direct sparse
+/// kernels): stride 1, dilation 1, one group, and not a pointwise product (which reads its
+/// input as the GEMM's B already).
+pub fn reads_in_place(c: &dnnc_ir::ops::Conv2d, x: &[usize], w: &[usize]) -> bool {
+    let pointwise = w[2] == 1 && w[3] == 1 && c.pad.0 == [0; 4];
+    c.stride == [1, 1] && c.dilation == [1, 1] && c.groups == 1 && !pointwise && x.len() == 4
+}
+
+/// The `jit.form` that pins a sparse convolution read in place (`direct`): the JIT's own
+/// rule would gather narrow maps through im2col. `x` and `w` are its operands' shapes.
+pub fn in_place_attr(kind: &OpKind, form: Form, x: &[usize], w: &[usize]) -> Option<&'static str> {
+    if let (OpKind::Conv2d(c), Form::Bcr(..)) = (kind, form)
+        && reads_in_place(c, x, w)
+    {
+        Some("direct")
+    } else {
+        None
     }
 }
 
@@ -210,6 +230,14 @@ fn forms_of(
             }
             if let Some(s) = weight_sparse(1) {
                 forms.extend(sparse_forms(s));
+                // The kernel of a BCR weight: in place or through im2col, where both apply.
+                if reads_in_place(c, &x.shape, &w.shape) {
+                    forms.extend(
+                        s.exact
+                            .iter()
+                            .map(|(b, _)| Form::BcrIm2col(b[0] as u16, b[1] as u16)),
+                    );
+                }
             }
             forms
         }

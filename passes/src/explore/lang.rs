@@ -83,8 +83,13 @@ pub enum Form {
     Gemm,
     /// Sparse weight in compressed sparse rows.
     Csr,
-    /// Sparse weight in BCR blocks of `[rows, cols]`.
+    /// Sparse weight in BCR blocks of `[rows, cols]`; a convolution reads its input in
+    /// place where it can (stride 1, dilation 1, ungrouped, not pointwise), through
+    /// im2col where it cannot.
     Bcr(u16, u16),
+    /// Sparse weight in BCR blocks of `[rows, cols]`, a convolution that could read its
+    /// input in place run through im2col instead.
+    BcrIm2col(u16, u16),
 }
 
 impl Form {
@@ -93,14 +98,14 @@ impl Form {
         match self {
             Form::Direct => Some("direct"),
             Form::Winograd => Some("winograd"),
-            Form::Im2col => Some("im2col"),
+            Form::Im2col | Form::BcrIm2col(..) => Some("im2col"),
             Form::Only | Form::Gemm | Form::Csr | Form::Bcr(..) => None,
         }
     }
 
     /// Whether the form reads a sparse weight layout.
     pub fn is_sparse(self) -> bool {
-        matches!(self, Form::Csr | Form::Bcr(..))
+        matches!(self, Form::Csr | Form::Bcr(..) | Form::BcrIm2col(..))
     }
 }
 
@@ -114,6 +119,7 @@ impl fmt::Display for Form {
             Form::Gemm => f.write_str("gemm"),
             Form::Csr => f.write_str("csr"),
             Form::Bcr(r, c) => write!(f, "bcr:{r}x{c}"),
+            Form::BcrIm2col(r, c) => write!(f, "bcr:{r}x{c}/im2col"),
         }
     }
 }
@@ -206,6 +212,9 @@ pub struct Types {
     pub weights: Vec<TensorType>,
     /// Types of the original function's constants, by op index.
     pub constants: HashMap<u32, TensorType>,
+    /// f32 lanes of the vectors the JIT runs with, when the cost table was measured (its
+    /// default kernels depend on them).
+    pub vector_lanes: Option<usize>,
 }
 
 impl Types {
@@ -216,6 +225,7 @@ impl Types {
             params,
             weights: module.weights.values().map(|w| w.ty.clone()).collect(),
             constants: HashMap::new(),
+            vector_lanes: None,
         }
     }
 }

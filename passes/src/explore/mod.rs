@@ -266,6 +266,25 @@ pub fn saturate_with(
     }
 }
 
+/// Whether the JIT reads a sparse convolution's input in place when `jit.form` does not
+/// say (dnnc_jit's `conv_tiling`): output rows at least 8 wide, or, with 16-lane vectors,
+/// narrow rows that several fit in one vector of the padded grid (BCR's `reads_grid`).
+/// Without known lanes (the analytical table), the width rule alone.
+fn sparse_in_place_by_default(
+    c: &dnnc_ir::ops::Conv2d,
+    x: &dnnc_ir::TensorType,
+    w: &dnnc_ir::TensorType,
+    lanes: Option<usize>,
+) -> bool {
+    let (pad_h, pad_w) = (c.pad.h(), c.pad.w());
+    let hp = x.shape[2] + pad_h.0 + pad_h.1;
+    let wp = x.shape[3] + pad_w.0 + pad_w.1;
+    // Stride 1, dilation 1 (else the form is not offered).
+    let ho = (hp + 1).saturating_sub(w.shape[2]);
+    let wo = (wp + 1).saturating_sub(w.shape[3]);
+    wo >= 8 || (lanes == Some(16) && ho > 1 && wp > wo && wp + wo <= 16)
+}
+
 /// The form the JIT gives an op when nothing says otherwise.
 pub fn default_form(eg: &lang::EGraph, kind: &OpKind, args: &[Id], forms: &[Form]) -> Form {
     let ty = |i: usize| eg[args[i]].data.ty.as_ref().expect("a value");
@@ -275,7 +294,17 @@ pub fn default_form(eg: &lang::EGraph, kind: &OpKind, args: &[Id], forms: &[Form
             if let Some(e) = &w.encoding {
                 return match e {
                     dnnc_ir::Encoding::Csr => Form::Csr,
-                    dnnc_ir::Encoding::Bcr(b) => Form::Bcr(b.block[0] as u16, b.block[1] as u16),
+                    dnnc_ir::Encoding::Bcr(b) => {
+                        let (r, s) = (b.block[0] as u16, b.block[1] as u16);
+                        let im2col = Form::BcrIm2col(r, s);
+                        if forms.contains(&im2col)
+                            && !sparse_in_place_by_default(c, x, w, eg.analysis.vector_lanes)
+                        {
+                            im2col
+                        } else {
+                            Form::Bcr(r, s)
+                        }
+                    }
                 };
             }
             // dnnc_jit's `winograd_pays`: 3×3 stride 1 (the Winograd form exists only
@@ -407,11 +436,21 @@ fn input_choice(built: &build::Built, func: &dnnc_ir::Function) -> Vec<(Id, Dnn)
                     })
                     .collect();
                 // A form the op states (an explored module) is the form it runs in.
+                // A sparse weight's kernel is stated by the same names.
+                let block = match &func
+                    .ty(data.operands.get(1).copied().unwrap_or(data.results[0]))
+                    .encoding
+                {
+                    Some(dnnc_ir::Encoding::Bcr(b)) => Some((b.block[0] as u16, b.block[1] as u16)),
+                    _ => None,
+                };
                 let stated = match data.attrs.get(writeback::FORM_ATTR) {
-                    Some(dnnc_ir::attr::Attribute::Str(f)) => match f.as_str() {
-                        "direct" => Some(Form::Direct),
-                        "winograd" => Some(Form::Winograd),
-                        "im2col" => Some(Form::Im2col),
+                    Some(dnnc_ir::attr::Attribute::Str(f)) => match (f.as_str(), block) {
+                        ("direct", Some((r, c))) => Some(Form::Bcr(r, c)),
+                        ("im2col", Some((r, c))) => Some(Form::BcrIm2col(r, c)),
+                        ("direct", None) => Some(Form::Direct),
+                        ("winograd", _) => Some(Form::Winograd),
+                        ("im2col", None) => Some(Form::Im2col),
                         _ => None,
                     },
                     _ => None,
@@ -484,6 +523,7 @@ impl Explore {
             PassError::from(Diagnostic::error(func.loc.clone(), format!("explore: {m}")))
         };
         let mut built = build::build(module, &func);
+        built.egraph.analysis.vector_lanes = table.vector_lanes();
         let sparse = forms::sparse_weights(module, &func).map_err(|e| err(e.to_string()))?;
         let default_only = self.search == Search::Rewrites;
         forms::add_forms(&mut built.egraph, &sparse, default_only);

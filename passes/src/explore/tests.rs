@@ -488,3 +488,118 @@ fn local_search_reaches_a_merge_from_the_program_as_written() {
         assert!(rel_l2(g, w) <= 1e-5);
     }
 }
+
+#[test]
+fn sparse_convolutions_weigh_reading_in_place_against_im2col() {
+    // A stride-1 convolution (both kernels) and a stride-2 one (im2col only), pruned in
+    // 8×32 blocks, under a table where gathering a BCR product's input is cheap.
+    let mut m = module(&[&[1, 32, 14, 14]], |b, x| {
+        let wa = weight(b, "a", &[32, 32, 3, 3], 1);
+        let a = b.op1(conv(1, 1), &[x[0], wa])?;
+        let wb = weight(b, "b", &[32, 32, 3, 3], 2);
+        Ok(vec![b.op1(conv(2, 1), &[a, wb])?])
+    });
+    let passes = crate::registry::PassRegistry::with_builtin()
+        .build("bcr-prune{rate=8 block=8x32}")
+        .unwrap();
+    let (_, result) = crate::manager::PassManager::new(passes)
+        .run(&mut m, &mut crate::manager::NoInstrumentation);
+    assert!(result.is_ok());
+    let f = m.funcs.keys().next().unwrap();
+    let func = m.funcs[f].clone();
+    let mut built = build::build(&m, &func);
+    let sparse = forms::sparse_weights(&m, &func).unwrap();
+    forms::add_forms(&mut built.egraph, &sparse, false);
+    let forms_of = |stride: usize| -> Vec<Form> {
+        let eg = &built.egraph;
+        let mut out: Vec<Form> = eg
+            .classes()
+            .flat_map(|c| c.nodes.iter())
+            .filter_map(|n| {
+                if let Dnn::Impl(code, form, _) = n
+                    && let OpKind::Conv2d(c) = eg.analysis.ops.kind(*code)
+                    && c.stride == [stride, stride]
+                {
+                    Some(*form)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    assert!(
+        forms_of(1).contains(&Form::BcrIm2col(8, 32)),
+        "{:?}",
+        forms_of(1)
+    );
+    assert!(forms_of(1).contains(&Form::Bcr(8, 32)));
+    assert!(forms_of(2).contains(&Form::Bcr(8, 32)));
+    assert!(
+        !forms_of(2).iter().any(|f| matches!(f, Form::BcrIm2col(..))),
+        "a strided convolution can only gather: {:?}",
+        forms_of(2)
+    );
+
+    let mut table = cost::CostTable::analytical();
+    table.machine = "test / avx512 / dnnc".into();
+    for (class, c) in table.classes.iter_mut() {
+        if class != "conv.bcr.r8.im2col" {
+            c.fixed = 1.0;
+        }
+    }
+    let explore = Explore {
+        time_limit: Duration::from_secs(5),
+        node_limit: 10_000,
+        iter_limit: 8,
+        search: Search::Forms,
+        costs: None,
+        partition: None,
+    };
+    let mut out = m.clone();
+    explore
+        .explore_function(&mut out, f, &table, &mut PassContext::default())
+        .unwrap();
+    assert!(dnnc_ir::verify::verify_module(&out).is_empty());
+    let g = &out.funcs[f];
+    let convs: Vec<&dnnc_ir::OpData> = g
+        .body
+        .iter()
+        .map(|&o| &g.ops[o])
+        .filter(|o| o.kind.name() == "dnn.conv2d")
+        .collect();
+    let form = |o: &dnnc_ir::OpData| o.attrs.get(writeback::FORM_ATTR).map(|a| a.to_string());
+    assert_eq!(form(convs[0]).as_deref(), Some("\"im2col\""));
+    assert_eq!(
+        form(convs[1]),
+        None,
+        "im2col is a strided convolution's only kernel"
+    );
+    for c in &convs {
+        assert!(matches!(
+            g.ty(c.operands[1]).encoding,
+            Some(dnnc_ir::Encoding::Bcr(_))
+        ));
+    }
+    let (want, got) = (run(&m, 3), run(&out, 3));
+    for (w, g) in want.iter().zip(&got) {
+        assert!(rel_l2(g, w) <= 1e-6);
+    }
+}
+
+#[test]
+fn the_default_sparse_kernel_follows_the_jits_width_rule() {
+    // A 5×5 map: gathered below AVX-512, read over the padded grid with 16 lanes.
+    let x = TensorType::f32(&[1, 64, 5, 5]);
+    let w = TensorType::f32(&[64, 64, 3, 3]);
+    let OpKind::Conv2d(c) = conv(1, 1) else {
+        unreachable!()
+    };
+    assert!(!sparse_in_place_by_default(&c, &x, &w, None));
+    assert!(!sparse_in_place_by_default(&c, &x, &w, Some(8)));
+    assert!(sparse_in_place_by_default(&c, &x, &w, Some(16)));
+    // 14 wide: read in place at every level.
+    let x = TensorType::f32(&[1, 64, 14, 14]);
+    assert!(sparse_in_place_by_default(&c, &x, &w, None));
+}

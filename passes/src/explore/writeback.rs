@@ -150,7 +150,7 @@ impl Writer<'_> {
             };
             let encoding = match form {
                 Form::Csr => Some(Encoding::Csr),
-                Form::Bcr(r, c) => Some(Encoding::Bcr(BcrEncoding {
+                Form::Bcr(r, c) | Form::BcrIm2col(r, c) => Some(Encoding::Bcr(BcrEncoding {
                     block: [*r as usize, *c as usize],
                 })),
                 Form::Direct | Form::Winograd | Form::Im2col | Form::Gemm => None,
@@ -229,7 +229,13 @@ impl Writer<'_> {
                         }
                     }
                 }
-                if let (OpKind::Conv2d(_), Some(name)) = (&kind, form.attr()) {
+                // A sparse convolution read in place says so: the JIT's own rule would
+                // gather narrow maps through im2col.
+                let in_place = operands.get(1).and_then(|&w| {
+                    let ty = |v: Value| self.new.ty(v).shape.clone();
+                    super::forms::in_place_attr(&kind, *form, &ty(operands[0]), &ty(w))
+                });
+                if let (OpKind::Conv2d(_), Some(name)) = (&kind, form.attr().or(in_place)) {
                     self.new.ops[o]
                         .attrs
                         .insert(FORM_ATTR.into(), Attribute::Str(name.into()));
