@@ -236,7 +236,20 @@ pub fn probes() -> Vec<Probe> {
     ] {
         b.conv(Form::Direct, cin, cout, hw, k, s, 1);
     }
-    for &(c, hw) in &[(32, 112), (64, 56), (128, 28), (256, 14), (512, 7)] {
+    // resnet's stages all do the same work (channels² × pixels): the larger and smaller
+    // ones (VGG's, narrow ones) tell the work apart from the bytes and the fixed cost.
+    for &(c, hw) in &[
+        (32, 112),
+        (64, 56),
+        (128, 28),
+        (256, 14),
+        (512, 7),
+        (64, 112),
+        (128, 56),
+        (256, 28),
+        (512, 14),
+        (16, 56),
+    ] {
         b.conv(Form::Winograd, c, c, hw, 3, 1, 1);
     }
     for &(cin, cout, hw, k, s) in &[

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the probes or the features change: a table of another version is stale.
-pub const TABLE_VERSION: u32 = 7;
+pub const TABLE_VERSION: u32 = 8;
 
 /// The coefficients of one kernel class.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -322,7 +322,10 @@ pub fn features(
                 // matrix first: a strided convolution's only kernel, or the choice.
                 Form::Bcr(r, _)
                     if super::forms::reads_in_place(c, &x.shape, &w.shape)
-                        || (w.shape[2] == 1 && w.shape[3] == 1 && c.stride == [1, 1]) =>
+                        || (w.shape[2] == 1
+                            && w.shape[3] == 1
+                            && c.stride == [1, 1]
+                            && c.pad.0 == [0; 4]) =>
                 {
                     sparse.features(&bcr_class("conv", r), positions(y), act, 4.0)
                 }
