@@ -603,3 +603,24 @@ fn the_default_sparse_kernel_follows_the_jits_width_rule() {
     let x = TensorType::f32(&[1, 64, 14, 14]);
     assert!(sparse_in_place_by_default(&c, &x, &w, None));
 }
+
+#[test]
+fn the_fit_recovers_a_linear_cost_and_ignores_probes_that_ran_nothing() {
+    let probe = |flops: f64, bytes: f64| cost::Features {
+        class: "move".into(),
+        flops,
+        bytes,
+        weight_bytes: 0.0,
+    };
+    // t = 1 ns per byte + 2 µs, and a view timed at zero (once as -0.0, as a timer's
+    // difference can give).
+    let mut samples: Vec<(cost::Features, f64)> = [1e3, 1e4, 1e5, 1e6]
+        .iter()
+        .map(|&b| (probe(0.0, b), 1e-9 * b + 2e-6))
+        .collect();
+    samples.push((probe(0.0, 5e4), 0.0));
+    samples.push((probe(0.0, 5e5), -0.0));
+    let c = calibrate::fit(&samples);
+    assert!((c.per_byte - 1e-9).abs() < 1e-12, "{c:?}");
+    assert!((c.fixed - 2e-6).abs() < 1e-9, "{c:?}");
+}
