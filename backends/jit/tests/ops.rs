@@ -783,6 +783,15 @@ proptest! {
     }
 
     #[test]
+    fn transpose_whose_rows_read_columns(d in prop::collection::vec(1usize..40, 2..=3), s in setup()) {
+        // Output rows that read input columns run in tiles of rows: whole tiles and a
+        // ragged last one, split across threads.
+        let perm: Vec<usize> = std::iter::once(d.len() - 1).chain(0..d.len() - 1).collect();
+        let case = Case::build(&[d], |b, x| Ok(vec![b.op1(OpKind::Transpose(Transpose { perm }), &[x[0]])?])).map_err(TestCaseError::fail)?;
+        case.check(&s)?;
+    }
+
+    #[test]
     fn concat(base in shape(4, 6), axis in 0usize..4, sizes in prop::collection::vec(1usize..=5, 1..=4), s in setup()) {
         let axis = axis % base.len();
         let params: Vec<Vec<usize>> = sizes.iter().map(|&d| { let mut v = base.clone(); v[axis] = d; v }).collect();
