@@ -80,6 +80,9 @@ pub enum ConvForm {
     Winograd,
     /// im2col + GEMM, over planar activations.
     Im2col,
+    /// A depthwise convolution's window kernel over planar activations (its default is
+    /// the channel-blocked one): no layout conversions between planar neighbours.
+    Planar,
 }
 
 /// The `jit.form` of an op, checked against what the op can run as.
@@ -100,9 +103,10 @@ fn form_of(func: &Function, op: OpId) -> Result<Option<ConvForm>, CompileError> 
         "direct" => ConvForm::Direct,
         "winograd" => ConvForm::Winograd,
         "im2col" => ConvForm::Im2col,
+        "planar" => ConvForm::Planar,
         other => {
             return Err(bad(format!(
-                "jit.form \"{other}\" is not a kernel form; use \"direct\", \"winograd\" or \"im2col\""
+                "jit.form \"{other}\" is not a kernel form; use \"direct\", \"winograd\", \"im2col\" or \"planar\" (depthwise)"
             )));
         }
     };
@@ -111,6 +115,17 @@ fn form_of(func: &Function, op: OpId) -> Result<Option<ConvForm>, CompileError> 
     };
     let w = func.ty(data.operands[1]);
     let winograd = [w.shape[2], w.shape[3]] == [3, 3] && c.stride == [1, 1] && c.dilation == [1, 1];
+    let channels = func.ty(data.operands[0]).shape.get(1).copied();
+    let depthwise = Some(c.groups) == channels && c.groups == w.shape[0] && w.shape[1] == 1;
+    if form == ConvForm::Planar {
+        return if depthwise {
+            Ok(Some(form))
+        } else {
+            Err(bad(
+                "jit.form \"planar\" applies to depthwise convolutions (groups = channels)".into(),
+            ))
+        };
+    }
     if c.groups != 1 {
         return Err(bad(format!(
             "jit.form \"{name}\" needs an ungrouped convolution (groups = {})",

@@ -108,8 +108,11 @@ fn wants(g: &Graph, func: &Function, node: &Node, options: &JitOptions) -> Wants
             let (sx, sw) = (&g.ty(func, x).shape, &g.ty(func, w).shape);
             let depthwise = c.groups == sx[1] && c.groups == sw[0] && sw[1] == 1;
             let dense = lower::sparse_layout(options, g.ty(func, w)).is_none();
-            let im2col = node.form == Some(crate::graph::ConvForm::Im2col);
-            if im2col || !dense || !is_activation(x) || (c.groups != 1 && !depthwise) {
+            let planar_form = matches!(
+                node.form,
+                Some(crate::graph::ConvForm::Im2col | crate::graph::ConvForm::Planar)
+            );
+            if planar_form || !dense || !is_activation(x) || (c.groups != 1 && !depthwise) {
                 return planar();
             }
             let input = if !depthwise && sx[1] < PLANAR_INPUT_CHANNELS && current(x) == Act::Planar

@@ -254,3 +254,65 @@ fn sparse_convolutions_run_in_their_stated_form() {
     let (m, _) = compile(&model("winograd", 1));
     check_jit("forms forced to CSR", &m, &[(WeightLayout::Csr, 1)]);
 }
+
+/// A depthwise convolution between two sparse (planar) pointwise ones runs over planar
+/// activations when its `jit.form` says "planar" (no layout conversions around it), over
+/// channel-blocked ones by default, and agrees with the reference interpreter either way;
+/// "planar" on a convolution that is not depthwise is an error at the op.
+#[test]
+fn depthwise_convolutions_run_planar_when_stated() {
+    let model = |form: &str, groups: usize| {
+        let attr = if form.is_empty() {
+            String::new()
+        } else {
+            format!(", jit.form = \"{form}\"")
+        };
+        let cg = 64 / groups;
+        format!(
+            r#"module @dw {{
+  dnn.weight @pw1 : tensor<64x32x1x1xf32> = #init<he_normal, seed = 1>
+  dnn.weight @dw : tensor<64x{cg}x3x3xf32> = #init<he_normal, seed = 2>
+  dnn.weight @pw2 : tensor<32x64x1x1xf32> = #init<he_normal, seed = 3>
+  func.func @main(%x: tensor<1x32x20x20xf32>) -> tensor<1x32x20x20xf32> {{
+    %pw1 = dnn.weight @pw1 : tensor<64x32x1x1xf32>
+    %0 = dnn.conv2d %x, %pw1 : tensor<1x64x20x20xf32>
+    %1 = dnn.relu6 %0 : tensor<1x64x20x20xf32>
+    %dw = dnn.weight @dw : tensor<64x{cg}x3x3xf32>
+    %2 = dnn.conv2d %1, %dw {{pad = [1, 1, 1, 1], groups = {groups}{attr}}} : tensor<1x64x20x20xf32>
+    %3 = dnn.relu6 %2 : tensor<1x64x20x20xf32>
+    %pw2 = dnn.weight @pw2 : tensor<32x64x1x1xf32>
+    %4 = dnn.conv2d %3, %pw2 : tensor<1x32x20x20xf32>
+    return %4 : tensor<1x32x20x20xf32>
+  }}
+}}
+"#
+        )
+    };
+    let compile = |text: &str| {
+        let file = SourceFile::new("dw.dnn".to_string(), text);
+        let mut m = dnnc_frontend::parse_and_verify(&file, 0..text.len()).unwrap();
+        prune(&mut m, "bcr-prune{rate=4 block=8x16 layers=^pw}");
+        let fid = m.funcs.keys().next().unwrap();
+        let exe = dnnc_jit::compile(&m, fid, &JitOptions::default());
+        (m, exe)
+    };
+    for (form, reorders) in [("", true), ("planar", false)] {
+        let (m, exe) = compile(&model(form, 64));
+        let labels = exe.unwrap().step_labels().join("\n");
+        assert_eq!(
+            labels.contains("reorder"),
+            reorders,
+            "jit.form {form:?}:\n{labels}"
+        );
+        check_jit(
+            &format!("depthwise {form:?}"),
+            &m,
+            &[(WeightLayout::ByEncoding, 1), (WeightLayout::ByEncoding, 2)],
+        );
+    }
+    let Err(e) = compile(&model("planar", 1)).1 else {
+        panic!("jit.form \"planar\" on an ungrouped convolution compiled");
+    };
+    let e = e.to_string();
+    assert!(e.contains("depthwise") && e.contains("dw.dnn:"), "{e}");
+}

@@ -193,7 +193,11 @@ impl Lower<'_> {
         };
         let winograd = match node.form {
             Some(crate::graph::ConvForm::Winograd) => true,
-            Some(crate::graph::ConvForm::Direct | crate::graph::ConvForm::Im2col) => false,
+            Some(
+                crate::graph::ConvForm::Direct
+                | crate::graph::ConvForm::Im2col
+                | crate::graph::ConvForm::Planar,
+            ) => false,
             None => self.options.winograd && winograd_pays(c, &sx, &sw, &sy),
         };
         if self.blocked(x) && winograd {

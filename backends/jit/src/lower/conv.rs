@@ -279,6 +279,7 @@ fn check_sparse_form(
 ) -> Result<(), String> {
     match form {
         ConvForm::Im2col => Ok(()),
+        ConvForm::Planar => Err("jit.form \"planar\" applies to depthwise convolutions".into()),
         ConvForm::Winograd => Err(
             "jit.form \"winograd\" needs a dense weight; this one is sparse (add jit.layout = \"dense\" or drop its encoding)".into(),
         ),
@@ -387,7 +388,9 @@ pub(super) fn conv_tiling(
         let direct = match form {
             Some(ConvForm::Im2col) => false,
             Some(ConvForm::Direct) if can_read_in_place => true,
-            Some(ConvForm::Direct | ConvForm::Winograd) | None => can_read_in_place && worth_it,
+            Some(ConvForm::Direct | ConvForm::Winograd | ConvForm::Planar) | None => {
+                can_read_in_place && worth_it
+            }
         };
         let direct = direct.then_some(DirectConv {
             hp,
