@@ -272,6 +272,7 @@ pub fn probes() -> Vec<Probe> {
         (960, 7, 1),
     ] {
         b.conv(Form::Only, c, c, hw, 3, s, c);
+        b.conv(Form::Planar, c, c, hw, 3, s, c);
     }
     // Grouped convolutions as a basis stage runs them: each channel into M = 6 maps.
     for &(c, hw) in &[(16, 56), (64, 28), (128, 14), (256, 7)] {

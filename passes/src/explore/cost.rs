@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the probes or the features change: a table of another version is stale.
-pub const TABLE_VERSION: u32 = 9;
+pub const TABLE_VERSION: u32 = 10;
 
 /// The coefficients of one kernel class.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -115,6 +115,7 @@ pub const CLASSES: &[&str] = &[
     "conv.winograd",
     "conv.im2col",
     "conv.depthwise",
+    "conv.depthwise.planar",
     "conv.grouped",
     "conv.csr",
     "conv.bcr.r1",
@@ -313,6 +314,7 @@ pub fn features(
                 // F(4×4, 3×3) keeps 6×6 transformed weights per 3×3: four times the bytes.
                 Form::Winograd => fw("conv.winograd", 2.0 * macs, act, 4.0 * bytes(w)),
                 Form::Im2col => fw("conv.im2col", 2.0 * macs, act + 4.0 * cols, bytes(w)),
+                Form::Planar => fw("conv.depthwise.planar", 2.0 * macs, act, bytes(w)),
                 Form::Only | Form::Gemm if depthwise => {
                     fw("conv.depthwise", 2.0 * macs, act, bytes(w))
                 }
@@ -347,7 +349,12 @@ pub fn features(
                 Form::Bcr(r, _) | Form::BcrIm2col(r, _) => {
                     sparse.features(&bcr_class("linear", r), rows as f64, act, 4.0)
                 }
-                Form::Direct | Form::Winograd | Form::Im2col | Form::Only | Form::Gemm => {
+                Form::Direct
+                | Form::Winograd
+                | Form::Im2col
+                | Form::Only
+                | Form::Planar
+                | Form::Gemm => {
                     let class = if rows == 1 {
                         "linear.gemv"
                     } else {
@@ -387,7 +394,12 @@ pub fn features(
                 Form::Bcr(rows, _) | Form::BcrIm2col(rows, _) => {
                     sparse_r(&bcr_class("rnn", rows), 4.0)
                 }
-                Form::Direct | Form::Winograd | Form::Im2col | Form::Only | Form::Gemm => fw(
+                Form::Direct
+                | Form::Winograd
+                | Form::Im2col
+                | Form::Only
+                | Form::Planar
+                | Form::Gemm => fw(
                     "rnn",
                     w_flops + 2.0 * steps * r.num_elements() as f64,
                     act + bytes(r) * rest,

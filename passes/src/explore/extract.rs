@@ -351,9 +351,12 @@ impl<'a> Pricer<'a> {
                         planar
                     }
                 }
-                Form::Im2col | Form::Gemm | Form::Csr | Form::Bcr(..) | Form::BcrIm2col(..) => {
-                    planar
-                }
+                Form::Im2col
+                | Form::Planar
+                | Form::Gemm
+                | Form::Csr
+                | Form::Bcr(..)
+                | Form::BcrIm2col(..) => planar,
             },
             OpKind::MaxPool2d(_) | OpKind::AvgPool2d(_) | OpKind::BatchNorm(_) => {
                 if cur(args[0]) == Act::Blocked {

@@ -125,7 +125,12 @@ impl SparseWeight {
                 .iter()
                 .find(|(b, _)| *b == [r as usize, c as usize])
                 .map(|(_, s)| *s),
-            Form::Direct | Form::Winograd | Form::Im2col | Form::Only | Form::Gemm => None,
+            Form::Direct
+            | Form::Winograd
+            | Form::Im2col
+            | Form::Only
+            | Form::Planar
+            | Form::Gemm => None,
         }
     }
 }
@@ -216,6 +221,10 @@ fn forms_of(
             let x = eg[args[0]].data.ty.as_ref().expect("a value");
             let w = eg[args[1]].data.ty.as_ref().expect("a value");
             let depthwise = c.groups == x.shape[1] && c.groups == w.shape[0] && w.shape[1] == 1;
+            if depthwise && eg[args[1]].data.constant {
+                // Channel-blocked (the JIT's default) or planar, as its neighbours are.
+                return vec![Form::Only, Form::Planar];
+            }
             if c.groups != 1 || depthwise || !eg[args[1]].data.constant {
                 return vec![Form::Only];
             }

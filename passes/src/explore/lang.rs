@@ -77,8 +77,11 @@ pub enum Form {
     Winograd,
     /// Dense convolution as im2col + GEMM over planar activations.
     Im2col,
-    /// Depthwise or grouped convolution, or any op with a single implementation.
+    /// Depthwise (over channel-blocked activations) or grouped convolution, or any op
+    /// with a single implementation.
     Only,
+    /// Depthwise convolution over planar activations.
+    Planar,
     /// A dense GEMM (linear, matmul).
     Gemm,
     /// Sparse weight in compressed sparse rows.
@@ -99,6 +102,7 @@ impl Form {
             Form::Direct => Some("direct"),
             Form::Winograd => Some("winograd"),
             Form::Im2col | Form::BcrIm2col(..) => Some("im2col"),
+            Form::Planar => Some("planar"),
             Form::Only | Form::Gemm | Form::Csr | Form::Bcr(..) => None,
         }
     }
@@ -116,6 +120,7 @@ impl fmt::Display for Form {
             Form::Winograd => f.write_str("winograd"),
             Form::Im2col => f.write_str("im2col"),
             Form::Only => f.write_str("default"),
+            Form::Planar => f.write_str("planar"),
             Form::Gemm => f.write_str("gemm"),
             Form::Csr => f.write_str("csr"),
             Form::Bcr(r, c) => write!(f, "bcr:{r}x{c}"),

@@ -450,6 +450,7 @@ fn input_choice(built: &build::Built, func: &dnnc_ir::Function) -> Vec<(Id, Dnn)
                         ("im2col", Some((r, c))) => Some(Form::BcrIm2col(r, c)),
                         ("direct", None) => Some(Form::Direct),
                         ("winograd", _) => Some(Form::Winograd),
+                        ("planar", _) => Some(Form::Planar),
                         ("im2col", None) => Some(Form::Im2col),
                         _ => None,
                     },

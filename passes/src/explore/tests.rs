@@ -624,3 +624,70 @@ fn the_fit_recovers_a_linear_cost_and_ignores_probes_that_ran_nothing() {
     assert!((c.per_byte - 1e-9).abs() < 1e-12, "{c:?}");
     assert!((c.fixed - 2e-6).abs() < 1e-9, "{c:?}");
 }
+
+#[test]
+fn a_depthwise_convolution_between_planar_neighbours_can_stay_planar() {
+    // Sparse pointwise convolutions (planar) around a depthwise one (channel-blocked by
+    // default): with layout conversions made dear, the planar form wins and is written.
+    let mut m = module(&[&[1, 32, 20, 20]], |b, x| {
+        let w1 = weight(b, "pw1", &[64, 32, 1, 1], 1);
+        let y = b.op1(conv(1, 0), &[x[0], w1])?;
+        let wd = weight(b, "dw", &[64, 1, 3, 3], 2);
+        let dw = OpKind::Conv2d(Conv2d {
+            stride: [1, 1],
+            pad: Padding([1; 4]),
+            dilation: [1, 1],
+            groups: 64,
+        });
+        let y = b.op1(dw, &[y, wd])?;
+        let w2 = weight(b, "pw2", &[32, 64, 1, 1], 3);
+        Ok(vec![b.op1(conv(1, 0), &[y, w2])?])
+    });
+    let passes = crate::registry::PassRegistry::with_builtin()
+        .build("bcr-prune{rate=4 block=8x16 layers=^pw}")
+        .unwrap();
+    let (_, result) = crate::manager::PassManager::new(passes)
+        .run(&mut m, &mut crate::manager::NoInstrumentation);
+    assert!(result.is_ok());
+    let f = m.funcs.keys().next().unwrap();
+    // Dense pointwise kernels (which would make everything channel-blocked) and layout
+    // conversions dear.
+    let mut table = cost::CostTable::analytical();
+    for class in ["reorder", "conv.direct", "conv.im2col", "conv.winograd"] {
+        table.classes.get_mut(class).unwrap().fixed = 1.0;
+    }
+    let explore = Explore {
+        time_limit: Duration::from_secs(5),
+        node_limit: 10_000,
+        iter_limit: 8,
+        search: Search::Forms,
+        costs: None,
+        partition: None,
+    };
+    let mut out = m.clone();
+    explore
+        .explore_function(&mut out, f, &table, &mut PassContext::default())
+        .unwrap();
+    assert!(dnnc_ir::verify::verify_module(&out).is_empty());
+    let g = &out.funcs[f];
+    let depthwise = g
+        .body
+        .iter()
+        .map(|&o| &g.ops[o])
+        .find(|o| matches!(&o.kind, OpKind::Conv2d(c) if c.groups == 64))
+        .expect("the depthwise conv");
+    assert_eq!(
+        depthwise
+            .attrs
+            .get(writeback::FORM_ATTR)
+            .map(|a| a.to_string())
+            .as_deref(),
+        Some("\"planar\""),
+        "{:?}",
+        g.body.iter().map(|&o| &g.ops[o].attrs).collect::<Vec<_>>()
+    );
+    let (want, got) = (run(&m, 3), run(&out, 3));
+    for (w, g) in want.iter().zip(&got) {
+        assert!(rel_l2(g, w) <= 1e-6);
+    }
+}

@@ -153,7 +153,7 @@ impl Writer<'_> {
                 Form::Bcr(r, c) | Form::BcrIm2col(r, c) => Some(Encoding::Bcr(BcrEncoding {
                     block: [*r as usize, *c as usize],
                 })),
-                Form::Direct | Form::Winograd | Form::Im2col | Form::Gemm => None,
+                Form::Direct | Form::Winograd | Form::Im2col | Form::Planar | Form::Gemm => None,
                 Form::Only => continue,
             };
             let ty = &mut self.module.weights[w].ty;
