@@ -97,6 +97,22 @@ pub fn choose(
     let mut out: Option<Module> = None;
     let mut choices = Vec::new();
     let mut seen: Vec<WeightId> = Vec::new();
+    // A weight an op runs in a dense kernel form it states (`explore`'s choice) stays
+    // dense: that form has no sparse kernel.
+    for &op in &func.body {
+        let data = &func.ops[op];
+        let dense_form = matches!(
+            data.attrs.get("jit.form"),
+            Some(dnnc_ir::attr::Attribute::Str(f)) if f == "direct" || f == "winograd" || f == "planar"
+        );
+        if let (true, Some(&w)) = (dense_form, data.operands.get(1))
+            && func.ty(w).encoding.is_none()
+            && let Some(wop) = func.def_op(w)
+            && let OpKind::Weight(wd) = &func.ops[wop].kind
+        {
+            seen.push(wd.weight);
+        }
+    }
     for &op in &func.body {
         let data = &func.ops[op];
         let w_value = match &data.kind {

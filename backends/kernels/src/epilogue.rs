@@ -83,7 +83,8 @@ pub(crate) struct ChannelVectors<S: Simd> {
 }
 
 impl<S: Simd> ChannelVectors<S> {
-    /// The scale and shift of the channels at `channel` (a multiple of the lanes).
+    /// The scale and shift of the channels from `channel` on (any channel: the loads are
+    /// unaligned).
     #[inline(always)]
     pub(crate) unsafe fn load(e: &Epilogue, a: &EpilogueArgs, channel: usize) -> Self {
         unsafe {

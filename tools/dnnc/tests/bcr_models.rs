@@ -250,9 +250,61 @@ fn sparse_convolutions_run_in_their_stated_form() {
         let e = e.to_string();
         assert!(e.contains(says) && e.contains("forms.dnn:"), "{e}");
     }
-    // Under a layout the options force on every weight, a dense form gives way.
-    let (m, _) = compile(&model("winograd", 1));
-    check_jit("forms forced to CSR", &m, &[(WeightLayout::Csr, 1)]);
+    // Under a layout the options force on every weight, a dense form gives way to the
+    // width rule: `direct` (dense NCHWc, as `explore` writes it for a dense weight) on
+    // the 5-wide map runs CSR through im2col, as CSR below 8 wide always does.
+    for form in ["winograd", "direct"] {
+        let (m, _) = compile(&model(form, 1));
+        let fid = m.funcs.keys().next().unwrap();
+        let options = JitOptions {
+            layout: WeightLayout::Csr,
+            ..JitOptions::default()
+        };
+        let labels = dnnc_jit::compile(&m, fid, &options)
+            .unwrap()
+            .step_labels()
+            .join("\n");
+        assert!(
+            labels
+                .lines()
+                .any(|l| l.contains("[csr]") && l.contains("32x5x5")),
+            "jit.form {form:?} under --layout csr:\n{labels}"
+        );
+        check_jit(
+            &format!("{form:?} forced to CSR"),
+            &m,
+            &[(WeightLayout::Csr, 1)],
+        );
+    }
+    // Mostly-zero weights without an encoding, under `auto`: an op that states a dense
+    // form keeps its weight dense (auto would otherwise measure a sparse layout for it,
+    // which that form cannot take).
+    for form in ["winograd", "direct"] {
+        let text = model(form, 1);
+        let file = SourceFile::new("forms.dnn".to_string(), text.as_str());
+        let mut m = dnnc_frontend::parse_and_verify(&file, 0..text.len()).unwrap();
+        prune(
+            &mut m,
+            "bcr-prune{rate=8 block=8x32},bcr-relayout{layout=dense}",
+        );
+        let fid = m.funcs.keys().next().unwrap();
+        let options = JitOptions {
+            layout: WeightLayout::Auto,
+            ..JitOptions::default()
+        };
+        let exe = dnnc_jit::compile(&m, fid, &options)
+            .unwrap_or_else(|e| panic!("jit.form {form:?} under auto: {e}"));
+        let labels = exe.step_labels().join("\n");
+        assert!(
+            !labels.contains("[bcr") && !labels.contains("[csr"),
+            "{labels}"
+        );
+        check_jit(
+            &format!("{form:?} under auto"),
+            &m,
+            &[(WeightLayout::Auto, 1)],
+        );
+    }
 }
 
 /// A depthwise convolution between two sparse (planar) pointwise ones runs over planar

@@ -81,20 +81,17 @@ impl Lower<'_> {
             self.kernel_step(kid, vec![px, pw, py, sa, sh], n * k, ho * wo * r * s);
             return self.rest_of_epilogue(&rest, y);
         }
-        let sparse = sparse_layout(self.options, self.g.ty(self.func, w));
-        // A form stated for the weight's own sparse encoding must fit it. Under a layout
-        // the options force on every weight, a dense form gives way to the width rule.
-        let encoded = self.g.ty(self.func, w).encoding.is_some()
-            && matches!(
-                self.options.layout,
-                WeightLayout::ByEncoding | WeightLayout::Auto
-            );
-        if let (Some(form), Some(_), true) = (node.form, sparse, encoded) {
+        let w_ty = self.g.ty(self.func, w);
+        let sparse = sparse_layout(self.options, w_ty);
+        if let (Some(form), Some(_), true) =
+            (node.form, sparse, stated_for_encoding(self.options, w_ty))
+        {
             check_sparse_form(c, &sw, &sy, &sx, form)
                 .map_err(|reason| unsupported(node, reason))?;
         }
+        let form = sparse_kernel_form(self.options, w_ty, node.form);
         let tiling =
-            conv_tiling(c, &sx, &sw, &sy, self.options, sparse, node.form).expect("not depthwise");
+            conv_tiling(c, &sx, &sw, &sy, self.options, sparse, form).expect("not depthwise");
         let (kg, kk, p, pointwise) = (tiling.m, tiling.k, tiling.n, tiling.pointwise);
         self.variant = Some(if pointwise { "1x1" } else { "im2col" });
         let (mut px, mut ldb) = (px, p);
@@ -264,6 +261,33 @@ impl Lower<'_> {
         }
         self.steps.push(Step::Gemm(Box::new(step)));
         Ok(())
+    }
+}
+
+/// Whether a convolution's `jit.form` was stated for its weight's own sparse encoding: the
+/// weight is encoded and the options run weights by their encodings (an encoding `Auto`
+/// measured is never given to an op that states a dense form).
+fn stated_for_encoding(options: &JitOptions, w: &dnnc_ir::TensorType) -> bool {
+    w.encoding.is_some()
+        && matches!(
+            options.layout,
+            WeightLayout::ByEncoding | WeightLayout::Auto
+        )
+}
+
+/// The kernel form a sparse convolution runs in: its `jit.form` where that was stated for
+/// its encoding; under a layout the options force on every weight only `im2col` (which
+/// both dense and sparse convolutions have), a dense form giving way to the width rule.
+pub(super) fn sparse_kernel_form(
+    options: &JitOptions,
+    w: &dnnc_ir::TensorType,
+    form: Option<ConvForm>,
+) -> Option<ConvForm> {
+    match form {
+        Some(ConvForm::Im2col) => form,
+        Some(ConvForm::Direct | ConvForm::Winograd | ConvForm::Planar) | None => {
+            form.filter(|_| stated_for_encoding(options, w))
+        }
     }
 }
 

@@ -119,7 +119,7 @@ pub fn lower(
                 &shape(node.outputs[0]),
                 options,
                 sparse_layout(options, g.ty(func, node.inputs[1])),
-                node.form,
+                sparse_kernel_form(options, g.ty(func, node.inputs[1]), node.form),
             ) {
                 // The column matrix, plus the generated GEMM's read-ahead slack.
                 Some(t) if t.shared_im2col => vec![(t.k * t.n + codegen::gemm::NR) * 4],
