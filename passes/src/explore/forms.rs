@@ -228,8 +228,16 @@ fn forms_of(
             if c.groups != 1 || depthwise || !eg[args[1]].data.constant {
                 return vec![Form::Only];
             }
+            // The kernel of a BCR weight: in place or through im2col, where both apply and
+            // the JIT's choice between them is known (it depends on the vector width).
+            let both_kernels =
+                reads_in_place(c, &x.shape, &w.shape) && eg.analysis.vector_lanes.is_some();
             if let (Some(e), None) = (&w.encoding, weight_sparse(1)) {
-                return vec![encoding_form(e)];
+                let form = encoding_form(e);
+                return match form {
+                    Form::Bcr(r, s) if both_kernels => vec![form, Form::BcrIm2col(r, s)],
+                    _ => vec![form],
+                };
             }
             let mut forms = vec![Form::Direct, Form::Im2col];
             let winograd =
@@ -239,8 +247,7 @@ fn forms_of(
             }
             if let Some(s) = weight_sparse(1) {
                 forms.extend(sparse_forms(s));
-                // The kernel of a BCR weight: in place or through im2col, where both apply.
-                if reads_in_place(c, &x.shape, &w.shape) {
+                if both_kernels {
                     forms.extend(
                         s.exact
                             .iter()

@@ -289,7 +289,7 @@ fn sparse_in_place_by_default(
 pub fn default_form(eg: &lang::EGraph, kind: &OpKind, args: &[Id], forms: &[Form]) -> Form {
     let ty = |i: usize| eg[args[i]].data.ty.as_ref().expect("a value");
     match kind {
-        OpKind::Conv2d(c) if forms.contains(&Form::Direct) => {
+        OpKind::Conv2d(c) if forms.contains(&Form::Direct) || ty(1).encoding.is_some() => {
             let (x, w) = (ty(0), ty(1));
             if let Some(e) = &w.encoding {
                 return match e {
@@ -435,23 +435,26 @@ fn input_choice(built: &build::Built, func: &dnnc_ir::Function) -> Vec<(Id, Dnn)
                         _ => None,
                     })
                     .collect();
-                // A form the op states (an explored module) is the form it runs in.
-                // A sparse weight's kernel is stated by the same names.
-                let block = match &func
-                    .ty(data.operands.get(1).copied().unwrap_or(data.results[0]))
-                    .encoding
-                {
-                    Some(dnnc_ir::Encoding::Bcr(b)) => Some((b.block[0] as u16, b.block[1] as u16)),
-                    _ => None,
-                };
+                // A form the op states (an explored module) is the form it runs in; a
+                // BCR weight's kernel is stated by the same names, and CSR's follows the
+                // JIT's rule. A form that contradicts the encoding is the JIT's to reject.
+                let encoding = data
+                    .operands
+                    .get(1)
+                    .and_then(|&w| func.ty(w).encoding.clone());
                 let stated = match data.attrs.get(writeback::FORM_ATTR) {
-                    Some(dnnc_ir::attr::Attribute::Str(f)) => match (f.as_str(), block) {
-                        ("direct", Some((r, c))) => Some(Form::Bcr(r, c)),
-                        ("im2col", Some((r, c))) => Some(Form::BcrIm2col(r, c)),
+                    Some(dnnc_ir::attr::Attribute::Str(f)) => match (f.as_str(), encoding) {
+                        ("direct", Some(dnnc_ir::Encoding::Bcr(b))) => {
+                            Some(Form::Bcr(b.block[0] as u16, b.block[1] as u16))
+                        }
+                        ("im2col", Some(dnnc_ir::Encoding::Bcr(b))) => {
+                            Some(Form::BcrIm2col(b.block[0] as u16, b.block[1] as u16))
+                        }
                         ("direct", None) => Some(Form::Direct),
-                        ("winograd", _) => Some(Form::Winograd),
-                        ("planar", _) => Some(Form::Planar),
+                        ("winograd", None) => Some(Form::Winograd),
+                        ("planar", None) => Some(Form::Planar),
                         ("im2col", None) => Some(Form::Im2col),
+                        // Any other name, or a dense form on an encoded weight.
                         _ => None,
                     },
                     _ => None,

@@ -507,8 +507,21 @@ fn sparse_convolutions_weigh_reading_in_place_against_im2col() {
     assert!(result.is_ok());
     let f = m.funcs.keys().next().unwrap();
     let func = m.funcs[f].clone();
-    let mut built = build::build(&m, &func);
     let sparse = forms::sparse_weights(&m, &func).unwrap();
+    // Without the vector width (the analytical table) the JIT's choice between the two
+    // kernels is unknown: no choice is offered.
+    let mut built = build::build(&m, &func);
+    forms::add_forms(&mut built.egraph, &sparse, false);
+    assert!(
+        !built
+            .egraph
+            .classes()
+            .flat_map(|c| c.nodes.iter())
+            .any(|n| matches!(n, Dnn::Impl(_, Form::BcrIm2col(..), _))),
+        "a kernel choice without a known vector width"
+    );
+    let mut built = build::build(&m, &func);
+    built.egraph.analysis.vector_lanes = Some(16);
     forms::add_forms(&mut built.egraph, &sparse, false);
     let forms_of = |stride: usize| -> Vec<Form> {
         let eg = &built.egraph;

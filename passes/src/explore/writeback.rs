@@ -231,7 +231,8 @@ impl Writer<'_> {
                 }
                 // A sparse convolution read in place says so: the JIT's own rule would
                 // gather narrow maps through im2col.
-                let in_place = operands.get(1).and_then(|&w| {
+                let lanes_known = eg.analysis.vector_lanes.is_some();
+                let in_place = operands.get(1).filter(|_| lanes_known).and_then(|&w| {
                     let ty = |v: Value| self.new.ty(v).shape.clone();
                     super::forms::in_place_attr(&kind, *form, &ty(operands[0]), &ty(w))
                 });
