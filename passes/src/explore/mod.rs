@@ -270,7 +270,7 @@ pub fn saturate_with(
 /// say (dnnc_jit's `conv_tiling`): output rows at least 8 wide, or, with 16-lane vectors,
 /// narrow rows that several fit in one vector of the padded grid (BCR's `reads_grid`).
 /// Without known lanes (the analytical table), the width rule alone.
-fn sparse_in_place_by_default(
+pub fn sparse_in_place_by_default(
     c: &dnnc_ir::ops::Conv2d,
     x: &dnnc_ir::TensorType,
     w: &dnnc_ir::TensorType,

@@ -368,3 +368,64 @@ fn depthwise_convolutions_run_planar_when_stated() {
     let e = e.to_string();
     assert!(e.contains("depthwise") && e.contains("dw.dnn:"), "{e}");
 }
+
+/// The explorer prices a sparse convolution as written by its own copy of the JIT's rule
+/// for reading the input in place (`passes` does not depend on the JIT); the copy must
+/// agree with what the JIT compiles, at every level this CPU runs.
+#[test]
+fn the_explorers_copy_of_the_in_place_rule_matches_the_jit() {
+    for level in dnnc_jit::Level::supported() {
+        for (h, w) in [
+            (1, 12),
+            (3, 3),
+            (5, 5),
+            (7, 7),
+            (9, 9),
+            (14, 14),
+            (2, 20),
+            (7, 30),
+        ] {
+            let text = format!(
+                r#"module @rule {{
+  dnn.weight @w : tensor<16x16x3x3xf32> = #init<he_normal, seed = 1>
+  func.func @main(%x: tensor<1x16x{h}x{w}xf32>) -> tensor<1x16x{h}x{w}xf32> {{
+    %w = dnn.weight @w : tensor<16x16x3x3xf32>
+    %0 = dnn.conv2d %x, %w {{pad = [1, 1, 1, 1]}} : tensor<1x16x{h}x{w}xf32>
+    return %0 : tensor<1x16x{h}x{w}xf32>
+  }}
+}}
+"#
+            );
+            let file = SourceFile::new("rule.dnn".to_string(), text.as_str());
+            let mut m = dnnc_frontend::parse_and_verify(&file, 0..text.len()).unwrap();
+            prune(&mut m, "bcr-prune{rate=4 block=8x16}");
+            let fid = m.funcs.keys().next().unwrap();
+            let options = JitOptions {
+                cpu: level,
+                ..JitOptions::default()
+            };
+            let labels = dnnc_jit::compile(&m, fid, &options)
+                .unwrap()
+                .step_labels()
+                .join("\n");
+            let jit = labels.contains("[bcr-direct");
+            let func = &m.funcs[fid];
+            let op = func
+                .body
+                .iter()
+                .map(|&o| &func.ops[o])
+                .find(|o| o.kind.name() == "dnn.conv2d")
+                .unwrap();
+            let dnnc_ir::ops::OpKind::Conv2d(c) = &op.kind else {
+                unreachable!()
+            };
+            let explorer = dnnc_passes::explore::sparse_in_place_by_default(
+                c,
+                func.ty(op.operands[0]),
+                func.ty(op.operands[1]),
+                Some(level.lanes()),
+            );
+            assert_eq!(jit, explorer, "{level}, {h}x{w}:\n{labels}");
+        }
+    }
+}
