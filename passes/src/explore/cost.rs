@@ -324,10 +324,7 @@ pub fn features(
                 // matrix first: a strided convolution's only kernel, or the choice.
                 Form::Bcr(r, _)
                     if super::forms::reads_in_place(c, &x.shape, &w.shape)
-                        || (w.shape[2] == 1
-                            && w.shape[3] == 1
-                            && c.stride == [1, 1]
-                            && c.pad.0 == [0; 4]) =>
+                        || super::forms::pointwise(c, &w.shape) =>
                 {
                     sparse.features(&bcr_class("conv", r), positions(y), act, 4.0)
                 }

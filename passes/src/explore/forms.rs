@@ -167,12 +167,16 @@ pub fn layout_operand(kind: &OpKind) -> Option<usize> {
     }
 }
 
+/// Whether a convolution with weight shape `w` is a pointwise product (1×1, stride 1,
+/// unpadded), which reads its input as the GEMM's B as it is.
+pub fn pointwise(c: &dnnc_ir::ops::Conv2d, w: &[usize]) -> bool {
+    w[2] == 1 && w[3] == 1 && c.stride == [1, 1] && c.pad.0 == [0; 4]
+}
+
 /// Whether a sparse convolution can read its input in place (the JIT's direct sparse
-/// kernels): stride 1, dilation 1, one group, and not a pointwise product (which reads its
-/// input as the GEMM's B already).
+/// kernels): stride 1, dilation 1, one group, and not a [`pointwise`] product.
 pub fn reads_in_place(c: &dnnc_ir::ops::Conv2d, x: &[usize], w: &[usize]) -> bool {
-    let pointwise = w[2] == 1 && w[3] == 1 && c.pad.0 == [0; 4];
-    c.stride == [1, 1] && c.dilation == [1, 1] && c.groups == 1 && !pointwise && x.len() == 4
+    c.stride == [1, 1] && c.dilation == [1, 1] && c.groups == 1 && !pointwise(c, w) && x.len() == 4
 }
 
 /// The `jit.form` that pins a sparse convolution read in place (`direct`): the JIT's own

@@ -14,6 +14,35 @@ use dnnc_ir::types::TensorType;
 use dnnc_ir::{Tensor, Value};
 use std::collections::HashSet;
 
+/// Runs pass pipeline `pipeline` on `m`.
+fn run_pipeline(m: &mut Module, pipeline: &str) {
+    let passes = crate::registry::PassRegistry::with_builtin()
+        .build(pipeline)
+        .unwrap();
+    let (_, result) =
+        crate::manager::PassManager::new(passes).run(m, &mut crate::manager::NoInstrumentation);
+    assert!(result.is_ok(), "{pipeline} failed");
+}
+
+/// `m` explored (forms only) with cost table `table`; the result verifies.
+fn explore_forms(m: &Module, table: &cost::CostTable) -> Module {
+    let explore = Explore {
+        time_limit: Duration::from_secs(5),
+        node_limit: 10_000,
+        iter_limit: 8,
+        search: Search::Forms,
+        costs: None,
+        partition: None,
+    };
+    let mut out = m.clone();
+    let f = m.funcs.keys().next().unwrap();
+    explore
+        .explore_function(&mut out, f, table, &mut PassContext::default())
+        .unwrap();
+    assert!(dnnc_ir::verify::verify_module(&out).is_empty());
+    out
+}
+
 /// Builds a one-function module over parameters `params`.
 fn module(
     params: &[&[usize]],
@@ -499,12 +528,7 @@ fn sparse_convolutions_weigh_reading_in_place_against_im2col() {
         let wb = weight(b, "b", &[32, 32, 3, 3], 2);
         Ok(vec![b.op1(conv(2, 1), &[a, wb])?])
     });
-    let passes = crate::registry::PassRegistry::with_builtin()
-        .build("bcr-prune{rate=8 block=8x32}")
-        .unwrap();
-    let (_, result) = crate::manager::PassManager::new(passes)
-        .run(&mut m, &mut crate::manager::NoInstrumentation);
-    assert!(result.is_ok());
+    run_pipeline(&mut m, "bcr-prune{rate=8 block=8x32}");
     let f = m.funcs.keys().next().unwrap();
     let func = m.funcs[f].clone();
     let sparse = forms::sparse_weights(&m, &func).unwrap();
@@ -562,19 +586,7 @@ fn sparse_convolutions_weigh_reading_in_place_against_im2col() {
             c.fixed = 1.0;
         }
     }
-    let explore = Explore {
-        time_limit: Duration::from_secs(5),
-        node_limit: 10_000,
-        iter_limit: 8,
-        search: Search::Forms,
-        costs: None,
-        partition: None,
-    };
-    let mut out = m.clone();
-    explore
-        .explore_function(&mut out, f, &table, &mut PassContext::default())
-        .unwrap();
-    assert!(dnnc_ir::verify::verify_module(&out).is_empty());
+    let out = explore_forms(&m, &table);
     let g = &out.funcs[f];
     let convs: Vec<&dnnc_ir::OpData> = g
         .body
@@ -656,12 +668,7 @@ fn a_depthwise_convolution_between_planar_neighbours_can_stay_planar() {
         let w2 = weight(b, "pw2", &[32, 64, 1, 1], 3);
         Ok(vec![b.op1(conv(1, 0), &[y, w2])?])
     });
-    let passes = crate::registry::PassRegistry::with_builtin()
-        .build("bcr-prune{rate=4 block=8x16 layers=^pw}")
-        .unwrap();
-    let (_, result) = crate::manager::PassManager::new(passes)
-        .run(&mut m, &mut crate::manager::NoInstrumentation);
-    assert!(result.is_ok());
+    run_pipeline(&mut m, "bcr-prune{rate=4 block=8x16 layers=^pw}");
     let f = m.funcs.keys().next().unwrap();
     // Dense pointwise kernels (which would make everything channel-blocked) and layout
     // conversions dear.
@@ -669,19 +676,7 @@ fn a_depthwise_convolution_between_planar_neighbours_can_stay_planar() {
     for class in ["reorder", "conv.direct", "conv.im2col", "conv.winograd"] {
         table.classes.get_mut(class).unwrap().fixed = 1.0;
     }
-    let explore = Explore {
-        time_limit: Duration::from_secs(5),
-        node_limit: 10_000,
-        iter_limit: 8,
-        search: Search::Forms,
-        costs: None,
-        partition: None,
-    };
-    let mut out = m.clone();
-    explore
-        .explore_function(&mut out, f, &table, &mut PassContext::default())
-        .unwrap();
-    assert!(dnnc_ir::verify::verify_module(&out).is_empty());
+    let out = explore_forms(&m, &table);
     let g = &out.funcs[f];
     let depthwise = g
         .body

@@ -29,6 +29,29 @@ fn prune(m: &mut Module, pipeline: &str) {
     assert!(result.is_ok(), "{pipeline} failed");
 }
 
+/// The module of `text` (named `name` in diagnostics), after `pipeline`.
+fn parsed(name: &str, text: &str, pipeline: &str) -> Module {
+    let file = SourceFile::new(name.to_string(), text);
+    let mut m = dnnc_frontend::parse_and_verify(&file, 0..text.len()).unwrap();
+    prune(&mut m, pipeline);
+    m
+}
+
+/// The labels of the steps the JIT compiles `m`'s function to, one per line.
+fn step_labels(m: &Module, options: &JitOptions) -> Result<String, dnnc_jit::CompileError> {
+    let fid = m.funcs.keys().next().unwrap();
+    Ok(dnnc_jit::compile(m, fid, options)?.step_labels().join("\n"))
+}
+
+/// `, jit.form = "FORM"` inside an op's attributes (nothing for no form).
+fn form_attr(form: &str) -> String {
+    if form.is_empty() {
+        String::new()
+    } else {
+        format!(", jit.form = \"{form}\"")
+    }
+}
+
 /// Checks the pattern of every BCR weight: the rate is met (within one segment), no output
 /// row is empty, and the compact form holds exactly the nonzeros' blocks.
 fn check_pattern(name: &str, m: &Module, rate: f64) -> usize {
@@ -163,9 +186,7 @@ fn inputs_padded_per_tile_match_the_reference() {
 }
 "#;
     for (name, text) in [("wide", wide), ("deep", deep)] {
-        let file = SourceFile::new(format!("{name}.dnn"), text);
-        let mut m = dnnc_frontend::parse_and_verify(&file, 0..text.len()).unwrap();
-        prune(&mut m, "bcr-prune{rate=8 block=8x32}");
+        let m = parsed(&format!("{name}.dnn"), text, "bcr-prune{rate=8 block=8x32}");
         check_jit(
             name,
             &m,
@@ -182,15 +203,12 @@ fn inputs_padded_per_tile_match_the_reference() {
 /// A sparse convolution runs in the kernel form its `jit.form` states (the explorer's
 /// choice): read in place (`direct`) or gathered (`im2col`), against the JIT's own width
 /// rule in both directions (14 wide: in place by default; 5 wide: im2col by default below
-/// AVX-512, which reads such rows over the padded grid), and agrees with the reference interpreter; a form it cannot take is an error at the op.
+/// AVX-512, which reads such rows over the padded grid), and agrees with the reference
+/// interpreter; a form its own encoding cannot take is an error at the op.
 #[test]
 fn sparse_convolutions_run_in_their_stated_form() {
     let model = |form: &str, stride: usize| {
-        let attr = if form.is_empty() {
-            String::new()
-        } else {
-            format!(", jit.form = \"{form}\"")
-        };
+        let attr = form_attr(form);
         let (h1, h2) = (14 / stride, 5);
         format!(
             r#"module @forms {{
@@ -210,21 +228,20 @@ fn sparse_convolutions_run_in_their_stated_form() {
 "#
         )
     };
-    let compile = |text: &str| {
-        let file = SourceFile::new("forms.dnn".to_string(), text);
-        let mut m = dnnc_frontend::parse_and_verify(&file, 0..text.len()).unwrap();
-        prune(&mut m, "bcr-prune{rate=8 block=8x32}");
-        let fid = m.funcs.keys().next().unwrap();
-        let exe = dnnc_jit::compile(&m, fid, &JitOptions::default());
-        (m, exe)
+    let pruned = |form: &str, stride: usize| {
+        parsed(
+            "forms.dnn",
+            &model(form, stride),
+            "bcr-prune{rate=8 block=8x32}",
+        )
     };
     for (form, want) in [
         ("", [Some("bcr-direct"), None]),
         ("direct", [Some("bcr-direct"), Some("bcr-direct")]),
         ("im2col", [Some("bcr]"), Some("bcr]")]),
     ] {
-        let (m, exe) = compile(&model(form, 1));
-        let labels = exe.unwrap().step_labels().join("\n");
+        let m = pruned(form, 1);
+        let labels = step_labels(&m, &JitOptions::default()).unwrap();
         for (conv, kernel) in ["64x14x14", "32x5x5"].iter().zip(want) {
             let Some(kernel) = kernel else { continue };
             assert!(
@@ -244,7 +261,7 @@ fn sparse_convolutions_run_in_their_stated_form() {
         ("direct", 2, "needs stride 1"),
         ("winograd", 1, "needs a dense weight"),
     ] {
-        let Err(e) = compile(&model(form, stride)).1 else {
+        let Err(e) = step_labels(&pruned(form, stride), &JitOptions::default()) else {
             panic!("jit.form {form:?} on a sparse stride-{stride} convolution compiled");
         };
         let e = e.to_string();
@@ -254,16 +271,12 @@ fn sparse_convolutions_run_in_their_stated_form() {
     // width rule: `direct` (dense NCHWc, as `explore` writes it for a dense weight) on
     // the 5-wide map runs CSR through im2col, as CSR below 8 wide always does.
     for form in ["winograd", "direct"] {
-        let (m, _) = compile(&model(form, 1));
-        let fid = m.funcs.keys().next().unwrap();
+        let m = pruned(form, 1);
         let options = JitOptions {
             layout: WeightLayout::Csr,
             ..JitOptions::default()
         };
-        let labels = dnnc_jit::compile(&m, fid, &options)
-            .unwrap()
-            .step_labels()
-            .join("\n");
+        let labels = step_labels(&m, &options).unwrap();
         assert!(
             labels
                 .lines()
@@ -280,21 +293,17 @@ fn sparse_convolutions_run_in_their_stated_form() {
     // form keeps its weight dense (auto would otherwise measure a sparse layout for it,
     // which that form cannot take).
     for form in ["winograd", "direct"] {
-        let text = model(form, 1);
-        let file = SourceFile::new("forms.dnn".to_string(), text.as_str());
-        let mut m = dnnc_frontend::parse_and_verify(&file, 0..text.len()).unwrap();
-        prune(
-            &mut m,
+        let m = parsed(
+            "forms.dnn",
+            &model(form, 1),
             "bcr-prune{rate=8 block=8x32},bcr-relayout{layout=dense}",
         );
-        let fid = m.funcs.keys().next().unwrap();
         let options = JitOptions {
             layout: WeightLayout::Auto,
             ..JitOptions::default()
         };
-        let exe = dnnc_jit::compile(&m, fid, &options)
+        let labels = step_labels(&m, &options)
             .unwrap_or_else(|e| panic!("jit.form {form:?} under auto: {e}"));
-        let labels = exe.step_labels().join("\n");
         assert!(
             !labels.contains("[bcr") && !labels.contains("[csr"),
             "{labels}"
@@ -314,11 +323,7 @@ fn sparse_convolutions_run_in_their_stated_form() {
 #[test]
 fn depthwise_convolutions_run_planar_when_stated() {
     let model = |form: &str, groups: usize| {
-        let attr = if form.is_empty() {
-            String::new()
-        } else {
-            format!(", jit.form = \"{form}\"")
-        };
+        let attr = form_attr(form);
         let cg = 64 / groups;
         format!(
             r#"module @dw {{
@@ -340,17 +345,16 @@ fn depthwise_convolutions_run_planar_when_stated() {
 "#
         )
     };
-    let compile = |text: &str| {
-        let file = SourceFile::new("dw.dnn".to_string(), text);
-        let mut m = dnnc_frontend::parse_and_verify(&file, 0..text.len()).unwrap();
-        prune(&mut m, "bcr-prune{rate=4 block=8x16 layers=^pw}");
-        let fid = m.funcs.keys().next().unwrap();
-        let exe = dnnc_jit::compile(&m, fid, &JitOptions::default());
-        (m, exe)
+    let pruned = |form: &str, groups: usize| {
+        parsed(
+            "dw.dnn",
+            &model(form, groups),
+            "bcr-prune{rate=4 block=8x16 layers=^pw}",
+        )
     };
     for (form, reorders) in [("", true), ("planar", false)] {
-        let (m, exe) = compile(&model(form, 64));
-        let labels = exe.unwrap().step_labels().join("\n");
+        let m = pruned(form, 64);
+        let labels = step_labels(&m, &JitOptions::default()).unwrap();
         assert_eq!(
             labels.contains("reorder"),
             reorders,
@@ -362,7 +366,7 @@ fn depthwise_convolutions_run_planar_when_stated() {
             &[(WeightLayout::ByEncoding, 1), (WeightLayout::ByEncoding, 2)],
         );
     }
-    let Err(e) = compile(&model("planar", 1)).1 else {
+    let Err(e) = step_labels(&pruned("planar", 1), &JitOptions::default()) else {
         panic!("jit.form \"planar\" on an ungrouped convolution compiled");
     };
     let e = e.to_string();
@@ -396,20 +400,14 @@ fn the_explorers_copy_of_the_in_place_rule_matches_the_jit() {
 }}
 "#
             );
-            let file = SourceFile::new("rule.dnn".to_string(), text.as_str());
-            let mut m = dnnc_frontend::parse_and_verify(&file, 0..text.len()).unwrap();
-            prune(&mut m, "bcr-prune{rate=4 block=8x16}");
-            let fid = m.funcs.keys().next().unwrap();
+            let m = parsed("rule.dnn", &text, "bcr-prune{rate=4 block=8x16}");
             let options = JitOptions {
                 cpu: level,
                 ..JitOptions::default()
             };
-            let labels = dnnc_jit::compile(&m, fid, &options)
-                .unwrap()
-                .step_labels()
-                .join("\n");
+            let labels = step_labels(&m, &options).unwrap();
             let jit = labels.contains("[bcr-direct");
-            let func = &m.funcs[fid];
+            let func = m.funcs.values().next().unwrap();
             let op = func
                 .body
                 .iter()

@@ -2,7 +2,7 @@
 
 use super::{Codegen, KernelId, KernelKey};
 use crate::CompileError;
-use cranelift_codegen::ir::InstBuilder;
+use cranelift_codegen::ir::{InstBuilder, Value};
 
 /// Transpose: output element `(i0, ..., in)` (row-major, dims `out_dims`) is input element
 /// at `Σ ik·in_strides[k]`. The tile is a range of output elements along the first
@@ -21,28 +21,50 @@ pub fn transpose(
         let (x, out) = (kb.arg(0), kb.arg(1));
         let inner: usize = dims[1..].iter().product();
         let (b, e) = (kb.begin, kb.end);
+        let copy = |kb: &mut super::KB, src: Value, dst: Value| {
+            let a = kb.at(x, src);
+            let v = kb.load(a, 0);
+            let o = kb.at(out, dst);
+            kb.store(v, o, 0);
+        };
         if strides[0] == 1 && dims.len() > 1 && strides.last() != Some(&1) {
-            // Output rows are input columns: a tile of them at a time, so that each input
-            // row gives a run of contiguous elements and the output is
-            // written in as many sequential streams, instead of one element per line read
-            // (a 1024×1024 transpose took 7.5 ms).
+            // Output rows are input columns: a tile of them at a time, innermost, so that
+            // each input row gives a run of contiguous elements and the output is written
+            // in as many sequential streams, instead of one element per line read (a
+            // 1024×1024 transpose took 7.5 ms).
             kb.for_range(b, e, TRANSPOSE_TILE, |kb, i0| {
                 let t_end = kb.b.ins().iadd_imm_s(i0, TRANSPOSE_TILE);
                 let t_end = kb.b.ins().smin(t_end, e);
                 let zero = kb.int(0);
-                let rows = Rows {
-                    first: i0,
-                    end: t_end,
-                    stride: inner,
-                };
-                nest_tiled(kb, &dims[1..], &strides[1..], x, out, zero, zero, rows);
+                nest(
+                    kb,
+                    &dims[1..],
+                    &strides[1..],
+                    zero,
+                    zero,
+                    &mut |kb, src, dst| {
+                        kb.for_range(i0, t_end, 1, |kb, i| {
+                            let s = kb.b.ins().iadd(src, i);
+                            let d = kb.b.ins().imul_imm_s(i, inner as i64);
+                            let d = kb.b.ins().iadd(dst, d);
+                            copy(kb, s, d);
+                        });
+                    },
+                );
             });
             return;
         }
         kb.for_range(b, e, 1, |kb, i0| {
             let src0 = kb.b.ins().imul_imm_s(i0, strides[0] as i64);
             let dst0 = kb.b.ins().imul_imm_s(i0, inner as i64);
-            nest(kb, &dims[1..], &strides[1..], x, out, src0, dst0);
+            nest(
+                kb,
+                &dims[1..],
+                &strides[1..],
+                src0,
+                dst0,
+                &mut |kb, s, d| copy(kb, s, d),
+            );
         });
     })
 }
@@ -52,65 +74,18 @@ pub fn transpose(
 /// power of two apart share a cache set, and L1 holds 12 ways).
 const TRANSPOSE_TILE: i64 = 8;
 
-/// A tile of output rows `[first, end)`, `stride` elements apart, that read consecutive
-/// input elements.
-#[derive(Clone, Copy)]
-struct Rows {
-    first: cranelift_codegen::ir::Value,
-    end: cranelift_codegen::ir::Value,
-    stride: usize,
-}
-
-/// [`nest`] over the dimensions after the first, with the tile's rows innermost.
-#[allow(clippy::too_many_arguments)]
-fn nest_tiled(
-    kb: &mut super::KB,
-    dims: &[usize],
-    strides: &[usize],
-    x: cranelift_codegen::ir::Value,
-    out: cranelift_codegen::ir::Value,
-    src: cranelift_codegen::ir::Value,
-    dst: cranelift_codegen::ir::Value,
-    rows: Rows,
-) {
-    if dims.is_empty() {
-        kb.for_range(rows.first, rows.end, 1, |kb, i| {
-            let s = kb.b.ins().iadd(src, i);
-            let a = kb.at(x, s);
-            let v = kb.load(a, 0);
-            let d = kb.b.ins().imul_imm_s(i, rows.stride as i64);
-            let d = kb.b.ins().iadd(dst, d);
-            let o = kb.at(out, d);
-            kb.store(v, o, 0);
-        });
-        return;
-    }
-    let inner: usize = dims[1..].iter().product();
-    let zero = kb.int(0);
-    let n = kb.int(dims[0] as i64);
-    kb.for_range(zero, n, 1, |kb, i| {
-        let s = kb.b.ins().imul_imm_s(i, strides[0] as i64);
-        let s = kb.b.ins().iadd(src, s);
-        let d = kb.b.ins().imul_imm_s(i, inner as i64);
-        let d = kb.b.ins().iadd(dst, d);
-        nest_tiled(kb, &dims[1..], &strides[1..], x, out, s, d, rows);
-    });
-}
-
+/// Loops over `dims` (row-major output, input `strides` apart) from element offsets `src`
+/// and `dst`, and calls `leaf` with each element's offsets.
 fn nest(
     kb: &mut super::KB,
     dims: &[usize],
     strides: &[usize],
-    x: cranelift_codegen::ir::Value,
-    out: cranelift_codegen::ir::Value,
-    src: cranelift_codegen::ir::Value,
-    dst: cranelift_codegen::ir::Value,
+    src: Value,
+    dst: Value,
+    leaf: &mut dyn FnMut(&mut super::KB, Value, Value),
 ) {
     if dims.is_empty() {
-        let a = kb.at(x, src);
-        let v = kb.load(a, 0);
-        let o = kb.at(out, dst);
-        kb.store(v, o, 0);
+        leaf(kb, src, dst);
         return;
     }
     let inner: usize = dims[1..].iter().product();
@@ -121,7 +96,7 @@ fn nest(
         let s = kb.b.ins().iadd(src, s);
         let d = kb.b.ins().imul_imm_s(i, inner as i64);
         let d = kb.b.ins().iadd(dst, d);
-        nest(kb, &dims[1..], &strides[1..], x, out, s, d);
+        nest(kb, &dims[1..], &strides[1..], s, d, leaf);
     });
 }
 
