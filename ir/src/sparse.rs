@@ -215,6 +215,24 @@ mod tests {
                 (kept_cols, kept_rows),
                 "{block:?}"
             );
+            // Groups: per block row, the distinct kept-row sets of its blocks.
+            let mut seen: Vec<(usize, &Vec<u32>)> = Vec::new();
+            for b in compact.blocks.iter().filter(|b| !b.is_empty()) {
+                if !seen.contains(&(b.row0, &b.rows)) {
+                    seen.push((b.row0, &b.rows));
+                }
+            }
+            let groups = seen.len();
+            let group_rows: usize = seen.iter().map(|(_, rows)| rows.len()).sum();
+            assert_eq!(
+                (stats.groups, stats.group_rows),
+                (groups, group_rows),
+                "{block:?}"
+            );
+            assert!(
+                stats.groups < stats.blocks,
+                "{block:?}: some blocks share their rows"
+            );
         }
         // Pruned in 4×8 blocks, a 4×16 block mixes two blocks' columns: not exact.
         let m = block_pruned(24, 40, [4, 8], 1);
@@ -254,6 +272,12 @@ pub struct BcrStats {
     pub kept_rows: usize,
     /// Stored values (nonzeros).
     pub nonzeros: usize,
+    /// Groups of a block row's blocks that keep the same rows: a BCR kernel sums a
+    /// group's blocks in registers (each kept column addresses its own row of B) and
+    /// updates C once per group, as GRIM groups rows of one pattern.
+    pub groups: usize,
+    /// Kept rows summed over groups: the rows of C the kernel updates per position.
+    pub group_rows: usize,
 }
 
 /// The zero pattern of a matrix as one byte per row and `width` (at most 8) columns, from
@@ -306,12 +330,16 @@ impl ZeroPattern {
         let per = bc / self.width;
         let mut stats = BcrStats::default();
         let mut col_mask = vec![0u8; per];
+        // The kept-row sets of the block row's groups (blocks taller than 64 rows are each
+        // their own group).
+        let mut groups: Vec<u64> = Vec::new();
         for r0 in (0..self.rows).step_by(br) {
             let r1 = (r0 + br).min(self.rows);
+            groups.clear();
             for k0 in (0..self.chunks).step_by(per) {
                 let k1 = (k0 + per).min(self.chunks);
                 col_mask[..k1 - k0].iter_mut().for_each(|m| *m = 0);
-                let (mut kept_rows, mut nonzeros) = (0, 0);
+                let (mut kept_rows, mut nonzeros, mut row_set) = (0, 0, 0u64);
                 for r in r0..r1 {
                     let row = &self.masks[r * self.chunks + k0..r * self.chunks + k1];
                     let mut any = false;
@@ -321,6 +349,9 @@ impl ZeroPattern {
                         any |= b != 0;
                     }
                     kept_rows += usize::from(any);
+                    if any && r - r0 < 64 {
+                        row_set |= 1 << (r - r0);
+                    }
                 }
                 let kept_cols: usize = col_mask[..k1 - k0]
                     .iter()
@@ -334,6 +365,11 @@ impl ZeroPattern {
                     stats.kept_cols += kept_cols;
                     stats.kept_rows += kept_rows;
                     stats.nonzeros += nonzeros;
+                    if br > 64 || !groups.contains(&row_set) {
+                        groups.push(row_set);
+                        stats.groups += 1;
+                        stats.group_rows += kept_rows;
+                    }
                 }
             }
         }

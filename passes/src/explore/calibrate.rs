@@ -87,6 +87,8 @@ fn weight(
 
 struct Builder {
     probes: Vec<Probe>,
+    /// f32 lanes of the machine's vectors, where known.
+    lanes: Option<usize>,
 }
 
 impl Builder {
@@ -142,7 +144,7 @@ impl Builder {
         let op = &func.ops[*func.body.last().expect("the probe op")];
         let args: Vec<&TensorType> = op.operands.iter().map(|&v| func.ty(v)).collect();
         let outs: Vec<&TensorType> = op.results.iter().map(|&v| func.ty(v)).collect();
-        let features = cost::features(&kind, form, &args, &outs, sparse.as_ref());
+        let features = cost::features(&kind, form, &args, &outs, sparse.as_ref(), self.lanes);
         self.probes.push(Probe {
             label,
             module,
@@ -213,9 +215,13 @@ impl Builder {
     }
 }
 
-/// The micro-benchmarks, covering each kernel class over the sizes the zoo's models use.
-pub fn probes() -> Vec<Probe> {
-    let mut b = Builder { probes: Vec::new() };
+/// The micro-benchmarks, covering each kernel class over the sizes the zoo's models use,
+/// on a machine with `lanes`-wide vectors (they decide a sparse convolution's regime).
+pub fn probes(lanes: Option<usize>) -> Vec<Probe> {
+    let mut b = Builder {
+        probes: Vec::new(),
+        lanes,
+    };
     for &(cin, cout, hw, k, s) in &[
         (3, 64, 224, 7, 2),
         (3, 32, 224, 3, 2),
@@ -296,6 +302,12 @@ pub fn probes() -> Vec<Probe> {
             (256, 256, 14, 3),
             (256, 256, 28, 3),
             (512, 512, 7, 3),
+            // Rows of one vector (short runs), from few channels to VGG's many.
+            (64, 64, 14, 3),
+            (128, 128, 14, 3),
+            (512, 512, 14, 3),
+            (128, 128, 8, 3),
+            (256, 256, 8, 3),
             (64, 256, 56, 1),
             (256, 256, 14, 1),
             // MobileNet's narrow pointwise convolutions over large planes.
@@ -365,6 +377,7 @@ pub fn probes() -> Vec<Probe> {
         ([8, 32], Form::Csr),
         ([8, 32], Form::Bcr(8, 32)),
         ([8, 32], Form::Bcr(4, 32)),
+        ([8, 32], Form::Bcr(8, 16)),
         ([8, 32], Form::Bcr(1, 32)),
         ([4, 32], Form::Bcr(4, 32)),
         ([16, 32], Form::Bcr(16, 32)),
@@ -629,7 +642,7 @@ pub fn calibrate_with_report(
 ) -> Result<(CostTable, Vec<Measured>), ExploreError> {
     let mut by_class: BTreeMap<String, Vec<(Features, f64)>> = BTreeMap::new();
     let mut measured = Vec::new();
-    for p in probes() {
+    for p in probes(cost::machine_lanes(&timer.machine())) {
         let t = timer
             .time_function(&p.module)
             .map_err(|e| ExploreError::Measure(format!("calibration probe '{}': {e}", p.label)))?;

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the probes or the features change: a table of another version is stale.
-pub const TABLE_VERSION: u32 = 10;
+pub const TABLE_VERSION: u32 = 11;
 
 /// The coefficients of one kernel class.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -54,6 +54,11 @@ pub struct SparseStats {
     pub kept_cols: f64,
     /// Rows of C updated, summed over blocks (CSR: rows with a nonzero).
     pub kept_rows: f64,
+    /// Groups of a block row's blocks that keep the same rows (CSR: as `blocks`): a
+    /// product with a matrix sums a group in registers and updates C once per group.
+    pub groups: f64,
+    /// Kept rows summed over those groups (CSR: as `kept_rows`).
+    pub group_rows: f64,
 }
 
 impl SparseStats {
@@ -64,6 +69,8 @@ impl SparseStats {
             blocks: s.blocks as f64,
             kept_cols: s.kept_cols as f64,
             kept_rows: s.kept_rows as f64,
+            groups: s.groups as f64,
+            group_rows: s.group_rows as f64,
         }
     }
 
@@ -79,17 +86,32 @@ impl SparseStats {
             blocks: rows_kept,
             kept_cols: nonzeros,
             kept_rows: rows_kept,
+            groups: rows_kept,
+            group_rows: rows_kept,
         }
     }
 
     /// Features of a sparse product over `positions` columns of B, with activation bytes
     /// `act` besides the per-block traffic.
     fn features(&self, class: &str, positions: f64, act: f64, value_bytes: f64) -> Features {
+        // A product with a matrix updates C once per group of blocks keeping the same rows
+        // (4×32 blocks of a weight pruned in 8×32: a quarter of the updates).
         Features {
             class: class.to_string(),
             flops: 2.0 * self.nonzeros * positions,
-            bytes: act + 4.0 * positions * (self.kept_cols + self.kept_rows),
-            weight_bytes: value_bytes * self.nonzeros + 8.0 * self.blocks,
+            // A row of B is loaded (4 bytes a position), a row of C loaded and stored.
+            bytes: act + 4.0 * positions * (self.kept_cols + 2.0 * self.group_rows),
+            weight_bytes: value_bytes * self.nonzeros + 8.0 * self.groups,
+        }
+    }
+
+    /// The stats as products with vectors see them: those run block by block, each block
+    /// its own group.
+    fn by_block(&self) -> SparseStats {
+        SparseStats {
+            groups: self.blocks,
+            group_rows: self.kept_rows,
+            ..*self
         }
     }
 }
@@ -121,6 +143,9 @@ pub const CLASSES: &[&str] = &[
     "conv.bcr.r1",
     "conv.bcr.r4",
     "conv.bcr.r8",
+    "conv.bcr.r1.short",
+    "conv.bcr.r4.short",
+    "conv.bcr.r8.short",
     "conv.bcr.r1.im2col",
     "conv.bcr.r4.im2col",
     "conv.bcr.r8.im2col",
@@ -179,14 +204,7 @@ impl CostTable {
 
     /// f32 lanes of the vectors it was measured with (`None`: analytical).
     pub fn vector_lanes(&self) -> Option<usize> {
-        // `machine` is "CPU / level / dnnc version".
-        let level = self.machine.split(" / ").nth(1)?;
-        match level {
-            "avx512" => Some(16),
-            "avx2" => Some(8),
-            "sse4" | "neon" => Some(4),
-            _ => None,
-        }
+        machine_lanes(&self.machine)
     }
 
     /// Whether it was measured.
@@ -239,6 +257,17 @@ impl CostTable {
     }
 }
 
+/// f32 lanes of the vectors of a machine named "CPU / level / dnnc version" (a
+/// [`super::pass::KernelTimer`]'s `machine`); `None` for another name.
+pub fn machine_lanes(machine: &str) -> Option<usize> {
+    match machine.split(" / ").nth(1)? {
+        "avx512" => Some(16),
+        "avx2" => Some(8),
+        "sse4" | "neon" => Some(4),
+        _ => None,
+    }
+}
+
 /// The default table path: `$XDG_CACHE_HOME` or `~/.cache`, `dnnc/explore-costs.toml`.
 pub fn default_path() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
@@ -267,14 +296,35 @@ fn bcr_class(prefix: &str, rows: u16) -> String {
     format!("{prefix}.bcr.r{r}")
 }
 
+/// Whether a sparse convolution read in place runs its output rows as short runs (the
+/// BCR kernel's regime for rows of one vector, several rows to a chunk), on a machine with
+/// `lanes`-wide vectors: the other regimes are rows of several vectors, and rows narrow
+/// enough for AVX-512 to read the padded grid two or more to a vector. Its costs differ
+/// from both (a 14-wide VGG-16 convolution in 8×32 blocks: 2.1 ms, in 4×32: 1.7 ms; on
+/// 28-wide rows, 5.2 and 7.1 ms).
+fn short_runs(
+    c: &dnnc_ir::ops::Conv2d,
+    x: &TensorType,
+    y: &TensorType,
+    lanes: Option<usize>,
+) -> bool {
+    let Some(lanes) = lanes else { return false };
+    let (ho, wo) = (y.shape[2], y.shape[3]);
+    let wp = x.shape[3] + c.pad.w().0 + c.pad.w().1;
+    let grid = lanes == 16 && wp > wo && wp + wo <= lanes;
+    ho > 1 && wo <= lanes && !grid
+}
+
 /// The features of `kind` run as `form` over operands `args` producing `outs`; `sparse`
-/// is the structure of the weight in the form's sparse layout.
+/// is the structure of the weight in the form's sparse layout, `lanes` the f32 lanes of
+/// the machine's vectors where known.
 pub fn features(
     kind: &OpKind,
     form: Form,
     args: &[&TensorType],
     outs: &[&TensorType],
     sparse: Option<&SparseStats>,
+    lanes: Option<usize>,
 ) -> Features {
     let dense_stats;
     let sparse = match sparse {
@@ -287,6 +337,8 @@ pub fn features(
                 blocks: 1.0,
                 kept_cols: w,
                 kept_rows: 1.0,
+                groups: 1.0,
+                group_rows: 1.0,
             };
             &dense_stats
         }
@@ -322,10 +374,16 @@ pub fn features(
                 Form::Csr => sparse.features("conv.csr", positions(y), act, 8.0),
                 // Read in place (or, pointwise, as it is), or gathered into a column
                 // matrix first: a strided convolution's only kernel, or the choice.
-                Form::Bcr(r, _)
-                    if super::forms::reads_in_place(c, &x.shape, &w.shape)
-                        || super::forms::pointwise(c, &w.shape) =>
-                {
+                Form::Bcr(r, _) if super::forms::reads_in_place(c, &x.shape, &w.shape) => {
+                    let class = bcr_class("conv", r);
+                    let class = if short_runs(c, x, y, lanes) {
+                        format!("{class}.short")
+                    } else {
+                        class
+                    };
+                    sparse.features(&class, positions(y), act, 4.0)
+                }
+                Form::Bcr(r, _) if super::forms::pointwise(c, &w.shape) => {
                     sparse.features(&bcr_class("conv", r), positions(y), act, 4.0)
                 }
                 Form::Bcr(r, _) | Form::BcrIm2col(r, _) => sparse.features(
@@ -344,7 +402,12 @@ pub fn features(
             match form {
                 Form::Csr => sparse.features("linear.csr", rows as f64, act, 8.0),
                 Form::Bcr(r, _) | Form::BcrIm2col(r, _) => {
-                    sparse.features(&bcr_class("linear", r), rows as f64, act, 4.0)
+                    let stats = if rows == 1 {
+                        sparse.by_block()
+                    } else {
+                        *sparse
+                    };
+                    stats.features(&bcr_class("linear", r), rows as f64, act, 4.0)
                 }
                 Form::Direct
                 | Form::Winograd
@@ -380,7 +443,8 @@ pub fn features(
             let w_flops = 2.0 * steps * w.num_elements() as f64;
             let rest = (x.shape[0] as f64 - 1.0).max(0.0);
             let sparse_r = |class: &str, value_bytes: f64| {
-                let mut f = sparse.features(class, steps, act, value_bytes);
+                // R meets one vector a step.
+                let mut f = sparse.by_block().features(class, steps, act, value_bytes);
                 f.flops += w_flops;
                 f.bytes += f.weight_bytes * rest;
                 f.weight_bytes += bytes(w);

@@ -107,12 +107,35 @@ impl<'a> Pricer<'a> {
             &arg_types,
             &outs,
             stats.as_ref(),
+            self.eg.analysis.vector_lanes,
         ))
+    }
+
+    /// A nanosecond for a sparse form in another block shape than its weight's encoding:
+    /// where two shapes price the same (an 8×16 relayout of 8×32 blocks keeps the same
+    /// rows and columns), the weight keeps the layout it was written in.
+    fn relayout_tiebreak(&self, node: &Dnn) -> f64 {
+        let Dnn::Impl(code, Form::Bcr(r, c) | Form::BcrIm2col(r, c), args) = node else {
+            return 0.0;
+        };
+        let kind = self.eg.analysis.ops.kind(*code);
+        let encoded = super::forms::layout_operand(kind)
+            .and_then(|i| args.get(i))
+            .and_then(|&w| self.eg[w].data.weight)
+            .and_then(|w| self.sparse.get(&w))
+            .and_then(|s| match &s.encoding {
+                Some(dnnc_ir::Encoding::Bcr(b)) => Some(b.block),
+                Some(dnnc_ir::Encoding::Csr) | None => None,
+            });
+        match encoded {
+            Some(block) if block != [*r as usize, *c as usize] => 1e-9,
+            Some(_) | None => 0.0,
+        }
     }
 
     /// Seconds of a node on its own.
     pub fn own(&self, node: &Dnn) -> f64 {
-        let extra = self.penalty.map_or(0.0, |p| p(node));
+        let extra = self.penalty.map_or(0.0, |p| p(node)) + self.relayout_tiebreak(node);
         extra
             + match node {
                 Dnn::Op(..) => f64::INFINITY,

@@ -699,3 +699,50 @@ fn a_depthwise_convolution_between_planar_neighbours_can_stay_planar() {
         assert!(rel_l2(g, w) <= 1e-6);
     }
 }
+
+#[test]
+fn a_sparse_convolution_of_one_vector_rows_has_its_own_class() {
+    let conv = |hw: usize, lanes: Option<usize>| {
+        let c = Conv2d {
+            stride: [1, 1],
+            pad: Padding([1; 4]),
+            dilation: [1, 1],
+            groups: 1,
+        };
+        let (x, w) = (
+            TensorType::f32(&[1, 64, hw, hw]),
+            TensorType::f32(&[64, 64, 3, 3]),
+        );
+        let y = TensorType::f32(&[1, 64, hw, hw]);
+        let stats = cost::SparseStats {
+            nonzeros: 4608.0,
+            blocks: 144.0,
+            kept_cols: 1152.0,
+            kept_rows: 576.0,
+            groups: 72.0,
+            group_rows: 288.0,
+        };
+        let kind = OpKind::Conv2d(c);
+        cost::features(
+            &kind,
+            Form::Bcr(8, 32),
+            &[&x, &w],
+            &[&y],
+            Some(&stats),
+            lanes,
+        )
+    };
+    // Rows of one AVX-512 vector run as short runs; wider rows, and 7-wide ones (read as
+    // the padded grid), do not; without a known width nothing is short.
+    assert_eq!(conv(14, Some(16)).class, "conv.bcr.r8.short");
+    assert_eq!(conv(8, Some(16)).class, "conv.bcr.r8.short");
+    assert_eq!(conv(28, Some(16)).class, "conv.bcr.r8");
+    assert_eq!(conv(7, Some(16)).class, "conv.bcr.r8");
+    assert_eq!(conv(14, Some(8)).class, "conv.bcr.r8");
+    assert_eq!(conv(8, Some(8)).class, "conv.bcr.r8.short");
+    assert_eq!(conv(14, None).class, "conv.bcr.r8");
+    // C is updated once per group of blocks keeping the same rows, not once per block.
+    let f = conv(28, Some(16));
+    let act = 4.0 * 2.0 * 64.0 * 28.0 * 28.0;
+    assert_eq!(f.bytes, act + 4.0 * 784.0 * (1152.0 + 2.0 * 288.0));
+}
