@@ -41,7 +41,7 @@ struct Wants {
 
 /// Input channels below which a dense convolution reads its planar input directly
 /// (broadcasting from channel planes) rather than converting it: the first layer.
-const PLANAR_INPUT_CHANNELS: usize = 4;
+pub const PLANAR_INPUT_CHANNELS: usize = 4;
 
 /// Assigns layouts and inserts the conversions they need.
 pub fn assign(g: &mut Graph, func: &Function, options: &JitOptions) {

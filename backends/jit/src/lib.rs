@@ -23,6 +23,7 @@ mod steps;
 
 pub use autolayout::Choice as LayoutChoice;
 pub use dnnc_kernels::{CpuRequest, Level, LevelError, cpu_description};
+pub use layout::PLANAR_INPUT_CHANNELS;
 pub use runtime::Executable;
 
 use dnnc_ir::{FuncId, Location, Module};

@@ -179,6 +179,10 @@ pub fn reads_in_place(c: &dnnc_ir::ops::Conv2d, x: &[usize], w: &[usize]) -> boo
     c.stride == [1, 1] && c.dilation == [1, 1] && c.groups == 1 && !pointwise(c, w) && x.len() == 4
 }
 
+/// Input channels below which the JIT reads a dense convolution's input planar (a first
+/// layer), with its direct kernel only.
+pub const PLANAR_INPUT_CHANNELS: usize = 4;
+
 /// The `jit.form` that pins a sparse convolution read in place (`direct`): the JIT's own
 /// rule would gather narrow maps through im2col. `x` and `w` are its operands' shapes.
 pub fn in_place_attr(kind: &OpKind, form: Form, x: &[usize], w: &[usize]) -> Option<&'static str> {
@@ -244,8 +248,12 @@ fn forms_of(
                 };
             }
             let mut forms = vec![Form::Direct, Form::Im2col];
-            let winograd =
-                [w.shape[2], w.shape[3]] == [3, 3] && c.stride == [1, 1] && c.dilation == [1, 1];
+            // The JIT reads a first layer's few input channels planar, where it has no
+            // Winograd kernel (its `PLANAR_INPUT_CHANNELS`).
+            let winograd = [w.shape[2], w.shape[3]] == [3, 3]
+                && c.stride == [1, 1]
+                && c.dilation == [1, 1]
+                && x.shape[1] >= PLANAR_INPUT_CHANNELS;
             if winograd {
                 forms.push(Form::Winograd);
             }

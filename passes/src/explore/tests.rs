@@ -746,3 +746,30 @@ fn a_sparse_convolution_of_one_vector_rows_has_its_own_class() {
     let act = 4.0 * 2.0 * 64.0 * 28.0 * 28.0;
     assert_eq!(f.bytes, act + 4.0 * 784.0 * (1152.0 + 2.0 * 288.0));
 }
+
+#[test]
+fn a_first_layer_is_not_offered_winograd() {
+    // The JIT reads a first layer's 3 input channels planar, with its direct kernel only:
+    // with Winograd made cheap, the 16-channel conv takes it (written: on an 8×8 map the
+    // JIT's default is direct) and the 3-channel one does not.
+    for (channels, winograd) in [(3, false), (16, true)] {
+        let m = module(&[&[1, channels, 8, 8]], |b, x| {
+            let w = weight(b, "w", &[16, channels, 3, 3], 1);
+            Ok(vec![b.op1(conv(1, 1), &[x[0], w])?])
+        });
+        let mut table = cost::CostTable::analytical();
+        table.classes.get_mut("conv.winograd").unwrap().per_flop = 0.0;
+        let out = explore_forms(&m, &table);
+        let g = out.funcs.values().next().unwrap();
+        let form = g
+            .body
+            .iter()
+            .find_map(|&o| g.ops[o].attrs.get(writeback::FORM_ATTR))
+            .map(|a| a.to_string());
+        assert_eq!(
+            form.as_deref() == Some("\"winograd\""),
+            winograd,
+            "{channels} channels: {form:?}"
+        );
+    }
+}

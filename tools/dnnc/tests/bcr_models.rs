@@ -427,3 +427,39 @@ fn the_explorers_copy_of_the_in_place_rule_matches_the_jit() {
         }
     }
 }
+
+/// A first layer's few input channels are read planar, where the JIT has no Winograd
+/// kernel: a stated `winograd` is an error at the op (it was ignored), and the explorer's
+/// copy of the threshold, which keeps it from offering the form there, is the JIT's.
+#[test]
+fn a_first_layer_rejects_a_stated_winograd_form() {
+    assert_eq!(
+        dnnc_jit::PLANAR_INPUT_CHANNELS,
+        dnnc_passes::explore::forms::PLANAR_INPUT_CHANNELS
+    );
+    for (channels, ok) in [(3, false), (16, true)] {
+        let text = format!(
+            r#"module @first {{
+  dnn.weight @w : tensor<16x{channels}x3x3xf32> = #init<he_normal, seed = 1>
+  func.func @main(%x: tensor<1x{channels}x16x16xf32>) -> tensor<1x16x16x16xf32> {{
+    %w = dnn.weight @w : tensor<16x{channels}x3x3xf32>
+    %0 = dnn.conv2d %x, %w {{pad = [1, 1, 1, 1]{}}} : tensor<1x16x16x16xf32>
+    return %0 : tensor<1x16x16x16xf32>
+  }}
+}}
+"#,
+            form_attr("winograd")
+        );
+        let m = parsed("first.dnn", &text, "canonicalize");
+        match step_labels(&m, &JitOptions::default()) {
+            Ok(labels) => assert!(ok && labels.contains("[winograd"), "{channels}: {labels}"),
+            Err(e) => {
+                let e = e.to_string();
+                assert!(
+                    !ok && e.contains("first.dnn:5:5") && e.contains("use \"direct\""),
+                    "{e}"
+                );
+            }
+        }
+    }
+}

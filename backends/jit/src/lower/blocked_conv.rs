@@ -200,7 +200,16 @@ impl Lower<'_> {
             ) => false,
             None => self.options.winograd && winograd_pays(c, &sx, &sw, &sy),
         };
-        if self.blocked(x) && winograd {
+        if winograd && !self.blocked(x) {
+            return Err(unsupported(
+                node,
+                format!(
+                    "jit.form \"winograd\" needs a channel-blocked input; this convolution reads its {} input channels planar (a first layer): use \"direct\"",
+                    sx[1]
+                ),
+            ));
+        }
+        if winograd {
             let shape = WinogradShape {
                 batch: sx[0],
                 in_channels: sx[1],
