@@ -266,6 +266,26 @@ pub fn saturate_with(
     }
 }
 
+/// Whether the JIT runs a dense convolution as Winograd when `jit.form` does not say
+/// (dnnc_jit's `winograd_pays`): 3×3, stride 1, one group, at least 16 channels each side
+/// and 12×12 output positions.
+pub fn winograd_by_default(
+    c: &dnnc_ir::ops::Conv2d,
+    x: &dnnc_ir::TensorType,
+    w: &dnnc_ir::TensorType,
+) -> bool {
+    let (pad_h, pad_w) = (c.pad.h(), c.pad.w());
+    let out_h = (x.shape[2] + pad_h.0 + pad_h.1).saturating_sub(2);
+    let out_w = (x.shape[3] + pad_w.0 + pad_w.1).saturating_sub(2);
+    c.groups == 1
+        && [w.shape[2], w.shape[3]] == [3, 3]
+        && c.stride == [1, 1]
+        && c.dilation == [1, 1]
+        && x.shape[1] >= 16
+        && w.shape[0] >= 16
+        && out_h * out_w >= 144
+}
+
 /// Whether the JIT reads a sparse convolution's input in place when `jit.form` does not
 /// say (dnnc_jit's `conv_tiling`): output rows at least 8 wide, or, with 16-lane vectors,
 /// narrow rows that several fit in one vector of the padded grid (BCR's `reads_grid`).
@@ -307,17 +327,7 @@ pub fn default_form(eg: &lang::EGraph, kind: &OpKind, args: &[Id], forms: &[Form
                     }
                 };
             }
-            // dnnc_jit's `winograd_pays`: 3×3 stride 1 (the Winograd form exists only
-            // then) with enough channels and pixels.
-            let out_hw = || {
-                (x.shape[2] + c.pad.0[0] + c.pad.0[2]).saturating_sub(2)
-                    * (x.shape[3] + c.pad.0[1] + c.pad.0[3]).saturating_sub(2)
-            };
-            if forms.contains(&Form::Winograd)
-                && x.shape[1] >= 16
-                && w.shape[0] >= 16
-                && out_hw() >= 144
-            {
+            if forms.contains(&Form::Winograd) && winograd_by_default(c, x, w) {
                 Form::Winograd
             } else {
                 Form::Direct

@@ -3,13 +3,14 @@
 //! encoding, 1 and 2 threads), its CSR kernels and its dense GEMM all agree with the
 //! reference interpreter on the pruned model (relative L2 error ≤ 1e-4).
 
+mod common;
+
+use common::{form_attr, parsed, prune, step_labels};
 use dnnc_ir::diag::SourceFile;
 use dnnc_ir::init::seeded_normals;
 use dnnc_ir::sparse::{BcrMatrix, gemm_matrices};
 use dnnc_ir::{Encoding, Module};
 use dnnc_jit::{JitOptions, WeightLayout};
-use dnnc_passes::manager::{NoInstrumentation, PassManager};
-use dnnc_passes::registry::PassRegistry;
 use std::path::Path;
 
 const TOLERANCE: f64 = 1e-4;
@@ -22,36 +23,6 @@ fn load(name: &str) -> Module {
     m.base_dir = path.parent().map(Path::to_path_buf);
     m
 }
-
-fn prune(m: &mut Module, pipeline: &str) {
-    let passes = PassRegistry::with_builtin().build(pipeline).unwrap();
-    let (_, result) = PassManager::new(passes).run(m, &mut NoInstrumentation);
-    assert!(result.is_ok(), "{pipeline} failed");
-}
-
-/// The module of `text` (named `name` in diagnostics), after `pipeline`.
-fn parsed(name: &str, text: &str, pipeline: &str) -> Module {
-    let file = SourceFile::new(name.to_string(), text);
-    let mut m = dnnc_frontend::parse_and_verify(&file, 0..text.len()).unwrap();
-    prune(&mut m, pipeline);
-    m
-}
-
-/// The labels of the steps the JIT compiles `m`'s function to, one per line.
-fn step_labels(m: &Module, options: &JitOptions) -> Result<String, dnnc_jit::CompileError> {
-    let fid = m.funcs.keys().next().unwrap();
-    Ok(dnnc_jit::compile(m, fid, options)?.step_labels().join("\n"))
-}
-
-/// `, jit.form = "FORM"` inside an op's attributes (nothing for no form).
-fn form_attr(form: &str) -> String {
-    if form.is_empty() {
-        String::new()
-    } else {
-        format!(", jit.form = \"{form}\"")
-    }
-}
-
 /// Checks the pattern of every BCR weight: the rate is met (within one segment), no output
 /// row is empty, and the compact form holds exactly the nonzeros' blocks.
 fn check_pattern(name: &str, m: &Module, rate: f64) -> usize {
@@ -371,95 +342,4 @@ fn depthwise_convolutions_run_planar_when_stated() {
     };
     let e = e.to_string();
     assert!(e.contains("depthwise") && e.contains("dw.dnn:"), "{e}");
-}
-
-/// The explorer prices a sparse convolution as written by its own copy of the JIT's rule
-/// for reading the input in place (`passes` does not depend on the JIT); the copy must
-/// agree with what the JIT compiles, at every level this CPU runs.
-#[test]
-fn the_explorers_copy_of_the_in_place_rule_matches_the_jit() {
-    for level in dnnc_jit::Level::supported() {
-        for (h, w) in [
-            (1, 12),
-            (3, 3),
-            (5, 5),
-            (7, 7),
-            (9, 9),
-            (14, 14),
-            (2, 20),
-            (7, 30),
-        ] {
-            let text = format!(
-                r#"module @rule {{
-  dnn.weight @w : tensor<16x16x3x3xf32> = #init<he_normal, seed = 1>
-  func.func @main(%x: tensor<1x16x{h}x{w}xf32>) -> tensor<1x16x{h}x{w}xf32> {{
-    %w = dnn.weight @w : tensor<16x16x3x3xf32>
-    %0 = dnn.conv2d %x, %w {{pad = [1, 1, 1, 1]}} : tensor<1x16x{h}x{w}xf32>
-    return %0 : tensor<1x16x{h}x{w}xf32>
-  }}
-}}
-"#
-            );
-            let m = parsed("rule.dnn", &text, "bcr-prune{rate=4 block=8x16}");
-            let options = JitOptions {
-                cpu: level,
-                ..JitOptions::default()
-            };
-            let labels = step_labels(&m, &options).unwrap();
-            let jit = labels.contains("[bcr-direct");
-            let func = m.funcs.values().next().unwrap();
-            let op = func
-                .body
-                .iter()
-                .map(|&o| &func.ops[o])
-                .find(|o| o.kind.name() == "dnn.conv2d")
-                .unwrap();
-            let dnnc_ir::ops::OpKind::Conv2d(c) = &op.kind else {
-                unreachable!()
-            };
-            let explorer = dnnc_passes::explore::sparse_in_place_by_default(
-                c,
-                func.ty(op.operands[0]),
-                func.ty(op.operands[1]),
-                Some(level.lanes()),
-            );
-            assert_eq!(jit, explorer, "{level}, {h}x{w}:\n{labels}");
-        }
-    }
-}
-
-/// A first layer's few input channels are read planar, where the JIT has no Winograd
-/// kernel: a stated `winograd` is an error at the op (it was ignored), and the explorer's
-/// copy of the threshold, which keeps it from offering the form there, is the JIT's.
-#[test]
-fn a_first_layer_rejects_a_stated_winograd_form() {
-    assert_eq!(
-        dnnc_jit::PLANAR_INPUT_CHANNELS,
-        dnnc_passes::explore::forms::PLANAR_INPUT_CHANNELS
-    );
-    for (channels, ok) in [(3, false), (16, true)] {
-        let text = format!(
-            r#"module @first {{
-  dnn.weight @w : tensor<16x{channels}x3x3xf32> = #init<he_normal, seed = 1>
-  func.func @main(%x: tensor<1x{channels}x16x16xf32>) -> tensor<1x16x16x16xf32> {{
-    %w = dnn.weight @w : tensor<16x{channels}x3x3xf32>
-    %0 = dnn.conv2d %x, %w {{pad = [1, 1, 1, 1]{}}} : tensor<1x16x16x16xf32>
-    return %0 : tensor<1x16x16x16xf32>
-  }}
-}}
-"#,
-            form_attr("winograd")
-        );
-        let m = parsed("first.dnn", &text, "canonicalize");
-        match step_labels(&m, &JitOptions::default()) {
-            Ok(labels) => assert!(ok && labels.contains("[winograd"), "{channels}: {labels}"),
-            Err(e) => {
-                let e = e.to_string();
-                assert!(
-                    !ok && e.contains("first.dnn:5:5") && e.contains("use \"direct\""),
-                    "{e}"
-                );
-            }
-        }
-    }
 }
