@@ -131,7 +131,8 @@ unsafe impl Sync for SendPtr {}
 
 thread_local! {
     /// Each worker's im2col buffer, grown as needed.
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<dnnc_kernels::aligned::AlignedVec> =
+        const { RefCell::new(dnnc_kernels::aligned::AlignedVec::new()) };
 }
 
 impl Executable {

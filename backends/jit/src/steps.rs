@@ -35,8 +35,9 @@ impl Addr {
 pub enum Data {
     /// A weight or constant of the module.
     Tensor(Arc<Tensor>),
-    /// f32 data derived at compile time (transposed weights, epilogue parameters).
-    F32(Box<[f32]>),
+    /// f32 data derived at compile time (packed or transposed weights, epilogue
+    /// parameters), 64-byte aligned for the kernels' vector loads.
+    F32(dnnc_kernels::aligned::AlignedVec),
     /// Index tables.
     U32(Box<[u32]>),
 }

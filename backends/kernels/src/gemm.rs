@@ -55,7 +55,8 @@ crate::micro_table!(fn gemm_table(level) -> unsafe fn(a: *const f32, lda: usize,
 
 thread_local! {
     /// Each worker's panel buffer, grown as needed.
-    static PANEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static PANEL: RefCell<crate::aligned::AlignedVec> =
+        const { RefCell::new(crate::aligned::AlignedVec::new()) };
 }
 
 impl Gemm {

@@ -15,6 +15,7 @@
 // compiler unrolls into registers; iterator chains hide that shape.
 #![allow(clippy::needless_range_loop)]
 
+pub mod aligned;
 pub mod channelwise;
 pub mod conv;
 pub mod epilogue;

@@ -212,7 +212,8 @@ instantiate!(fn winograd_fn(level) -> unsafe fn(p: &Winograd, io: &WinogradIo, b
 
 thread_local! {
     /// Each worker's `V` and `M` buffers, grown as needed.
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<crate::aligned::AlignedVec> =
+        const { RefCell::new(crate::aligned::AlignedVec::new()) };
 }
 
 #[inline(always)]

@@ -333,7 +333,7 @@ impl Lower<'_> {
     }
 
     fn f32_data(&mut self, v: Vec<f32>) -> Addr {
-        Addr::Data(self.push(Data::F32(v.into_boxed_slice())), 0)
+        Addr::Data(self.push(Data::F32(v.into())), 0)
     }
 
     /// A small constant's f32 values, copied (biases, batch-norm parameters).

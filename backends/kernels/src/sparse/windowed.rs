@@ -28,8 +28,8 @@ pub(super) struct Windows {
     /// Blocks of block row `i`: `starts[i]..starts[i + 1]`.
     starts: Vec<u32>,
     blocks: Vec<WindowBlock>,
-    /// 16-lane vectors of kept values (zero in padding lanes).
-    values: Vec<f32>,
+    /// 16-lane vectors of kept values (zero in padding lanes), each on its own cache line.
+    values: crate::aligned::AlignedVec,
     /// Per vector, each lane's column within its block's window.
     index: Vec<u8>,
 }
@@ -71,7 +71,7 @@ impl Windows {
             block_rows: br,
             starts: vec![0],
             blocks: Vec::new(),
-            values: Vec::new(),
+            values: crate::aligned::AlignedVec::new(),
             index: Vec::new(),
         };
         let nz = |r: usize, c: usize| values[r * cols + c] != 0.0;
@@ -94,6 +94,7 @@ impl Windows {
                 let per_vector = LANES / group;
                 let vectors = kept_cols.len().div_ceil(per_vector);
                 let at = w.values.len() / LANES;
+                w.values.resize(w.values.len() + vectors * LANES, 0.0);
                 for lane in 0..vectors * LANES {
                     let (ci, ri) = (lane / group, lane % group);
                     let (value, column) = match (kept_cols.get(ci), kept_rows.get(ri)) {
@@ -101,7 +102,7 @@ impl Windows {
                         // Padding lanes multiply a zero by any element of the window.
                         _ => (0.0, 0),
                     };
-                    w.values.push(value);
+                    w.values[at * LANES + lane] = value;
                     w.index.push(column as u8);
                 }
                 w.blocks.push(WindowBlock {
