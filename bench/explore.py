@@ -84,13 +84,6 @@ def outputs(path, engine, tag):
     return [read_npy(os.path.join(d, f)) for f in sorted(os.listdir(d)) if f.endswith(".npy")]
 
 
-def materialized(path):
-    """`path` with every seeded initialiser computed and written to a file."""
-    out = path[: -len(".dnn")] + ".materialized.dnn"
-    run([DNNC, "opt", path, "--materialize-weights", "-o", out])
-    return out
-
-
 def case(name, rounds, runs):
     model, lossy, options = CASES[name]
     src = os.path.join(WORK, f"{model}.dnn")
@@ -116,12 +109,6 @@ def case(name, rounds, runs):
     got = outputs(explored, "jit", name + "-explored")
     err = max(rel_l2(g, w) for g, w in zip(got, want))
     variants = [("default", base, []), ("explored", explored, [])]
-    if os.path.exists(os.path.join(WORK, f"{name}.explored.safetensors")):
-        # Explore wrote derived weights (folded, merged, recomposed) to a file, while the
-        # input computes its seeded ones: both programs read every weight from a file
-        # here, as an imported model's do (the source alone moved resnet18 by 2-5% on
-        # the Intel Xeon, BN folded or not; the cause is not known).
-        variants = [(label, materialized(path), extra) for label, path, extra in variants]
     if lossy.find("bcr-prune") >= 0:
         # The same weights in one layout for the whole model (where a shape holds a
         # weight's zeros exactly; the weights it does not hold keep 8x32).
