@@ -5,7 +5,25 @@
 mod common;
 
 use common::{form_attr, parsed, step_labels};
+use dnnc_ir::Module;
+use dnnc_ir::ops::{Conv2d, OpKind};
+use dnnc_ir::types::TensorType;
 use dnnc_jit::JitOptions;
+
+/// The convolution of `m`'s function, with its input's and weight's types.
+fn the_conv(m: &Module) -> (&Conv2d, &TensorType, &TensorType) {
+    let func = m.funcs.values().next().unwrap();
+    let op = func
+        .body
+        .iter()
+        .map(|&o| &func.ops[o])
+        .find(|o| o.kind.name() == "dnn.conv2d")
+        .unwrap();
+    let OpKind::Conv2d(c) = &op.kind else {
+        unreachable!()
+    };
+    (c, func.ty(op.operands[0]), func.ty(op.operands[1]))
+}
 
 /// The rule for reading a sparse convolution's input in place, at every level this CPU
 /// runs.
@@ -40,22 +58,9 @@ fn the_explorers_copy_of_the_in_place_rule_matches_the_jit() {
             };
             let labels = step_labels(&m, &options).unwrap();
             let jit = labels.contains("[bcr-direct");
-            let func = m.funcs.values().next().unwrap();
-            let op = func
-                .body
-                .iter()
-                .map(|&o| &func.ops[o])
-                .find(|o| o.kind.name() == "dnn.conv2d")
-                .unwrap();
-            let dnnc_ir::ops::OpKind::Conv2d(c) = &op.kind else {
-                unreachable!()
-            };
-            let explorer = dnnc_passes::explore::sparse_in_place_by_default(
-                c,
-                func.ty(op.operands[0]),
-                func.ty(op.operands[1]),
-                Some(level.lanes()),
-            );
+            let (c, x, w) = the_conv(&m);
+            let explorer =
+                dnnc_passes::explore::sparse_in_place_by_default(c, x, w, Some(level.lanes()));
             assert_eq!(jit, explorer, "{level}, {h}x{w}:\n{labels}");
         }
     }
@@ -128,21 +133,8 @@ fn the_explorers_copy_of_the_winograd_rule_matches_the_jit() {
         let m = parsed("rule.dnn", &text, "canonicalize");
         let labels = step_labels(&m, &JitOptions::default()).unwrap();
         let jit = labels.contains("[winograd");
-        let func = m.funcs.values().next().unwrap();
-        let op = func
-            .body
-            .iter()
-            .map(|&o| &func.ops[o])
-            .find(|o| o.kind.name() == "dnn.conv2d")
-            .unwrap();
-        let dnnc_ir::ops::OpKind::Conv2d(c) = &op.kind else {
-            unreachable!()
-        };
-        let explorer = dnnc_passes::explore::winograd_by_default(
-            c,
-            func.ty(op.operands[0]),
-            func.ty(op.operands[1]),
-        );
+        let (c, x, w) = the_conv(&m);
+        let explorer = dnnc_passes::explore::winograd_by_default(c, x, w);
         assert_eq!(
             jit, explorer,
             "{cin} -> {cout}, {hw}x{hw}, {k}x{k}/{stride}:\n{labels}"
