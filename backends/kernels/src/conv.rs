@@ -208,12 +208,12 @@ impl DirectConv {
 
     /// Packs weights `[out][in][kh][kw]` for the kernel: per filter group, per input
     /// channel block, tap and channel, the group's output channels (zero-padded).
-    pub fn pack(&self, w: &[f32]) -> Vec<f32> {
+    pub fn pack(&self, w: &[f32]) -> crate::aligned::AlignedVec {
         let s = &self.shape;
         let (r, t) = (s.kernel[0], s.kernel[1]);
         let l = self.lanes;
         assert_eq!(w.len(), s.out_channels * s.in_channels * r * t);
-        let mut out = Vec::with_capacity(self.packed_len());
+        let mut out = crate::aligned::AlignedVec::with_capacity(self.packed_len());
         let get = |o: usize, c: usize, kh: usize, kw: usize| -> f32 {
             if o < s.out_channels && c < s.in_channels {
                 w[((o * s.in_channels + c) * r + kh) * t + kw]

@@ -89,9 +89,10 @@ impl Gemm {
         n: usize,
         row_stride: usize,
         col_stride: usize,
-    ) -> Vec<f32> {
+    ) -> crate::aligned::AlignedVec {
         let w = self.panel_width();
-        let mut out = vec![0f32; n.div_ceil(w) * w * k];
+        let mut packed = crate::aligned::AlignedVec::zeroed(n.div_ceil(w) * w * k);
+        let out: &mut [f32] = &mut packed;
         for p in 0..n.div_ceil(w) {
             for kk in 0..k {
                 for j in 0..w.min(n - p * w) {
@@ -99,7 +100,7 @@ impl Gemm {
                 }
             }
         }
-        out
+        packed
     }
 
     /// Offset (floats) of the panel holding column `j` in packed `B` with `k` rows.

@@ -113,17 +113,18 @@ impl Window {
     }
 
     /// Packs depthwise weights `[c][1][kh][kw]` as `[c / L][kh][kw][L]` (zero-padded).
-    pub fn pack(&self, w: &[f32]) -> Vec<f32> {
+    pub fn pack(&self, w: &[f32]) -> crate::aligned::AlignedVec {
         let l = self.level.lanes();
         let taps = self.shape.kernel[0] * self.shape.kernel[1];
         assert_eq!(w.len(), self.shape.channels * taps);
-        let mut out = vec![0f32; self.blocks * taps * l];
+        let mut packed = crate::aligned::AlignedVec::zeroed(self.blocks * taps * l);
+        let out: &mut [f32] = &mut packed;
         for c in 0..self.shape.channels {
             for t in 0..taps {
                 out[((c / l) * taps + t) * l + c % l] = w[c * taps + t];
             }
         }
-        out
+        packed
     }
 
     /// Runs tiles `[begin, end)`.

@@ -158,7 +158,7 @@ impl Winograd {
     /// Transforms and packs weights `[out][in][3][3]`: `U = G g Gᵀ` per channel pair, laid
     /// out `[point][group of FILTERS vectors][input channel][FILTERS × lanes]` (the last
     /// group narrower), zero-padded.
-    pub fn pack(&self, w: &[f32]) -> Vec<f32> {
+    pub fn pack(&self, w: &[f32]) -> crate::aligned::AlignedVec {
         let s = &self.shape;
         let (l, cp) = (self.lanes, self.in_blocks * self.lanes);
         assert_eq!(w.len(), s.out_channels * s.in_channels * 9);
@@ -170,7 +170,9 @@ impl Winograd {
             [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
             [0.0, 0.0, 1.0],
         ];
-        let mut u = vec![0f32; POINTS * cp * self.out_blocks * l];
+        let mut packed = crate::aligned::AlignedVec::zeroed(POINTS * cp * self.out_blocks * l);
+        // One slice for the loops (indexing the buffer re-slices it at every store).
+        let u: &mut [f32] = &mut packed;
         let groups = self.out_blocks.div_ceil(FILTERS);
         for o in 0..s.out_channels {
             let (g, lane_in_group) = (o / (FILTERS * l), o % (FILTERS * l));
@@ -195,7 +197,7 @@ impl Winograd {
             }
         }
         let _ = groups;
-        u
+        packed
     }
 
     /// Runs tasks `[begin, end)`.

@@ -332,7 +332,9 @@ impl Lower<'_> {
         self.data.len() - 1
     }
 
-    fn f32_data(&mut self, v: Vec<f32>) -> Addr {
+    /// Compile-time f32 data, 64-byte aligned (the kernels' packers build it so; a `Vec` is
+    /// copied).
+    fn f32_data(&mut self, v: impl Into<dnnc_kernels::aligned::AlignedVec>) -> Addr {
         Addr::Data(self.push(Data::F32(v.into())), 0)
     }
 

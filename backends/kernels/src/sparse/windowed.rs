@@ -94,7 +94,6 @@ impl Windows {
                 let per_vector = LANES / group;
                 let vectors = kept_cols.len().div_ceil(per_vector);
                 let at = w.values.len() / LANES;
-                w.values.resize(w.values.len() + vectors * LANES, 0.0);
                 for lane in 0..vectors * LANES {
                     let (ci, ri) = (lane / group, lane % group);
                     let (value, column) = match (kept_cols.get(ci), kept_rows.get(ri)) {
@@ -102,7 +101,7 @@ impl Windows {
                         // Padding lanes multiply a zero by any element of the window.
                         _ => (0.0, 0),
                     };
-                    w.values[at * LANES + lane] = value;
+                    w.values.push(value);
                     w.index.push(column as u8);
                 }
                 w.blocks.push(WindowBlock {
