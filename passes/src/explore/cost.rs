@@ -300,8 +300,9 @@ fn bcr_class(prefix: &str, rows: u16) -> String {
 /// BCR kernel's regime for rows of one vector, several rows to a chunk), on a machine with
 /// `lanes`-wide vectors: the other regimes are rows of several vectors, and rows narrow
 /// enough for AVX-512 to read the padded grid two or more to a vector. Its costs differ
-/// from both (a 14-wide VGG-16 convolution in 8×32 blocks: 2.1 ms, in 4×32: 1.7 ms; on
-/// 28-wide rows, 5.2 and 7.1 ms).
+/// from both: which block height is fastest changed between them (before the short-run
+/// kernel loaded C first, a 14-wide VGG-16 convolution ran 2.1 ms in 8×32 blocks and 1.7
+/// in 4×32; 28-wide ones 5.2 and 7.1).
 fn short_runs(
     c: &dnnc_ir::ops::Conv2d,
     x: &TensorType,
@@ -311,8 +312,7 @@ fn short_runs(
     let Some(lanes) = lanes else { return false };
     let (ho, wo) = (y.shape[2], y.shape[3]);
     let wp = x.shape[3] + c.pad.w().0 + c.pad.w().1;
-    let grid = lanes == 16 && wp > wo && wp + wo <= lanes;
-    ho > 1 && wo <= lanes && !grid
+    ho > 1 && wo <= lanes && !super::forms::reads_grid(Some(lanes), wo, wp)
 }
 
 /// The features of `kind` run as `form` over operands `args` producing `outs`; `sparse`

@@ -179,6 +179,13 @@ pub fn reads_in_place(c: &dnnc_ir::ops::Conv2d, x: &[usize], w: &[usize]) -> boo
     c.stride == [1, 1] && c.dilation == [1, 1] && c.groups == 1 && !pointwise(c, w) && x.len() == 4
 }
 
+/// Whether the BCR kernel reads a convolution's output rows `wo` wide, `wp` apart in its
+/// padded input, over the padded grid, several rows to a vector (`Bcr::reads_grid`: with
+/// AVX-512's 16 lanes, where two or more padded rows fit a vector).
+pub fn reads_grid(lanes: Option<usize>, wo: usize, wp: usize) -> bool {
+    lanes == Some(16) && wp > wo && wp + wo <= 16
+}
+
 /// Input channels below which the JIT reads a dense convolution's input planar (a first
 /// layer), with its direct kernel only.
 pub const PLANAR_INPUT_CHANNELS: usize = 4;

@@ -302,7 +302,7 @@ pub fn sparse_in_place_by_default(
     // Stride 1, dilation 1 (else the form is not offered).
     let ho = (hp + 1).saturating_sub(w.shape[2]);
     let wo = (wp + 1).saturating_sub(w.shape[3]);
-    wo >= 8 || (lanes == Some(16) && ho > 1 && wp > wo && wp + wo <= 16)
+    wo >= 8 || (ho > 1 && forms::reads_grid(lanes, wo, wp))
 }
 
 /// The form the JIT gives an op when nothing says otherwise.
