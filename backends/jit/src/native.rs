@@ -47,6 +47,15 @@ impl Native {
                     };
                     w.run(&io, begin, end)
                 }
+                Native::PlanarDepthwise(w) => {
+                    let io = window::WindowIo {
+                        input: p(0),
+                        output: a[1] as *mut f32,
+                        weights: p(2),
+                        epilogue: epilogue(3),
+                    };
+                    w.run(&io, begin, end)
+                }
                 Native::GlobalAverage(g) => g.run(p(0), a[1] as *mut f32, begin, end),
                 Native::Affine(f) => {
                     let io = channelwise::AffineIo {

@@ -319,6 +319,9 @@ pub enum Native {
     /// A depthwise convolution or pool over NCHWc: input, output, packed weights (or
     /// null), scale, shift, residual.
     Window(Box<dnnc_kernels::window::Window>),
+    /// A depthwise 3×3 convolution over planar activations: input, output, weights,
+    /// scale, shift, residual.
+    PlanarDepthwise(Box<dnnc_kernels::depthwise_planar::PlanarDepthwise>),
     /// Global average pooling of NCHWc into planar `[n, c]`: input, output.
     GlobalAverage(dnnc_kernels::channelwise::GlobalAverage),
     /// A per-channel affine map of NCHWc: input, output, scale, shift.

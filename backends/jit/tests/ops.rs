@@ -4,7 +4,7 @@
 //! level (every level this CPU supports). Tolerance: relative L2 error
 //! ≤ 1e-4 on every output (stated once, in `TOLERANCE`).
 
-use dnnc_ir::attr::Padding;
+use dnnc_ir::attr::{Attribute, Padding};
 use dnnc_ir::builder::FuncBuilder;
 use dnnc_ir::init::{InitKind, InitSpec, seeded_normals};
 use dnnc_ir::ops::*;
@@ -359,7 +359,46 @@ fn wide_depthwise_case() -> impl Strategy<Value = ConvCase> {
         )
 }
 
+/// Depthwise 3×3 convolutions at stride 1 or 2 (the planar kernel's windows), on planes
+/// from one vector wide to several.
+fn depthwise_3x3_case() -> impl Strategy<Value = ConvCase> {
+    (
+        (1usize..=2, 1usize..=20),
+        (1usize..=40, 1usize..=70),
+        1usize..=2,
+        (0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2),
+    )
+        .prop_filter_map(
+            "the output must not be empty",
+            |((n, groups), (h, w), stride, (pt, pl, pb, pr))| {
+                (h + pt + pb >= 3 && w + pl + pr >= 3).then_some(ConvCase {
+                    n,
+                    groups,
+                    c_per_group: 1,
+                    k_per_group: 1,
+                    h,
+                    w,
+                    kernel: [3, 3],
+                    stride: [stride, stride],
+                    dilation: [1, 1],
+                    pad: [pt, pl, pb, pr],
+                    bias: true,
+                })
+            },
+        )
+}
+
 fn conv(c: &ConvCase, e: &Epilogue, s: &Setup) -> Result<(), TestCaseError> {
+    conv_in_form(c, e, s, None)
+}
+
+/// A convolution with its `jit.form` stated (`None`: the JIT's choice).
+fn conv_in_form(
+    c: &ConvCase,
+    e: &Epilogue,
+    s: &Setup,
+    form: Option<&str>,
+) -> Result<(), TestCaseError> {
     let ch = c.groups * c.c_per_group;
     let k = c.groups * c.k_per_group;
     let ho = (c.h + c.pad[0] + c.pad[2] - c.dilation[0] * (c.kernel[0] - 1) - 1) / c.stride[0] + 1;
@@ -389,6 +428,17 @@ fn conv(c: &ConvCase, e: &Epilogue, s: &Setup) -> Result<(), TestCaseError> {
         Ok(vec![apply(b, e, y, x.get(1).copied(), s.seed + 20)?])
     })
     .map_err(TestCaseError::fail)?;
+    let mut case = case;
+    if let Some(form) = form {
+        for f in case.module.funcs.values_mut() {
+            for op in f.ops.values_mut() {
+                if matches!(op.kind, OpKind::Conv2d(_)) {
+                    op.attrs
+                        .insert("jit.form".into(), Attribute::Str(form.into()));
+                }
+            }
+        }
+    }
     case.check(s)
 }
 
@@ -655,6 +705,12 @@ proptest! {
     #[test]
     fn conv2d_depthwise_wide(c in wide_depthwise_case(), e in epilogue(), s in setup()) {
         conv(&c, &e, &s)?;
+    }
+
+    #[test]
+    fn conv2d_depthwise_planar(c in depthwise_3x3_case(), e in epilogue(), s in setup()) {
+        // Planar activations: the native 3×3 kernel, its epilogue fused.
+        conv_in_form(&c, &e, &s, Some("planar"))?;
     }
 
     #[test]

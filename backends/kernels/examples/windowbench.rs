@@ -1,4 +1,6 @@
-//! Quick timing of the depthwise window kernel on mobilenet_v2's shapes (development aid).
+//! Quick timing of the depthwise kernels, blocked (NCHWc) and planar, on mobilenet_v2's
+//! shapes, interleaved (development aid).
+use dnnc_kernels::depthwise_planar::PlanarDepthwise;
 use dnnc_kernels::epilogue::{Activation, Epilogue, EpilogueArgs};
 use dnnc_kernels::window::{Window, WindowIo, WindowOp, WindowShape};
 use dnnc_kernels::{Level, layout};
@@ -64,17 +66,32 @@ fn main() {
                 ..EpilogueArgs::default()
             },
         };
-        let mut t = Vec::new();
+        let planar = PlanarDepthwise::new(level, shape, e).expect("3x3");
+        let pw = planar.pack(&vec![0.1; c * 9]);
+        let xp = dnnc_kernels::aligned::AlignedVec::from_slice(&vec![0.5f32; c * h * h]);
+        let mut yp = dnnc_kernels::aligned::AlignedVec::zeroed(c * ho * ho);
+        let io_planar = WindowIo {
+            input: xp.as_ptr(),
+            output: yp.as_mut_ptr(),
+            weights: pw.as_ptr(),
+            epilogue: io.epilogue,
+        };
+        let (mut t, mut tp) = (Vec::new(), Vec::new());
         for _ in 0..if only.is_some() { 3000 } else { 50 } {
             let s = Instant::now();
             unsafe { k.run(&io, 0, k.tiles()) };
             t.push(s.elapsed().as_secs_f64());
+            let s = Instant::now();
+            unsafe { planar.run(&io_planar, 0, planar.tiles()) };
+            tp.push(s.elapsed().as_secs_f64());
         }
+        tp.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let planar_us = tp[tp.len() / 2] * 1e6;
         t.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let m = t[t.len() / 2];
         let bytes = 4.0 * (c * h * h + c * ho * ho) as f64;
         println!(
-            "{level} dw c{c} h{h} s{stride}: {:.1} us, {:.1} GB/s, {:.1} GMAC/s",
+            "{level} dw c{c} h{h} s{stride}: {:.1} us, {:.1} GB/s, {:.1} GMAC/s; planar {planar_us:.1} us",
             m * 1e6,
             bytes / m / 1e9,
             (c * ho * ho * 9) as f64 / m / 1e9

@@ -6,6 +6,7 @@
 //! buffer landed: two compilations of resnet18 ran 2–5% apart (Intel Xeon, AVX-512) with
 //! 5 or 2 of their 20 large buffers 64-byte aligned.
 
+use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
 
 /// f32 values per 64 bytes.
@@ -21,6 +22,23 @@ pub struct AlignedVec {
     buf: Vec<f32>,
     start: usize,
     len: usize,
+}
+
+thread_local! {
+    /// Each thread's kernel scratch, grown as needed.
+    static SCRATCH: RefCell<AlignedVec> = const { RefCell::new(AlignedVec::new()) };
+}
+
+/// This thread's scratch of at least `floats` floats, 64-byte aligned, its contents
+/// whatever the last kernel left (valid until the next call on this thread).
+pub(crate) fn thread_scratch(floats: usize) -> *mut f32 {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        if scratch.len() < floats {
+            scratch.resize(floats, 0.0);
+        }
+        scratch.as_mut_ptr()
+    })
 }
 
 /// Values to skip from `p` to the next 64-byte boundary.

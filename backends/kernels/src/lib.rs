@@ -18,6 +18,7 @@
 pub mod aligned;
 pub mod channelwise;
 pub mod conv;
+pub mod depthwise_planar;
 pub mod epilogue;
 pub mod gemm;
 pub mod layout;

@@ -50,6 +50,9 @@ pub trait Simd: Copy + Send + Sync + 'static {
     unsafe fn min(a: Self::V, b: Self::V) -> Self::V;
     /// The sum of the lanes.
     unsafe fn reduce_add(v: Self::V) -> f32;
+    /// The even and the odd lanes of `a` then `b` (2·LANES values in a row): a stride-2
+    /// read of them.
+    unsafe fn even_odd(a: Self::V, b: Self::V) -> (Self::V, Self::V);
     /// Lanes `0, 1, …` of `v` moved to the set bits of `mask`, in order; other lanes zero.
     unsafe fn expand(v: Self::V, mask: u32) -> Self::V {
         unsafe {
@@ -184,6 +187,16 @@ mod x86 {
         unsafe fn compress(v: __m512, mask: u32) -> __m512 {
             _mm512_maskz_compress_ps(mask as u16, v)
         }
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+        unsafe fn even_odd(a: __m512, b: __m512) -> (__m512, __m512) {
+            let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+            (
+                _mm512_permutex2var_ps(a, even, b),
+                _mm512_permutex2var_ps(a, odd, b),
+            )
+        }
     }
 
     /// AVX2 with FMA: 8 lanes.
@@ -270,6 +283,18 @@ mod x86 {
             let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
             _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
         }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn even_odd(a: __m256, b: __m256) -> (__m256, __m256) {
+            // Within each 128-bit half: [a0 a2 b0 b2 | a4 a6 b4 b6]; then the 64-bit
+            // quarters in the order 0 2 1 3.
+            let even = _mm256_castps_pd(_mm256_shuffle_ps(a, b, 0b10_00_10_00));
+            let odd = _mm256_castps_pd(_mm256_shuffle_ps(a, b, 0b11_01_11_01));
+            (
+                _mm256_castpd_ps(_mm256_permute4x64_pd(even, 0b11_01_10_00)),
+                _mm256_castpd_ps(_mm256_permute4x64_pd(odd, 0b11_01_10_00)),
+            )
+        }
     }
 
     /// 128-bit SSE without FMA: 4 lanes, a multiply then an add.
@@ -354,6 +379,15 @@ mod x86 {
                 _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
             }
         }
+        #[inline(always)]
+        unsafe fn even_odd(a: __m128, b: __m128) -> (__m128, __m128) {
+            unsafe {
+                (
+                    _mm_shuffle_ps(a, b, 0b10_00_10_00),
+                    _mm_shuffle_ps(a, b, 0b11_01_11_01),
+                )
+            }
+        }
     }
 }
 
@@ -434,6 +468,10 @@ mod arm {
         #[inline(always)]
         unsafe fn reduce_add(v: float32x4_t) -> f32 {
             unsafe { vaddvq_f32(v) }
+        }
+        #[inline(always)]
+        unsafe fn even_odd(a: float32x4_t, b: float32x4_t) -> (float32x4_t, float32x4_t) {
+            unsafe { (vuzp1q_f32(a, b), vuzp2q_f32(a, b)) }
         }
     }
 }
@@ -570,6 +608,33 @@ mod tests {
                 let want = if mask & (1 << i) != 0 { input[i] } else { 0.0 };
                 assert_eq!(back[i], want, "{} mask {mask:b} lane {i}", S::LEVEL);
             }
+        }
+    }
+
+    /// `even_odd` reads two vectors in a row at stride 2, at every level.
+    fn even_odd_splits_a_row<S: Simd>() {
+        let lanes = S::LANES;
+        let row: Vec<f32> = (0..2 * lanes).map(|i| i as f32).collect();
+        let (mut even, mut odd) = (vec![0f32; lanes], vec![0f32; lanes]);
+        unsafe {
+            let (e, o) = S::even_odd(S::load(row.as_ptr()), S::load(row.as_ptr().add(lanes)));
+            S::store(even.as_mut_ptr(), e);
+            S::store(odd.as_mut_ptr(), o);
+        }
+        let want: Vec<f32> = (0..lanes).map(|i| (2 * i) as f32).collect();
+        assert_eq!(even, want, "{}", S::LEVEL);
+        let want: Vec<f32> = (0..lanes).map(|i| (2 * i + 1) as f32).collect();
+        assert_eq!(odd, want, "{}", S::LEVEL);
+    }
+
+    #[test]
+    fn even_odd_splits_a_row_at_every_level() {
+        even_odd_splits_a_row::<Sse>();
+        if Level::Avx2.is_supported() {
+            even_odd_splits_a_row::<Avx2>();
+        }
+        if Level::Avx512.is_supported() {
+            even_odd_splits_a_row::<Avx512>();
         }
     }
 

@@ -13,7 +13,6 @@
 use crate::epilogue::{ChannelVectors, Epilogue, EpilogueArgs};
 use crate::simd::Simd;
 use crate::{Level, instantiate};
-use std::cell::RefCell;
 
 /// The shape of a Winograd convolution (stride 1, 3×3, dilation 1, one group).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -212,12 +211,6 @@ impl Winograd {
 
 instantiate!(fn winograd_fn(level) -> unsafe fn(p: &Winograd, io: &WinogradIo, begin: usize, end: usize) = run_tasks::<S>);
 
-thread_local! {
-    /// Each worker's `V` and `M` buffers, grown as needed.
-    static SCRATCH: RefCell<crate::aligned::AlignedVec> =
-        const { RefCell::new(crate::aligned::AlignedVec::new()) };
-}
-
 #[inline(always)]
 unsafe fn run_tasks<S: Simd>(p: &Winograd, io: &WinogradIo, begin: usize, end: usize) {
     let (l, cp, kp) = (S::LANES, p.in_blocks * S::LANES, p.out_blocks * S::LANES);
@@ -225,7 +218,7 @@ unsafe fn run_tasks<S: Simd>(p: &Winograd, io: &WinogradIo, begin: usize, end: u
     let per_split = groups.div_ceil(p.splits);
     // The buffer is taken out of the closure: closures are compiled without the level's
     // target features, so no SIMD code may run inside one.
-    let base = scratch(POINTS * p.chunk * (cp + kp));
+    let base = crate::aligned::thread_scratch(POINTS * p.chunk * (cp + kp));
     let (v, m) = (base, unsafe { base.add(POINTS * p.chunk * cp) });
     for task in begin..end {
         let split = task % p.splits;
@@ -245,20 +238,6 @@ unsafe fn run_tasks<S: Simd>(p: &Winograd, io: &WinogradIo, begin: usize, end: u
         }
     }
     let _ = l;
-}
-
-/// This thread's scratch of at least `floats` floats, 64-byte aligned (valid until the next
-/// call on this thread).
-fn scratch(floats: usize) -> *mut f32 {
-    SCRATCH.with(|scratch| {
-        let mut scratch = scratch.borrow_mut();
-        if scratch.len() < floats + 16 {
-            scratch.resize(floats + 16, 0.0);
-        }
-        let base = scratch.as_mut_ptr();
-        // SAFETY: at most 15 floats of the 16 spare.
-        unsafe { base.add(base.align_offset(64)) }
-    })
 }
 
 /// `V[point][tile][channel]` of tiles `[t0, t1)` of image `n`.

@@ -5,6 +5,7 @@ mod common;
 
 use common::{relative_l2, seeded};
 use dnnc_kernels::channelwise::{AffineIo, BlockedAffine, GlobalAverage};
+use dnnc_kernels::depthwise_planar::PlanarDepthwise;
 use dnnc_kernels::epilogue::{Activation, Epilogue, EpilogueArgs};
 use dnnc_kernels::window::{Window, WindowIo, WindowOp, WindowShape};
 use dnnc_kernels::{Level, layout};
@@ -137,6 +138,54 @@ fn check(s: WindowShape, op: WindowOp) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// The planar depthwise kernel against the naive one, with every epilogue step (scale
+/// and shift per channel, ReLU6, a planar residual, ReLU), at every level.
+fn check_planar(s: WindowShape, e: Epilogue) -> Result<(), TestCaseError> {
+    let x = seeded(s.batch * s.channels * s.in_h * s.in_w, 7);
+    let w = seeded(s.channels * 9, 8);
+    let (scale, shift) = (seeded(s.channels, 9), seeded(s.channels, 10));
+    let residual = seeded(s.batch * s.channels * s.out_h * s.out_w, 11);
+    let hw = s.out_h * s.out_w;
+    let act = |a: Activation, v: f32| match a {
+        Activation::Identity => v,
+        Activation::Relu => v.max(0.0),
+        Activation::Relu6 => v.clamp(0.0, 6.0),
+    };
+    let want: Vec<f32> = naive(&s, WindowOp::Depthwise(e), &x, &w)
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let c = i / hw % s.channels;
+            let v = v * if e.scale { scale[c] } else { 1.0 } + if e.shift { shift[c] } else { 0.0 };
+            let v = act(e.act1, v) + if e.residual { residual[i] } else { 0.0 };
+            act(e.act2, v)
+        })
+        .collect();
+    for level in Level::supported() {
+        let kernel = PlanarDepthwise::new(level, s, e).expect("a 3x3 window at stride 1 or 2");
+        let packed = kernel.pack(&w);
+        let mut out = vec![f32::NAN; want.len()];
+        let io = WindowIo {
+            input: x.as_ptr(),
+            output: out.as_mut_ptr(),
+            weights: packed.as_ptr(),
+            epilogue: EpilogueArgs {
+                scale: scale.as_ptr(),
+                shift: shift.as_ptr(),
+                residual: residual.as_ptr(),
+            },
+        };
+        let t = kernel.tiles();
+        unsafe {
+            kernel.run(&io, 0, t / 2);
+            kernel.run(&io, t / 2, t);
+        }
+        let err = relative_l2(&out, &want);
+        prop_assert!(err <= 1e-6, "{level} {e:?}: relative L2 {err:e} for {s:?}");
+    }
+    Ok(())
+}
+
 fn shapes() -> impl Strategy<Value = WindowShape> {
     (
         (1usize..3, 1usize..40, 1usize..14, 1usize..14),
@@ -182,6 +231,38 @@ proptest! {
             ..Epilogue::default()
         };
         check(s, WindowOp::Depthwise(e))?;
+    }
+
+    #[test]
+    fn planar_depthwise_matches_naive(
+        (n, c, h, w) in (1usize..3, 1usize..5, 1usize..12, 1usize..72),
+        stride in 1usize..3,
+        pad in (0usize..3, 0usize..3, 0usize..3, 0usize..3),
+        (scale, shift, residual) in (any::<bool>(), any::<bool>(), any::<bool>()),
+        relu6 in any::<bool>(),
+    ) {
+        let pad = [pad.0, pad.1, pad.2, pad.3];
+        prop_assume!(h + pad[0] + pad[2] >= 3 && w + pad[1] + pad[3] >= 3);
+        let s = WindowShape {
+            batch: n,
+            channels: c,
+            in_h: h,
+            in_w: w,
+            out_h: (h + pad[0] + pad[2] - 3) / stride + 1,
+            out_w: (w + pad[1] + pad[3] - 3) / stride + 1,
+            kernel: [3, 3],
+            stride: [stride, stride],
+            dilation: [1, 1],
+            pad,
+        };
+        let e = Epilogue {
+            scale,
+            shift,
+            act1: if relu6 { Activation::Relu6 } else { Activation::Identity },
+            residual,
+            act2: if residual { Activation::Relu } else { Activation::Identity },
+        };
+        check_planar(s, e)?;
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! Convolutions over planar activations: depthwise windows, im2col or pointwise GEMMs,
 //! and sparse weights read through their descriptors.
 
+use super::blocked_conv::fuse_epilogue;
 use super::*;
 use crate::codegen::{conv, gemm};
+use dnnc_kernels::depthwise_planar::PlanarDepthwise;
+use dnnc_kernels::window::WindowShape;
 
 impl Lower<'_> {
     pub(super) fn conv(&mut self, index: usize, node: &Node) -> Result<(), CompileError> {
@@ -36,7 +39,36 @@ impl Lower<'_> {
         };
         let (px, py) = (self.addr(x), self.addr(y));
         if groups == ch && groups == k && cg == 1 {
-            // Depthwise: a direct kernel with the leading affine map and activation fused.
+            let window = WindowShape {
+                batch: n,
+                channels: ch,
+                in_h: h,
+                in_w: wd,
+                out_h: ho,
+                out_w: wo,
+                kernel: [r, s],
+                stride: c.stride,
+                dilation: c.dilation,
+                pad: c.pad.0,
+            };
+            let fused = fuse_epilogue(&node.epilogue, bias.clone());
+            if let Some(kernel) = PlanarDepthwise::new(self.options.cpu, window, fused.spec) {
+                // 3×3 at stride 1 or 2: the native kernel, its epilogue fused.
+                let wv = self
+                    .konst(w)
+                    .ok_or_else(|| unsupported(node, "the weight must be a weight or constant"))?;
+                let pw = self.f32_data(kernel.pack(&wv));
+                let scale = fused.scale.map_or(Addr::Null, |v| self.f32_data(v));
+                let shift = fused.shift.map_or(Addr::Null, |v| self.f32_data(v));
+                let residual = fused.residual.map_or(Addr::Null, |v| self.addr(v));
+                let (tiles, work) = (kernel.tiles(), kernel.work_per_tile());
+                self.variant = Some("depthwise");
+                let args = vec![px, py, pw, scale, shift, residual];
+                self.native_step(Native::PlanarDepthwise(Box::new(kernel)), args, tiles, work);
+                return self.rest_of_epilogue(&fused.rest, y);
+            }
+            // Other windows: a generated kernel with the leading affine map and
+            // activation fused.
             let mut rest: Vec<Epi> = node.epilogue.clone();
             let mut scale = None;
             let mut shift = bias.clone();
