@@ -338,11 +338,13 @@ pub fn probes(lanes: Option<usize>) -> Vec<Probe> {
             b.conv_pruned(form, prune, cin, cout, hw, k, 1, 1);
         }
     }
+    // Strided convolutions (their own classes: they gather less than stride-1 ones).
     for (prune, form) in [
         ([8, 32], Form::Bcr(8, 32)),
         ([8, 32], Form::Bcr(4, 32)),
         ([8, 32], Form::Bcr(1, 32)),
         ([16, 32], Form::Bcr(16, 32)),
+        ([8, 32], Form::Csr),
     ] {
         for &(cin, cout, hw, k) in &[
             (64, 128, 56, 3),

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the probes or the features change: a table of another version is stale.
-pub const TABLE_VERSION: u32 = 13;
+pub const TABLE_VERSION: u32 = 14;
 
 /// The coefficients of one kernel class.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -140,6 +140,7 @@ pub const CLASSES: &[&str] = &[
     "conv.depthwise.planar",
     "conv.grouped",
     "conv.csr",
+    "conv.csr.strided",
     "conv.bcr.r1",
     "conv.bcr.r4",
     "conv.bcr.r8",
@@ -149,6 +150,9 @@ pub const CLASSES: &[&str] = &[
     "conv.bcr.r1.im2col",
     "conv.bcr.r4.im2col",
     "conv.bcr.r8.im2col",
+    "conv.bcr.r1.strided",
+    "conv.bcr.r4.strided",
+    "conv.bcr.r8.strided",
     "linear.gemm",
     "linear.gemv",
     "linear.csr",
@@ -359,6 +363,7 @@ pub fn features(
             let macs = y.num_elements() as f64 * (w.shape[1] * w.shape[2] * w.shape[3]) as f64;
             let act = bytes(x) + bytes(y);
             let depthwise = c.groups == x.shape[1] && w.shape[1] == 1 && c.groups == w.shape[0];
+            let strided = c.stride != [1, 1];
             let cols = (y.shape[2] * y.shape[3] * w.shape[1] * w.shape[2] * w.shape[3] * x.shape[0])
                 as f64;
             match form {
@@ -371,6 +376,13 @@ pub fn features(
                     fw("conv.depthwise", 2.0 * macs, act, bytes(w))
                 }
                 Form::Only | Form::Gemm => fw("conv.grouped", 2.0 * macs, act, bytes(w)),
+                // A strided convolution gathers a column matrix of about its input's size
+                // (2.25× at 3×3/2, 0.25× at 1×1/2) where a stride-1 one gathers nine
+                // times it or reads in place: its own classes (on the AMD EPYC, avx512,
+                // the stride-1 fit priced resnet18's 3×3/2 BCR convolutions 25% high).
+                Form::Csr if strided => {
+                    sparse.features("conv.csr.strided", positions(y), act + 4.0 * cols, 8.0)
+                }
                 Form::Csr => sparse.features("conv.csr", positions(y), act, 8.0),
                 // Read in place (or, pointwise, as it is), or gathered into a column
                 // matrix first: a strided convolution's only kernel, or the choice.
@@ -386,6 +398,12 @@ pub fn features(
                 Form::Bcr(r, _) if super::forms::pointwise(c, &w.shape) => {
                     sparse.features(&bcr_class("conv", r), positions(y), act, 4.0)
                 }
+                Form::Bcr(r, _) | Form::BcrIm2col(r, _) if strided => sparse.features(
+                    &format!("{}.strided", bcr_class("conv", r)),
+                    positions(y),
+                    act + 4.0 * cols,
+                    4.0,
+                ),
                 Form::Bcr(r, _) | Form::BcrIm2col(r, _) => sparse.features(
                     &format!("{}.im2col", bcr_class("conv", r)),
                     positions(y),
