@@ -5,8 +5,26 @@
 //! one vector. Channels past the last real one are zero after [`to_blocked`], and every
 //! kernel keeps them finite, so products with zero-padded weights stay zero.
 
+use crate::transpose::Tile;
+
 /// Positions per tile of a conversion (64 positions of 16 lanes: 4 KiB).
 const TILE: usize = 64;
+
+/// The vector transpose of `lanes × lanes` tiles on this CPU, if it has one (AVX-512 for
+/// 16 lanes, AVX2 for 8); otherwise the conversions store one value at a time.
+fn vector_transpose(lanes: usize) -> Option<unsafe fn(*const f32, *mut f32, Tile)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if lanes == 16 && std::arch::is_x86_feature_detected!("avx512f") {
+            return Some(crate::transpose::tile16);
+        }
+        if lanes == 8 && std::arch::is_x86_feature_detected!("avx2") {
+            return Some(crate::transpose::tile8);
+        }
+    }
+    let _ = lanes;
+    None
+}
 
 /// Floats of an NCHWc tensor of `[n, c, h, w]` in blocks of `lanes`.
 pub fn blocked_len(shape: [usize; 4], lanes: usize) -> usize {
@@ -28,6 +46,30 @@ pub unsafe fn to_blocked(
     let [_, c, h, w] = shape;
     let blocks = c.div_ceil(lanes);
     let plane = h * w;
+    if let Some(transpose) = vector_transpose(lanes) {
+        for nb in begin..end {
+            let (n, b) = (nb / blocks, nb % blocks);
+            let live = lanes.min(c - b * lanes);
+            for p0 in (0..plane).step_by(lanes) {
+                let tile = Tile {
+                    rows: live,
+                    cols: lanes.min(plane - p0),
+                    stride: plane,
+                    out_stride: lanes,
+                    whole_rows: true,
+                };
+                // SAFETY: the tile lies inside both tensors.
+                unsafe {
+                    transpose(
+                        src.add((n * c + b * lanes) * plane + p0),
+                        dst.add((nb * plane + p0) * lanes),
+                        tile,
+                    )
+                };
+            }
+        }
+        return;
+    }
     for nb in begin..end {
         let (n, b) = (nb / blocks, nb % blocks);
         let out = unsafe { dst.add(nb * plane * lanes) };
@@ -66,6 +108,30 @@ pub unsafe fn to_planar(
     let [_, c, h, w] = shape;
     let blocks = c.div_ceil(lanes);
     let plane = h * w;
+    if let Some(transpose) = vector_transpose(lanes) {
+        for nb in begin..end {
+            let (n, b) = (nb / blocks, nb % blocks);
+            let live = lanes.min(c - b * lanes);
+            for p0 in (0..plane).step_by(lanes) {
+                let tile = Tile {
+                    rows: lanes.min(plane - p0),
+                    cols: live,
+                    stride: lanes,
+                    out_stride: plane,
+                    whole_rows: false,
+                };
+                // SAFETY: the tile lies inside both tensors.
+                unsafe {
+                    transpose(
+                        src.add((nb * plane + p0) * lanes),
+                        dst.add((n * c + b * lanes) * plane + p0),
+                        tile,
+                    )
+                };
+            }
+        }
+        return;
+    }
     for nb in begin..end {
         let (n, b) = (nb / blocks, nb % blocks);
         let inp = unsafe { src.add(nb * plane * lanes) };

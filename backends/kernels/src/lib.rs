@@ -25,6 +25,7 @@ pub mod layout;
 pub mod level;
 pub mod simd;
 pub mod sparse;
+pub mod transpose;
 pub mod window;
 pub mod winograd;
 

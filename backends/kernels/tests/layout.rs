@@ -1,0 +1,44 @@
+//! The conversions between planar and channel-blocked activations against index
+//! arithmetic, at every lane count (the vector transposes at 16 and 8 lanes where the CPU
+//! has them, one value at a time at 4), over channel counts and planes that leave partial
+//! tiles on both axes.
+
+mod common;
+
+use common::seeded;
+use dnnc_kernels::layout;
+use proptest::prelude::*;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn conversions_move_every_value_to_its_place(
+        n in 1usize..3,
+        c in 1usize..40,
+        h in 1usize..12,
+        w in 1usize..21,
+        lanes in prop::sample::select(vec![4usize, 8, 16]),
+    ) {
+        let shape = [n, c, h, w];
+        let x = seeded(n * c * h * w, 5);
+        let blocks = c.div_ceil(lanes);
+        let mut blocked = vec![f32::NAN; layout::blocked_len(shape, lanes)];
+        // Two calls, as two workers would split the blocks.
+        unsafe {
+            layout::to_blocked(x.as_ptr(), blocked.as_mut_ptr(), shape, lanes, 0, n * blocks / 2);
+            layout::to_blocked(x.as_ptr(), blocked.as_mut_ptr(), shape, lanes, n * blocks / 2, n * blocks);
+        }
+        for b in 0..n {
+            for ch in 0..blocks * lanes {
+                for p in 0..h * w {
+                    let got = blocked[((b * blocks + ch / lanes) * h * w + p) * lanes + ch % lanes];
+                    let want = if ch < c { x[(b * c + ch) * h * w + p] } else { 0.0 };
+                    prop_assert_eq!(got.to_bits(), want.to_bits(), "to_blocked n {} c {} p {}", b, ch, p);
+                }
+            }
+        }
+        let mut back = vec![f32::NAN; x.len()];
+        unsafe { layout::to_planar(blocked.as_ptr(), back.as_mut_ptr(), shape, lanes, 0, n * blocks) };
+        prop_assert_eq!(back, x);
+    }
+}
