@@ -585,14 +585,14 @@ impl Explore {
             pricer.evaluate(&as_written, &roots),
             pricer.evaluate(&greedy, &roots),
         ) {
-            (Some(a), Some(g)) if a.total <= g.total => as_written,
+            (Some(a), Some(g)) if a.objective() <= g.objective() => as_written,
             (_, Some(_)) => greedy,
             (Some(_), None) => as_written,
             (None, None) => return Err(err("no acyclic program in the e-graph".into())),
         };
         let floor = Instant::now() + Duration::from_millis(50);
         let (choice, eval, moves) = pricer.improve(start_from, &roots, deadline.max(floor));
-        let improved = eval.total < input_eval.total;
+        let improved = eval.objective() < input_eval.objective();
         let order = pricer.order(&choice, &roots).expect("acyclic");
         let explanation = explain(&built, &func, &pricer, &choice, &eval, &before, table);
         let nodes = eg.total_number_of_nodes();
@@ -783,6 +783,16 @@ fn explain(
             "analytical (uncalibrated)"
         }
     );
+    let relayouts = eg
+        .classes()
+        .any(|c| c.nodes.iter().any(|n| pricer.relays_out(n)));
+    if relayouts {
+        let _ = writeln!(
+            out,
+            "  * relays its weight out of the layout it was written in: chosen only when predicted {:.0}% faster",
+            extract::RELAYOUT_MARGIN * 100.0
+        );
+    }
     let mut seen = std::collections::HashSet::new();
     for &op in &func.body {
         let data = &func.ops[op];
@@ -820,7 +830,11 @@ fn explain(
                         | Dnn::Result(..)
                 )
             })
-            .map(|n| (describe(eg, n), pricer.own(n)))
+            .map(|n| {
+                // A relayout is chosen only when clearly faster (`RELAYOUT_MARGIN`).
+                let mark = if pricer.relays_out(n) { "*" } else { "" };
+                (format!("{}{mark}", describe(eg, n)), pricer.predicted(n))
+            })
             .collect();
         alts.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
         alts.dedup_by(|a, b| a.0 == b.0);

@@ -773,3 +773,52 @@ fn a_first_layer_is_not_offered_winograd() {
         );
     }
 }
+
+#[test]
+fn a_weight_is_relaid_out_only_when_clearly_faster() {
+    // One convolution pruned in 8×32 blocks, under tables where its 4×32 form is predicted
+    // a little and then clearly faster than the 8×32 it was written in.
+    let mut m = module(&[&[1, 64, 28, 28]], |b, x| {
+        let w = weight(b, "w", &[64, 64, 3, 3], 1);
+        Ok(vec![b.op1(conv(1, 1), &[x[0], w])?])
+    });
+    run_pipeline(&mut m, "bcr-prune{rate=8 block=8x32}");
+    let f = m.funcs.keys().next().unwrap();
+    let block_after = |saving: f64| -> [usize; 2] {
+        let mut table = cost::CostTable::analytical();
+        for (class, c) in table.classes.iter_mut() {
+            let fixed = match class.as_str() {
+                "conv.bcr.r8" => 1e-3,
+                "conv.bcr.r4" => 1e-3 * (1.0 - saving),
+                "reorder" => 0.0,
+                _ => 1.0,
+            };
+            *c = cost::Coeffs {
+                per_flop: 0.0,
+                per_byte: 0.0,
+                per_weight_byte: 0.0,
+                fixed,
+            };
+        }
+        let out = explore_forms(&m, &table);
+        let g = &out.funcs[f];
+        let conv = g
+            .body
+            .iter()
+            .map(|&o| &g.ops[o])
+            .find(|o| o.kind.name() == "dnn.conv2d")
+            .expect("the convolution");
+        match &g.ty(conv.operands[1]).encoding {
+            Some(dnnc_ir::Encoding::Bcr(b)) => b.block,
+            other => panic!("the weight left BCR: {other:?}"),
+        }
+    };
+    let small = extract::RELAYOUT_MARGIN * 0.6;
+    assert_eq!(
+        block_after(small),
+        [8, 32],
+        "relaid out for {small} of its time"
+    );
+    let clear = extract::RELAYOUT_MARGIN * 2.0;
+    assert_eq!(block_after(clear), [4, 32], "kept for {clear} of its time");
+}
