@@ -222,9 +222,11 @@ pub fn probes(lanes: Option<usize>) -> Vec<Probe> {
         probes: Vec::new(),
         lanes,
     };
+    // First layers (3 channels, read planar) from resnet, mobilenet and VGG.
     for &(cin, cout, hw, k, s) in &[
         (3, 64, 224, 7, 2),
         (3, 32, 224, 3, 2),
+        (3, 64, 224, 3, 1),
         (64, 64, 56, 3, 1),
         (128, 128, 28, 3, 1),
         (256, 256, 14, 3, 1),
@@ -258,8 +260,12 @@ pub fn probes(lanes: Option<usize>) -> Vec<Probe> {
     ] {
         b.conv(Form::Winograd, c, c, hw, 3, 1, 1);
     }
+    // A first layer through im2col is a GEMM of 27 or 147 rows: VGG's (27 rows over
+    // 50,176 columns) ran 2-3x the time the other probes' fit gave it (AMD EPYC, avx512).
     for &(cin, cout, hw, k, s) in &[
         (3, 64, 224, 7, 2),
+        (3, 32, 224, 3, 2),
+        (3, 64, 224, 3, 1),
         (64, 64, 56, 3, 1),
         (256, 256, 14, 3, 1),
         (512, 512, 7, 3, 1),
