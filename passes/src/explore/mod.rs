@@ -724,6 +724,8 @@ pub fn predict(
 ) -> Result<Vec<OpPrediction>, ExploreError> {
     let func = &module.funcs[f];
     let mut built = build::build(module, func);
+    // As `explore` prices: the kernel regimes and the JIT's defaults need the width.
+    built.egraph.analysis.vector_lanes = table.vector_lanes();
     let sparse = forms::sparse_weights(module, func)?;
     forms::add_forms(&mut built.egraph, &sparse, false);
     let input = input_choice(&built, func);

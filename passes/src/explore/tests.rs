@@ -822,3 +822,26 @@ fn a_weight_is_relaid_out_only_when_clearly_faster() {
     let clear = extract::RELAYOUT_MARGIN * 2.0;
     assert_eq!(block_after(clear), [4, 32], "kept for {clear} of its time");
 }
+
+#[test]
+fn per_op_predictions_price_as_explore_does() {
+    // A sparse convolution over 14-wide rows runs as short runs on AVX-512: `predict`
+    // (what `dnnc calibrate --check` correlates) must price that class, as explore does.
+    let mut m = module(&[&[1, 64, 14, 14]], |b, x| {
+        let w = weight(b, "w", &[64, 64, 3, 3], 1);
+        Ok(vec![b.op1(conv(1, 1), &[x[0], w])?])
+    });
+    run_pipeline(&mut m, "bcr-prune{rate=8 block=8x32}");
+    let f = m.funcs.keys().next().unwrap();
+    let mut table = cost::CostTable::analytical();
+    table.machine = "test / avx512 / dnnc".into();
+    let classes: Vec<String> = predict(&m, f, &table)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.class)
+        .collect();
+    assert!(
+        classes.iter().any(|c| c == "conv.bcr.r8.short"),
+        "{classes:?}"
+    );
+}
