@@ -18,6 +18,13 @@ impl Native {
             shift: p(i + 1),
             residual: p(i + 2),
         };
+        // Window kernels, blocked or planar: input, output, weights, epilogue.
+        let window_io = || window::WindowIo {
+            input: p(0),
+            output: a[1] as *mut f32,
+            weights: p(2),
+            epilogue: epilogue(3),
+        };
         unsafe {
             match self {
                 Native::Conv(c) => {
@@ -38,24 +45,8 @@ impl Native {
                     };
                     c.run(&io, begin, end)
                 }
-                Native::Window(w) => {
-                    let io = window::WindowIo {
-                        input: p(0),
-                        output: a[1] as *mut f32,
-                        weights: p(2),
-                        epilogue: epilogue(3),
-                    };
-                    w.run(&io, begin, end)
-                }
-                Native::PlanarDepthwise(w) => {
-                    let io = window::WindowIo {
-                        input: p(0),
-                        output: a[1] as *mut f32,
-                        weights: p(2),
-                        epilogue: epilogue(3),
-                    };
-                    w.run(&io, begin, end)
-                }
+                Native::Window(w) => w.run(&window_io(), begin, end),
+                Native::PlanarDepthwise(w) => w.run(&window_io(), begin, end),
                 Native::GlobalAverage(g) => g.run(p(0), a[1] as *mut f32, begin, end),
                 Native::Affine(f) => {
                     let io = channelwise::AffineIo {

@@ -26,6 +26,70 @@ fn vector_transpose(lanes: usize) -> Option<unsafe fn(*const f32, *mut f32, Tile
     None
 }
 
+/// Which way a conversion goes.
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum Direction {
+    ToBlocked,
+    ToPlanar,
+}
+
+/// Either conversion by vector transposes of one channel block by one vector of
+/// positions, for batch items/channel blocks `[begin, end)`.
+///
+/// # Safety
+/// As [`to_blocked`] or [`to_planar`]; `transpose` must run on this CPU.
+#[allow(clippy::too_many_arguments)]
+unsafe fn by_tiles(
+    transpose: unsafe fn(*const f32, *mut f32, Tile),
+    src: *const f32,
+    dst: *mut f32,
+    [_, c, h, w]: [usize; 4],
+    lanes: usize,
+    begin: usize,
+    end: usize,
+    direction: Direction,
+) {
+    let blocks = c.div_ceil(lanes);
+    let plane = h * w;
+    for nb in begin..end {
+        let (n, b) = (nb / blocks, nb % blocks);
+        let channels = lanes.min(c - b * lanes);
+        for p0 in (0..plane).step_by(lanes) {
+            let positions = lanes.min(plane - p0);
+            let planar = (n * c + b * lanes) * plane + p0;
+            let blocked = (nb * plane + p0) * lanes;
+            // SAFETY: the tile lies inside both tensors.
+            unsafe {
+                match direction {
+                    // Rows of channels in, rows of positions out (zeros past the channels).
+                    Direction::ToBlocked => transpose(
+                        src.add(planar),
+                        dst.add(blocked),
+                        Tile {
+                            rows: channels,
+                            cols: positions,
+                            stride: plane,
+                            out_stride: lanes,
+                            whole_rows: true,
+                        },
+                    ),
+                    Direction::ToPlanar => transpose(
+                        src.add(blocked),
+                        dst.add(planar),
+                        Tile {
+                            rows: positions,
+                            cols: channels,
+                            stride: lanes,
+                            out_stride: plane,
+                            whole_rows: false,
+                        },
+                    ),
+                }
+            }
+        }
+    }
+}
+
 /// Floats of an NCHWc tensor of `[n, c, h, w]` in blocks of `lanes`.
 pub fn blocked_len(shape: [usize; 4], lanes: usize) -> usize {
     shape[0] * shape[1].div_ceil(lanes) * lanes * shape[2] * shape[3]
@@ -47,27 +111,18 @@ pub unsafe fn to_blocked(
     let blocks = c.div_ceil(lanes);
     let plane = h * w;
     if let Some(transpose) = vector_transpose(lanes) {
-        for nb in begin..end {
-            let (n, b) = (nb / blocks, nb % blocks);
-            let live = lanes.min(c - b * lanes);
-            for p0 in (0..plane).step_by(lanes) {
-                let tile = Tile {
-                    rows: live,
-                    cols: lanes.min(plane - p0),
-                    stride: plane,
-                    out_stride: lanes,
-                    whole_rows: true,
-                };
-                // SAFETY: the tile lies inside both tensors.
-                unsafe {
-                    transpose(
-                        src.add((n * c + b * lanes) * plane + p0),
-                        dst.add((nb * plane + p0) * lanes),
-                        tile,
-                    )
-                };
-            }
-        }
+        unsafe {
+            by_tiles(
+                transpose,
+                src,
+                dst,
+                shape,
+                lanes,
+                begin,
+                end,
+                Direction::ToBlocked,
+            )
+        };
         return;
     }
     for nb in begin..end {
@@ -109,27 +164,18 @@ pub unsafe fn to_planar(
     let blocks = c.div_ceil(lanes);
     let plane = h * w;
     if let Some(transpose) = vector_transpose(lanes) {
-        for nb in begin..end {
-            let (n, b) = (nb / blocks, nb % blocks);
-            let live = lanes.min(c - b * lanes);
-            for p0 in (0..plane).step_by(lanes) {
-                let tile = Tile {
-                    rows: lanes.min(plane - p0),
-                    cols: live,
-                    stride: lanes,
-                    out_stride: plane,
-                    whole_rows: false,
-                };
-                // SAFETY: the tile lies inside both tensors.
-                unsafe {
-                    transpose(
-                        src.add((nb * plane + p0) * lanes),
-                        dst.add((n * c + b * lanes) * plane + p0),
-                        tile,
-                    )
-                };
-            }
-        }
+        unsafe {
+            by_tiles(
+                transpose,
+                src,
+                dst,
+                shape,
+                lanes,
+                begin,
+                end,
+                Direction::ToPlanar,
+            )
+        };
         return;
     }
     for nb in begin..end {
