@@ -107,9 +107,6 @@ pub unsafe fn to_blocked(
     begin: usize,
     end: usize,
 ) {
-    let [_, c, h, w] = shape;
-    let blocks = c.div_ceil(lanes);
-    let plane = h * w;
     if let Some(transpose) = vector_transpose(lanes) {
         unsafe {
             by_tiles(
@@ -125,6 +122,9 @@ pub unsafe fn to_blocked(
         };
         return;
     }
+    let [_, c, h, w] = shape;
+    let blocks = c.div_ceil(lanes);
+    let plane = h * w;
     for nb in begin..end {
         let (n, b) = (nb / blocks, nb % blocks);
         let out = unsafe { dst.add(nb * plane * lanes) };
@@ -160,9 +160,6 @@ pub unsafe fn to_planar(
     begin: usize,
     end: usize,
 ) {
-    let [_, c, h, w] = shape;
-    let blocks = c.div_ceil(lanes);
-    let plane = h * w;
     if let Some(transpose) = vector_transpose(lanes) {
         unsafe {
             by_tiles(
@@ -178,6 +175,9 @@ pub unsafe fn to_planar(
         };
         return;
     }
+    let [_, c, h, w] = shape;
+    let blocks = c.div_ceil(lanes);
+    let plane = h * w;
     for nb in begin..end {
         let (n, b) = (nb / blocks, nb % blocks);
         let inp = unsafe { src.add(nb * plane * lanes) };

@@ -141,17 +141,18 @@ impl<'a> Pricer<'a> {
             .and_then(|&w| self.eg[w].data.weight)
             .and_then(|w| self.sparse.get(&w))
             .and_then(|s| s.encoding.as_ref());
+        use dnnc_ir::Encoding::{Bcr, Csr};
         match (written, form) {
             (None, _) => false,
-            (Some(dnnc_ir::Encoding::Bcr(b)), Form::Bcr(r, c) | Form::BcrIm2col(r, c)) => {
+            (Some(Bcr(b)), Form::Bcr(r, c) | Form::BcrIm2col(r, c)) => {
                 b.block != [*r as usize, *c as usize]
             }
-            (Some(dnnc_ir::Encoding::Bcr(_)), Form::Csr) => true,
-            (Some(dnnc_ir::Encoding::Csr), Form::Bcr(..) | Form::BcrIm2col(..)) => true,
+            (Some(Bcr(_)), Form::Csr) | (Some(Csr), Form::Bcr(..) | Form::BcrIm2col(..)) => true,
+            (Some(Csr), Form::Csr) => false,
+            // A dense form of an encoded weight: never cheaper at the sparsities explored.
             (
-                Some(dnnc_ir::Encoding::Bcr(_) | dnnc_ir::Encoding::Csr),
-                Form::Csr
-                | Form::Direct
+                Some(Bcr(_) | Csr),
+                Form::Direct
                 | Form::Winograd
                 | Form::Im2col
                 | Form::Only
@@ -180,17 +181,21 @@ impl<'a> Pricer<'a> {
         }
     }
 
-    /// What a node adds to the objective on its own: its predicted seconds, the
-    /// [`RELAYOUT_MARGIN`] where it relays its weight out (and a nanosecond, so that a
-    /// free relayout still loses a tie), and the tests' penalty.
+    /// What a node adds to the objective on its own: its predicted seconds, its relayout
+    /// margin, and the tests' penalty.
     pub fn own(&self, node: &Dnn) -> f64 {
         let t = self.predicted(node);
-        let margin = if self.relays_out(node) {
+        t + self.relayout_margin(node, t) + self.penalty.map_or(0.0, |p| p(node))
+    }
+
+    /// The [`RELAYOUT_MARGIN`] of `node` predicted at `t` seconds (and a nanosecond, so
+    /// that a free relayout still loses a tie), or 0 where it keeps its weight's layout.
+    fn relayout_margin(&self, node: &Dnn, t: f64) -> f64 {
+        if self.relays_out(node) {
             t * RELAYOUT_MARGIN + 1e-9
         } else {
             0.0
-        };
-        t + margin + self.penalty.map_or(0.0, |p| p(node))
+        }
     }
 
     /// The greedy choice: each class's node of least tree cost.
@@ -337,8 +342,8 @@ impl<'a> Pricer<'a> {
                     fusable.insert(c);
                 }
             }
-            if !fused && self.relays_out(node) {
-                eval.relayout_margin += t * RELAYOUT_MARGIN + 1e-9;
+            if !fused {
+                eval.relayout_margin += self.relayout_margin(node, t);
             }
             eval.per_class.insert(c, t);
             eval.kernel_class.insert(c, class);

@@ -38,7 +38,12 @@ impl Lower<'_> {
             dilation: c.dilation,
         };
         let (px, py) = (self.addr(x), self.addr(y));
-        if groups == ch && groups == k && cg == 1 {
+        if groups == ch
+            && groups == k
+            && cg == 1
+            && PlanarDepthwise::applies([r, s], c.stride, c.dilation)
+        {
+            // 3×3 at stride 1 or 2: the native kernel, its epilogue fused.
             let window = WindowShape {
                 batch: n,
                 channels: ch,
@@ -51,23 +56,24 @@ impl Lower<'_> {
                 dilation: c.dilation,
                 pad: c.pad.0,
             };
-            let fused = fuse_epilogue(&node.epilogue, bias.clone());
-            if let Some(kernel) = PlanarDepthwise::new(self.options.cpu, window, fused.spec) {
-                // 3×3 at stride 1 or 2: the native kernel, its epilogue fused.
-                let wv = self
-                    .konst(w)
-                    .ok_or_else(|| unsupported(node, "the weight must be a weight or constant"))?;
-                let pw = self.f32_data(kernel.pack(&wv));
-                let scale = fused.scale.map_or(Addr::Null, |v| self.f32_data(v));
-                let shift = fused.shift.map_or(Addr::Null, |v| self.f32_data(v));
-                let residual = fused.residual.map_or(Addr::Null, |v| self.addr(v));
-                let (tiles, work) = (kernel.tiles(), kernel.work_per_tile());
-                self.variant = Some("depthwise");
-                let args = vec![px, py, pw, scale, shift, residual];
-                self.native_step(Native::PlanarDepthwise(Box::new(kernel)), args, tiles, work);
-                return self.rest_of_epilogue(&fused.rest, y);
-            }
-            // Other windows: a generated kernel with the leading affine map and
+            let fused = fuse_epilogue(&node.epilogue, bias);
+            let kernel =
+                PlanarDepthwise::new(self.options.cpu, window, fused.spec).expect("it applies");
+            let wv = self
+                .konst(w)
+                .ok_or_else(|| unsupported(node, "the weight must be a weight or constant"))?;
+            let pw = self.f32_data(kernel.pack(&wv));
+            let scale = fused.scale.map_or(Addr::Null, |v| self.f32_data(v));
+            let shift = fused.shift.map_or(Addr::Null, |v| self.f32_data(v));
+            let residual = fused.residual.map_or(Addr::Null, |v| self.addr(v));
+            let (tiles, work) = (kernel.tiles(), kernel.work_per_tile());
+            self.variant = Some("depthwise");
+            let args = vec![px, py, pw, scale, shift, residual];
+            self.native_step(Native::PlanarDepthwise(Box::new(kernel)), args, tiles, work);
+            return self.rest_of_epilogue(&fused.rest, y);
+        }
+        if groups == ch && groups == k && cg == 1 {
+            // Other depthwise windows: a generated kernel with the leading affine map and
             // activation fused.
             let mut rest: Vec<Epi> = node.epilogue.clone();
             let mut scale = None;
