@@ -165,6 +165,69 @@ proptest! {
     }
 
     #[test]
+    fn stacked_matrix_vector_products_match_dense(m in 16usize..200, k in 1usize..300, tall in any::<bool>(), bc in 1usize..33, full in any::<bool>(), seed in 0u64..1000) {
+        // GRIM-like blocks: each keeps at most four rows and a few columns (`full`: four
+        // rows and as many columns in every block of a block column, as GRIM prunes),
+        // so stacks of four block rows take the fold-free layout on AVX-512.
+        let br = if tall { 8 } else { 4 };
+        let bits = seeded(4 * (m + k), seed + 5);
+        let noise = seeded(m * k, seed);
+        let pick = |i: usize, n: usize| ((bits[i % bits.len()] + 1.0) * 0.5 * n as f32) as usize % n;
+        let mut a = vec![0f32; m * k];
+        for bri in 0..m.div_ceil(br) {
+            for bci in 0..k.div_ceil(bc) {
+                let (rows, cols) = (br.min(m - bri * br), bc.min(k - bci * bc));
+                let at = 4 * (bri * 31 + bci);
+                let kept_rows = if full { 4 } else { pick(at, 5) }.min(rows);
+                let kept_cols = 1 + if full { pick(bci, cols) } else { pick(at + 1, cols) };
+                let (r0, c0) = (pick(at + 2, rows), pick(at + 3, cols));
+                for i in 0..kept_rows {
+                    for j in 0..kept_cols {
+                        let (r, c) = (bri * br + (r0 + i * 3) % rows, bci * bc + (c0 + j) % cols);
+                        a[r * k + c] = noise[r * k + c];
+                    }
+                }
+            }
+        }
+        let x = seeded(k, seed + 3);
+        let term = |r: usize, c: usize| a[r * k + c] as f64 * x[c] as f64;
+        let want: Vec<f32> = (0..m).map(|r| (0..k).map(|c| term(r, c)).sum::<f64>() as f32).collect();
+        let magnitude: Vec<f64> = (0..m).map(|r| (0..k).map(|c| term(r, c).abs()).sum()).collect();
+        for level in Level::supported() {
+            let bcr = Bcr::for_vectors(level, &a, m, k, [br, bc]);
+            if level == Level::Avx512 && full {
+                // Every stack of four whole block rows of at least four rows.
+                let blocks = m.div_ceil(br);
+                let short_last = m - (blocks - 1) * br < 4;
+                let stacks = blocks / 4 - usize::from(blocks % 4 == 0 && short_last);
+                prop_assert_eq!(bcr.stacked_block_rows(), 4 * stacks);
+            }
+            let blocks = bcr.block_row_count();
+            // Ranges that cut stacks: each stack is computed whole and stored in part.
+            let cut = (seed as usize % blocks.max(1)).max(1).min(blocks);
+            let mut y = vec![f32::NAN; m];
+            for (b0, b1) in [(0, cut), (cut, blocks)] {
+                unsafe { bcr.run(x.as_ptr(), y.as_mut_ptr(), 1, 1, Columns::Matrix { ldb: 1 }, b0, b1) };
+            }
+            let err = relative_to_terms(&y, &want, &magnitude);
+            prop_assert!(err <= 1e-5, "{level}: relative L2 {err:e}");
+            // A range writes its own rows only (another thread owns the rest of a stack).
+            let mut y = vec![f32::NAN; m];
+            unsafe { bcr.run(x.as_ptr(), y.as_mut_ptr(), 1, 1, Columns::Matrix { ldb: 1 }, cut, blocks) };
+            prop_assert!(y[..cut * br].iter().all(|v| v.is_nan()), "{level}: rows before block row {cut} written");
+            let mut y = vec![f32::NAN; m];
+            unsafe { bcr.run(x.as_ptr(), y.as_mut_ptr(), 1, 1, Columns::Matrix { ldb: 1 }, 0, cut) };
+            prop_assert!(y[(cut * br).min(m)..].iter().all(|v| v.is_nan()), "{level}: rows from block row {cut} written");
+            // Strided results (a GRU's gates written into a wider buffer).
+            let mut y = vec![f32::NAN; 3 * m];
+            unsafe { bcr.run(x.as_ptr(), y.as_mut_ptr(), 1, 3, Columns::Matrix { ldb: 1 }, 0, blocks) };
+            let strided: Vec<f32> = y.iter().step_by(3).copied().collect();
+            let err = relative_to_terms(&strided, &want, &magnitude);
+            prop_assert!(err <= 1e-5, "{level} strided: relative L2 {err:e}");
+        }
+    }
+
+    #[test]
     fn direct_convolutions_match_dense(c_in in 1usize..6, k_out in 1usize..20, h in 3usize..12, wo in 1usize..20,
                                        br in 1usize..9, bc in 1usize..30, seed in 0u64..1000) {
         // A 3×3 stride-1 convolution of a padded input (hp × wp), read in place; output

@@ -342,6 +342,14 @@ impl Bcr {
         p
     }
 
+    /// Block rows that matrix-vector products run as stacks (the windowed layout's
+    /// fold-free form; none off AVX-512).
+    pub fn stacked_block_rows(&self) -> usize {
+        self.windows
+            .as_ref()
+            .map_or(0, windowed::Windows::stacked_block_rows)
+    }
+
     /// Whether matrix-vector products expand each block's kept-row sums into the block
     /// row's lanes (AVX-512's `vexpandps`, block rows within a vector), reading only the
     /// kept values; otherwise each kept column's values are stored for the whole block row.
