@@ -322,6 +322,8 @@ pub enum Native {
     /// A depthwise 3×3 convolution over planar activations: input, output, weights,
     /// scale, shift, residual.
     PlanarDepthwise(Box<dnnc_kernels::depthwise_planar::PlanarDepthwise>),
+    /// A 2×2 pool at stride 2 over planar activations: input, output (and four unused).
+    PlanarPool(Box<dnnc_kernels::pool_planar::PlanarPool>),
     /// Global average pooling of NCHWc into planar `[n, c]`: input, output.
     GlobalAverage(dnnc_kernels::channelwise::GlobalAverage),
     /// A per-channel affine map of NCHWc: input, output, scale, shift.

@@ -822,6 +822,23 @@ proptest! {
     }
 
     #[test]
+    fn pool2d_planar_2x2(
+        (n, c, h, w) in (1usize..=2, 1usize..=4, 2usize..=40, 2usize..=70),
+        (max, count_include_pad, ceil_mode) in (any::<bool>(), any::<bool>(), any::<bool>()),
+        s in setup(),
+    ) {
+        // VGG's pool: the native planar kernel where every window is whole (floor mode, or
+        // even sizes), the generated one otherwise.
+        let window = Window { kernel: [2, 2], stride: [2, 2], pad: Padding([0; 4]), ceil_mode };
+        let p = PoolCase { n, c, h, w, window };
+        if max {
+            pool(|window| OpKind::MaxPool2d(MaxPool2d { window }), &p, &s)?;
+        } else {
+            pool(|window| OpKind::AvgPool2d(AvgPool2d { window, count_include_pad }), &p, &s)?;
+        }
+    }
+
+    #[test]
     fn global_avg_pool2d(p in pool_case(30, 30), s in setup()) {
         pool(|_| OpKind::GlobalAvgPool2d(GlobalAvgPool2d), &p, &s)?;
     }

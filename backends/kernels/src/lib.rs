@@ -23,6 +23,7 @@ pub mod epilogue;
 pub mod gemm;
 pub mod layout;
 pub mod level;
+pub mod pool_planar;
 pub mod simd;
 pub mod sparse;
 pub mod transpose;

@@ -7,6 +7,7 @@ use common::{relative_l2, seeded};
 use dnnc_kernels::channelwise::{AffineIo, BlockedAffine, GlobalAverage};
 use dnnc_kernels::depthwise_planar::PlanarDepthwise;
 use dnnc_kernels::epilogue::{Activation, Epilogue, EpilogueArgs};
+use dnnc_kernels::pool_planar::{PlanarPool, PoolOp};
 use dnnc_kernels::window::{Window, WindowIo, WindowOp, WindowShape};
 use dnnc_kernels::{Level, layout};
 use proptest::prelude::*;
@@ -263,6 +264,47 @@ proptest! {
             act2: if residual { Activation::Relu } else { Activation::Identity },
         };
         check_planar(s, e)?;
+    }
+
+    #[test]
+    fn planar_pools_match_naive((n, c) in (1usize..3, 1usize..5), (h, w) in (2usize..12, 2usize..80), average in any::<bool>()) {
+        // Odd sizes leave the last row and column out, as a floor-mode pool does.
+        let s = WindowShape {
+            batch: n,
+            channels: c,
+            in_h: h,
+            in_w: w,
+            out_h: h / 2,
+            out_w: w / 2,
+            kernel: [2, 2],
+            stride: [2, 2],
+            dilation: [1, 1],
+            pad: [0; 4],
+        };
+        let x = seeded(n * c * h * w, 21);
+        let (op, pool_op) = if average {
+            (WindowOp::Average { include_pad: false }, PoolOp::Average)
+        } else {
+            (WindowOp::Max, PoolOp::Max)
+        };
+        let want = naive(&s, op, &x, &[]);
+        for level in Level::supported() {
+            let kernel = PlanarPool::new(level, s, pool_op).expect("a whole 2x2 window at stride 2");
+            let mut out = vec![f32::NAN; want.len()];
+            let io = WindowIo {
+                input: x.as_ptr(),
+                output: out.as_mut_ptr(),
+                weights: std::ptr::null(),
+                epilogue: EpilogueArgs::default(),
+            };
+            let t = kernel.tiles();
+            unsafe {
+                kernel.run(&io, 0, t / 2);
+                kernel.run(&io, t / 2, t);
+            }
+            let err = relative_l2(&out, &want);
+            prop_assert!(err <= 1e-6, "{level} {pool_op:?}: relative L2 {err:e} for {s:?}");
+        }
     }
 
     #[test]

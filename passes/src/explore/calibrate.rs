@@ -496,6 +496,20 @@ pub fn probes(lanes: Option<usize>) -> Vec<Probe> {
             &[TensorType::f32(&[1, c, hw, hw])],
         );
     }
+    // VGG's pools: 2×2 at stride 2, which run natively over planes.
+    for &(c, hw) in &[(64, 224), (256, 56), (512, 14)] {
+        let window = Window {
+            kernel: [2, 2],
+            stride: [2, 2],
+            pad: Padding([0; 4]),
+            ceil_mode: false,
+        };
+        b.op(
+            format!("max_pool2d 2x2 {c}x{hw}x{hw}"),
+            OpKind::MaxPool2d(MaxPool2d { window }),
+            &[TensorType::f32(&[1, c, hw, hw])],
+        );
+    }
     for &(c, hw) in &[(512, 7), (2048, 7), (1280, 7)] {
         b.op(
             format!("global_avg_pool2d {c}x{hw}x{hw}"),

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::codegen::conv;
+use dnnc_kernels::pool_planar::{PlanarPool, PoolOp};
 
 impl Lower<'_> {
     pub(super) fn pool(
@@ -39,6 +40,28 @@ impl Lower<'_> {
             let args = vec![px, py, Addr::Null, Addr::Null, Addr::Null, Addr::Null];
             self.variant = Some("blocked");
             self.native_step(Native::Window(Box::new(kernel)), args, tiles, work);
+            return Ok(());
+        }
+        let window = dnnc_kernels::window::WindowShape {
+            batch: si[0],
+            channels: si[1],
+            in_h: h,
+            in_w: wd,
+            out_h: ho,
+            out_w: wo,
+            kernel: w.kernel,
+            stride: w.stride,
+            dilation: [1, 1],
+            pad,
+        };
+        if PlanarPool::applies(&window) {
+            // Whole windows: the average's divisor is 4 with or without `count_include_pad`.
+            let op = if max { PoolOp::Max } else { PoolOp::Average };
+            let kernel = PlanarPool::new(self.options.cpu, window, op).expect("it applies");
+            let (tiles, work) = (kernel.tiles(), kernel.work_per_tile());
+            let (px, py) = (self.addr(x), self.addr(y));
+            let args = vec![px, py, Addr::Null, Addr::Null, Addr::Null, Addr::Null];
+            self.native_step(Native::PlanarPool(Box::new(kernel)), args, tiles, work);
             return Ok(());
         }
         let shape = ConvShape {
