@@ -120,23 +120,13 @@ fn check(args: &CalibrateArgs, timer: &JitTimer) -> Result<(), Failure> {
             rounds.push(times.iter().map(|d| d.as_secs_f64()).collect());
         }
         // Per op (by location): the median over rounds of its steps' summed time.
-        let loc_of = |label: &str| {
-            label
-                .split(" at ")
-                .nth(1)
-                .and_then(|r| r.split(" -> ").next())
-                .unwrap_or("")
-                .to_string()
-        };
         let mut rows = Vec::new();
         for p in &predicted {
             let loc = func.ops[p.op].loc.to_string();
             if p.class == "view" || p.class == "fused" {
                 continue;
             }
-            let steps: Vec<usize> = (0..labels.len())
-                .filter(|&i| loc_of(&labels[i]) == loc)
-                .collect();
+            let steps = op_steps(&labels, &loc);
             if steps.is_empty() {
                 continue;
             }
@@ -206,4 +196,41 @@ fn relayout(module: &mut dnnc_ir::Module, layout: &str) -> Result<(), Failure> {
         .run(module, &mut dnnc_passes::manager::NoInstrumentation);
     result.map_err(|e| anyhow::anyhow!("{:?}", e.errors))?;
     Ok(())
+}
+
+/// The steps of the op at `loc`, by their labels (`"dnn.conv2d[bcr] at F:L:C -> T"`):
+/// not the layout conversions of its result, which carry its location too but are
+/// counted apart (and priced apart by the explorer).
+fn op_steps(labels: &[String], loc: &str) -> Vec<usize> {
+    let loc_of = |label: &str| {
+        label
+            .split(" at ")
+            .nth(1)
+            .and_then(|r| r.split(" -> ").next())
+            .unwrap_or("")
+            .to_string()
+    };
+    (0..labels.len())
+        .filter(|&i| !labels[i].starts_with("reorder.") && loc_of(&labels[i]) == loc)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::op_steps;
+
+    #[test]
+    fn an_ops_steps_leave_out_the_conversions_of_its_result() {
+        let labels: Vec<String> = [
+            "dnn.conv2d[bcr]+relu6 at m.dnn:123:5 -> tensor<1x96x112x112xf32>",
+            "reorder.to_blocked at m.dnn:123:5 -> tensor<1x96x112x112xf32>",
+            "dnn.conv2d[depthwise]+relu6 at m.dnn:127:5 -> tensor<1x96x56x56xf32>",
+            "dnn.add at m.dnn:123:5 -> tensor<1x96x112x112xf32>",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(op_steps(&labels, "m.dnn:123:5"), [0, 3]);
+        assert_eq!(op_steps(&labels, "m.dnn:127:5"), [2]);
+        assert!(op_steps(&labels, "m.dnn:1:1").is_empty());
+    }
 }
