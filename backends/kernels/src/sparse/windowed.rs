@@ -426,28 +426,20 @@ mod avx512 {
                 let low = _mm512_maskz_loadu_ps(sw.masks as u16, window);
                 let high = _mm512_maskz_loadu_ps((sw.masks >> 16) as u16, window.add(LANES));
                 let (at, vectors) = (sw.at as usize, sw.vectors as usize);
+                let product = |v: usize, sums: __m512| {
+                    let value = _mm512_loadu_ps(values.add(v * LANES));
+                    _mm512_fmadd_ps(value, inputs(v, low, high), sums)
+                };
                 // Two partial sums halve the chain of dependent multiply-adds.
                 let (mut even, mut odd) = (_mm512_setzero_ps(), _mm512_setzero_ps());
                 let mut v = at;
                 while v + 1 < at + vectors {
-                    even = _mm512_fmadd_ps(
-                        _mm512_loadu_ps(values.add(v * LANES)),
-                        inputs(v, low, high),
-                        even,
-                    );
-                    odd = _mm512_fmadd_ps(
-                        _mm512_loadu_ps(values.add((v + 1) * LANES)),
-                        inputs(v + 1, low, high),
-                        odd,
-                    );
+                    even = product(v, even);
+                    odd = product(v + 1, odd);
                     v += 2;
                 }
                 if v < at + vectors {
-                    even = _mm512_fmadd_ps(
-                        _mm512_loadu_ps(values.add(v * LANES)),
-                        inputs(v, low, high),
-                        even,
-                    );
+                    even = product(v, even);
                 }
                 let sums = _mm512_add_ps(even, odd);
                 acc[0] = _mm512_add_ps(acc[0], _mm512_maskz_expand_ps(sw.rows as u16, sums));
