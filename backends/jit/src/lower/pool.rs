@@ -16,32 +16,6 @@ impl Lower<'_> {
         let (si, so) = (self.shape(x), self.shape(y));
         let (h, wd, ho, wo) = (si[2], si[3], so[2], so[3]);
         let pad = w.pad.0;
-        if self.blocked(x) {
-            let shape = dnnc_kernels::window::WindowShape {
-                batch: si[0],
-                channels: si[1],
-                in_h: h,
-                in_w: wd,
-                out_h: ho,
-                out_w: wo,
-                kernel: w.kernel,
-                stride: w.stride,
-                dilation: [1, 1],
-                pad,
-            };
-            let op = if max {
-                dnnc_kernels::window::WindowOp::Max
-            } else {
-                dnnc_kernels::window::WindowOp::Average { include_pad }
-            };
-            let kernel = dnnc_kernels::window::Window::new(self.options.cpu, shape, op);
-            let (tiles, work) = (kernel.tiles(), kernel.work_per_tile());
-            let (px, py) = (self.addr(x), self.addr(y));
-            let args = vec![px, py, Addr::Null, Addr::Null, Addr::Null, Addr::Null];
-            self.variant = Some("blocked");
-            self.native_step(Native::Window(Box::new(kernel)), args, tiles, work);
-            return Ok(());
-        }
         let window = dnnc_kernels::window::WindowShape {
             batch: si[0],
             channels: si[1],
@@ -54,13 +28,26 @@ impl Lower<'_> {
             dilation: [1, 1],
             pad,
         };
+        let (px, py) = (self.addr(x), self.addr(y));
+        // The native kernels read only the input and output of the window arguments.
+        let args = vec![px, py, Addr::Null, Addr::Null, Addr::Null, Addr::Null];
+        if self.blocked(x) {
+            let op = if max {
+                dnnc_kernels::window::WindowOp::Max
+            } else {
+                dnnc_kernels::window::WindowOp::Average { include_pad }
+            };
+            let kernel = dnnc_kernels::window::Window::new(self.options.cpu, window, op);
+            let (tiles, work) = (kernel.tiles(), kernel.work_per_tile());
+            self.variant = Some("blocked");
+            self.native_step(Native::Window(Box::new(kernel)), args, tiles, work);
+            return Ok(());
+        }
         if PlanarPool::applies(&window) {
             // Whole windows: the average's divisor is 4 with or without `count_include_pad`.
             let op = if max { PoolOp::Max } else { PoolOp::Average };
             let kernel = PlanarPool::new(self.options.cpu, window, op).expect("it applies");
             let (tiles, work) = (kernel.tiles(), kernel.work_per_tile());
-            let (px, py) = (self.addr(x), self.addr(y));
-            let args = vec![px, py, Addr::Null, Addr::Null, Addr::Null, Addr::Null];
             self.native_step(Native::PlanarPool(Box::new(kernel)), args, tiles, work);
             return Ok(());
         }
@@ -76,7 +63,6 @@ impl Lower<'_> {
             pad: [pad[0], pad[1]],
             dilation: [1, 1],
         };
-        let (px, py) = (self.addr(x), self.addr(y));
         let factors = if max {
             Addr::Null
         } else {
