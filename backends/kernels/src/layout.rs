@@ -33,6 +33,26 @@ enum Direction {
     ToPlanar,
 }
 
+/// Either conversion by [`by_tiles`] where this CPU has a vector transpose for `lanes`;
+/// whether it did (otherwise the caller stores one value at a time).
+///
+/// # Safety
+/// As [`to_blocked`] or [`to_planar`].
+unsafe fn by_vector_tiles(
+    src: *const f32,
+    dst: *mut f32,
+    shape: [usize; 4],
+    lanes: usize,
+    [begin, end]: [usize; 2],
+    direction: Direction,
+) -> bool {
+    let Some(transpose) = vector_transpose(lanes) else {
+        return false;
+    };
+    unsafe { by_tiles(transpose, src, dst, shape, lanes, begin, end, direction) };
+    true
+}
+
 /// Either conversion by vector transposes of one channel block by one vector of
 /// positions, for batch items/channel blocks `[begin, end)`.
 ///
@@ -107,19 +127,7 @@ pub unsafe fn to_blocked(
     begin: usize,
     end: usize,
 ) {
-    if let Some(transpose) = vector_transpose(lanes) {
-        unsafe {
-            by_tiles(
-                transpose,
-                src,
-                dst,
-                shape,
-                lanes,
-                begin,
-                end,
-                Direction::ToBlocked,
-            )
-        };
+    if unsafe { by_vector_tiles(src, dst, shape, lanes, [begin, end], Direction::ToBlocked) } {
         return;
     }
     let [_, c, h, w] = shape;
@@ -160,19 +168,7 @@ pub unsafe fn to_planar(
     begin: usize,
     end: usize,
 ) {
-    if let Some(transpose) = vector_transpose(lanes) {
-        unsafe {
-            by_tiles(
-                transpose,
-                src,
-                dst,
-                shape,
-                lanes,
-                begin,
-                end,
-                Direction::ToPlanar,
-            )
-        };
+    if unsafe { by_vector_tiles(src, dst, shape, lanes, [begin, end], Direction::ToPlanar) } {
         return;
     }
     let [_, c, h, w] = shape;

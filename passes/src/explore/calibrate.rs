@@ -483,32 +483,25 @@ pub fn probes(lanes: Option<usize>) -> Vec<Probe> {
             &[TensorType::f32(&shape), TensorType::f32(&shape)],
         );
     }
-    for &(c, hw) in &[(64, 112), (128, 56), (256, 28)] {
-        let window = Window {
-            kernel: [3, 3],
-            stride: [2, 2],
-            pad: Padding([1; 4]),
-            ceil_mode: false,
-        };
-        b.op(
-            format!("max_pool2d {c}x{hw}x{hw}"),
-            OpKind::MaxPool2d(MaxPool2d { window }),
-            &[TensorType::f32(&[1, c, hw, hw])],
-        );
-    }
-    // VGG's pools: 2×2 at stride 2, which run natively over planes.
-    for &(c, hw) in &[(64, 224), (256, 56), (512, 14)] {
-        let window = Window {
-            kernel: [2, 2],
-            stride: [2, 2],
-            pad: Padding([0; 4]),
-            ceil_mode: false,
-        };
-        b.op(
-            format!("max_pool2d 2x2 {c}x{hw}x{hw}"),
-            OpKind::MaxPool2d(MaxPool2d { window }),
-            &[TensorType::f32(&[1, c, hw, hw])],
-        );
+    // resnet's 3×3 pools at stride 2, and VGG's 2×2 ones (which run natively over planes).
+    let pools = [
+        (3, 1, "", [(64, 112), (128, 56), (256, 28)]),
+        (2, 0, "2x2 ", [(64, 224), (256, 56), (512, 14)]),
+    ];
+    for (k, pad, name, sizes) in pools {
+        for (c, hw) in sizes {
+            let window = Window {
+                kernel: [k, k],
+                stride: [2, 2],
+                pad: Padding([pad; 4]),
+                ceil_mode: false,
+            };
+            b.op(
+                format!("max_pool2d {name}{c}x{hw}x{hw}"),
+                OpKind::MaxPool2d(MaxPool2d { window }),
+                &[TensorType::f32(&[1, c, hw, hw])],
+            );
+        }
     }
     for &(c, hw) in &[(512, 7), (2048, 7), (1280, 7)] {
         b.op(

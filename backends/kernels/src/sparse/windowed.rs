@@ -306,10 +306,8 @@ impl Windows {
 
     /// Block rows laid out as stacks.
     pub(super) fn stacked_block_rows(&self) -> usize {
-        let block_rows = self.starts.len() - 1;
-        let stacked =
-            |(i, s): (usize, &Option<(u32, u32)>)| s.map(|_| (block_rows - i * STACK).min(STACK));
-        self.stacks.iter().enumerate().filter_map(stacked).sum()
+        // Only whole stacks of block rows are stacked.
+        self.stacks.iter().flatten().count() * STACK
     }
 
     /// Evicts the plan from the caches (see [`crate::layout::evict`]).
