@@ -332,6 +332,13 @@ pub enum Native {
     ToBlocked([usize; 4], usize),
     /// NCHWc back to planar: input, output.
     ToPlanar([usize; 4], usize),
+    /// A `rows × cols` matrix transposed, in tiles of a vector of rows: input, output.
+    Transpose {
+        /// Rows and columns of the input.
+        shape: [usize; 2],
+        /// Rows per tile.
+        lanes: usize,
+    },
     /// Zero padding of planes `h × w` (top, left, bottom, right): input, output.
     PadPlanar {
         /// Plane height.

@@ -713,19 +713,28 @@ proptest! {
         conv_in_form(&c, &e, &s, Some("planar"))?;
     }
 
+    /// Up to 49 rows: a sparse weight meets a full vector of rows (or more) as one sparse
+    /// matrix product, fewer rows as matrix-vector products; the residual (a fused add)
+    /// is read where the rows of y are.
     #[test]
-    fn linear(batch in shape(2, 5), k in 1usize..=40, n in 1usize..=40, bias in any::<bool>(), act in 0u8..3, s in setup()) {
+    fn linear(batch in shape(2, 7), k in 1usize..=40, n in 1usize..=40, bias in any::<bool>(), act in 0u8..3, residual in any::<bool>(), s in setup()) {
         let mut x = batch.clone();
         x.push(k);
-        let case = Case::build(&[x], |b, x| {
+        let mut params = vec![x];
+        if residual {
+            let mut y = batch.clone();
+            y.push(n);
+            params.push(y);
+        }
+        let case = Case::build(&params, |b, x| {
             let w = weight(b, "w", &[n, k], s.seed + 10);
             let mut operands = vec![x[0], w];
             if bias {
                 operands.push(weight(b, "b", &[n], s.seed + 11));
             }
             let y = b.op1(OpKind::Linear(Linear), &operands)?;
-            let e = Epilogue { batch_norm: false, act, residual: false };
-            Ok(vec![apply(b, &e, y, None, 0)?])
+            let e = Epilogue { batch_norm: false, act, residual };
+            Ok(vec![apply(b, &e, y, x.get(1).copied(), 0)?])
         }).map_err(TestCaseError::fail)?;
         case.check(&s)?;
     }
@@ -922,8 +931,10 @@ proptest! {
         case.check(&s)?;
     }
 
+    /// Up to 20 steps × 3: a sparse W's product with every step's input at once runs as
+    /// one sparse matrix product from a full vector of rows.
     #[test]
-    fn gru(t in 1usize..=5, batch in 1usize..=3, input in 1usize..=12, hidden in 1usize..=12, h0 in any::<bool>(), linear_before_reset in any::<bool>(), s in setup()) {
+    fn gru(t in 1usize..=20, batch in 1usize..=3, input in 1usize..=12, hidden in 1usize..=12, h0 in any::<bool>(), linear_before_reset in any::<bool>(), s in setup()) {
         let mut params = vec![vec![t, batch, input]];
         if h0 {
             params.push(vec![batch, hidden]);

@@ -1,5 +1,5 @@
-//! Conversions between planar (NCHW) and channel-blocked (NCHWc) activations, and the
-//! zero padding of planar planes.
+//! Conversions between planar (NCHW) and channel-blocked (NCHWc) activations, the zero
+//! padding of planar planes, and matrix transposes.
 //!
 //! NCHWc with block `L` stores `[n][c / L][h][w][L]`: the channels of one position are
 //! one vector. Channels past the last real one are zero after [`to_blocked`], and every
@@ -253,6 +253,50 @@ pub unsafe fn pad_rows(
                         std::ptr::write_bytes(out.add(left + w), 0, right);
                     }
                     None => std::ptr::write_bytes(out, 0, wp),
+                }
+            }
+        }
+    }
+}
+
+/// `dst[cols × rows] = srcᵀ` for `src[rows × cols]`, row blocks `[begin, end)` of `lanes`
+/// rows of `src` (the columns `[begin · lanes, end · lanes)` of `dst`): by vector
+/// transposes of `lanes × lanes` tiles where this CPU has them.
+///
+/// # Safety
+/// `src` and `dst` must hold `rows × cols` floats each.
+pub unsafe fn transpose(
+    src: *const f32,
+    dst: *mut f32,
+    [rows, cols]: [usize; 2],
+    lanes: usize,
+    begin: usize,
+    end: usize,
+) {
+    let vector = vector_transpose(lanes);
+    for rb in begin..end {
+        let r0 = rb * lanes;
+        let tile_rows = lanes.min(rows - r0);
+        for c0 in (0..cols).step_by(lanes) {
+            let tile = Tile {
+                rows: tile_rows,
+                cols: lanes.min(cols - c0),
+                stride: cols,
+                out_stride: rows,
+                whole_rows: false,
+            };
+            // SAFETY: the tile lies inside both matrices.
+            unsafe {
+                let (from, to) = (src.add(r0 * cols + c0), dst.add(c0 * rows + r0));
+                match vector {
+                    Some(t) => t(from, to, tile),
+                    None => {
+                        for i in 0..tile.rows {
+                            for j in 0..tile.cols {
+                                *to.add(j * rows + i) = *from.add(i * cols + j);
+                            }
+                        }
+                    }
                 }
             }
         }

@@ -1,7 +1,7 @@
-//! The conversions between planar and channel-blocked activations against index
-//! arithmetic, at every lane count (the vector transposes at 16 and 8 lanes where the CPU
-//! has them, one value at a time at 4), over channel counts and planes that leave partial
-//! tiles on both axes.
+//! The conversions between planar and channel-blocked activations, and matrix transposes,
+//! against index arithmetic, at every lane count (the vector transposes at 16 and 8 lanes
+//! where the CPU has them, one value at a time at 4), over shapes that leave partial tiles
+//! on both axes.
 
 mod common;
 
@@ -40,5 +40,26 @@ proptest! {
         let mut back = vec![f32::NAN; x.len()];
         unsafe { layout::to_planar(blocked.as_ptr(), back.as_mut_ptr(), shape, lanes, 0, n * blocks) };
         prop_assert_eq!(back, x);
+    }
+
+    #[test]
+    fn transposes_move_every_value_to_its_place(
+        rows in 1usize..50,
+        cols in 1usize..50,
+        lanes in prop::sample::select(vec![4usize, 8, 16]),
+    ) {
+        let x = seeded(rows * cols, 7);
+        let mut t = vec![f32::NAN; rows * cols];
+        let blocks = rows.div_ceil(lanes);
+        // Two calls, as two workers would split the row blocks.
+        unsafe {
+            layout::transpose(x.as_ptr(), t.as_mut_ptr(), [rows, cols], lanes, 0, blocks / 2);
+            layout::transpose(x.as_ptr(), t.as_mut_ptr(), [rows, cols], lanes, blocks / 2, blocks);
+        }
+        for r in 0..rows {
+            for c in 0..cols {
+                prop_assert_eq!(t[c * rows + r].to_bits(), x[r * cols + c].to_bits(), "row {} col {}", r, c);
+            }
+        }
     }
 }

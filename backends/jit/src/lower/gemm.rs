@@ -93,7 +93,16 @@ impl Lower<'_> {
         }))
     }
 
-    pub(super) fn linear(&mut self, node: &Node) -> Result<(), CompileError> {
+    /// The arena buffers planned for a sparse product over rows as one matrix product
+    /// ([`sparse_rows_scratch`]), if the plan gave `index`'s op them.
+    fn matrix_scratch(&self, index: usize) -> Option<[Addr; 2]> {
+        match self.plan.scratch[index][..] {
+            [xt, yt] => Some([Addr::Arena(xt), Addr::Arena(yt)]),
+            _ => None,
+        }
+    }
+
+    pub(super) fn linear(&mut self, index: usize, node: &Node) -> Result<(), CompileError> {
         let (x, w, y) = (node.inputs[0], node.inputs[1], node.outputs[0]);
         let sw = self.shape(w);
         let (nf, kf) = (sw[0], sw[1]);
@@ -115,7 +124,8 @@ impl Lower<'_> {
                 SparseLayout::Bcr(_) => "bcr",
                 SparseLayout::Csr => "csr",
             });
-            return self.sparse_weight_product(node, &sparse, m, nf, kf, px, py, bias);
+            let matrix = self.matrix_scratch(index);
+            return self.sparse_weight_product(node, &sparse, m, nf, kf, px, py, bias, matrix);
         }
         let pw = self.addr(w);
         self.gemm_node(

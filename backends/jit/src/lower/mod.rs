@@ -107,7 +107,27 @@ pub fn lower(
         };
         match kind {
             OpKind::Lstm(_) | OpKind::Gru(_) => {
-                crate::plan::rnn_scratch(&shape(node.inputs[0]), &shape(node.inputs[2]))
+                let (x, w) = (shape(node.inputs[0]), shape(node.inputs[1]));
+                let mut buffers = crate::plan::rnn_scratch(&x, &shape(node.inputs[2]));
+                // A sparse W's product with every step's input at once.
+                let rows = x[0] * x[1];
+                if sparse_layout(options, g.ty(func, node.inputs[1])).is_some()
+                    && sparse_rows_as_matrix(options, rows, node)
+                {
+                    buffers.extend(sparse_rows_scratch(rows, w[0], w[1]));
+                }
+                buffers
+            }
+            OpKind::Linear(_) => {
+                let w = shape(node.inputs[1]);
+                let rows = shape(node.inputs[0]).iter().product::<usize>() / w[1].max(1);
+                if sparse_layout(options, g.ty(func, node.inputs[1])).is_some()
+                    && sparse_rows_as_matrix(options, rows, node)
+                {
+                    sparse_rows_scratch(rows, w[0], w[1])
+                } else {
+                    Vec::new()
+                }
             }
             OpKind::Conv2d(c) if g.layout[node.outputs[0]] == Act::Blocked => {
                 blocked_conv_scratch(c, &shape(node.inputs[0]), g.layout[node.inputs[0]])
@@ -133,7 +153,6 @@ pub fn lower(
             OpKind::Weight(_)
             | OpKind::Constant(_)
             | OpKind::MatMul(_)
-            | OpKind::Linear(_)
             | OpKind::BatchNorm(_)
             | OpKind::Add(_)
             | OpKind::Sub(_)
@@ -386,7 +405,7 @@ impl Lower<'_> {
                 node,
                 "decomposed convolutions are rewritten into convolutions before lowering",
             )),
-            OpKind::Linear(_) => self.linear(node),
+            OpKind::Linear(_) => self.linear(i, node),
             OpKind::MatMul(_) => self.matmul(node),
             OpKind::Relu(_) => self.unary(node, Unary::Relu),
             OpKind::Relu6(_) => self.unary(node, Unary::Relu6),

@@ -53,7 +53,21 @@ impl Lower<'_> {
         let r_layout = sparse_layout(self.options, self.func.ty(r));
         if let Some(layout) = w_layout {
             let sw = self.sparse_weight(layout, &wv, gh, input);
-            self.sparse_weight_product(&xproj, &sw, t * batch, gh, input, px, gx, Some(xb))?;
+            let matrix = match scratch.get(4..6) {
+                Some(&[xt, yt]) => Some([Addr::Arena(xt), Addr::Arena(yt)]),
+                _ => None,
+            };
+            self.sparse_weight_product(
+                &xproj,
+                &sw,
+                t * batch,
+                gh,
+                input,
+                px,
+                gx,
+                Some(xb),
+                matrix,
+            )?;
         } else {
             let pw = self.addr(w);
             self.gemm_node(
@@ -129,7 +143,9 @@ impl Lower<'_> {
                 let rb = (!lstm).then(|| bv[gh..].to_vec());
                 let ghb = Addr::Arena(gh_buf);
                 if let Some(sr) = r_sparse.first() {
-                    self.sparse_weight_product(&plain, sr, batch, gh, hidden, h_prev, ghb, rb)?;
+                    self.sparse_weight_product(
+                        &plain, sr, batch, gh, hidden, h_prev, ghb, rb, None,
+                    )?;
                 } else {
                     self.gemm_node(
                         &plain,
@@ -166,7 +182,17 @@ impl Lower<'_> {
                 let ghb = Addr::Arena(gh_buf);
                 if let Some(sr) = r_sparse.first() {
                     let (n, k) = (2 * hidden, hidden);
-                    self.sparse_weight_product(&plain, sr, batch, n, k, h_prev, ghb, Some(rb_zr))?;
+                    self.sparse_weight_product(
+                        &plain,
+                        sr,
+                        batch,
+                        n,
+                        k,
+                        h_prev,
+                        ghb,
+                        Some(rb_zr),
+                        None,
+                    )?;
                 } else {
                     self.gemm_node(
                         &plain,
@@ -199,6 +225,7 @@ impl Lower<'_> {
                         rh,
                         ghh,
                         Some(rb_h),
+                        None,
                     )?;
                 } else {
                     self.gemm_node(
