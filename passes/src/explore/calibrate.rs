@@ -67,6 +67,19 @@ fn pruned(
     Some((ty, Tensor::from_f32(shape, v), stats))
 }
 
+/// What a weight of type `ty` with `values` stores in its encoding (`None` if unencoded).
+fn written_stats(ty: &TensorType, values: &Tensor) -> Option<SparseStats> {
+    let v = values.as_f32()?;
+    let rows = ty.shape[0];
+    let cols = v.len() / rows.max(1);
+    match ty.encoding.as_ref()? {
+        Encoding::Csr => Some(SparseStats::csr(v, rows)),
+        Encoding::Bcr(b) => {
+            dnnc_ir::sparse::bcr_stats(v, rows, cols, b.block).map(|s| SparseStats::bcr(&s))
+        }
+    }
+}
+
 /// A probe's weight: its type, and its values when they are not a seeded initialiser.
 type ProbeWeight = (TensorType, Option<Tensor>);
 
@@ -115,6 +128,10 @@ impl Builder {
             .collect();
         let mut b = FuncBuilder::new(&mut module, "main", &refs);
         let mut operands: Vec<dnnc_ir::Value> = (0..x.len()).map(|i| b.param(i)).collect();
+        // A recurrent layer's pruned input weight runs sparse in its own layout.
+        let input_weight = super::forms::input_weight_operand(&kind)
+            .and_then(|i| weights.get(i.checked_sub(x.len())?))
+            .and_then(|(ty, values)| written_stats(ty, values.as_ref()?));
         for (i, (ty, values)) in weights.into_iter().enumerate() {
             let name = format!("w{i}");
             let v = match values {
@@ -144,7 +161,15 @@ impl Builder {
         let op = &func.ops[*func.body.last().expect("the probe op")];
         let args: Vec<&TensorType> = op.operands.iter().map(|&v| func.ty(v)).collect();
         let outs: Vec<&TensorType> = op.results.iter().map(|&v| func.ty(v)).collect();
-        let features = cost::features(&kind, form, &args, &outs, sparse.as_ref(), self.lanes);
+        let features = cost::features(
+            &kind,
+            form,
+            &args,
+            &outs,
+            sparse.as_ref(),
+            input_weight.as_ref(),
+            self.lanes,
+        );
         self.probes.push(Probe {
             label,
             module,
@@ -458,6 +483,32 @@ pub fn probes(lanes: Option<usize>) -> Vec<Probe> {
                 &[TensorType::f32(&[t, 1, i])],
                 vec![
                     (TensorType::f32(&[3 * h, i]), None),
+                    (r_ty, Some(r)),
+                    (TensorType::f32(&[6 * h]), None),
+                ],
+                form,
+                Some(stats),
+            );
+        }
+    }
+    // Recurrent layers with W pruned as well: W's product over every step at once (from a
+    // vector of steps) or step by step.
+    for form in [Form::Bcr(8, 32), Form::Csr] {
+        for &(t, i, h) in &[(16, 256, 512), (32, 1024, 1024), (4, 1024, 1024)] {
+            let (Some((w_ty, w, _)), Some((r_ty, r, stats))) = (
+                pruned(&[3 * h, i], [8, 32], form, 8),
+                pruned(&[3 * h, h], [8, 32], form, 9),
+            ) else {
+                continue;
+            };
+            b.probe(
+                format!("gru {form}, W pruned, {t}x1x{i}, hidden {h}"),
+                OpKind::Gru(Gru {
+                    linear_before_reset: true,
+                }),
+                &[TensorType::f32(&[t, 1, i])],
+                vec![
+                    (w_ty, Some(w)),
                     (r_ty, Some(r)),
                     (TensorType::f32(&[6 * h]), None),
                 ],

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the probes or the features change: a table of another version is stale.
-pub const TABLE_VERSION: u32 = 18;
+pub const TABLE_VERSION: u32 = 19;
 
 /// The coefficients of one kernel class.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -320,14 +320,16 @@ fn short_runs(
 }
 
 /// The features of `kind` run as `form` over operands `args` producing `outs`; `sparse`
-/// is the structure of the weight in the form's sparse layout, `lanes` the f32 lanes of
-/// the machine's vectors where known.
+/// is the structure of the weight in the form's sparse layout, `input_weight` that of a
+/// recurrent layer's input weight W where it runs sparse (in the layout it was written
+/// in: the form chooses R's), `lanes` the f32 lanes of the machine's vectors where known.
 pub fn features(
     kind: &OpKind,
     form: Form,
     args: &[&TensorType],
     outs: &[&TensorType],
     sparse: Option<&SparseStats>,
+    input_weight: Option<&SparseStats>,
     lanes: Option<usize>,
 ) -> Features {
     let dense_stats;
@@ -456,16 +458,30 @@ pub fn features(
             // W and R come from memory once; R is then read again every step from the
             // caches, as activations are.
             let (x, w, r) = (args[0], args[1], args[2]);
-            let steps = (x.shape[0] * x.shape[1]) as f64;
+            let rows = x.shape[0] * x.shape[1];
+            let steps = rows as f64;
             let act = bytes(x) + out_bytes;
-            let w_flops = 2.0 * steps * w.num_elements() as f64;
             let rest = (x.shape[0] as f64 - 1.0).max(0.0);
+            // A sparse W meets all rows at once where they fill a vector (read once), or
+            // one row at a time (read once per row), as the JIT runs it.
+            let (w_flops, w_bytes, w_rereads) = match input_weight {
+                Some(s) => (
+                    2.0 * steps * s.nonzeros,
+                    4.0 * s.nonzeros + 8.0 * s.blocks,
+                    if rows >= lanes.unwrap_or(8) {
+                        0.0
+                    } else {
+                        steps - 1.0
+                    },
+                ),
+                None => (2.0 * steps * w.num_elements() as f64, bytes(w), 0.0),
+            };
             let sparse_r = |class: &str, value_bytes: f64| {
                 // R meets one vector a step.
                 let mut f = sparse.by_block().features(class, steps, act, value_bytes);
                 f.flops += w_flops;
-                f.bytes += f.weight_bytes * rest;
-                f.weight_bytes += bytes(w);
+                f.bytes += f.weight_bytes * rest + w_bytes * w_rereads;
+                f.weight_bytes += w_bytes;
                 f
             };
             match form {
@@ -481,8 +497,8 @@ pub fn features(
                 | Form::Gemm => fw(
                     "rnn",
                     w_flops + 2.0 * steps * r.num_elements() as f64,
-                    act + bytes(r) * rest,
-                    bytes(w) + bytes(r),
+                    act + bytes(r) * rest + w_bytes * w_rereads,
+                    w_bytes + bytes(r),
                 ),
             }
         }

@@ -119,12 +119,18 @@ impl<'a> Pricer<'a> {
             .and_then(|&w| self.eg[w].data.weight)
             .and_then(|w| self.sparse.get(&w))
             .and_then(|s| s.stats(*form));
+        let input_weight = super::forms::input_weight_operand(kind)
+            .and_then(|i| args.get(i))
+            .and_then(|&w| self.eg[w].data.weight)
+            .and_then(|w| self.sparse.get(&w))
+            .and_then(|s| s.written_stats());
         Some(cost::features(
             kind,
             *form,
             &arg_types,
             &outs,
             stats.as_ref(),
+            input_weight.as_ref(),
             self.eg.analysis.vector_lanes,
         ))
     }

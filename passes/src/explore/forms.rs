@@ -116,6 +116,14 @@ pub fn sparse_weights(
 }
 
 impl SparseWeight {
+    /// What the weight stores in the layout it was written in (`None` if unencoded: the
+    /// JIT runs it dense).
+    pub fn written_stats(&self) -> Option<super::cost::SparseStats> {
+        self.encoding
+            .as_ref()
+            .and_then(|e| self.stats(encoding_form(e)))
+    }
+
     /// What the weight stores in `form`'s layout (`None` for dense forms).
     pub fn stats(&self, form: Form) -> Option<super::cost::SparseStats> {
         match form {
@@ -132,6 +140,39 @@ impl SparseWeight {
             | Form::Planar
             | Form::Gemm => None,
         }
+    }
+}
+
+/// Which operand of an op is a weight that runs in the layout it was written in, sparse
+/// if encoded, beside the one its form chooses: a recurrent layer's input weight W.
+pub fn input_weight_operand(kind: &OpKind) -> Option<usize> {
+    match kind {
+        OpKind::Lstm(_) | OpKind::Gru(_) => Some(1),
+        OpKind::Conv2d(_)
+        | OpKind::Linear(_)
+        | OpKind::Weight(_)
+        | OpKind::Constant(_)
+        | OpKind::MatMul(_)
+        | OpKind::BatchNorm(_)
+        | OpKind::Add(_)
+        | OpKind::Sub(_)
+        | OpKind::Mul(_)
+        | OpKind::Div(_)
+        | OpKind::Relu(_)
+        | OpKind::Relu6(_)
+        | OpKind::Sigmoid(_)
+        | OpKind::Tanh(_)
+        | OpKind::Softmax(_)
+        | OpKind::MaxPool2d(_)
+        | OpKind::AvgPool2d(_)
+        | OpKind::GlobalAvgPool2d(_)
+        | OpKind::Reshape(_)
+        | OpKind::Flatten(_)
+        | OpKind::Transpose(_)
+        | OpKind::Concat(_)
+        | OpKind::Slice(_)
+        | OpKind::BasisConv(_)
+        | OpKind::CoeffConv(_) => None,
     }
 }
 

@@ -729,6 +729,7 @@ fn a_sparse_convolution_of_one_vector_rows_has_its_own_class() {
             &[&x, &w],
             &[&y],
             Some(&stats),
+            None,
             lanes,
         )
     };

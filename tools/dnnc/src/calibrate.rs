@@ -149,7 +149,8 @@ fn check(args: &CalibrateArgs, timer: &JitTimer) -> Result<(), Failure> {
             .collect();
         let mut reorder_rounds: Vec<f64> = rounds
             .iter()
-            .map(|r| reorders.iter().map(|&i| r[i]).sum())
+            // A fold from +0: an empty f64 sum is -0, printed "-0.000".
+            .map(|r| reorders.iter().fold(0.0, |sum, &i| sum + r[i]))
             .collect();
         reorder_rounds.sort_by(f64::total_cmp);
         let reorder_time = reorder_rounds[reorder_rounds.len() / 2];
