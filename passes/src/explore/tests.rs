@@ -846,3 +846,53 @@ fn per_op_predictions_price_as_explore_does() {
         "{classes:?}"
     );
 }
+
+#[test]
+fn a_recurrent_layers_sparse_input_weight_is_priced_as_it_runs() {
+    let gru = OpKind::Gru(Gru {
+        linear_before_reset: true,
+    });
+    let (h, i) = (256, 512);
+    let (w, r, b) = (
+        TensorType::f32(&[3 * h, i]),
+        TensorType::f32(&[3 * h, h]),
+        TensorType::f32(&[6 * h]),
+    );
+    // W at 8x: an eighth of its values, in blocks of 4 rows x 8 columns.
+    let kept = (3 * h * i / 8) as f64;
+    let w_stats = cost::SparseStats {
+        nonzeros: kept,
+        blocks: kept / 32.0,
+        kept_cols: kept / 4.0,
+        kept_rows: kept / 8.0,
+        groups: kept / 32.0,
+        group_rows: kept / 8.0,
+    };
+    let price = |steps: usize, input_weight: Option<&cost::SparseStats>| {
+        let x = TensorType::f32(&[steps, 1, i]);
+        let y = TensorType::f32(&[steps, 1, h]);
+        let y_h = TensorType::f32(&[1, h]);
+        cost::features(
+            &gru,
+            Form::Gemm,
+            &[&x, &w, &r, &b],
+            &[&y, &y_h],
+            None,
+            input_weight,
+            Some(16),
+        )
+    };
+    for steps in [4, 32] {
+        let (dense, sparse) = (price(steps, None), price(steps, Some(&w_stats)));
+        // W's products shrink by its kept fraction; R's are the same.
+        let r_flops = 2.0 * (steps * 3 * h * h) as f64;
+        let ratio = (sparse.flops - r_flops) / (dense.flops - r_flops);
+        assert!((ratio - 1.0 / 8.0).abs() < 1e-9, "{steps} steps: {ratio}");
+        assert!(sparse.weight_bytes < dense.weight_bytes);
+    }
+    // Fewer steps than a vector read W once per step; a vector of steps reads it once.
+    let stored = 4.0 * kept + 8.0 * w_stats.blocks;
+    let extra_reads = |steps: usize| price(steps, Some(&w_stats)).bytes - price(steps, None).bytes;
+    assert!((extra_reads(4) - 3.0 * stored).abs() < 1.0);
+    assert!(extra_reads(32).abs() < 1.0);
+}
