@@ -950,3 +950,22 @@ proptest! {
         case.check(&s)?;
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// A wide input (k ≥ 3000): xᵀ of 40 rows or more takes several column tiles of the
+    /// sparse product over rows, so B, C and the epilogue are read and written from a
+    /// column past the first.
+    #[test]
+    fn linear_over_column_tiles(rows in 40usize..=64, k in 3000usize..=4200, n in 1usize..=24, act in 0u8..3, s in setup()) {
+        let case = Case::build(&[vec![rows, k]], |b, x| {
+            let w = weight(b, "w", &[n, k], s.seed + 10);
+            let bias = weight(b, "b", &[n], s.seed + 11);
+            let y = b.op1(OpKind::Linear(Linear), &[x[0], w, bias])?;
+            let e = Epilogue { batch_norm: false, act, residual: false };
+            Ok(vec![apply(b, &e, y, None, 0)?])
+        }).map_err(TestCaseError::fail)?;
+        case.check(&s)?;
+    }
+}

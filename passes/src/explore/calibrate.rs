@@ -68,16 +68,18 @@ fn pruned(
 }
 
 /// What a weight of type `ty` with `values` stores in its encoding (`None` if unencoded).
-fn written_stats(ty: &TensorType, values: &Tensor) -> Option<SparseStats> {
+fn written(ty: &TensorType, values: &Tensor) -> Option<cost::WrittenSparse> {
     let v = values.as_f32()?;
     let rows = ty.shape[0];
     let cols = v.len() / rows.max(1);
-    match ty.encoding.as_ref()? {
-        Encoding::Csr => Some(SparseStats::csr(v, rows)),
-        Encoding::Bcr(b) => {
-            dnnc_ir::sparse::bcr_stats(v, rows, cols, b.block).map(|s| SparseStats::bcr(&s))
-        }
-    }
+    let (stats, value_bytes) = match ty.encoding.as_ref()? {
+        Encoding::Csr => (SparseStats::csr(v, rows), 8.0),
+        Encoding::Bcr(b) => (
+            SparseStats::bcr(&dnnc_ir::sparse::bcr_stats(v, rows, cols, b.block)?),
+            4.0,
+        ),
+    };
+    Some(cost::WrittenSparse { stats, value_bytes })
 }
 
 /// A probe's weight: its type, and its values when they are not a seeded initialiser.
@@ -131,7 +133,7 @@ impl Builder {
         // A recurrent layer's pruned input weight runs sparse in its own layout.
         let input_weight = super::forms::input_weight_operand(&kind)
             .and_then(|i| weights.get(i.checked_sub(x.len())?))
-            .and_then(|(ty, values)| written_stats(ty, values.as_ref()?));
+            .and_then(|(ty, values)| written(ty, values.as_ref()?));
         for (i, (ty, values)) in weights.into_iter().enumerate() {
             let name = format!("w{i}");
             let v = match values {

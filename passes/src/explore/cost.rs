@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the probes or the features change: a table of another version is stale.
-pub const TABLE_VERSION: u32 = 19;
+pub const TABLE_VERSION: u32 = 20;
 
 /// The coefficients of one kernel class.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -40,6 +40,16 @@ pub struct Features {
     pub bytes: f64,
     /// Weight bytes read.
     pub weight_bytes: f64,
+}
+
+impl Features {
+    /// These features with `other`'s counts added (its class is ignored).
+    fn add(mut self, other: &Features) -> Features {
+        self.flops += other.flops;
+        self.bytes += other.bytes;
+        self.weight_bytes += other.weight_bytes;
+        self
+    }
 }
 
 /// The stored structure of a sparse weight in one layout (on its GEMM view): what its
@@ -319,6 +329,50 @@ fn short_runs(
     ho > 1 && wo <= lanes && !super::forms::reads_grid(Some(lanes), wo, wp)
 }
 
+/// A weight that runs sparse in the layout it was written in.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct WrittenSparse {
+    /// What it stores.
+    pub stats: SparseStats,
+    /// Bytes per stored value: 4 in BCR, 8 in CSR (the value and its column).
+    pub value_bytes: f64,
+}
+
+/// Whether a sparse weight meets `rows` rows of activations all at once (one product over
+/// the rows transposed, the weight read once) rather than one row at a time: from a vector
+/// of rows, as the JIT's `sparse_rows_as_matrix` decides (without a known width, 8 lanes).
+fn sparse_rows_at_once(rows: usize, lanes: Option<usize>) -> bool {
+    rows > 1 && rows >= lanes.unwrap_or(8)
+}
+
+/// The features of a sparse weight `[n × k]` times `rows` rows (activation bytes `act`), as
+/// the JIT runs it: all at once (the groups of a block row summed in registers, the weight
+/// read once, x and the product transposed on the way), or row by row (block by block, the
+/// weight read once per row).
+fn sparse_rows(
+    w: &WrittenSparse,
+    class: &str,
+    rows: usize,
+    k: usize,
+    n: usize,
+    act: f64,
+    lanes: Option<usize>,
+) -> Features {
+    let count = rows as f64;
+    if sparse_rows_at_once(rows, lanes) {
+        let mut f = w.stats.features(class, count, act, w.value_bytes);
+        f.bytes += 8.0 * count * (k + n) as f64;
+        f
+    } else {
+        let mut f = w
+            .stats
+            .by_block()
+            .features(class, count, act, w.value_bytes);
+        f.bytes += f.weight_bytes * (count - 1.0);
+        f
+    }
+}
+
 /// The features of `kind` run as `form` over operands `args` producing `outs`; `sparse`
 /// is the structure of the weight in the form's sparse layout, `input_weight` that of a
 /// recurrent layer's input weight W where it runs sparse (in the layout it was written
@@ -329,7 +383,7 @@ pub fn features(
     args: &[&TensorType],
     outs: &[&TensorType],
     sparse: Option<&SparseStats>,
-    input_weight: Option<&SparseStats>,
+    input_weight: Option<&WrittenSparse>,
     lanes: Option<usize>,
 ) -> Features {
     let dense_stats;
@@ -420,14 +474,28 @@ pub fn features(
             let macs = y.num_elements() as f64 * w.shape[1] as f64;
             let act = bytes(x) + bytes(y);
             match form {
-                Form::Csr => sparse.features("linear.csr", rows as f64, act, 8.0),
-                Form::Bcr(r, _) | Form::BcrIm2col(r, _) => {
-                    let stats = if rows == 1 {
-                        sparse.by_block()
-                    } else {
-                        *sparse
+                Form::Csr => {
+                    let written = WrittenSparse {
+                        stats: *sparse,
+                        value_bytes: 8.0,
                     };
-                    stats.features(&bcr_class("linear", r), rows as f64, act, 4.0)
+                    sparse_rows(
+                        &written,
+                        "linear.csr",
+                        rows,
+                        w.shape[1],
+                        w.shape[0],
+                        act,
+                        lanes,
+                    )
+                }
+                Form::Bcr(r, _) | Form::BcrIm2col(r, _) => {
+                    let written = WrittenSparse {
+                        stats: *sparse,
+                        value_bytes: 4.0,
+                    };
+                    let class = bcr_class("linear", r);
+                    sparse_rows(&written, &class, rows, w.shape[1], w.shape[0], act, lanes)
                 }
                 Form::Direct
                 | Form::Winograd
@@ -462,27 +530,16 @@ pub fn features(
             let steps = rows as f64;
             let act = bytes(x) + out_bytes;
             let rest = (x.shape[0] as f64 - 1.0).max(0.0);
-            // A sparse W meets all rows at once where they fill a vector (read once), or
-            // one row at a time (read once per row), as the JIT runs it.
-            let (w_flops, w_bytes, w_rereads) = match input_weight {
-                Some(s) => (
-                    2.0 * steps * s.nonzeros,
-                    4.0 * s.nonzeros + 8.0 * s.blocks,
-                    if rows >= lanes.unwrap_or(8) {
-                        0.0
-                    } else {
-                        steps - 1.0
-                    },
-                ),
-                None => (2.0 * steps * w.num_elements() as f64, bytes(w), 0.0),
+            // W's product over every step, dense or (a sparse W) as the JIT runs it.
+            let w_part = match input_weight {
+                Some(ws) => sparse_rows(ws, "", rows, w.shape[1], w.shape[0], 0.0, lanes),
+                None => fw("", 2.0 * steps * w.num_elements() as f64, 0.0, bytes(w)),
             };
             let sparse_r = |class: &str, value_bytes: f64| {
                 // R meets one vector a step.
                 let mut f = sparse.by_block().features(class, steps, act, value_bytes);
-                f.flops += w_flops;
-                f.bytes += f.weight_bytes * rest + w_bytes * w_rereads;
-                f.weight_bytes += w_bytes;
-                f
+                f.bytes += f.weight_bytes * rest;
+                f.add(&w_part)
             };
             match form {
                 Form::Csr => sparse_r("rnn.csr", 8.0),
@@ -496,10 +553,11 @@ pub fn features(
                 | Form::Planar
                 | Form::Gemm => fw(
                     "rnn",
-                    w_flops + 2.0 * steps * r.num_elements() as f64,
-                    act + bytes(r) * rest + w_bytes * w_rereads,
-                    w_bytes + bytes(r),
-                ),
+                    2.0 * steps * r.num_elements() as f64,
+                    act + bytes(r) * rest,
+                    bytes(r),
+                )
+                .add(&w_part),
             }
         }
         OpKind::BasisConv(_) => {

@@ -123,7 +123,7 @@ impl<'a> Pricer<'a> {
             .and_then(|i| args.get(i))
             .and_then(|&w| self.eg[w].data.weight)
             .and_then(|w| self.sparse.get(&w))
-            .and_then(|s| s.written_stats());
+            .and_then(|s| s.written());
         Some(cost::features(
             kind,
             *form,

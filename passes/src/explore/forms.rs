@@ -118,10 +118,15 @@ pub fn sparse_weights(
 impl SparseWeight {
     /// What the weight stores in the layout it was written in (`None` if unencoded: the
     /// JIT runs it dense).
-    pub fn written_stats(&self) -> Option<super::cost::SparseStats> {
-        self.encoding
-            .as_ref()
-            .and_then(|e| self.stats(encoding_form(e)))
+    pub fn written(&self) -> Option<super::cost::WrittenSparse> {
+        let e = self.encoding.as_ref()?;
+        Some(super::cost::WrittenSparse {
+            stats: self.stats(encoding_form(e))?,
+            value_bytes: match e {
+                Encoding::Csr => 8.0,
+                Encoding::Bcr(_) => 4.0,
+            },
+        })
     }
 
     /// What the weight stores in `form`'s layout (`None` for dense forms).

@@ -119,12 +119,12 @@ impl Lower<'_> {
         };
         let (px, py) = (self.addr(x), self.addr(y));
         if let Some(layout) = sparse_layout(self.options, self.g.ty(self.func, w)) {
-            let sparse = self.sparse_weight(layout, &wv, nf, kf);
+            let matrix = self.matrix_scratch(index);
+            let sparse = self.sparse_weight(layout, &wv, nf, kf, matrix.is_some());
             self.variant = Some(match layout {
                 SparseLayout::Bcr(_) => "bcr",
                 SparseLayout::Csr => "csr",
             });
-            let matrix = self.matrix_scratch(index);
             return self.sparse_weight_product(node, &sparse, m, nf, kf, px, py, bias, matrix);
         }
         let pw = self.addr(w);

@@ -32,8 +32,18 @@ impl Lower<'_> {
         let bv = self
             .konst(b)
             .ok_or_else(|| unsupported(node, "B must be a weight or constant"))?;
-        let scratch = self.plan.scratch[index].clone();
-        let (gx_buf, gh_buf, state_buf, aux_buf) = (scratch[0], scratch[1], scratch[2], scratch[3]);
+        // `plan::rnn_scratch`'s buffers, and those of W's product over every step at once
+        // where the plan gave them (`sparse_rows_scratch`).
+        let (gx_buf, gh_buf, state_buf, aux_buf, matrix) = match self.plan.scratch[index][..] {
+            [a, b, c, d] => (a, b, c, d, None),
+            [a, b, c, d, xt, yt] => (a, b, c, d, Some([Addr::Arena(xt), Addr::Arena(yt)])),
+            _ => {
+                return Err(unsupported(
+                    node,
+                    "the plan gave the layer other scratch buffers",
+                ));
+            }
+        };
         // Input projections of every step: [T·B, G·H] = X·Wᵀ + Wb (+ Rb for the gates
         // whose recurrent bias adds directly).
         let mut xb: Vec<f32> = bv[..gh].to_vec();
@@ -48,15 +58,12 @@ impl Lower<'_> {
             ..node.clone()
         };
         let gx = Addr::Arena(gx_buf);
-        // Pruned W and R run sparse: every step's products, as matrix-vector products.
+        // Pruned W and R run sparse: W over every step at once (from a vector of steps,
+        // else step by step), R step by step, as matrix-vector products.
         let w_layout = sparse_layout(self.options, self.func.ty(w));
         let r_layout = sparse_layout(self.options, self.func.ty(r));
         if let Some(layout) = w_layout {
-            let sw = self.sparse_weight(layout, &wv, gh, input);
-            let matrix = match scratch.get(4..6) {
-                Some(&[xt, yt]) => Some([Addr::Arena(xt), Addr::Arena(yt)]),
-                _ => None,
-            };
+            let sw = self.sparse_weight(layout, &wv, gh, input, matrix.is_some());
             self.sparse_weight_product(
                 &xproj,
                 &sw,
@@ -84,11 +91,17 @@ impl Lower<'_> {
         }
         let r_sparse = match r_layout {
             Some(layout) if lstm || linear_before_reset => {
-                vec![self.sparse_weight(layout, &rv, gh, hidden)]
+                vec![self.sparse_weight(layout, &rv, gh, hidden, false)]
             }
             Some(layout) => vec![
-                self.sparse_weight(layout, &rv[..2 * hidden * hidden], 2 * hidden, hidden),
-                self.sparse_weight(layout, &rv[2 * hidden * hidden..], hidden, hidden),
+                self.sparse_weight(
+                    layout,
+                    &rv[..2 * hidden * hidden],
+                    2 * hidden,
+                    hidden,
+                    false,
+                ),
+                self.sparse_weight(layout, &rv[2 * hidden * hidden..], hidden, hidden, false),
             ],
             None => Vec::new(),
         };

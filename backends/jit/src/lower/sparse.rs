@@ -68,15 +68,18 @@ impl Lower<'_> {
         }
     }
 
-    /// The sparse form of a constant weight `W [n × k]` multiplied by vectors.
+    /// The sparse form of a constant weight `W [n × k]` multiplied by vectors one at a
+    /// time, or (`matrix`) by all rows at once ([`Lower::sparse_weight_product`]).
     pub(super) fn sparse_weight(
         &mut self,
         layout: SparseLayout,
         values: &[f32],
         n: usize,
         k: usize,
+        matrix: bool,
     ) -> SparseA {
         match layout {
+            SparseLayout::Bcr(_) if matrix => self.sparse_a(layout, &[values], n, k, &|c| c as u32),
             // Planned for matrix-vector products (AVX-512's windowed layout).
             SparseLayout::Bcr(block) => SparseA {
                 kernel: SparseKernel::Bcr(std::sync::Arc::new(vec![
@@ -121,12 +124,12 @@ impl Lower<'_> {
                 rows.div_ceil(lanes),
                 k * lanes,
             );
-            let (m_tile, _) = self.tiles(n, rows, 1, unit, 1);
-            // Columns of xᵀ whose slice stays in L2 while the block rows pass over it; each
-            // column tile streams all of W, so wider than a convolution's tiles.
-            let n_tile = (SPARSE_ROWS_TILE_BYTES / (4 * k) / lanes * lanes)
-                .max(lanes)
-                .min(rows);
+            // Columns of xᵀ whose slice stays in L2 while the block rows pass over it (each
+            // column tile streams all of W, so wider than a convolution's tiles); threads
+            // split the block rows where the columns are too few to share.
+            let l2_columns = (SPARSE_ROWS_TILE_BYTES / (4 * k.max(1)) / lanes * lanes).max(lanes);
+            let (m_tile, n_tile) = self.tiles(n, rows, 1, unit, l2_columns);
+            let n_tile = n_tile.min(l2_columns);
             let epilogue = self.sparse_epilogue(node, bias, &mut sparse, rows)?;
             self.steps.push(Step::Gemm(Box::new(GemmStep {
                 m: n,
