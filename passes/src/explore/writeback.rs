@@ -181,7 +181,7 @@ impl Writer<'_> {
             Dnn::Param(n) => vec![self.new.params[*n as usize]],
             Dnn::Weight(n) => {
                 let id = WeightId::new(*n as usize);
-                vec![self.weight_op(id, loc)]
+                vec![self.weight_op(id, loc, Some(c))]
             }
             Dnn::Constant(n) => {
                 let op = &self.old.ops[OpId::new(*n as usize)];
@@ -201,7 +201,7 @@ impl Writer<'_> {
                     loc.clone(),
                 ));
                 self.written.derived_weights += 1;
-                vec![self.weight_op(id, loc)]
+                vec![self.weight_op(id, loc, None)]
             }
             Dnn::Result(n, [op]) => {
                 let vs = self.value(*op)?;
@@ -259,11 +259,15 @@ impl Writer<'_> {
         Ok(values)
     }
 
-    fn weight_op(&mut self, id: WeightId, loc: Location) -> Value {
+    /// A `dnn.weight` op reading `id`, its result named as the op `class` came from.
+    fn weight_op(&mut self, id: WeightId, loc: Location, class: Option<Id>) -> Value {
         let ty = self.module.weights[id].ty.clone();
         let o = self
             .new
             .append_op(OpKind::Weight(WeightRef { weight: id }), &[], vec![ty], loc);
+        if let Some(c) = class {
+            self.name_results(o, c);
+        }
         self.new.result(o)
     }
 
