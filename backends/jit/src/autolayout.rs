@@ -4,8 +4,8 @@
 //! shape that holds its zeros exactly (no zero stored inside a kept sub-matrix), each in a
 //! one-op function compiled and timed on this machine; the fastest is written back as the
 //! weight's encoding (`#csr`, `#bcr<block = [r, c]>`), which no value changes. Times can be
-//! cached in a file, keyed by the CPU, the level, the threads, the op and the weight's
-//! zero pattern.
+//! cached in a file, keyed by the kernels' generation, the CPU, the level, the threads,
+//! the op and the weight's zero pattern.
 
 use crate::{CompileError, JitOptions, WeightLayout};
 use dnnc_ir::builder::FuncBuilder;
@@ -27,6 +27,11 @@ const COLS: [usize; 5] = dnnc_ir::sparse::BCR_COLS;
 
 /// At most this many exact BCR shapes are timed: those with the fewest blocks.
 const MAX_BCR_CANDIDATES: usize = 4;
+
+/// Part of every cache key, bumped whenever a kernel the measurements time changes (so
+/// that times of an older kernel are measured again, never reused): 2 since a sparse
+/// weight meets a vector of rows or more all at once.
+const CACHE_GENERATION: u32 = 2;
 
 /// Timed samples per candidate (after a warm-up), each at least [`SAMPLE_SECONDS`] long.
 const SAMPLES: usize = 5;
@@ -183,7 +188,7 @@ pub fn choose(
         seen.push(w.weight);
         let (rows, cols) = (ty.shape[0], values.len() / ty.shape[0]);
         let op_key = format!(
-            "{}|{}|{}t|{:?}|{}|{}|{:016x}",
+            "g{CACHE_GENERATION}|{}|{}|{}t|{:?}|{}|{}|{:016x}",
             dnnc_kernels::cpu_description(),
             options.cpu,
             options.threads,
