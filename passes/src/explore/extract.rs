@@ -44,12 +44,15 @@ impl Eval {
     }
 }
 
-/// The share of an op's predicted time that a form relaying its weight out of the layout
-/// it was written in (another block shape, BCR to CSR or back) must save to be chosen.
-/// Two calibrations of this host timed one probe up to 20% apart (AMD EPYC, avx512, a
-/// loaded host), and forms a few per cent apart swapped places between them: resnet18's
-/// explored program relaid four weights out in 4×32 for a predicted 2% and measured
-/// 0.93-1.10× of the default. A relayout must be clearly faster; a tie keeps the layout.
+/// The share of an op's predicted time that a form departing from the JIT's default must
+/// save to be chosen: one relaying its weight out of the layout it was written in (another
+/// block shape, BCR to CSR or back), or a sparse convolution reading its input otherwise
+/// (gathered where the JIT reads it in place, or the reverse). Two calibrations of this
+/// host timed one probe up to 20% apart (AMD EPYC, avx512, a loaded host), and forms a
+/// few per cent apart swapped places between them: resnet18's explored program relaid
+/// four weights out in 4×32 for a predicted 2% and measured 0.93-1.10× of the default,
+/// and later gathered its 7×7 layers for a predicted 0.5% (forced, gathering had measured
+/// 1.5× slower there). A departure must be clearly faster; a tie keeps the default.
 pub const RELAYOUT_MARGIN: f64 = 0.05;
 
 /// How a value is laid out (mirrors the JIT's planar/blocked activations).
@@ -135,6 +138,40 @@ impl<'a> Pricer<'a> {
         ))
     }
 
+    /// Whether `node` departs from the JIT's default enough to need [`RELAYOUT_MARGIN`]:
+    /// it relays its weight out ([`Pricer::relays_out`]), or it is a sparse convolution
+    /// reading its input otherwise than the JIT would (in place or gathered).
+    pub fn departs(&self, node: &Dnn) -> bool {
+        self.relays_out(node) || self.reads_otherwise(node)
+    }
+
+    /// Whether `node` is a sparse convolution that could read its input either way and
+    /// reads it otherwise than the JIT's default (`sparse_in_place_by_default`).
+    fn reads_otherwise(&self, node: &Dnn) -> bool {
+        let Dnn::Impl(code, form, args) = node else {
+            return false;
+        };
+        let OpKind::Conv2d(c) = self.eg.analysis.ops.kind(*code) else {
+            return false;
+        };
+        let (x, w) = (self.ty(args[0]), self.ty(args[1]));
+        if !super::forms::reads_in_place(c, &x.shape, &w.shape) {
+            return false;
+        }
+        let in_place = super::sparse_in_place_by_default(c, x, w, self.eg.analysis.vector_lanes);
+        match form {
+            Form::Bcr(..) => !in_place,
+            Form::BcrIm2col(..) => in_place,
+            Form::Csr
+            | Form::Direct
+            | Form::Winograd
+            | Form::Im2col
+            | Form::Only
+            | Form::Planar
+            | Form::Gemm => false,
+        }
+    }
+
     /// Whether `node` runs its weight in another layout than the one it was written in
     /// (another BCR block shape, or CSR for BCR and back); unencoded weights have none.
     pub fn relays_out(&self, node: &Dnn) -> bool {
@@ -195,9 +232,9 @@ impl<'a> Pricer<'a> {
     }
 
     /// The [`RELAYOUT_MARGIN`] of `node` predicted at `t` seconds (and a nanosecond, so
-    /// that a free relayout still loses a tie), or 0 where it keeps its weight's layout.
+    /// that a free departure still loses a tie), or 0 where it keeps the JIT's default.
     fn relayout_margin(&self, node: &Dnn, t: f64) -> f64 {
-        if self.relays_out(node) {
+        if self.departs(node) {
             t * RELAYOUT_MARGIN + 1e-9
         } else {
             0.0

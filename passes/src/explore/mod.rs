@@ -787,11 +787,11 @@ fn explain(
     );
     let relayouts = eg
         .classes()
-        .any(|c| c.nodes.iter().any(|n| pricer.relays_out(n)));
+        .any(|c| c.nodes.iter().any(|n| pricer.departs(n)));
     if relayouts {
         let _ = writeln!(
             out,
-            "  * relays its weight out of the layout it was written in: chosen only when predicted {:.0}% faster",
+            "  * departs from the JIT's default (relays its weight out of the layout it was written in, or reads its input otherwise): chosen only when predicted {:.0}% faster",
             extract::RELAYOUT_MARGIN * 100.0
         );
     }
@@ -833,8 +833,8 @@ fn explain(
                 )
             })
             .map(|n| {
-                // A relayout is chosen only when clearly faster (`RELAYOUT_MARGIN`).
-                let mark = if pricer.relays_out(n) { "*" } else { "" };
+                // A departure is chosen only when clearly faster (`RELAYOUT_MARGIN`).
+                let mark = if pricer.departs(n) { "*" } else { "" };
                 (format!("{}{mark}", describe(eg, n)), pricer.predicted(n))
             })
             .collect();
