@@ -72,14 +72,12 @@ fn written(ty: &TensorType, values: &Tensor) -> Option<cost::WrittenSparse> {
     let v = values.as_f32()?;
     let rows = ty.shape[0];
     let cols = v.len() / rows.max(1);
-    let (stats, value_bytes) = match ty.encoding.as_ref()? {
-        Encoding::Csr => (SparseStats::csr(v, rows), 8.0),
-        Encoding::Bcr(b) => (
-            SparseStats::bcr(&dnnc_ir::sparse::bcr_stats(v, rows, cols, b.block)?),
-            4.0,
-        ),
+    let encoding = ty.encoding.as_ref()?;
+    let stats = match encoding {
+        Encoding::Csr => SparseStats::csr(v, rows),
+        Encoding::Bcr(b) => SparseStats::bcr(&dnnc_ir::sparse::bcr_stats(v, rows, cols, b.block)?),
     };
-    Some(cost::WrittenSparse { stats, value_bytes })
+    Some(cost::WrittenSparse::new(stats, encoding))
 }
 
 /// A probe's weight: its type, and its values when they are not a seeded initialiser.

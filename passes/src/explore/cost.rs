@@ -338,6 +338,17 @@ pub struct WrittenSparse {
     pub value_bytes: f64,
 }
 
+impl WrittenSparse {
+    /// What a weight stores in `encoding`: `stats`, at that encoding's bytes per value.
+    pub fn new(stats: SparseStats, encoding: &dnnc_ir::Encoding) -> WrittenSparse {
+        let value_bytes = match encoding {
+            dnnc_ir::Encoding::Csr => 8.0,
+            dnnc_ir::Encoding::Bcr(_) => 4.0,
+        };
+        WrittenSparse { stats, value_bytes }
+    }
+}
+
 /// Whether a sparse weight meets `rows` rows of activations all at once (one product over
 /// the rows transposed, the weight read once) rather than one row at a time: from a vector
 /// of rows, as the JIT's `sparse_rows_as_matrix` decides (without a known width, 8 lanes).

@@ -117,15 +117,11 @@ impl<'a> Pricer<'a> {
             Some(t) => vec![t],
             None => data.results.iter().collect(),
         };
-        let stats = super::forms::layout_operand(kind)
-            .and_then(|i| args.get(i))
-            .and_then(|&w| self.eg[w].data.weight)
-            .and_then(|w| self.sparse.get(&w))
+        let stats = self
+            .sparse_operand(args, super::forms::layout_operand(kind))
             .and_then(|s| s.stats(*form));
-        let input_weight = super::forms::input_weight_operand(kind)
-            .and_then(|i| args.get(i))
-            .and_then(|&w| self.eg[w].data.weight)
-            .and_then(|w| self.sparse.get(&w))
+        let input_weight = self
+            .sparse_operand(args, super::forms::input_weight_operand(kind))
             .and_then(|s| s.written());
         Some(cost::features(
             kind,
@@ -136,6 +132,16 @@ impl<'a> Pricer<'a> {
             input_weight.as_ref(),
             self.eg.analysis.vector_lanes,
         ))
+    }
+
+    /// What is known of the sparse weight at `operand` of an op over `args`, if any.
+    fn sparse_operand(
+        &self,
+        args: &[Id],
+        operand: Option<usize>,
+    ) -> Option<&'a super::forms::SparseWeight> {
+        let w = self.eg[*args.get(operand?)?].data.weight?;
+        self.sparse.get(&w)
     }
 
     /// Whether `node` departs from the JIT's default enough to need [`RELAYOUT_MARGIN`]:
@@ -179,10 +185,8 @@ impl<'a> Pricer<'a> {
             return false;
         };
         let kind = self.eg.analysis.ops.kind(*code);
-        let written = super::forms::layout_operand(kind)
-            .and_then(|i| args.get(i))
-            .and_then(|&w| self.eg[w].data.weight)
-            .and_then(|w| self.sparse.get(&w))
+        let written = self
+            .sparse_operand(args, super::forms::layout_operand(kind))
             .and_then(|s| s.encoding.as_ref());
         use dnnc_ir::Encoding::{Bcr, Csr};
         match (written, form) {

@@ -120,13 +120,10 @@ impl SparseWeight {
     /// JIT runs it dense).
     pub fn written(&self) -> Option<super::cost::WrittenSparse> {
         let e = self.encoding.as_ref()?;
-        Some(super::cost::WrittenSparse {
-            stats: self.stats(encoding_form(e))?,
-            value_bytes: match e {
-                Encoding::Csr => 8.0,
-                Encoding::Bcr(_) => 4.0,
-            },
-        })
+        Some(super::cost::WrittenSparse::new(
+            self.stats(encoding_form(e))?,
+            e,
+        ))
     }
 
     /// What the weight stores in `form`'s layout (`None` for dense forms).
@@ -148,45 +145,14 @@ impl SparseWeight {
     }
 }
 
-/// Which operand of an op is a weight that runs in the layout it was written in, sparse
-/// if encoded, beside the one its form chooses: a recurrent layer's input weight W.
-pub fn input_weight_operand(kind: &OpKind) -> Option<usize> {
+/// The weight operands of an op: `(chosen, written)`, the weight whose layout its form
+/// chooses, and one that runs in the layout it was written in (sparse if encoded).
+fn weight_operands(kind: &OpKind) -> (Option<usize>, Option<usize>) {
     match kind {
-        OpKind::Lstm(_) | OpKind::Gru(_) => Some(1),
-        OpKind::Conv2d(_)
-        | OpKind::Linear(_)
-        | OpKind::Weight(_)
-        | OpKind::Constant(_)
-        | OpKind::MatMul(_)
-        | OpKind::BatchNorm(_)
-        | OpKind::Add(_)
-        | OpKind::Sub(_)
-        | OpKind::Mul(_)
-        | OpKind::Div(_)
-        | OpKind::Relu(_)
-        | OpKind::Relu6(_)
-        | OpKind::Sigmoid(_)
-        | OpKind::Tanh(_)
-        | OpKind::Softmax(_)
-        | OpKind::MaxPool2d(_)
-        | OpKind::AvgPool2d(_)
-        | OpKind::GlobalAvgPool2d(_)
-        | OpKind::Reshape(_)
-        | OpKind::Flatten(_)
-        | OpKind::Transpose(_)
-        | OpKind::Concat(_)
-        | OpKind::Slice(_)
-        | OpKind::BasisConv(_)
-        | OpKind::CoeffConv(_) => None,
-    }
-}
-
-/// Which operand of an op is the weight whose layout its form chooses.
-pub fn layout_operand(kind: &OpKind) -> Option<usize> {
-    match kind {
-        OpKind::Conv2d(_) | OpKind::Linear(_) => Some(1),
-        // The recurrent weight R: the input weight W runs as one GEMM over all steps.
-        OpKind::Lstm(_) | OpKind::Gru(_) => Some(2),
+        OpKind::Conv2d(_) | OpKind::Linear(_) => (Some(1), None),
+        // The form chooses the recurrent weight R's layout; the input weight W runs over
+        // all steps at once, in its own.
+        OpKind::Lstm(_) | OpKind::Gru(_) => (Some(2), Some(1)),
         OpKind::Weight(_)
         | OpKind::Constant(_)
         | OpKind::MatMul(_)
@@ -209,8 +175,19 @@ pub fn layout_operand(kind: &OpKind) -> Option<usize> {
         | OpKind::Concat(_)
         | OpKind::Slice(_)
         | OpKind::BasisConv(_)
-        | OpKind::CoeffConv(_) => None,
+        | OpKind::CoeffConv(_) => (None, None),
     }
+}
+
+/// Which operand of an op is the weight whose layout its form chooses.
+pub fn layout_operand(kind: &OpKind) -> Option<usize> {
+    weight_operands(kind).0
+}
+
+/// Which operand of an op is a weight that runs in the layout it was written in, beside
+/// the one its form chooses: a recurrent layer's input weight W.
+pub fn input_weight_operand(kind: &OpKind) -> Option<usize> {
+    weight_operands(kind).1
 }
 
 /// Whether a convolution with weight shape `w` is a pointwise product (1×1, stride 1,

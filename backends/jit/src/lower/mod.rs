@@ -106,28 +106,19 @@ pub fn lower(
             return Vec::new();
         };
         match kind {
+            // A sparse weight's product with all rows at once: every step's input of a
+            // recurrent layer, every row of a linear layer's.
             OpKind::Lstm(_) | OpKind::Gru(_) => {
-                let (x, w) = (shape(node.inputs[0]), shape(node.inputs[1]));
+                let x = shape(node.inputs[0]);
                 let mut buffers = crate::plan::rnn_scratch(&x, &shape(node.inputs[2]));
-                // A sparse W's product with every step's input at once.
-                let rows = x[0] * x[1];
-                if sparse_layout(options, g.ty(func, node.inputs[1])).is_some()
-                    && sparse_rows_as_matrix(options, rows, node)
-                {
-                    buffers.extend(sparse_rows_scratch(rows, w[0], w[1]));
-                }
+                let w = g.ty(func, node.inputs[1]);
+                buffers.extend(sparse_rows_scratch(options, node, w, x[0] * x[1]));
                 buffers
             }
             OpKind::Linear(_) => {
-                let w = shape(node.inputs[1]);
-                let rows = shape(node.inputs[0]).iter().product::<usize>() / w[1].max(1);
-                if sparse_layout(options, g.ty(func, node.inputs[1])).is_some()
-                    && sparse_rows_as_matrix(options, rows, node)
-                {
-                    sparse_rows_scratch(rows, w[0], w[1])
-                } else {
-                    Vec::new()
-                }
+                let w = g.ty(func, node.inputs[1]);
+                let rows = shape(node.inputs[0]).iter().product::<usize>() / w.shape[1].max(1);
+                sparse_rows_scratch(options, node, w, rows)
             }
             OpKind::Conv2d(c) if g.layout[node.outputs[0]] == Act::Blocked => {
                 blocked_conv_scratch(c, &shape(node.inputs[0]), g.layout[node.inputs[0]])

@@ -205,9 +205,19 @@ pub(crate) fn sparse_rows_as_matrix(options: &JitOptions, rows: usize, node: &No
     rows >= options.cpu.lanes() && !node.epilogue.iter().any(|e| matches!(e, Epi::Add(_)))
 }
 
-/// The arena buffers of such a product of `rows` rows of `k` with an `n × k` weight: x
-/// transposed and the product transposed, in bytes.
-pub(crate) fn sparse_rows_scratch(rows: usize, n: usize, k: usize) -> Vec<usize> {
+/// The arena buffers `node` needs to multiply its weight of type `w` (`n × k`) by `rows`
+/// rows at once, in bytes: x transposed and the product transposed, where the weight runs
+/// sparse and [`sparse_rows_as_matrix`] holds; none otherwise.
+pub(crate) fn sparse_rows_scratch(
+    options: &JitOptions,
+    node: &Node,
+    w: &dnnc_ir::TensorType,
+    rows: usize,
+) -> Vec<usize> {
+    if sparse_layout(options, w).is_none() || !sparse_rows_as_matrix(options, rows, node) {
+        return Vec::new();
+    }
+    let (n, k) = (w.shape[0], w.shape[1]);
     vec![4 * k * rows, 4 * n * rows]
 }
 
