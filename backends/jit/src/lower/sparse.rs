@@ -113,76 +113,54 @@ impl Lower<'_> {
     ) -> Result<(), CompileError> {
         let unit = sparse.row_unit;
         let mut sparse = sparse.clone();
-        if let Some([xt, yt]) = matrix {
+        let lanes = self.options.cpu.lanes();
+        let transpose = |shape: [usize; 2]| Native::Transpose { shape, lanes };
+        // The product's columns, B and C with their row stride, C's tiles and batches.
+        let (columns, b, c, ld, (m_tile, n_tile), batches) = match matrix {
             // xᵀ [k × rows], then Wᵀ's product yᵀ [n × rows] (rows of C are features, as
             // the epilogue's channels), then y = (yᵀ)ᵀ.
-            let lanes = self.options.cpu.lanes();
-            let transpose = |shape: [usize; 2]| Native::Transpose { shape, lanes };
-            self.native_step(
-                transpose([rows, k]),
-                vec![x, xt],
-                rows.div_ceil(lanes),
-                k * lanes,
-            );
-            // Columns of xᵀ whose slice stays in L2 while the block rows pass over it (each
-            // column tile streams all of W, so wider than a convolution's tiles); threads
-            // split the block rows where the columns are too few to share.
-            let l2_columns = (SPARSE_ROWS_TILE_BYTES / (4 * k.max(1)) / lanes * lanes).max(lanes);
-            let (m_tile, n_tile) = self.tiles(n, rows, 1, unit, l2_columns);
-            let n_tile = n_tile.min(l2_columns);
-            let epilogue = self.sparse_epilogue(node, bias, &mut sparse, rows)?;
-            self.steps.push(Step::Gemm(Box::new(GemmStep {
-                m: n,
-                n: rows,
-                k,
-                lda: k,
-                ldb: rows,
-                ldc: rows,
-                a: Addr::Null,
-                b: xt,
-                c: yt,
-                batches: vec![Batch::default()],
-                m_tile: m_tile.div_ceil(unit) * unit,
-                n_tile,
-                im2col: None,
-                epilogue,
-                b_transposed: false,
-                generated: None,
-                native: None,
-                sparse: Some(sparse),
-                b_rows: None,
-                pad_tile: None,
-            })));
-            self.native_step(
-                transpose([n, rows]),
-                vec![yt, y],
-                n.div_ceil(lanes),
-                rows * lanes,
-            );
-            return Ok(());
-        }
-        let (m_tile, _) = self.tiles(n, 1, rows, unit, 1);
-        let batches = (0..rows)
-            .map(|bi| Batch {
-                b: bi * k * 4,
-                c: bi * n * 4,
-                ..Batch::default()
-            })
-            .collect();
-        let epilogue = self.sparse_epilogue(node, bias, &mut sparse, 1)?;
+            Some([xt, yt]) => {
+                self.native_step(
+                    transpose([rows, k]),
+                    vec![x, xt],
+                    rows.div_ceil(lanes),
+                    k * lanes,
+                );
+                // Columns of xᵀ whose slice stays in L2 while the block rows pass over it
+                // (each column tile streams all of W, so wider than a convolution's
+                // tiles); threads split the block rows where the columns are too few.
+                let l2_columns =
+                    (SPARSE_ROWS_TILE_BYTES / (4 * k.max(1)) / lanes * lanes).max(lanes);
+                let (m_tile, n_tile) = self.tiles(n, rows, 1, unit, l2_columns);
+                let tiles = (m_tile, n_tile.min(l2_columns));
+                (rows, xt, yt, rows, tiles, vec![Batch::default()])
+            }
+            // One product per row of x, whose C is `n × 1` (a row of y).
+            None => {
+                let batches = (0..rows)
+                    .map(|bi| Batch {
+                        b: bi * k * 4,
+                        c: bi * n * 4,
+                        ..Batch::default()
+                    })
+                    .collect();
+                (1, x, y, 1, self.tiles(n, 1, rows, unit, 1), batches)
+            }
+        };
+        let epilogue = self.sparse_epilogue(node, bias, &mut sparse, ld)?;
         self.steps.push(Step::Gemm(Box::new(GemmStep {
             m: n,
-            n: 1,
+            n: columns,
             k,
             lda: k,
-            ldb: 1,
-            ldc: 1,
+            ldb: ld,
+            ldc: ld,
             a: Addr::Null,
-            b: x,
-            c: y,
+            b,
+            c,
             batches,
             m_tile: m_tile.div_ceil(unit) * unit,
-            n_tile: 1,
+            n_tile,
             im2col: None,
             epilogue,
             b_transposed: false,
@@ -192,6 +170,14 @@ impl Lower<'_> {
             b_rows: None,
             pad_tile: None,
         })));
+        if let Some([_, yt]) = matrix {
+            self.native_step(
+                transpose([n, rows]),
+                vec![yt, y],
+                n.div_ceil(lanes),
+                rows * lanes,
+            );
+        }
         Ok(())
     }
 }
