@@ -600,37 +600,56 @@ pub fn probes(lanes: Option<usize>) -> Vec<Probe> {
 }
 
 /// Least squares of `t ≈ a·flops + b·bytes + w·weight_bytes + c` on relative error, over
-/// the non-negative solutions of every subset of the four terms; the best fit.
-pub fn fit(samples: &[(Features, f64)]) -> Coeffs {
+/// the non-negative solutions of every subset of the four terms with `a ≥ min_per_flop`;
+/// the best fit.
+///
+/// The floor is the machine's fastest measured rate ([`min_seconds_per_flop`]): without it
+/// a class whose probes vary their FLOPs and bytes together can trade one for the other
+/// freely, and two such classes extrapolate apart on real weights (resnet18's 14×14
+/// convolutions: 4×32's short runs fit at 458 GFLOP/s and 185 GB/s, 8×32's at 108 GFLOP/s
+/// and 1,271 GB/s, on a core whose FMA peak is about 110 GFLOP/s).
+pub fn fit(samples: &[(Features, f64)], min_per_flop: f64) -> Coeffs {
     // A probe timed at (next to) nothing ran no kernel: its relative error is undefined,
     // and it says nothing of the class's costs.
     let samples: Vec<&(Features, f64)> =
         samples.iter().filter(|(_, t)| *t >= MIN_SECONDS).collect();
+    let row = |f: &Features| [f.flops, f.bytes, f.weight_bytes, 1.0];
     let mut best: Option<(f64, Coeffs)> = None;
-    for mask in 1u8..16 {
+    // Each subset of the terms, with `a` either solved for (bit 0 set) or held at the floor
+    // (the time its FLOPs take at least is taken off, and the other terms fit the rest).
+    for mask in 0u8..16 {
         let cols: Vec<usize> = (0..4).filter(|i| mask & (1 << i) != 0).collect();
+        let floor = if mask & 1 == 0 { min_per_flop } else { 0.0 };
         let n = cols.len();
-        let row = |f: &Features| [f.flops, f.bytes, f.weight_bytes, 1.0];
-        // Normal equations of the weighted problem (weights 1/t²).
-        let mut ata = vec![vec![0.0f64; n]; n];
-        let mut atb = vec![0.0f64; n];
-        for (f, t) in &samples {
-            let r = row(f);
-            let w = 1.0 / (t * t);
-            for i in 0..n {
-                for j in 0..n {
-                    ata[i][j] += w * r[cols[i]] * r[cols[j]];
+        let x = if n == 0 {
+            Vec::new()
+        } else {
+            // Normal equations of the weighted problem (weights 1/t²).
+            let mut ata = vec![vec![0.0f64; n]; n];
+            let mut atb = vec![0.0f64; n];
+            for (f, t) in &samples {
+                let r = row(f);
+                let w = 1.0 / (t * t);
+                let rest = t - floor * f.flops;
+                for i in 0..n {
+                    for j in 0..n {
+                        ata[i][j] += w * r[cols[i]] * r[cols[j]];
+                    }
+                    atb[i] += w * r[cols[i]] * rest;
                 }
-                atb[i] += w * r[cols[i]] * t;
             }
-        }
-        let Some(x) = solve(ata, atb) else { continue };
+            let Some(x) = solve(ata, atb) else { continue };
+            x
+        };
         if x.iter().any(|&v| v.is_nan() || v < 0.0 || !v.is_finite()) {
             continue;
         }
-        let mut c = [0.0; 4];
+        let mut c = [floor, 0.0, 0.0, 0.0];
         for (i, &col) in cols.iter().enumerate() {
             c[col] = x[i];
+        }
+        if c[0] < min_per_flop {
+            continue;
         }
         let coeffs = Coeffs {
             per_flop: c[0],
@@ -653,11 +672,22 @@ pub fn fit(samples: &[(Features, f64)]) -> Coeffs {
         }
     }
     best.map(|(_, c)| c).unwrap_or(Coeffs {
-        per_flop: 0.0,
+        per_flop: min_per_flop,
         per_byte: 0.0,
         per_weight_byte: 0.0,
         fixed: samples.iter().map(|(_, t)| t).sum::<f64>() / samples.len().max(1) as f64,
     })
+}
+
+/// Seconds per FLOP at the fastest rate any probe reached: no kernel computes faster than
+/// the best of all of them, so no class's fit may (0 if no probe did floating-point work).
+pub fn min_seconds_per_flop<'a>(samples: impl IntoIterator<Item = &'a (Features, f64)>) -> f64 {
+    let fastest = samples
+        .into_iter()
+        .filter(|(f, t)| *t >= MIN_SECONDS && f.flops > 0.0)
+        .map(|(f, t)| f.flops / t)
+        .fold(0.0f64, f64::max);
+    if fastest > 0.0 { 1.0 / fastest } else { 0.0 }
 }
 
 /// Probe times below this (100 ns) are left out of the fit.
@@ -720,8 +750,19 @@ pub fn calibrate_with_report(
     }
     let mut table = CostTable::analytical();
     table.machine = timer.machine();
+    let floor = min_seconds_per_flop(
+        by_class
+            .iter()
+            .filter(|(class, _)| cost::flops_performed(class))
+            .flat_map(|(_, samples)| samples),
+    );
     for (class, samples) in &by_class {
-        table.classes.insert(class.clone(), fit(samples));
+        let floor = if cost::flops_performed(class) {
+            floor
+        } else {
+            0.0
+        };
+        table.classes.insert(class.clone(), fit(samples, floor));
     }
     // Conversions between layouts and fused epilogues are copies and register work: a
     // conversion moves data like a slice does; a fused epilogue costs a few cycles per

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the probes or the features change: a table of another version is stale.
-pub const TABLE_VERSION: u32 = 20;
+pub const TABLE_VERSION: u32 = 21;
 
 /// The coefficients of one kernel class.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -139,6 +139,13 @@ pub struct CostTable {
     /// own check), when calibrated.
     #[serde(default)]
     pub probe_spearman: Option<f64>,
+}
+
+/// Whether a class's FLOPs are the ones its kernel performs. Winograd's are the direct
+/// convolution's (it performs a quarter of their multiplications), so its rate may exceed
+/// the machine's: it neither sets nor obeys [`super::calibrate::min_seconds_per_flop`].
+pub fn flops_performed(class: &str) -> bool {
+    class != "conv.winograd"
 }
 
 /// Every kernel class the model prices.

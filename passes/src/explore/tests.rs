@@ -645,9 +645,37 @@ fn the_fit_recovers_a_linear_cost_and_ignores_probes_that_ran_nothing() {
         .collect();
     samples.push((probe(0.0, 5e4), 0.0));
     samples.push((probe(0.0, 5e5), -0.0));
-    let c = calibrate::fit(&samples);
+    let c = calibrate::fit(&samples, 0.0);
     assert!((c.per_byte - 1e-9).abs() < 1e-12, "{c:?}");
     assert!((c.fixed - 2e-6).abs() < 1e-9, "{c:?}");
+}
+
+#[test]
+fn no_class_fits_faster_than_the_fastest_probe() {
+    let probe = |class: &str, flops: f64, bytes: f64| cost::Features {
+        class: class.into(),
+        flops,
+        bytes,
+        weight_bytes: 0.0,
+    };
+    // A GEMM at 100 GFLOP/s sets the floor. Two probes of a sparse class fit exactly at
+    // 500 GFLOP/s and 55 GB/s, which would price a product of many FLOPs and few bytes
+    // five times faster than any kernel ran.
+    let gemm = [(probe("gemm", 1e6, 0.0), 1e-5)];
+    let sparse = [
+        (probe("sparse", 1e6, 1e6), 2.0e-5),
+        (probe("sparse", 2e6, 1e6), 2.2e-5),
+    ];
+    let floor = calibrate::min_seconds_per_flop(gemm.iter().chain(&sparse));
+    assert!((floor - 1e-11).abs() < 1e-15, "{floor}");
+    let free = calibrate::fit(&sparse, 0.0);
+    assert!((free.per_flop - 2e-12).abs() < 1e-15, "{free:?}");
+    let held = calibrate::fit(&sparse, floor);
+    assert!(held.per_flop >= floor, "{held:?}");
+    // 100 MFLOP over 1 MB.
+    let t = |c: cost::Coeffs| c.per_flop * 1e8 + c.per_byte * 1e6 + c.fixed;
+    assert!(t(held) >= 1e8 * floor, "{held:?}");
+    assert!(t(free) < 1e8 * floor, "{free:?}");
 }
 
 #[test]
