@@ -49,6 +49,7 @@ impl Native {
                 Native::PlanarDepthwise(w) => w.run(&window_io(), begin, end),
                 Native::PlanarPool(w) => w.run(&window_io(), begin, end),
                 Native::GlobalAverage(g) => g.run(p(0), a[1] as *mut f32, begin, end),
+                Native::Softmax(k) => k.run(p(0), a[1] as *mut f32, begin, end),
                 Native::Affine(f) => {
                     let io = channelwise::AffineIo {
                         x: p(0),

@@ -326,6 +326,8 @@ pub enum Native {
     PlanarPool(Box<dnnc_kernels::pool_planar::PlanarPool>),
     /// Global average pooling of NCHWc into planar `[n, c]`: input, output.
     GlobalAverage(dnnc_kernels::channelwise::GlobalAverage),
+    /// Softmax of contiguous rows: input, output.
+    Softmax(dnnc_kernels::softmax::Softmax),
     /// A per-channel affine map of NCHWc: input, output, scale, shift.
     Affine(dnnc_kernels::channelwise::BlockedAffine),
     /// Planar `[n, c, h, w]` to NCHWc with this many lanes: input, output.

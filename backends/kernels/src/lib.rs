@@ -25,6 +25,7 @@ pub mod layout;
 pub mod level;
 pub mod pool_planar;
 pub mod simd;
+pub mod softmax;
 pub mod sparse;
 pub mod transpose;
 pub mod window;

@@ -53,6 +53,8 @@ pub trait Simd: Copy + Send + Sync + 'static {
     /// The even and the odd lanes of `a` then `b` (2·LANES values in a row): a stride-2
     /// read of them.
     unsafe fn even_odd(a: Self::V, b: Self::V) -> (Self::V, Self::V);
+    /// `2ⁿ` for lanes `n` holding integers in `[-126, 127]` (the exponent of [`exp`]).
+    unsafe fn pow2(n: Self::V) -> Self::V;
     /// Lanes `0, 1, …` of `v` moved to the set bits of `mask`, in order; other lanes zero.
     unsafe fn expand(v: Self::V, mask: u32) -> Self::V {
         unsafe {
@@ -91,6 +93,41 @@ pub trait Simd: Copy + Send + Sync + 'static {
     #[inline(always)]
     unsafe fn broadcast(p: *const f32) -> Self::V {
         unsafe { Self::splat(*p) }
+    }
+}
+
+/// `eˣ` in every lane, to about 2 ulp (Cephes' `expf`: `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2`,
+/// a degree-7 polynomial for `eʳ`, scaled by `2ⁿ`). Inputs are clamped to
+/// `[-87.3, 88.3]`: below, a normal number of about 1e-38 (0 to a softmax's sum), above,
+/// about 2e38.
+///
+/// # Safety
+/// As every [`Simd`] method.
+#[inline(always)]
+pub unsafe fn exp<S: Simd>(x: S::V) -> S::V {
+    unsafe {
+        let x = S::min(S::max(x, S::splat(-87.336_55)), S::splat(88.376_26));
+        // Round to nearest by adding and removing 1.5·2²³ (exact below 2²²).
+        let shifter = S::splat(12_582_912.0);
+        let n = S::sub(
+            S::mul_add(x, S::splat(std::f32::consts::LOG2_E), shifter),
+            shifter,
+        );
+        // r = x − n·ln 2, with ln 2 in two parts so that r keeps its low bits.
+        let r = S::mul_add(n, S::splat(-0.693_359_4), x);
+        let r = S::mul_add(n, S::splat(2.121_944_4e-4), r);
+        let mut p = S::splat(1.987_569_1e-4);
+        for c in [
+            1.398_2e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            0.166_666_65,
+            0.5,
+        ] {
+            p = S::mul_add(p, r, S::splat(c));
+        }
+        let p = S::mul_add(p, S::mul(r, r), S::add(r, S::splat(1.0)));
+        S::mul(p, S::pow2(n))
     }
 }
 
@@ -197,6 +234,11 @@ mod x86 {
                 _mm512_permutex2var_ps(a, odd, b),
             )
         }
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+        unsafe fn pow2(n: __m512) -> __m512 {
+            _mm512_scalef_ps(_mm512_set1_ps(1.0), n)
+        }
     }
 
     /// AVX2 with FMA: 8 lanes.
@@ -295,6 +337,12 @@ mod x86 {
                 _mm256_castpd_ps(_mm256_permute4x64_pd(odd, 0b11_01_10_00)),
             )
         }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn pow2(n: __m256) -> __m256 {
+            let biased = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+            _mm256_castsi256_ps(_mm256_slli_epi32::<23>(biased))
+        }
     }
 
     /// 128-bit SSE without FMA: 4 lanes, a multiply then an add.
@@ -388,6 +436,13 @@ mod x86 {
                 )
             }
         }
+        #[inline(always)]
+        unsafe fn pow2(n: __m128) -> __m128 {
+            unsafe {
+                let biased = _mm_add_epi32(_mm_cvtps_epi32(n), _mm_set1_epi32(127));
+                _mm_castsi128_ps(_mm_slli_epi32::<23>(biased))
+            }
+        }
     }
 }
 
@@ -472,6 +527,13 @@ mod arm {
         #[inline(always)]
         unsafe fn even_odd(a: float32x4_t, b: float32x4_t) -> (float32x4_t, float32x4_t) {
             unsafe { (vuzp1q_f32(a, b), vuzp2q_f32(a, b)) }
+        }
+        #[inline(always)]
+        unsafe fn pow2(n: float32x4_t) -> float32x4_t {
+            unsafe {
+                let biased = vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127));
+                vreinterpretq_f32_s32(vshlq_n_s32::<23>(biased))
+            }
         }
     }
 }

@@ -323,8 +323,9 @@ pub fn epilogue(
     })
 }
 
-/// Softmax over `len` elements at stride `inner`, for rows `r` in `[begin, end)` where
-/// row `r` starts at `(r / inner)·len·inner + r mod inner`. Args: `[x, out]`.
+/// Softmax over `len` elements at stride `inner` (> 1: contiguous rows run the native
+/// kernel, `dnnc_kernels::softmax`), for rows `r` in `[begin, end)` where row `r` starts
+/// at `(r / inner)·len·inner + r mod inner`. Args: `[x, out]`.
 pub fn softmax(cg: &mut Codegen, len: usize, inner: usize) -> Result<KernelId, CompileError> {
     cg.kernel(KernelKey::Softmax { len, inner }, |kb| {
         let (x, out) = (kb.arg(0), kb.arg(1));
@@ -338,92 +339,43 @@ pub fn softmax(cg: &mut Codegen, len: usize, inner: usize) -> Result<KernelId, C
             let po = kb.at(out, base);
             let zero = kb.int(0);
             let n = kb.int(len as i64);
-            if inner == 1 {
-                // Contiguous: vector max, then exp and sum, then scale.
-                let ninf = kb.splat(f32::NEG_INFINITY);
-                let m = kb.var(cranelift_codegen::ir::types::F32X4, ninf);
-                kb.map_range(zero, n, &[px], po, |kb, v| {
-                    let cur = kb.b.use_var(m);
-                    let nm = kb.vmax(cur, v[0]);
-                    kb.b.def_var(m, nm);
-                    v[0]
-                });
-                let mv = kb.b.use_var(m);
-                let mx = kb.hmax(mv);
-                let mxv = kb.splat_v(mx);
-                let zv = kb.splat(0.0);
-                let sum = kb.var(cranelift_codegen::ir::types::F32X4, zv);
-                // The tail lanes of the vector sum repeat the scalar: count it once.
-                let len_vec = (len / 4) * 4;
-                let nvec = kb.int(len_vec as i64);
-                kb.map_range(zero, nvec, &[px], po, |kb, v| {
-                    let d = kb.b.ins().fsub(v[0], mxv);
-                    let ex = kb.vexp(d);
-                    let cur = kb.b.use_var(sum);
-                    let ns = kb.b.ins().fadd(cur, ex);
-                    kb.b.def_var(sum, ns);
-                    ex
-                });
-                let sv = kb.b.use_var(sum);
-                let total = kb.hsum(sv);
-                let total_var = kb.var(cranelift_codegen::ir::types::F32, total);
-                kb.for_range(nvec, n, 1, |kb, i| {
-                    let a = kb.at(px, i);
-                    let xv = kb.load(a, 0);
-                    let xv = kb.splat_v(xv);
-                    let d = kb.b.ins().fsub(xv, mxv);
-                    let ex = kb.vexp(d);
-                    let ex = kb.b.ins().extractlane(ex, 0);
-                    let cur = kb.b.use_var(total_var);
-                    let nt = kb.b.ins().fadd(cur, ex);
-                    kb.b.def_var(total_var, nt);
-                    let o = kb.at(po, i);
-                    kb.store(ex, o, 0);
-                });
-                let t = kb.b.use_var(total_var);
-                let one = kb.f(1.0);
-                let inv = kb.b.ins().fdiv(one, t);
-                let inv = kb.splat_v(inv);
-                kb.map_range(zero, n, &[po], po, |kb, v| kb.b.ins().fmul(v[0], inv));
-            } else {
-                // Strided: scalar loops.
-                let stride = (inner * 4) as i64;
-                let ninf = kb.f(f32::NEG_INFINITY);
-                let m = kb.var(cranelift_codegen::ir::types::F32, ninf);
-                kb.for_range(zero, n, 1, |kb, i| {
-                    let a = kb.offset(px, i, stride);
-                    let v = kb.load(a, 0);
-                    let cur = kb.b.use_var(m);
-                    let nm = kb.b.ins().fmax(cur, v);
-                    kb.b.def_var(m, nm);
-                });
-                let mx = kb.b.use_var(m);
-                let mxv = kb.splat_v(mx);
-                let z = kb.f(0.0);
-                let sum = kb.var(cranelift_codegen::ir::types::F32, z);
-                kb.for_range(zero, n, 1, |kb, i| {
-                    let a = kb.offset(px, i, stride);
-                    let v = kb.load(a, 0);
-                    let v = kb.splat_v(v);
-                    let d = kb.b.ins().fsub(v, mxv);
-                    let ex = kb.vexp(d);
-                    let ex = kb.b.ins().extractlane(ex, 0);
-                    let cur = kb.b.use_var(sum);
-                    let ns = kb.b.ins().fadd(cur, ex);
-                    kb.b.def_var(sum, ns);
-                    let o = kb.offset(po, i, stride);
-                    kb.store(ex, o, 0);
-                });
-                let t = kb.b.use_var(sum);
-                let one = kb.f(1.0);
-                let inv = kb.b.ins().fdiv(one, t);
-                kb.for_range(zero, n, 1, |kb, i| {
-                    let o = kb.offset(po, i, stride);
-                    let v = kb.load(o, 0);
-                    let v = kb.b.ins().fmul(v, inv);
-                    kb.store(v, o, 0);
-                });
-            }
+            // Strided (the native kernel runs contiguous rows): scalar loops.
+            let stride = (inner * 4) as i64;
+            let ninf = kb.f(f32::NEG_INFINITY);
+            let m = kb.var(cranelift_codegen::ir::types::F32, ninf);
+            kb.for_range(zero, n, 1, |kb, i| {
+                let a = kb.offset(px, i, stride);
+                let v = kb.load(a, 0);
+                let cur = kb.b.use_var(m);
+                let nm = kb.b.ins().fmax(cur, v);
+                kb.b.def_var(m, nm);
+            });
+            let mx = kb.b.use_var(m);
+            let mxv = kb.splat_v(mx);
+            let z = kb.f(0.0);
+            let sum = kb.var(cranelift_codegen::ir::types::F32, z);
+            kb.for_range(zero, n, 1, |kb, i| {
+                let a = kb.offset(px, i, stride);
+                let v = kb.load(a, 0);
+                let v = kb.splat_v(v);
+                let d = kb.b.ins().fsub(v, mxv);
+                let ex = kb.vexp(d);
+                let ex = kb.b.ins().extractlane(ex, 0);
+                let cur = kb.b.use_var(sum);
+                let ns = kb.b.ins().fadd(cur, ex);
+                kb.b.def_var(sum, ns);
+                let o = kb.offset(po, i, stride);
+                kb.store(ex, o, 0);
+            });
+            let t = kb.b.use_var(sum);
+            let one = kb.f(1.0);
+            let inv = kb.b.ins().fdiv(one, t);
+            kb.for_range(zero, n, 1, |kb, i| {
+                let o = kb.offset(po, i, stride);
+                let v = kb.load(o, 0);
+                let v = kb.b.ins().fmul(v, inv);
+                kb.store(v, o, 0);
+            });
         });
     })
 }

@@ -514,14 +514,6 @@ impl KB<'_> {
         self.b.ins().fadd(a, c)
     }
 
-    /// Maximum of the four lanes.
-    pub fn hmax(&mut self, v: Value) -> Value {
-        let l: Vec<Value> = (0..4u8).map(|i| self.b.ins().extractlane(v, i)).collect();
-        let a = self.b.ins().fmax(l[0], l[1]);
-        let c = self.b.ins().fmax(l[2], l[3]);
-        self.b.ins().fmax(a, c)
-    }
-
     /// `e^x` for f32x4 (Cephes' expf: range reduction to [-ln2/2, ln2/2], a degree-5
     /// polynomial, then scaling by 2^n; relative error about 1e-7).
     pub fn vexp(&mut self, x: Value) -> Value {

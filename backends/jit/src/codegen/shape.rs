@@ -42,6 +42,7 @@ pub fn transpose(
                     &strides[1..],
                     zero,
                     zero,
+                    0,
                     &mut |kb, src, dst| {
                         kb.for_range(i0, t_end, 1, |kb, i| {
                             let s = kb.b.ins().iadd(src, i);
@@ -54,17 +55,38 @@ pub fn transpose(
             });
             return;
         }
+        // The innermost output dimension is contiguous in the input too (attention's
+        // [1, 0, 2] head split): copy each run of it with vectors, not element by element
+        // (a 4×128×64 head split took 0.05 ms, 1.5 ns an element).
+        let run = (dims.len() > 1 && strides.last() == Some(&1)).then(|| dims[dims.len() - 1]);
         kb.for_range(b, e, 1, |kb, i0| {
             let src0 = kb.b.ins().imul_imm_s(i0, strides[0] as i64);
             let dst0 = kb.b.ins().imul_imm_s(i0, inner as i64);
-            nest(
-                kb,
-                &dims[1..],
-                &strides[1..],
-                src0,
-                dst0,
-                &mut |kb, s, d| copy(kb, s, d),
-            );
+            match run {
+                Some(run) => nest(
+                    kb,
+                    &dims[1..],
+                    &strides[1..],
+                    src0,
+                    dst0,
+                    1,
+                    &mut |kb, s, d| {
+                        let (ps, pd) = (kb.at(x, s), kb.at(out, d));
+                        let zero = kb.int(0);
+                        let n = kb.int(run as i64);
+                        kb.map_range(zero, n, &[ps], pd, |_, v| v[0]);
+                    },
+                ),
+                None => nest(
+                    kb,
+                    &dims[1..],
+                    &strides[1..],
+                    src0,
+                    dst0,
+                    0,
+                    &mut |kb, s, d| copy(kb, s, d),
+                ),
+            }
         });
     })
 }
@@ -75,16 +97,18 @@ pub fn transpose(
 const TRANSPOSE_TILE: i64 = 8;
 
 /// Loops over `dims` (row-major output, input `strides` apart) from element offsets `src`
-/// and `dst`, and calls `leaf` with each element's offsets.
+/// and `dst`, all but the innermost `leaf_dims` of them, and calls `leaf` with the
+/// offsets of each element (`leaf_dims` 0) or each run of the innermost dimension (1).
 fn nest(
     kb: &mut super::KB,
     dims: &[usize],
     strides: &[usize],
     src: Value,
     dst: Value,
+    leaf_dims: usize,
     leaf: &mut dyn FnMut(&mut super::KB, Value, Value),
 ) {
-    if dims.is_empty() {
+    if dims.len() <= leaf_dims {
         leaf(kb, src, dst);
         return;
     }
@@ -96,7 +120,7 @@ fn nest(
         let s = kb.b.ins().iadd(src, s);
         let d = kb.b.ins().imul_imm_s(i, inner as i64);
         let d = kb.b.ins().iadd(dst, d);
-        nest(kb, &dims[1..], &strides[1..], s, d, leaf);
+        nest(kb, &dims[1..], &strides[1..], s, d, leaf_dims, leaf);
     });
 }
 

@@ -76,8 +76,14 @@ impl Lower<'_> {
             .ok_or_else(|| unsupported(node, "the axis is out of range"))?;
         let (len, inner) = (s[axis], s[axis + 1..].iter().product::<usize>());
         let rows = self.elements(node.inputs[0]) / len;
-        let k = elementwise::softmax(&mut self.cg, len, inner)?;
         let (x, y) = (self.addr(node.inputs[0]), self.addr(node.outputs[0]));
+        if inner == 1 {
+            // Rows along the last axis: the native kernel, at the level's width.
+            let kernel = dnnc_kernels::softmax::Softmax::new(self.options.cpu, len);
+            self.native_step(Native::Softmax(kernel), vec![x, y], rows, len);
+            return Ok(());
+        }
+        let k = elementwise::softmax(&mut self.cg, len, inner)?;
         self.kernel_step(k, vec![x, y], rows, len);
         Ok(())
     }
