@@ -23,6 +23,9 @@ pub struct SparseWeight {
     pub csr: super::cost::SparseStats,
     /// The encoding it arrived with.
     pub encoding: Option<Encoding>,
+    /// The encoding it runs in where no form chooses it (a recurrent layer's input weight,
+    /// [`super::input_weights`]): as written, unless the explorer chose another.
+    pub runs: Option<Encoding>,
 }
 
 /// Zero fraction from which a weight's sparse layouts are explored.
@@ -109,6 +112,7 @@ pub fn sparse_weights(
                     .collect(),
                 csr: super::cost::SparseStats::csr(values, rows),
                 encoding: ty.encoding.clone(),
+                runs: ty.encoding.clone(),
             },
         );
     }
@@ -116,14 +120,30 @@ pub fn sparse_weights(
 }
 
 impl SparseWeight {
-    /// What the weight stores in the layout it was written in (`None` if unencoded: the
-    /// JIT runs it dense).
+    /// What the weight stores in the layout it runs in where no form chooses it ([`Self::runs`];
+    /// `None` if unencoded: the JIT runs it dense).
     pub fn written(&self) -> Option<super::cost::WrittenSparse> {
-        let e = self.encoding.as_ref()?;
+        self.stored(self.runs.as_ref()?)
+    }
+
+    /// What the weight stores in `encoding` (`None` if that layout does not hold it).
+    pub fn stored(&self, encoding: &Encoding) -> Option<super::cost::WrittenSparse> {
         Some(super::cost::WrittenSparse::new(
-            self.stats(encoding_form(e))?,
-            e,
+            self.stats(encoding_form(encoding))?,
+            encoding,
         ))
+    }
+
+    /// Every layout that holds the weight exactly: dense (`None`), CSR, and each exact BCR
+    /// block shape.
+    pub fn layouts(&self) -> Vec<Option<Encoding>> {
+        let mut out = vec![None, Some(Encoding::Csr)];
+        out.extend(
+            self.exact
+                .iter()
+                .map(|(b, _)| Some(Encoding::Bcr(dnnc_ir::types::BcrEncoding { block: *b }))),
+        );
+        out
     }
 
     /// What the weight stores in `form`'s layout (`None` for dense forms).
@@ -226,7 +246,7 @@ pub fn in_place_attr(kind: &OpKind, form: Form, x: &[usize], w: &[usize]) -> Opt
 }
 
 /// The form that reads a weight in encoding `e`.
-fn encoding_form(e: &Encoding) -> Form {
+pub(super) fn encoding_form(e: &Encoding) -> Form {
     match e {
         Encoding::Csr => Form::Csr,
         Encoding::Bcr(b) => Form::Bcr(b.block[0] as u16, b.block[1] as u16),

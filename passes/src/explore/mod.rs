@@ -28,6 +28,7 @@ pub mod cost;
 pub mod error;
 pub mod extract;
 pub mod forms;
+pub mod input_weights;
 pub mod lang;
 pub mod partition;
 pub mod rules;
@@ -538,7 +539,7 @@ impl Explore {
         };
         let mut built = build::build(module, &func);
         built.egraph.analysis.vector_lanes = table.vector_lanes();
-        let sparse = forms::sparse_weights(module, &func).map_err(|e| err(e.to_string()))?;
+        let mut sparse = forms::sparse_weights(module, &func).map_err(|e| err(e.to_string()))?;
         let default_only = self.search == Search::Rewrites;
         forms::add_forms(&mut built.egraph, &sparse, default_only);
         // The program as written, priced before any rewrite merges its classes.
@@ -575,6 +576,12 @@ impl Explore {
             )
         };
         let added = forms::add_forms(&mut built.egraph, &sparse, default_only);
+        // Input weights' layouts, for their ops alone (rewrites-only keeps them as written).
+        let input_weights = if default_only {
+            Vec::new()
+        } else {
+            input_weights::choose(&built.egraph, table, &mut sparse)
+        };
         let saturated_at = start.elapsed();
         let eg = &built.egraph;
         let pricer = Pricer::new(eg, table, &sparse);
@@ -594,14 +601,29 @@ impl Explore {
         let (choice, eval, moves) = pricer.improve(start_from, &roots, deadline.max(floor));
         let improved = eval.objective() < input_eval.objective();
         let order = pricer.order(&choice, &roots).expect("acyclic");
-        let explanation = explain(&built, &func, &pricer, &choice, &eval, &before, table);
+        let explanation = explain(
+            &built,
+            &func,
+            &pricer,
+            &choice,
+            &eval,
+            &before,
+            table,
+            &input_weights,
+            module,
+        );
         let nodes = eg.total_number_of_nodes();
         let classes = eg.number_of_classes();
         // Nothing predicted faster: the program stays as written.
         let written = if improved {
             {
                 let ids = sparse.keys().copied().collect();
-                writeback::write_back(module, f, &built, &choice, &order, &ids)
+                let input_layouts: Vec<_> = sparse
+                    .iter()
+                    .filter(|(_, s)| s.runs != s.encoding)
+                    .map(|(&w, s)| (w, s.runs.clone()))
+                    .collect();
+                writeback::write_back(module, f, &built, &choice, &order, &ids, &input_layouts)
                     .map_err(|e| err(e.to_string()))?
             }
         } else {
@@ -765,6 +787,7 @@ pub fn predict(
 
 /// Per original op: the alternatives of its class with their predicted costs, and the
 /// choice.
+#[allow(clippy::too_many_arguments)]
 fn explain(
     built: &build::Built,
     func: &dnnc_ir::Function,
@@ -773,6 +796,8 @@ fn explain(
     eval: &extract::Eval,
     before: &HashMap<dnnc_ir::OpId, f64>,
     table: &CostTable,
+    input_weights: &[input_weights::InputWeightChoice],
+    module: &Module,
 ) -> String {
     let eg = &built.egraph;
     let mut out = String::new();
@@ -882,6 +907,19 @@ fn explain(
             let _ = write!(out, " (was {:.4} ms)", b * 1e3);
         }
         out.push('\n');
+        // The layout of an input weight, weighed for this op alone.
+        for c in input_weights.iter().filter(|c| eg.find(c.class) == class) {
+            let _ = write!(out, "    input weight @{}:", module.weights[c.weight].name);
+            for (d, t, departs) in &c.alternatives {
+                let _ = write!(
+                    out,
+                    " {d}{} {:.4}",
+                    if *departs { "*" } else { "" },
+                    t * 1e3
+                );
+            }
+            let _ = writeln!(out, " -> {}", c.chosen);
+        }
     }
     out
 }

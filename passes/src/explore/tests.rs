@@ -26,6 +26,11 @@ fn run_pipeline(m: &mut Module, pipeline: &str) {
 
 /// `m` explored (forms only) with cost table `table`; the result verifies.
 fn explore_forms(m: &Module, table: &cost::CostTable) -> Module {
+    explore_forms_explained(m, table).0
+}
+
+/// As [`explore_forms`], with the pass's report (what `--explain` prints).
+fn explore_forms_explained(m: &Module, table: &cost::CostTable) -> (Module, String) {
     let explore = Explore {
         time_limit: Duration::from_secs(5),
         node_limit: 10_000,
@@ -36,11 +41,12 @@ fn explore_forms(m: &Module, table: &cost::CostTable) -> Module {
     };
     let mut out = m.clone();
     let f = m.funcs.keys().next().unwrap();
+    let mut cx = PassContext::default();
     explore
-        .explore_function(&mut out, f, table, &mut PassContext::default())
+        .explore_function(&mut out, f, table, &mut cx)
         .unwrap();
     assert!(dnnc_ir::verify::verify_module(&out).is_empty());
-    out
+    (out, cx.finish().2.join("\n"))
 }
 
 /// Builds a one-function module over parameters `params`.
@@ -130,7 +136,7 @@ fn rewrite(m: &Module, rule: &str) -> (Module, usize) {
     let roots: Vec<Id> = built.returns.iter().map(|&r| eg.find(r)).collect();
     let order = pricer.order(&choice, &roots).expect("acyclic");
     let mut out = m.clone();
-    writeback::write_back(&mut out, f, &built, &choice, &order, &HashSet::new())
+    writeback::write_back(&mut out, f, &built, &choice, &order, &HashSet::new(), &[])
         .expect("writes back");
     let errors = dnnc_ir::verify::verify_module(&out);
     assert!(
@@ -507,7 +513,7 @@ fn local_search_reaches_a_merge_from_the_program_as_written() {
     );
     let order = pricer.order(&choice, &roots).expect("acyclic");
     let mut out = m.clone();
-    writeback::write_back(&mut out, f, &built, &choice, &order, &HashSet::new())
+    writeback::write_back(&mut out, f, &built, &choice, &order, &HashSet::new(), &[])
         .expect("writes back");
     assert!(dnnc_ir::verify::verify_module(&out).is_empty());
     assert_eq!(count(&out, "dnn.conv2d"), 1);
@@ -934,4 +940,51 @@ fn a_recurrent_layers_sparse_input_weight_is_priced_as_it_runs() {
         "{} {stored}",
         extra_reads(32)
     );
+}
+
+#[test]
+fn a_recurrent_layers_input_weight_gets_its_own_layout() {
+    // A GRU whose input weight W is pruned in 8×32 blocks but written in CSR (a value and a
+    // column index a nonzero, one row of x loaded per nonzero): the analytical table prices
+    // W in BCR clearly faster, so explore relays W out and says so, without touching R.
+    let (steps, i, h) = (24, 128, 64);
+    let mut m = module(&[&[steps, 1, i]], |b, x| {
+        let w = weight(b, "w", &[3 * h, i], 1);
+        let r = weight(b, "r", &[3 * h, h], 2);
+        let bias = weight(b, "b", &[6 * h], 3);
+        let gru = OpKind::Gru(Gru {
+            linear_before_reset: true,
+        });
+        Ok(vec![b.op(gru, &[x[0], w, r, bias])?[0]])
+    });
+    run_pipeline(&mut m, "bcr-prune{rate=8 block=8x32 layers='^w$'}");
+    let w_id = m
+        .weights
+        .iter()
+        .find(|(_, w)| w.name == "w")
+        .map(|(id, _)| id)
+        .unwrap();
+    m.weights[w_id].ty.encoding = Some(dnnc_ir::Encoding::Csr);
+    let (out, report) = explore_forms_explained(&m, &cost::CostTable::analytical());
+    match &out.weights[w_id].ty.encoding {
+        Some(dnnc_ir::Encoding::Bcr(b)) => assert_eq!(b.block[0] % 8, 0, "{b:?}"),
+        other => panic!("W stayed {other:?}"),
+    }
+    let r_id = out
+        .weights
+        .iter()
+        .find(|(_, w)| w.name == "r")
+        .map(|(id, _)| id)
+        .unwrap();
+    assert_eq!(
+        out.weights[r_id].ty.encoding, None,
+        "R is dense and stays so"
+    );
+    for seed in [1, 2] {
+        let (want, got) = (run(&m, seed), run(&out, seed));
+        assert!(rel_l2(&got[0], &want[0]) <= 1e-6);
+    }
+    // --explain weighs W's layouts below the op's own line.
+    assert!(report.contains("    input weight @w: "), "{report}");
+    assert!(report.contains(" csr "), "{report}");
 }

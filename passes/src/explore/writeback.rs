@@ -47,7 +47,8 @@ struct Writer<'a> {
 }
 
 /// Replaces function `f` of `module` by the program `choice` selects from `built`;
-/// `order` lists the chosen classes, children first.
+/// `order` lists the chosen classes, children first; `input_layouts` are the layouts
+/// chosen for weights no form chooses ([`super::input_weights`]), where they changed.
 pub fn write_back(
     module: &mut Module,
     f: dnnc_ir::FuncId,
@@ -55,6 +56,7 @@ pub fn write_back(
     choice: &Choice,
     order: &[Id],
     sparse: &std::collections::HashSet<WeightId>,
+    input_layouts: &[(WeightId, Option<Encoding>)],
 ) -> Result<Written, ExploreError> {
     let old = module.funcs[f].clone();
     let referenced_before = module.weight_ref_counts();
@@ -99,6 +101,13 @@ pub fn write_back(
         sparse,
     };
     w.relayout_weights(order);
+    for (id, encoding) in input_layouts {
+        let ty = &mut w.module.weights[*id].ty;
+        if ty.encoding != *encoding {
+            ty.encoding = encoding.clone();
+            w.written.relayouts += 1;
+        }
+    }
     // Ops in order; leaves (weights, constants, derived weights) as their users need them.
     for &c in order {
         if matches!(choice[&c], Dnn::Impl(..) | Dnn::Result(..)) {
