@@ -125,15 +125,17 @@ def mnist32(name, split):
     return save_split(name, (x, y))
 
 
-def trained(name, epochs, log, limit=None):
+def trained(name, epochs, log, limit=None, eval_limit=None):
     """The zoo CNN at CIFAR-10 shape trained on MNIST-32 (train_zoo.py, JAX), as a .dnn with
-    its weights; the validation and test splits in its input shape."""
+    its weights; the validation and test splits in its input shape (their first
+    `eval_limit` images, if given)."""
     splits = data.mnist()
+    first = lambda split: (split[0][:eval_limit], split[1][:eval_limit]) if eval_limit else split
     init = work("escalate", f"{name}-init.dnn")
     dnnc("zoo", name, "--image-size", 32, "--classes", 10, "-o", init)
     mat = work("escalate", f"{name}-mat.dnn")
     dnnc("opt", init, "--materialize-weights", "-o", mat)
-    va, te = mnist32("mnist32-val", splits[1]), mnist32("mnist32-test", splits[2])
+    va, te = mnist32("mnist32-val", first(splits[1])), mnist32("mnist32-test", first(splits[2]))
     raw = [p for k, s in (("train", splits[0]), ("val", splits[1])) for p in save_split(f"mnist-{k}", s)]
     weights = work("escalate", f"{name}-trained-raw.safetensors")
     r = subprocess.run([jax_python(), os.path.join(os.path.dirname(__file__), "train_zoo.py"), mat, *raw,
@@ -190,7 +192,8 @@ def zoo(quick, log):
                                                  lambda f: f["error"] <= OUTPUT_ERROR_BOUND, by_output_error)
         log(f"escalate: {name} done")
 
-    path, val, test, last = trained("vgg11", 1 if quick else 3, log, limit=512 if quick else None)
+    path, val, test, last = trained("vgg11", 1 if quick else 3, log, limit=512 if quick else None,
+                                    eval_limit=200 if quick else None)
     dense_val = eval_accuracy(path, val)
     decomposed = work("escalate", "vgg11-config.dnn")
 

@@ -103,7 +103,9 @@ def run(quick, log):
         dense = train_dense(name, spec, splits, log)
         dense_acc = eval_accuracy(dense, test)
         layers = spec[4]["pruned"]
-        tune_opts = f"calibration={cal} samples={len(splits[1][0])} cache={work('grim', 'bcr-tune.txt')}"
+        # Quick mode calibrates bcr-tune on the first 200 validation images (CI time).
+        samples = 200 if quick else len(splits[1][0])
+        tune_opts = f"calibration={cal} samples={samples} cache={work('grim', 'bcr-tune.txt')}"
         fine = gradual_seeds(seeds, name, spec, dense, splits, rates, "8x32",
                        lambda r, m: f"bcr-prune{{rate={r} layers='{layers}' masks={m}}}", ft_epochs, test)
         # bcr-tune against uniform at the same block shape (its rate allocation alone); its
