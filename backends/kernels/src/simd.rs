@@ -117,13 +117,7 @@ pub unsafe fn exp<S: Simd>(x: S::V) -> S::V {
         let r = S::mul_add(n, S::splat(-0.693_359_4), x);
         let r = S::mul_add(n, S::splat(2.121_944_4e-4), r);
         let mut p = S::splat(1.987_569_1e-4);
-        for c in [
-            1.398_2e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            0.166_666_65,
-            0.5,
-        ] {
+        for c in [1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
             p = S::mul_add(p, r, S::splat(c));
         }
         let p = S::mul_add(p, S::mul(r, r), S::add(r, S::splat(1.0)));
