@@ -98,15 +98,17 @@ pub trait Simd: Copy + Send + Sync + 'static {
 
 /// `eˣ` in every lane, to about 2 ulp (Cephes' `expf`: `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2`,
 /// a degree-7 polynomial for `eʳ`, scaled by `2ⁿ`). Inputs are clamped to
-/// `[-87.3, 88.3]`: below, a normal number of about 1e-38 (0 to a softmax's sum), above,
-/// about 2e38.
+/// `[-87.33654, 88.37626]`: below, the least normal number, 1.2e-38 (0 to a softmax's sum,
+/// and never a subnormal, which costs a microcode assist on some cores), above, about
+/// 2.4e38. NaN stays NaN.
 ///
 /// # Safety
 /// As every [`Simd`] method.
 #[inline(always)]
 pub unsafe fn exp<S: Simd>(x: S::V) -> S::V {
     unsafe {
-        let x = S::min(S::max(x, S::splat(-87.336_55)), S::splat(88.376_26));
+        // The bound first: `max`/`min` return their second operand where one is NaN.
+        let x = S::min(S::splat(88.376_26), S::max(S::splat(-87.336_54), x));
         // Round to nearest by adding and removing 1.5·2²³ (exact below 2²²).
         let shifter = S::splat(12_582_912.0);
         let n = S::sub(
@@ -117,7 +119,13 @@ pub unsafe fn exp<S: Simd>(x: S::V) -> S::V {
         let r = S::mul_add(n, S::splat(-0.693_359_4), x);
         let r = S::mul_add(n, S::splat(2.121_944_4e-4), r);
         let mut p = S::splat(1.987_569_1e-4);
-        for c in [1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+        for c in [
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            0.166_666_65,
+            0.5,
+        ] {
             p = S::mul_add(p, r, S::splat(c));
         }
         let p = S::mul_add(p, S::mul(r, r), S::add(r, S::splat(1.0)));

@@ -83,9 +83,17 @@ fn exp_is_within_a_few_ulp_over_its_range() {
         }
         let got = exp_at(level, &beyond);
         for (&x, &g) in beyond.iter().zip(&got).take(8) {
-            assert!(g.is_finite() && g >= 0.0, "{level:?}: exp({x}) = {g}");
+            // Never a subnormal: the least normal number at most.
+            assert!(
+                g.is_finite() && g >= f32::MIN_POSITIVE,
+                "{level:?}: exp({x}) = {g}"
+            );
             assert!((x < 0.0) == (g < 1e-37), "{level:?}: exp({x}) = {g}");
         }
+        let mut nan = vec![f32::NAN; 16];
+        nan[1] = 0.0;
+        let got = exp_at(level, &nan);
+        assert!(got[0].is_nan() && got[1] == 1.0, "{level:?}: {got:?}");
     }
 }
 
@@ -111,6 +119,28 @@ proptest! {
                     let got = y[r * len + i] as f64;
                     prop_assert!((got - want).abs() <= 1e-5 * want + 1e-37,
                         "{:?} len {} row {} [{}]: {} against {}", level, len, r, i, got, want);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_row_with_nan_or_infinity_is_nan_as_in_f64() {
+    // NaN anywhere makes the row's sum NaN; +inf makes inf − inf. Lengths put the odd value
+    // in a whole vector and in the tail.
+    for level in Level::supported() {
+        for len in [5, 16, 21, 40] {
+            for odd in [f32::NAN, f32::INFINITY] {
+                for at in [0, len - 1] {
+                    let mut x: Vec<f32> = seeded(len, 9);
+                    x[at] = odd;
+                    let mut y = vec![0.0; len];
+                    unsafe { Softmax::new(level, len).run(x.as_ptr(), y.as_mut_ptr(), 0, 1) };
+                    assert!(
+                        y.iter().all(|v| v.is_nan()),
+                        "{level:?} len {len} {odd} at {at}: {y:?}"
+                    );
                 }
             }
         }

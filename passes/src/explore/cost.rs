@@ -336,7 +336,8 @@ fn short_runs(
     ho > 1 && wo <= lanes && !super::forms::reads_grid(Some(lanes), wo, wp)
 }
 
-/// A weight that runs sparse in the layout it was written in.
+/// A weight that runs sparse in the layout it is stored in (as written, or as
+/// [`super::input_weights`] chose).
 #[derive(Copy, Clone, Debug, PartialEq)]
 pub struct WrittenSparse {
     /// What it stores.
@@ -393,8 +394,8 @@ fn sparse_rows(
 
 /// The features of `kind` run as `form` over operands `args` producing `outs`; `sparse`
 /// is the structure of the weight in the form's sparse layout, `input_weight` that of a
-/// recurrent layer's input weight W where it runs sparse (in the layout it was written
-/// in: the form chooses R's), `lanes` the f32 lanes of the machine's vectors where known.
+/// recurrent layer's input weight W where it runs sparse (in its own layout: the form
+/// chooses R's), `lanes` the f32 lanes of the machine's vectors where known.
 pub fn features(
     kind: &OpKind,
     form: Form,

@@ -7,11 +7,11 @@
 //! reachable, so that siblings switch to slices of a merged op together), keeping every
 //! move that lowers the DAG's total, until none does or the time is up.
 
-use super::cost::{self, CostTable, Features};
+use super::cost::{self, CostTable, Features, WrittenSparse};
 use super::lang::{Dnn, EGraph, Form};
 use dnnc_ir::WeightId;
 use dnnc_ir::ops::OpKind;
-use dnnc_ir::types::TensorType;
+use dnnc_ir::types::{BcrEncoding, Encoding, TensorType};
 use egg::{Id, Language};
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -54,6 +54,17 @@ impl Eval {
 /// and later gathered its 7×7 layers for a predicted 0.5% (forced, gathering had measured
 /// 1.5× slower there). A departure must be clearly faster; a tie keeps the default.
 pub const RELAYOUT_MARGIN: f64 = 0.05;
+
+/// Whether a weight written in `written` relays out when run in `runs`: another BCR
+/// block shape, or CSR for BCR and back. An unencoded weight has no layout to leave, and a
+/// dense form of an encoded one is never cheaper at the sparsities explored: neither
+/// needs the margin.
+pub fn relays(written: Option<&Encoding>, runs: Option<&Encoding>) -> bool {
+    match (written, runs) {
+        (None, _) | (Some(_), None) => false,
+        (Some(a), Some(b)) => a != b,
+    }
+}
 
 /// How a value is laid out (mirrors the JIT's planar/blocked activations).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -103,6 +114,16 @@ impl<'a> Pricer<'a> {
     /// The features of a node on its own (`None`: leaves and derived weights, free; an
     /// abstract op is not a candidate at all).
     pub fn features(&self, node: &Dnn) -> Option<Features> {
+        self.features_with(node, None)
+    }
+
+    /// As [`Pricer::features`], with the op's input weight (a recurrent layer's W, which no
+    /// form chooses) stored as `input_weight` instead of as it runs, where given.
+    fn features_with(
+        &self,
+        node: &Dnn,
+        input_weight: Option<Option<&WrittenSparse>>,
+    ) -> Option<Features> {
         let Dnn::Impl(code, form, args) = node else {
             return None;
         };
@@ -120,7 +141,7 @@ impl<'a> Pricer<'a> {
         let stats = self
             .sparse_operand(args, super::forms::layout_operand(kind))
             .and_then(|s| s.stats(*form));
-        let input_weight = self
+        let runs = self
             .sparse_operand(args, super::forms::input_weight_operand(kind))
             .and_then(|s| s.written());
         Some(cost::features(
@@ -129,9 +150,30 @@ impl<'a> Pricer<'a> {
             &arg_types,
             &outs,
             stats.as_ref(),
-            input_weight.as_ref(),
+            input_weight.unwrap_or(runs.as_ref()),
             self.eg.analysis.vector_lanes,
         ))
+    }
+
+    /// What `node` would add on its own ([`Pricer::own`]) with its input weight stored as
+    /// `input_weight` (`None`: dense).
+    pub fn own_with_input_weight(&self, node: &Dnn, input_weight: Option<&WrittenSparse>) -> f64 {
+        let Some(f) = self.features_with(node, Some(input_weight)) else {
+            return self.own(node);
+        };
+        let t = self.table.predict(&f);
+        t + self.relayout_margin(node, t) + self.penalty.map_or(0.0, |p| p(node))
+    }
+
+    /// The sparse weight at `operand` of `node`, if the explorer knows it.
+    pub fn sparse_weight_of(
+        &self,
+        node: &Dnn,
+        operand: Option<usize>,
+    ) -> Option<(WeightId, &'a super::forms::SparseWeight)> {
+        let args = node.children();
+        let w = self.eg[*args.get(operand?)?].data.weight?;
+        Some((w, self.sparse.get(&w)?))
     }
 
     /// What is known of the sparse weight at `operand` of an op over `args`, if any.
@@ -179,7 +221,7 @@ impl<'a> Pricer<'a> {
     }
 
     /// Whether `node` runs its weight in another layout than the one it was written in
-    /// (another BCR block shape, or CSR for BCR and back); unencoded weights have none.
+    /// ([`relays`]).
     pub fn relays_out(&self, node: &Dnn) -> bool {
         let Dnn::Impl(code, form, args) = node else {
             return false;
@@ -188,25 +230,19 @@ impl<'a> Pricer<'a> {
         let written = self
             .sparse_operand(args, super::forms::layout_operand(kind))
             .and_then(|s| s.encoding.as_ref());
-        use dnnc_ir::Encoding::{Bcr, Csr};
-        match (written, form) {
-            (None, _) => false,
-            (Some(Bcr(b)), Form::Bcr(r, c) | Form::BcrIm2col(r, c)) => {
-                b.block != [*r as usize, *c as usize]
-            }
-            (Some(Bcr(_)), Form::Csr) | (Some(Csr), Form::Bcr(..) | Form::BcrIm2col(..)) => true,
-            (Some(Csr), Form::Csr) => false,
-            // A dense form of an encoded weight: never cheaper at the sparsities explored.
-            (
-                Some(Bcr(_) | Csr),
-                Form::Direct
-                | Form::Winograd
-                | Form::Im2col
-                | Form::Only
-                | Form::Planar
-                | Form::Gemm,
-            ) => false,
-        }
+        let runs = match form {
+            Form::Csr => Some(Encoding::Csr),
+            Form::Bcr(r, c) | Form::BcrIm2col(r, c) => Some(Encoding::Bcr(BcrEncoding {
+                block: [*r as usize, *c as usize],
+            })),
+            Form::Direct
+            | Form::Winograd
+            | Form::Im2col
+            | Form::Only
+            | Form::Planar
+            | Form::Gemm => None,
+        };
+        relays(written, runs.as_ref())
     }
 
     /// Predicted seconds of a node on its own (what `--explain` prints).

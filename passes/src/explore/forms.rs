@@ -165,8 +165,8 @@ impl SparseWeight {
     }
 }
 
-/// The weight operands of an op: `(chosen, written)`, the weight whose layout its form
-/// chooses, and one that runs in the layout it was written in (sparse if encoded).
+/// The weight operands of an op: `(chosen, input)`, the weight whose layout its form
+/// chooses, and one whose layout no form chooses ([`super::input_weights`] does).
 fn weight_operands(kind: &OpKind) -> (Option<usize>, Option<usize>) {
     match kind {
         OpKind::Conv2d(_) | OpKind::Linear(_) => (Some(1), None),
@@ -204,8 +204,8 @@ pub fn layout_operand(kind: &OpKind) -> Option<usize> {
     weight_operands(kind).0
 }
 
-/// Which operand of an op is a weight that runs in the layout it was written in, beside
-/// the one its form chooses: a recurrent layer's input weight W.
+/// Which operand of an op is a weight whose layout no form chooses, beside the one its
+/// form chooses: a recurrent layer's input weight W ([`super::input_weights`]).
 pub fn input_weight_operand(kind: &OpKind) -> Option<usize> {
     weight_operands(kind).1
 }

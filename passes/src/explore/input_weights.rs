@@ -2,18 +2,18 @@
 //! weight W (the forms of an LSTM or GRU choose its recurrent weight R's layout).
 //!
 //! W meets every step's input at once, before the recurrence, and only that op reads it
-//! (a shared weight is not explored), so its layout changes no activation and no other
-//! op's cost: it is chosen for its op alone, among the layouts that hold its zeros
-//! exactly, priced with the op's recurrence as written, before extraction chooses R's
-//! layout with it. As for every weight, a layout other than the written one must be
-//! predicted [`RELAYOUT_MARGIN`] faster.
+//! (a shared weight is not explored); an LSTM's or GRU's activations are planar whatever
+//! its weights' layouts. So the op's cost is its own, and the choice is exact per op: the
+//! pair of W's layout (among those that hold its zeros exactly) and R's form of least
+//! price, each departure from the written layout charged [`RELAYOUT_MARGIN`] as in
+//! extraction. W's layout is recorded here; extraction then chooses R's form with it.
 
-use super::cost::{self, CostTable};
-use super::extract::RELAYOUT_MARGIN;
+use super::cost::CostTable;
+use super::extract::{Pricer, RELAYOUT_MARGIN, relays};
 use super::forms::{self, SparseWeight};
-use super::lang::{Dnn, EGraph, Form};
+use super::lang::{Dnn, EGraph};
 use dnnc_ir::WeightId;
-use dnnc_ir::types::{Encoding, TensorType};
+use dnnc_ir::types::Encoding;
 use egg::Id;
 use std::collections::HashMap;
 
@@ -24,11 +24,11 @@ pub struct InputWeightChoice {
     pub class: Id,
     /// The weight.
     pub weight: WeightId,
-    /// Each layout weighed, its op's predicted seconds, and whether it departs from the
-    /// written layout.
+    /// Each layout weighed, its op's predicted seconds (with R's best form), and whether
+    /// it relays W out of the written layout.
     pub alternatives: Vec<(String, f64, bool)>,
     /// The layout chosen.
-    pub chosen: String,
+    pub chosen: Option<Encoding>,
 }
 
 /// A layout's name as `--explain` prints forms (`dense`, `csr`, `bcr:8x32`).
@@ -47,82 +47,72 @@ pub fn choose(
     table: &CostTable,
     sparse: &mut HashMap<WeightId, SparseWeight>,
 ) -> Vec<InputWeightChoice> {
-    let mut out = Vec::new();
-    for class in eg.classes() {
-        for node in &class.nodes {
-            let Dnn::Op(code, args) = node else {
-                continue;
-            };
-            let kind = eg.analysis.ops.kind(*code);
-            let weight_of = |operand: Option<usize>| {
-                operand
-                    .and_then(|i| args.get(i))
-                    .and_then(|&a| eg[a].data.weight)
-            };
-            let Some(w) = weight_of(forms::input_weight_operand(kind)) else {
-                continue;
-            };
-            let Some(candidate) = sparse.get(&w) else {
-                continue;
-            };
-            if out.iter().any(|c: &InputWeightChoice| c.weight == w) {
-                continue;
-            }
-            // The recurrence as written: R in its encoding, or dense.
-            let r = weight_of(forms::layout_operand(kind)).and_then(|r| sparse.get(&r));
-            let r_form = r
-                .and_then(|r| r.encoding.as_ref())
-                .map_or(Form::Gemm, forms::encoding_form);
-            let r_stats = r.and_then(|r| r.stats(r_form));
-            let ty = |id: Id| eg[id].data.ty.as_ref().expect("a single value");
-            let arg_types: Vec<&TensorType> = args.iter().map(|&a| ty(a)).collect();
-            let outs: Vec<&TensorType> = match &class.data.ty {
-                Some(t) => vec![t],
-                None => class.data.results.iter().collect(),
-            };
-            let price = |layout: Option<&Encoding>| {
-                let stored = layout.and_then(|e| candidate.stored(e));
-                if layout.is_some() && stored.is_none() {
-                    return None;
-                }
-                Some(table.predict(&cost::features(
-                    kind,
-                    r_form,
-                    &arg_types,
-                    &outs,
-                    r_stats.as_ref(),
-                    stored.as_ref(),
-                    eg.analysis.vector_lanes,
-                )))
-            };
-            let written = candidate.encoding.clone();
-            let Some(as_written) = price(written.as_ref()) else {
-                continue;
-            };
-            let mut alternatives = Vec::new();
-            let mut best = (written.clone(), as_written);
-            for layout in candidate.layouts() {
-                let Some(t) = price(layout.as_ref()) else {
+    let mut out: Vec<InputWeightChoice> = Vec::new();
+    {
+        let pricer = Pricer::new(eg, table, sparse);
+        for class in eg.classes() {
+            // layout -> (the op's least price over R's forms, that price with W's margin).
+            let mut by_layout: Vec<(Option<Encoding>, f64, f64)> = Vec::new();
+            let mut weight = None;
+            for node in &class.nodes {
+                let Dnn::Impl(code, _, _) = node else {
                     continue;
                 };
-                let departs = layout != written;
-                alternatives.push((layout_name(layout.as_ref()), t, departs));
-                if departs && t < best.1 && t * (1.0 + RELAYOUT_MARGIN) + 1e-9 < as_written {
-                    best = (layout, t);
+                let operand = forms::input_weight_operand(eg.analysis.ops.kind(*code));
+                let Some((w, s)) = pricer.sparse_weight_of(node, operand) else {
+                    continue;
+                };
+                weight = Some((w, s.encoding.clone()));
+                for layout in s.layouts() {
+                    let stored = match &layout {
+                        None => None,
+                        Some(e) => match s.stored(e) {
+                            Some(stored) => Some(stored),
+                            None => continue,
+                        },
+                    };
+                    let t = pricer.own_with_input_weight(node, stored.as_ref());
+                    let margin = if relays(s.encoding.as_ref(), layout.as_ref()) {
+                        t * RELAYOUT_MARGIN + 1e-9
+                    } else {
+                        0.0
+                    };
+                    match by_layout.iter_mut().find(|(l, _, _)| *l == layout) {
+                        Some(entry) if t < entry.1 => *entry = (layout, t, t + margin),
+                        Some(_) => {}
+                        None => by_layout.push((layout, t, t + margin)),
+                    }
                 }
             }
+            let Some((weight, written)) = weight else {
+                continue;
+            };
+            let Some((chosen, _, _)) = by_layout.iter().min_by(|a, b| a.2.total_cmp(&b.2)).cloned()
+            else {
+                continue;
+            };
+            let mut alternatives: Vec<(String, f64, bool)> = by_layout
+                .iter()
+                .map(|(l, t, _)| {
+                    (
+                        layout_name(l.as_ref()),
+                        *t,
+                        relays(written.as_ref(), l.as_ref()),
+                    )
+                })
+                .collect();
             alternatives.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-            alternatives.dedup_by(|a, b| a.0 == b.0);
-            let chosen = layout_name(best.0.as_ref());
-            if let Some(s) = sparse.get_mut(&w) {
-                s.runs = best.0;
-            }
             out.push(InputWeightChoice {
                 class: class.id,
-                weight: w,
+                weight,
                 alternatives,
                 chosen,
             });
+        }
+    }
+    for c in &out {
+        if let Some(s) = sparse.get_mut(&c.weight) {
+            s.runs = c.chosen.clone();
         }
     }
     out.sort_by_key(|c| c.weight);

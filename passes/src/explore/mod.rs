@@ -918,7 +918,7 @@ fn explain(
                     t * 1e3
                 );
             }
-            let _ = writeln!(out, " -> {}", c.chosen);
+            let _ = writeln!(out, " -> {}", input_weights::layout_name(c.chosen.as_ref()));
         }
     }
     out

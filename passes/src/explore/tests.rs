@@ -987,4 +987,15 @@ fn a_recurrent_layers_input_weight_gets_its_own_layout() {
     // --explain weighs W's layouts below the op's own line.
     assert!(report.contains("    input weight @w: "), "{report}");
     assert!(report.contains(" csr "), "{report}");
+    // Unencoded, W runs dense as written; it has no layout to leave (no margin), and a
+    // sparse one is far cheaper at 8×.
+    m.weights[w_id].ty.encoding = None;
+    let out = explore_forms(&m, &cost::CostTable::analytical());
+    assert!(
+        matches!(
+            out.weights[w_id].ty.encoding,
+            Some(dnnc_ir::Encoding::Bcr(_) | dnnc_ir::Encoding::Csr)
+        ),
+        "W stayed dense"
+    );
 }

@@ -102,11 +102,7 @@ pub fn write_back(
     };
     w.relayout_weights(order);
     for (id, encoding) in input_layouts {
-        let ty = &mut w.module.weights[*id].ty;
-        if ty.encoding != *encoding {
-            ty.encoding = encoding.clone();
-            w.written.relayouts += 1;
-        }
+        w.set_encoding(*id, encoding.clone());
     }
     // Ops in order; leaves (weights, constants, derived weights) as their users need them.
     for &c in order {
@@ -165,11 +161,16 @@ impl Writer<'_> {
                 Form::Direct | Form::Winograd | Form::Im2col | Form::Planar | Form::Gemm => None,
                 Form::Only => continue,
             };
-            let ty = &mut self.module.weights[w].ty;
-            if ty.encoding != encoding {
-                ty.encoding = encoding;
-                self.written.relayouts += 1;
-            }
+            self.set_encoding(w, encoding);
+        }
+    }
+
+    /// Gives weight `w` `encoding`, counting the change.
+    fn set_encoding(&mut self, w: WeightId, encoding: Option<Encoding>) {
+        let ty = &mut self.module.weights[w].ty;
+        if ty.encoding != encoding {
+            ty.encoding = encoding;
+            self.written.relayouts += 1;
         }
     }
 
