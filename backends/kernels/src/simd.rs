@@ -96,6 +96,26 @@ pub trait Simd: Copy + Send + Sync + 'static {
     }
 }
 
+/// The constants of Cephes' `expf`, shared by [`exp`] and the JIT's 128-bit one.
+pub mod expf {
+    /// Inputs are clamped to `[MIN, MAX]`: `MIN` is just above `ln 2⁻¹²⁶` (so the result
+    /// is never subnormal), `MAX` just below `ln 2¹²⁸`.
+    pub const MIN: f32 = -87.336_54;
+    /// See [`MIN`].
+    pub const MAX: f32 = 88.376_26;
+    /// `ln 2` in two parts (negated high part, low part) for the range reduction.
+    pub const LN2: [f32; 2] = [-0.693_359_4, 2.121_944_4e-4];
+    /// The polynomial for `eʳ - 1 - r` over `r²`, highest degree first.
+    pub const POLY: [f32; 6] = [
+        1.987_569_1e-4,
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        0.166_666_65,
+        0.5,
+    ];
+}
+
 /// `eˣ` in every lane, to about 2 ulp (Cephes' `expf`: `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2`,
 /// a degree-7 polynomial for `eʳ`, scaled by `2ⁿ`). Inputs are clamped to
 /// `[-87.33654, 88.37626]`: below, the least normal number, 1.2e-38 (0 to a softmax's sum,
@@ -108,7 +128,7 @@ pub trait Simd: Copy + Send + Sync + 'static {
 pub unsafe fn exp<S: Simd>(x: S::V) -> S::V {
     unsafe {
         // The bound first: `max`/`min` return their second operand where one is NaN.
-        let x = S::min(S::splat(88.376_26), S::max(S::splat(-87.336_54), x));
+        let x = S::min(S::splat(expf::MAX), S::max(S::splat(expf::MIN), x));
         // Round to nearest by adding and removing 1.5·2²³ (exact below 2²²).
         let shifter = S::splat(12_582_912.0);
         let n = S::sub(
@@ -116,17 +136,11 @@ pub unsafe fn exp<S: Simd>(x: S::V) -> S::V {
             shifter,
         );
         // r = x − n·ln 2, with ln 2 in two parts so that r keeps its low bits.
-        let r = S::mul_add(n, S::splat(-0.693_359_4), x);
-        let r = S::mul_add(n, S::splat(2.121_944_4e-4), r);
-        let mut p = S::splat(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            0.166_666_65,
-            0.5,
-        ] {
-            p = S::mul_add(p, r, S::splat(c));
+        let r = S::mul_add(n, S::splat(expf::LN2[0]), x);
+        let r = S::mul_add(n, S::splat(expf::LN2[1]), r);
+        let mut p = S::splat(expf::POLY[0]);
+        for c in &expf::POLY[1..] {
+            p = S::mul_add(p, r, S::splat(*c));
         }
         let p = S::mul_add(p, S::mul(r, r), S::add(r, S::splat(1.0)));
         S::mul(p, S::pow2(n))

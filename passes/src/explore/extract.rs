@@ -11,7 +11,7 @@ use super::cost::{self, CostTable, Features, WrittenSparse};
 use super::lang::{Dnn, EGraph, Form};
 use dnnc_ir::WeightId;
 use dnnc_ir::ops::OpKind;
-use dnnc_ir::types::{BcrEncoding, Encoding, TensorType};
+use dnnc_ir::types::{Encoding, TensorType};
 use egg::{Id, Language};
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -230,19 +230,7 @@ impl<'a> Pricer<'a> {
         let written = self
             .sparse_operand(args, super::forms::layout_operand(kind))
             .and_then(|s| s.encoding.as_ref());
-        let runs = match form {
-            Form::Csr => Some(Encoding::Csr),
-            Form::Bcr(r, c) | Form::BcrIm2col(r, c) => Some(Encoding::Bcr(BcrEncoding {
-                block: [*r as usize, *c as usize],
-            })),
-            Form::Direct
-            | Form::Winograd
-            | Form::Im2col
-            | Form::Only
-            | Form::Planar
-            | Form::Gemm => None,
-        };
-        relays(written, runs.as_ref())
+        relays(written, form.sparse_encoding().as_ref())
     }
 
     /// Predicted seconds of a node on its own (what `--explain` prints).

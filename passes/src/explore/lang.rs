@@ -111,6 +111,24 @@ impl Form {
     pub fn is_sparse(self) -> bool {
         matches!(self, Form::Csr | Form::Bcr(..) | Form::BcrIm2col(..))
     }
+
+    /// The encoding of the weight layout a sparse form reads (`None` for dense forms).
+    pub fn sparse_encoding(self) -> Option<dnnc_ir::Encoding> {
+        match self {
+            Form::Csr => Some(dnnc_ir::Encoding::Csr),
+            Form::Bcr(r, c) | Form::BcrIm2col(r, c) => {
+                Some(dnnc_ir::Encoding::Bcr(dnnc_ir::types::BcrEncoding {
+                    block: [r as usize, c as usize],
+                }))
+            }
+            Form::Direct
+            | Form::Winograd
+            | Form::Im2col
+            | Form::Only
+            | Form::Planar
+            | Form::Gemm => None,
+        }
+    }
 }
 
 impl fmt::Display for Form {

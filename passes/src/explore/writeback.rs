@@ -10,7 +10,7 @@ use crate::explore::ExploreError;
 use cranelift_entity::EntityRef;
 use dnnc_ir::attr::Attribute;
 use dnnc_ir::ops::{BatchNorm, OpKind, WeightRef};
-use dnnc_ir::types::{BcrEncoding, Encoding, TensorType};
+use dnnc_ir::types::{Encoding, TensorType};
 use dnnc_ir::{Function, Location, Module, OpId, Tensor, Value, WeightDecl, WeightId, WeightInit};
 use egg::{Id, Language};
 use std::collections::HashMap;
@@ -153,15 +153,11 @@ impl Writer<'_> {
             else {
                 continue;
             };
-            let encoding = match form {
-                Form::Csr => Some(Encoding::Csr),
-                Form::Bcr(r, c) | Form::BcrIm2col(r, c) => Some(Encoding::Bcr(BcrEncoding {
-                    block: [*r as usize, *c as usize],
-                })),
-                Form::Direct | Form::Winograd | Form::Im2col | Form::Planar | Form::Gemm => None,
-                Form::Only => continue,
-            };
-            self.set_encoding(w, encoding);
+            // An op with a single implementation makes no layout choice.
+            if *form == Form::Only {
+                continue;
+            }
+            self.set_encoding(w, form.sparse_encoding());
         }
     }
 

@@ -517,26 +517,21 @@ impl KB<'_> {
     /// `e^x` for f32x4 (Cephes' expf: range reduction to [-ln2/2, ln2/2], a degree-5
     /// polynomial, then scaling by 2^n; relative error about 1e-7).
     pub fn vexp(&mut self, x: Value) -> Value {
-        let hi = self.splat(88.376_26);
-        let lo = self.splat(-87.336_55);
+        use dnnc_kernels::simd::expf;
+        let hi = self.splat(expf::MAX);
+        let lo = self.splat(expf::MIN);
         let x = self.vmin(x, hi);
         let x = self.vmax(x, lo);
         let log2e = self.splat(std::f32::consts::LOG2_E);
         let half = self.splat(0.5);
         let fx = self.fma(x, log2e, half);
         let fx = self.b.ins().floor(fx);
-        let c1 = self.splat(-0.693_359_4);
-        let c2 = self.splat(2.121_944_4e-4);
+        let c1 = self.splat(expf::LN2[0]);
+        let c2 = self.splat(expf::LN2[1]);
         let x = self.fma(fx, c1, x);
         let x = self.fma(fx, c2, x);
-        let mut y = self.splat(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            0.166_666_65,
-            0.5,
-        ] {
+        let mut y = self.splat(expf::POLY[0]);
+        for &c in &expf::POLY[1..] {
             let c = self.splat(c);
             y = self.fma(y, x, c);
         }
