@@ -334,10 +334,10 @@ pub enum Native {
     ToBlocked([usize; 4], usize),
     /// NCHWc back to planar: input, output.
     ToPlanar([usize; 4], usize),
-    /// A `rows × cols` matrix transposed, in tiles of a vector of rows: input, output.
+    /// Matrices transposed, in tiles of a vector of rows: input, output.
     Transpose {
-        /// Rows and columns of the input.
-        shape: [usize; 2],
+        /// The matrices.
+        t: dnnc_kernels::layout::StridedTranspose,
         /// Rows per tile.
         lanes: usize,
     },

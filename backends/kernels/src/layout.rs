@@ -273,27 +273,116 @@ pub unsafe fn transpose(
     begin: usize,
     end: usize,
 ) {
-    let vector = vector_transpose(lanes);
-    for rb in begin..end {
-        let r0 = rb * lanes;
-        let tile_rows = lanes.min(rows - r0);
-        for c0 in (0..cols).step_by(lanes) {
-            let tile = Tile {
-                rows: tile_rows,
-                cols: lanes.min(cols - c0),
-                stride: cols,
-                out_stride: rows,
-                whole_rows: false,
-            };
-            // SAFETY: the tile lies inside both matrices.
-            unsafe {
-                let (from, to) = (src.add(r0 * cols + c0), dst.add(c0 * rows + r0));
-                match vector {
-                    Some(t) => t(from, to, tile),
-                    None => {
-                        for i in 0..tile.rows {
-                            for j in 0..tile.cols {
-                                *to.add(j * rows + i) = *from.add(i * cols + j);
+    unsafe { StridedTranspose::matrix(rows, cols).run(src, dst, lanes, begin, end) }
+}
+
+/// A batch of matrix transposes over strided views, any tensor transpose whose innermost
+/// output dimension is not contiguous in the input: for batch item `b` (mixed radix over
+/// [`StridedTranspose::batch`]) at input and output offsets `s(b)` and `d(b)`,
+/// `dst[d(b) + j·dst_stride + i] = src[s(b) + i·src_stride + j]` for `i < rows`, `j < cols`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StridedTranspose {
+    /// Rows of each input matrix (columns of the output's).
+    pub rows: usize,
+    /// Columns of each input matrix, contiguous.
+    pub cols: usize,
+    /// Floats between two input rows.
+    pub src_stride: usize,
+    /// Floats between two output rows.
+    pub dst_stride: usize,
+    /// Batch dimensions, outermost first: `[count, input stride, output stride]`.
+    pub batch: Vec<[usize; 3]>,
+}
+
+impl StridedTranspose {
+    /// One contiguous `rows × cols` matrix into `cols × rows`.
+    pub fn matrix(rows: usize, cols: usize) -> StridedTranspose {
+        StridedTranspose {
+            rows,
+            cols,
+            src_stride: cols,
+            dst_stride: rows,
+            batch: Vec::new(),
+        }
+    }
+
+    /// The transpose of a row-major tensor of `shape` by `perm` (output dimension `k` is
+    /// input dimension `perm[k]`), unless its innermost output dimension is contiguous in
+    /// the input (then it is a copy of runs, not a transpose: `None`). The input's
+    /// innermost dimension gives each matrix's columns, the output's its rows.
+    pub fn of_permutation(shape: &[usize], perm: &[usize]) -> Option<StridedTranspose> {
+        let n = shape.len();
+        if n < 2 || perm.len() != n || perm[n - 1] == n - 1 {
+            return None;
+        }
+        let mut in_strides = vec![1; n];
+        for k in (0..n - 1).rev() {
+            in_strides[k] = in_strides[k + 1] * shape[k + 1];
+        }
+        let dims: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+        let out_stride = |k: usize| dims[k + 1..].iter().product::<usize>();
+        let cols_dim = perm.iter().position(|&p| p == n - 1)?;
+        Some(StridedTranspose {
+            rows: dims[n - 1],
+            cols: dims[cols_dim],
+            src_stride: in_strides[perm[n - 1]],
+            dst_stride: out_stride(cols_dim),
+            batch: (0..n - 1)
+                .filter(|&k| k != cols_dim)
+                .map(|k| [dims[k], in_strides[perm[k]], out_stride(k)])
+                .collect(),
+        })
+    }
+
+    /// Units of work at `lanes`: each batch item's blocks of `lanes` input rows.
+    pub fn units(&self, lanes: usize) -> usize {
+        self.batch.iter().map(|b| b[0]).product::<usize>() * self.rows.div_ceil(lanes)
+    }
+
+    /// Runs units `[begin, end)` of [`StridedTranspose::units`].
+    ///
+    /// # Safety
+    /// `src` and `dst` must hold every element the views address.
+    pub unsafe fn run(
+        &self,
+        src: *const f32,
+        dst: *mut f32,
+        lanes: usize,
+        begin: usize,
+        end: usize,
+    ) {
+        let vector = vector_transpose(lanes);
+        let blocks = self.rows.div_ceil(lanes);
+        for unit in begin..end {
+            let (mut item, rb) = (unit / blocks, unit % blocks);
+            let (mut from, mut to) = (0, 0);
+            for &[count, s, d] in self.batch.iter().rev() {
+                from += item % count * s;
+                to += item % count * d;
+                item /= count;
+            }
+            let r0 = rb * lanes;
+            let tile_rows = lanes.min(self.rows - r0);
+            for c0 in (0..self.cols).step_by(lanes) {
+                let tile = Tile {
+                    rows: tile_rows,
+                    cols: lanes.min(self.cols - c0),
+                    stride: self.src_stride,
+                    out_stride: self.dst_stride,
+                    whole_rows: false,
+                };
+                // SAFETY: the tile lies inside both views.
+                unsafe {
+                    let from = src.add(from + r0 * self.src_stride + c0);
+                    let to = dst.add(to + c0 * self.dst_stride + r0);
+                    match vector {
+                        Some(t) => t(from, to, tile),
+                        None => {
+                            for i in 0..tile.rows {
+                                for j in 0..tile.cols {
+                                    *to.add(j * self.dst_stride + i) =
+                                        *from.add(i * self.src_stride + j);
+                                }
                             }
                         }
                     }

@@ -62,4 +62,45 @@ proptest! {
             }
         }
     }
+
+    #[test]
+    fn permutations_move_every_value_to_its_place(
+        shape in prop::collection::vec(1usize..7, 2..=4),
+        order in any::<u64>(),
+        lanes in prop::sample::select(vec![4usize, 8, 16]),
+    ) {
+        let n = shape.len();
+        // A permutation drawn from `order` (Lehmer code).
+        let mut left: Vec<usize> = (0..n).collect();
+        let mut code = order;
+        let perm: Vec<usize> = (0..n).map(|i| {
+            let k = (code % (n - i) as u64) as usize;
+            code /= (n - i) as u64;
+            left.remove(k)
+        }).collect();
+        let Some(t) = layout::StridedTranspose::of_permutation(&shape, &perm) else {
+            prop_assert_eq!(perm[n - 1], n - 1);
+            return Ok(());
+        };
+        let len: usize = shape.iter().product();
+        let x = seeded(len, 11);
+        let mut y = vec![f32::NAN; len];
+        let units = t.units(lanes);
+        unsafe {
+            t.run(x.as_ptr(), y.as_mut_ptr(), lanes, 0, units / 2);
+            t.run(x.as_ptr(), y.as_mut_ptr(), lanes, units / 2, units);
+        }
+        // Output index (row-major over the permuted dims) back to the input's.
+        let dims: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+        for (o, got) in y.iter().enumerate() {
+            let mut rest = o;
+            let mut index = vec![0; n];
+            for k in (0..n).rev() {
+                index[perm[k]] = rest % dims[k];
+                rest /= dims[k];
+            }
+            let i = index.iter().zip(&shape).fold(0, |acc, (&ix, &s)| acc * s + ix);
+            prop_assert_eq!(got.to_bits(), x[i].to_bits(), "perm {:?} shape {:?} out {}", perm, shape, o);
+        }
+    }
 }

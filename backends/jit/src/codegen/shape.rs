@@ -6,7 +6,9 @@ use cranelift_codegen::ir::{InstBuilder, Value};
 
 /// Transpose: output element `(i0, ..., in)` (row-major, dims `out_dims`) is input element
 /// at `Σ ik·in_strides[k]`. The tile is a range of output elements along the first
-/// dimension. Args: `[x, out]`.
+/// dimension. Args: `[x, out]`. For transposes whose innermost output dimension is
+/// contiguous in the input (runs copied by vectors) and rank 1; the others are batches of
+/// matrix transposes, run natively (`dnnc_kernels::layout::StridedTranspose`).
 pub fn transpose(
     cg: &mut Codegen,
     out_dims: &[usize],
@@ -27,34 +29,6 @@ pub fn transpose(
             let o = kb.at(out, dst);
             kb.store(v, o, 0);
         };
-        if strides[0] == 1 && dims.len() > 1 && strides.last() != Some(&1) {
-            // Output rows are input columns: a tile of them at a time, innermost, so that
-            // each input row gives a run of contiguous elements and the output is written
-            // in as many sequential streams, instead of one element per line read (a
-            // 1024×1024 transpose took 7.5 ms).
-            kb.for_range(b, e, TRANSPOSE_TILE, |kb, i0| {
-                let t_end = kb.b.ins().iadd_imm_s(i0, TRANSPOSE_TILE);
-                let t_end = kb.b.ins().smin(t_end, e);
-                let zero = kb.int(0);
-                nest(
-                    kb,
-                    &dims[1..],
-                    &strides[1..],
-                    zero,
-                    zero,
-                    0,
-                    &mut |kb, src, dst| {
-                        kb.for_range(i0, t_end, 1, |kb, i| {
-                            let s = kb.b.ins().iadd(src, i);
-                            let d = kb.b.ins().imul_imm_s(i, inner as i64);
-                            let d = kb.b.ins().iadd(dst, d);
-                            copy(kb, s, d);
-                        });
-                    },
-                );
-            });
-            return;
-        }
         // The innermost output dimension is contiguous in the input too (attention's
         // [1, 0, 2] head split): copy each run of it with vectors, not element by element
         // (a 4×128×64 head split took 0.05 ms, 1.5 ns an element).
@@ -90,11 +64,6 @@ pub fn transpose(
         });
     })
 }
-
-/// Output rows per tile of a transpose whose rows read input columns: 8 (measured on a
-/// 1024×1024 transpose, Intel Xeon: 16 rows 3.85 ms, 8 rows 1.9 ms, 4 rows 2.2 ms; rows a
-/// power of two apart share a cache set, and L1 holds 12 ways).
-const TRANSPOSE_TILE: i64 = 8;
 
 /// Loops over `dims` (row-major output, input `strides` apart) from element offsets `src`
 /// and `dst`, all but the innermost `leaf_dims` of them, and calls `leaf` with the

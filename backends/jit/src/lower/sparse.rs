@@ -114,7 +114,10 @@ impl Lower<'_> {
         let unit = sparse.row_unit;
         let mut sparse = sparse.clone();
         let lanes = self.options.cpu.lanes();
-        let transpose = |shape: [usize; 2]| Native::Transpose { shape, lanes };
+        let transpose = |[rows, cols]: [usize; 2]| Native::Transpose {
+            t: dnnc_kernels::layout::StridedTranspose::matrix(rows, cols),
+            lanes,
+        };
         // The product's columns, B and C with their row stride, C's tiles and batches.
         let (columns, b, c, ld, (m_tile, n_tile), batches) = match matrix {
             // xᵀ [k × rows], then Wᵀ's product yᵀ [n × rows] (rows of C are features, as
