@@ -7,7 +7,7 @@ usage: bench/peers/peer.py MODEL [--threads N] [--runs R] [--warmup W] [--rounds
 MODEL is a .onnx file or one of the models this script builds with the onnx helper API
 (random weights, nothing downloaded): resnet18, resnet50, mobilenet_v2, vgg16, conv3x3_64
 (a 3×3 convolution 64→64 at 56×56), matmul (64×1024 · 1024×4096), lstm (hidden 1024, 32
-steps).
+steps), attention (a self-attention block: 128 tokens, width 256, 4 heads).
 
 With --prune RATE, dnnc runs the model after `bcr-prune{rate=RATE ...}` (GRIM) while ONNX
 Runtime runs it dense, as the papers compare; outputs then differ by design and are not

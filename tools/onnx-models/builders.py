@@ -187,7 +187,30 @@ def lstm_layer(seq=32, batch=1, hidden=1024, seed=6):
     return g.model([("input", [seq, batch, hidden])], [y], "lstm_1024")
 
 
+def attention_block(tokens=128, width=256, heads=4, seed=9):
+    """A transformer's self-attention block with separate Q, K and V projections (the zoo's
+    `attention_block`): 128 tokens of width 256, 4 heads, the output projection and the
+    residual."""
+    g = Graph(seed)
+    head = width // heads
+    split = g.ints("heads", [tokens, heads, head])
+
+    def heads_of(perm):
+        y = g.linear("input", width, width)
+        return g.node("Transpose", [g.node("Reshape", [y, split])], perm=perm)
+
+    q, k, v = heads_of([1, 0, 2]), heads_of([1, 2, 0]), heads_of([1, 0, 2])
+    scale = g.name("scale")
+    g.inits.append(numpy_helper.from_array(np.array([1 / np.sqrt(head)], np.float32), scale))
+    scores = g.node("Softmax", [g.node("Mul", [g.node("MatMul", [q, k]), scale])], axis=-1)
+    context = g.node("Transpose", [g.node("MatMul", [scores, v])], perm=[1, 0, 2])
+    merged = g.node("Reshape", [context, g.ints("tokens", [tokens, width])])
+    y = g.node("Add", [g.linear(merged, width, width), "input"])
+    return g.model([("input", [tokens, width])], [y], "attention")
+
+
 PEER_MODELS = {
+    "attention": attention_block,
     "resnet18": resnet18,
     "resnet50": resnet50,
     "mobilenet_v2": mobilenet_v2,
