@@ -139,10 +139,10 @@ impl<'a> Pricer<'a> {
             None => data.results.iter().collect(),
         };
         let stats = self
-            .sparse_operand(args, super::forms::layout_operand(kind))
+            .sparse_operand(node, super::forms::layout_operand(kind))
             .and_then(|s| s.stats(*form));
         let runs = self
-            .sparse_operand(args, super::forms::input_weight_operand(kind))
+            .sparse_operand(node, super::forms::input_weight_operand(kind))
             .and_then(|s| s.written());
         Some(cost::features(
             kind,
@@ -165,25 +165,24 @@ impl<'a> Pricer<'a> {
         t + self.relayout_margin(node, t) + self.penalty.map_or(0.0, |p| p(node))
     }
 
-    /// The sparse weight at `operand` of `node`, if the explorer knows it.
+    /// The sparse weight at `operand` of `node` (an op over its children), if the explorer
+    /// knows it.
     pub fn sparse_weight_of(
         &self,
         node: &Dnn,
         operand: Option<usize>,
     ) -> Option<(WeightId, &'a super::forms::SparseWeight)> {
-        let args = node.children();
-        let w = self.eg[*args.get(operand?)?].data.weight?;
+        let w = self.eg[*node.children().get(operand?)?].data.weight?;
         Some((w, self.sparse.get(&w)?))
     }
 
-    /// What is known of the sparse weight at `operand` of an op over `args`, if any.
+    /// What is known of the sparse weight at `operand` of `node`, if anything.
     fn sparse_operand(
         &self,
-        args: &[Id],
+        node: &Dnn,
         operand: Option<usize>,
     ) -> Option<&'a super::forms::SparseWeight> {
-        let w = self.eg[*args.get(operand?)?].data.weight?;
-        self.sparse.get(&w)
+        self.sparse_weight_of(node, operand).map(|(_, s)| s)
     }
 
     /// Whether `node` departs from the JIT's default enough to need [`RELAYOUT_MARGIN`]:
@@ -223,12 +222,12 @@ impl<'a> Pricer<'a> {
     /// Whether `node` runs its weight in another layout than the one it was written in
     /// ([`relays`]).
     pub fn relays_out(&self, node: &Dnn) -> bool {
-        let Dnn::Impl(code, form, args) = node else {
+        let Dnn::Impl(code, form, _) = node else {
             return false;
         };
         let kind = self.eg.analysis.ops.kind(*code);
         let written = self
-            .sparse_operand(args, super::forms::layout_operand(kind))
+            .sparse_operand(node, super::forms::layout_operand(kind))
             .and_then(|s| s.encoding.as_ref());
         relays(written, form.sparse_encoding().as_ref())
     }

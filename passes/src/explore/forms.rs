@@ -129,7 +129,7 @@ impl SparseWeight {
     /// What the weight stores in `encoding` (`None` if that layout does not hold it).
     pub fn stored(&self, encoding: &Encoding) -> Option<super::cost::WrittenSparse> {
         Some(super::cost::WrittenSparse::new(
-            self.stats(encoding_form(encoding))?,
+            self.stats_in(encoding)?,
             encoding,
         ))
     }
@@ -148,19 +148,18 @@ impl SparseWeight {
 
     /// What the weight stores in `form`'s layout (`None` for dense forms).
     pub fn stats(&self, form: Form) -> Option<super::cost::SparseStats> {
-        match form {
-            Form::Csr => Some(self.csr),
-            Form::Bcr(r, c) | Form::BcrIm2col(r, c) => self
+        self.stats_in(&form.sparse_encoding()?)
+    }
+
+    /// What the weight stores in `encoding` (`None` for a BCR shape that does not hold it).
+    fn stats_in(&self, encoding: &Encoding) -> Option<super::cost::SparseStats> {
+        match encoding {
+            Encoding::Csr => Some(self.csr),
+            Encoding::Bcr(b) => self
                 .exact
                 .iter()
-                .find(|(b, _)| *b == [r as usize, c as usize])
+                .find(|(shape, _)| *shape == b.block)
                 .map(|(_, s)| *s),
-            Form::Direct
-            | Form::Winograd
-            | Form::Im2col
-            | Form::Only
-            | Form::Planar
-            | Form::Gemm => None,
         }
     }
 }
@@ -246,7 +245,7 @@ pub fn in_place_attr(kind: &OpKind, form: Form, x: &[usize], w: &[usize]) -> Opt
 }
 
 /// The form that reads a weight in encoding `e`.
-pub(super) fn encoding_form(e: &Encoding) -> Form {
+fn encoding_form(e: &Encoding) -> Form {
     match e {
         Encoding::Csr => Form::Csr,
         Encoding::Bcr(b) => Form::Bcr(b.block[0] as u16, b.block[1] as u16),
