@@ -16,6 +16,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod aligned;
+pub mod cache;
 pub mod channelwise;
 pub mod conv;
 pub mod depthwise_planar;

@@ -245,5 +245,7 @@ pub(crate) fn sparse_layout(
 pub(super) const SPARSE_ROWS_TILE_BYTES: usize = 512 * 1024;
 
 /// Bytes of B a sparse product's column tile keeps in L2: every block re-reads its kept
-/// rows of the tile, so the tile must stay in cache while the block rows pass over it.
+/// rows of the tile, so the tile must stay in cache while the block rows pass over it
+/// (an im2col matrix's tile, and the least a convolution read in place keeps:
+/// `conv::direct_tile_bytes`).
 pub(super) const SPARSE_B_TILE_BYTES: usize = 256 * 1024;
