@@ -1,8 +1,8 @@
 """GRIM's speed side, in the shape of the paper's comparison: VGG-16, ResNet-18 and
 MobileNet-V2 (ImageNet shapes) and a GRU layer's gate matrices, BCR-pruned by dnnc at the
 paper's kind of rates, saved as ONE pruned ONNX file per model and rate, and that same file
-run by dnnc (its `auto` layout, which finds the BCR structure, and the dense and CSR
-layouts), ONNX Runtime, MNN (dense, and with its converter's sparse detection) and
+run by dnnc (its `auto` layout, which finds the BCR structure, the dense and CSR layouts,
+and the program `explore` chooses), ONNX Runtime, MNN (dense, and with its converter's sparse detection) and
 DeepSparse, at 1 and 2 threads. Each engine stays loaded in its own process (its own
 virtualenv) and the rounds alternate between engines, so that drift of the machine hits all
 alike; the figure is the median of all timed runs. Every engine's output on the same input
@@ -153,13 +153,23 @@ def relative_l2(a, b):
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
-def measure(model, threads, rounds, runs, log):
+def explore(dnn, quick):
+    """The imported file after `explore` (its layouts, kernel forms and exact rewrites chosen
+    by the cost table calibrated on this machine; in quick mode, whose dnnc is a debug
+    build that cannot time kernels, by the built-in analytical table)."""
+    explored = os.path.splitext(dnn)[0] + ".explored.dnn"
+    dnnc("opt", dnn, "-p", "explore{costs=builtin}" if quick else "explore", "-o", explored)
+    return explored
+
+
+def measure(model, threads, rounds, runs, quick, log):
     """{engine: median ms} and {engine: output error vs ONNX Runtime} for one pruned file."""
     inp, out, shape = io_names(model)
     x_path = os.path.splitext(model)[0] + ".input.npy"
     np.save(x_path, np.random.default_rng(5).standard_normal(shape).astype(np.float32))
     dnn = os.path.splitext(model)[0] + ".imported.dnn"
     dnnc("import", model, "-o", dnn)
+    explored = explore(dnn, quick)
     engines = {"ONNX Runtime": ("ort", model), "MNN": ("mnn", mnn_convert(model, False)),
                "MNN sparse": ("mnn", mnn_convert(model, True)), "DeepSparse": ("deepsparse", model)}
     workers, errors = {}, {}
@@ -170,13 +180,15 @@ def measure(model, threads, rounds, runs, log):
             want = got
         errors[label] = relative_l2(got, want)
     out_dir = work("speed", "out")
-    r = subprocess.run([DNNC, "run", dnn, "--input", f"{inp}={x_path}", "--output-dir", out_dir,
-                        "--threads", str(threads)], capture_output=True, text=True, check=True)
-    wrote = re.search(r"wrote (\S+)", r.stdout + r.stderr).group(1)
-    errors["dnnc"] = relative_l2(np.load(wrote), want)
+    for label, path in (("dnnc", dnn), ("dnnc explored", explored)):
+        r = subprocess.run([DNNC, "run", path, "--input", f"{inp}={x_path}", "--output-dir", out_dir,
+                            "--threads", str(threads)], capture_output=True, text=True, check=True)
+        wrote = re.search(r"wrote (\S+)", r.stdout + r.stderr).group(1)
+        errors[label] = relative_l2(np.load(wrote), want)
     times = {label: [] for label in workers}
     layouts = {"auto": "dnnc BCR (auto)", "dense": "dnnc dense", "csr": "dnnc CSR"}
-    times.update({v: [] for v in layouts.values()})
+    # The explored program beside the layout `auto` measures, which it competes with.
+    times.update({label: [] for label in ("dnnc BCR (auto)", "dnnc explored", "dnnc dense", "dnnc CSR")})
     for _ in range(rounds):
         for label, w in workers.items():
             w.time(2)  # warm the caches after the other engines ran
@@ -186,6 +198,8 @@ def measure(model, threads, rounds, runs, log):
         for entry in doc["layouts"]:
             # bench reports a median per layout and round; each round weighs the same.
             times[layouts[entry["layout"]]] += [entry["median_ms"]] * runs
+        doc = json.loads(dnnc("bench", explored, "--threads", threads, "--runs", runs, "--warmup", 2, "--json"))
+        times["dnnc explored"] += doc["latencies_ms"]
     for w in workers.values():
         w.close()
     return {k: float(np.median(v)) for k, v in times.items()}, errors
@@ -198,7 +212,7 @@ def run(quick, log):
     for name, rate in models(quick):
         model = pruned_onnx(name, rate)
         for threads in thread_counts:
-            ms, errors = measure(model, threads, rounds, runs if name != "gru_gates" else runs * 20, log)
+            ms, errors = measure(model, threads, rounds, runs if name != "gru_gates" else runs * 20, quick, log)
             results.append({"model": name, "rate": rate, "threads": threads, "ms": ms, "errors": errors})
             best = ms["dnnc BCR (auto)"]
             rows.append([name, f"{rate}×", threads, *(f"{ms[k]:.3f}" for k in ms),

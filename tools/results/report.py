@@ -207,7 +207,10 @@ Each model is pruned by dnnc (`bcr-prune`, 8×32 blocks, first conv and classifi
 written back into ONE ONNX file per rate; every engine runs that file, and every engine's
 output on the same input matches ONNX Runtime's (last column). "MNN sparse" is MNN's
 converter with `--detectSparseSpeedUp`; DeepSparse finds unstructured sparsity itself.
-dnnc's `auto` layout finds the BCR structure in the imported weights. Medians of
+dnnc's `auto` layout finds the BCR structure in the imported weights; "dnnc explored" runs
+the file `dnnc opt -p explore` makes of the imported one (each weight's layout, each op's
+kernel form and the exact rewrites chosen by the cost table `dnnc calibrate` measured on
+this machine, at one thread; docs/explore.md). Medians of
 {'2×3' if quick else '3 rounds × 5'} timed runs per engine (GRU: ×20), rounds alternating
 between engines that stay loaded. GRIM's claim: {grim_speed.PAPER}.
 
