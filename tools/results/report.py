@@ -209,8 +209,7 @@ output on the same input matches ONNX Runtime's (last column). "MNN sparse" is M
 converter with `--detectSparseSpeedUp`; DeepSparse finds unstructured sparsity itself.
 dnnc's `auto` layout finds the BCR structure in the imported weights; "dnnc explored" runs
 the file `dnnc opt -p explore` makes of the imported one (each weight's layout, each op's
-kernel form and the exact rewrites chosen by the cost table `dnnc calibrate` measured on
-this machine, at one thread; docs/explore.md). Medians of
+kernel form and the exact rewrites chosen by {"the built-in analytical cost table: quick mode's debug build cannot time kernels" if quick else "the cost table `dnnc calibrate` measured on this machine, at one thread"}; docs/explore.md). Medians of
 {'2×3' if quick else '3 rounds × 5'} timed runs per engine (GRU: ×20), rounds alternating
 between engines that stay loaded. GRIM's claim: {grim_speed.PAPER}.
 
