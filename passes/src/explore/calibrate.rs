@@ -411,6 +411,7 @@ pub fn probes(lanes: Option<usize>) -> Vec<Probe> {
         ([8, 32], Form::Bcr(8, 32)),
         ([8, 32], Form::Bcr(4, 32)),
         ([8, 32], Form::Bcr(8, 16)),
+        ([8, 32], Form::Bcr(4, 16)),
         ([8, 32], Form::Bcr(1, 32)),
         ([4, 32], Form::Bcr(4, 32)),
         ([16, 32], Form::Bcr(16, 32)),

@@ -783,6 +783,33 @@ fn a_sparse_convolution_of_one_vector_rows_has_its_own_class() {
 }
 
 #[test]
+fn narrow_blocks_times_vectors_have_their_own_class() {
+    let linear = |rows: usize, form: Form| {
+        let (x, w) = (
+            TensorType::f32(&[rows, 1024]),
+            TensorType::f32(&[3072, 1024]),
+        );
+        let y = TensorType::f32(&[rows, 3072]);
+        let stats = cost::SparseStats {
+            nonzeros: 393216.0,
+            blocks: 12288.0,
+            kept_cols: 98304.0,
+            kept_rows: 49152.0,
+            groups: 12288.0,
+            group_rows: 49152.0,
+        };
+        let kind = OpKind::Linear(dnnc_ir::ops::Linear);
+        cost::features(&kind, form, &[&x, &w], &[&y], Some(&stats), None, Some(16)).class
+    };
+    // One vector at a time, blocks narrower than the windowed kernel's 32-column window
+    // are priced apart; blocks of 32 columns and products over many rows at once are not.
+    assert_eq!(linear(1, Form::Bcr(8, 16)), "linear.bcr.narrow");
+    assert_eq!(linear(1, Form::Bcr(4, 16)), "linear.bcr.narrow");
+    assert_eq!(linear(1, Form::Bcr(8, 32)), "linear.bcr.r8");
+    assert_eq!(linear(64, Form::Bcr(8, 16)), "linear.bcr.r8");
+}
+
+#[test]
 fn a_first_layer_is_not_offered_winograd() {
     // The JIT reads a first layer's 3 input channels planar, with its direct kernel only:
     // with Winograd made cheap, the 16-channel conv takes it (written: on an 8×8 map the
@@ -856,6 +883,48 @@ fn a_weight_is_relaid_out_only_when_clearly_faster() {
     );
     let clear = extract::RELAYOUT_MARGIN * 2.0;
     assert_eq!(block_after(clear), [4, 32], "kept for {clear} of its time");
+}
+
+#[test]
+fn tied_layouts_take_the_fewest_blocks() {
+    // A weight with BCR 8×32 zeros but no encoding (as ONNX import leaves it): every exact
+    // BCR shape priced alike, the one with the fewest blocks is chosen, not the first in
+    // the e-graph's order (8×16 sorts before 8×32).
+    let mut m = module(&[&[1, 64, 28, 28]], |b, x| {
+        let w = weight(b, "w", &[64, 64, 3, 3], 1);
+        Ok(vec![b.op1(conv(1, 1), &[x[0], w])?])
+    });
+    run_pipeline(&mut m, "bcr-prune{rate=8 block=8x32}");
+    let w_id = m
+        .weights
+        .iter()
+        .find(|(_, w)| w.name == "w")
+        .map(|(id, _)| id)
+        .unwrap();
+    m.weights[w_id].ty.encoding = None;
+    let mut table = cost::CostTable::analytical();
+    for (class, c) in table.classes.iter_mut() {
+        let fixed = if class.starts_with("conv.bcr.") {
+            1e-3
+        } else {
+            1.0
+        };
+        *c = cost::Coeffs {
+            per_flop: 0.0,
+            per_byte: 0.0,
+            per_weight_byte: 0.0,
+            fixed,
+        };
+    }
+    let (out, report) = explore_forms_explained(&m, &table);
+    assert!(
+        report.contains("conv2d:bcr:8x16 1.0000"),
+        "8×16 is weighed: {report}"
+    );
+    match &out.weights[w_id].ty.encoding {
+        Some(dnnc_ir::Encoding::Bcr(b)) => assert_eq!(b.block, [8, 32], "{report}"),
+        other => panic!("the weight went {other:?}: {report}"),
+    }
 }
 
 #[test]
