@@ -836,32 +836,52 @@ fn a_first_layer_is_not_offered_winograd() {
     }
 }
 
-#[test]
-fn a_weight_is_relaid_out_only_when_clearly_faster() {
-    // One convolution pruned in 8×32 blocks, under tables where its 4×32 form is predicted
-    // a little and then clearly faster than the 8×32 it was written in.
+/// The id of `m`'s weight `name`.
+fn weight_id(m: &Module, name: &str) -> dnnc_ir::WeightId {
+    m.weights
+        .iter()
+        .find(|(_, w)| w.name == name)
+        .map(|(id, _)| id)
+        .expect("the weight")
+}
+
+/// One 3×3 convolution 64→64 over 28×28 with its weight `w` pruned in 8×32 blocks at 8×.
+fn pruned_conv_module() -> Module {
     let mut m = module(&[&[1, 64, 28, 28]], |b, x| {
         let w = weight(b, "w", &[64, 64, 3, 3], 1);
         Ok(vec![b.op1(conv(1, 1), &[x[0], w])?])
     });
     run_pipeline(&mut m, "bcr-prune{rate=8 block=8x32}");
+    m
+}
+
+/// A table in which every class costs only `fixed(class)` seconds a launch.
+fn fixed_cost_table(fixed: impl Fn(&str) -> f64) -> cost::CostTable {
+    let mut table = cost::CostTable::analytical();
+    for (class, c) in table.classes.iter_mut() {
+        *c = cost::Coeffs {
+            per_flop: 0.0,
+            per_byte: 0.0,
+            per_weight_byte: 0.0,
+            fixed: fixed(class),
+        };
+    }
+    table
+}
+
+#[test]
+fn a_weight_is_relaid_out_only_when_clearly_faster() {
+    // One convolution pruned in 8×32 blocks, under tables where its 4×32 form is predicted
+    // a little and then clearly faster than the 8×32 it was written in.
+    let m = pruned_conv_module();
     let f = m.funcs.keys().next().unwrap();
     let block_after = |saving: f64| -> [usize; 2] {
-        let mut table = cost::CostTable::analytical();
-        for (class, c) in table.classes.iter_mut() {
-            let fixed = match class.as_str() {
-                "conv.bcr.r8" => 1e-3,
-                "conv.bcr.r4" => 1e-3 * (1.0 - saving),
-                "reorder" => 0.0,
-                _ => 1.0,
-            };
-            *c = cost::Coeffs {
-                per_flop: 0.0,
-                per_byte: 0.0,
-                per_weight_byte: 0.0,
-                fixed,
-            };
-        }
+        let table = fixed_cost_table(|class| match class {
+            "conv.bcr.r8" => 1e-3,
+            "conv.bcr.r4" => 1e-3 * (1.0 - saving),
+            "reorder" => 0.0,
+            _ => 1.0,
+        });
         let out = explore_forms(&m, &table);
         let g = &out.funcs[f];
         let conv = g
@@ -890,32 +910,16 @@ fn tied_layouts_take_the_fewest_blocks() {
     // A weight with BCR 8×32 zeros but no encoding (as ONNX import leaves it): every exact
     // BCR shape priced alike, the one with the fewest blocks is chosen, not the first in
     // the e-graph's order (8×16 sorts before 8×32).
-    let mut m = module(&[&[1, 64, 28, 28]], |b, x| {
-        let w = weight(b, "w", &[64, 64, 3, 3], 1);
-        Ok(vec![b.op1(conv(1, 1), &[x[0], w])?])
-    });
-    run_pipeline(&mut m, "bcr-prune{rate=8 block=8x32}");
-    let w_id = m
-        .weights
-        .iter()
-        .find(|(_, w)| w.name == "w")
-        .map(|(id, _)| id)
-        .unwrap();
+    let mut m = pruned_conv_module();
+    let w_id = weight_id(&m, "w");
     m.weights[w_id].ty.encoding = None;
-    let mut table = cost::CostTable::analytical();
-    for (class, c) in table.classes.iter_mut() {
-        let fixed = if class.starts_with("conv.bcr.") {
+    let table = fixed_cost_table(|class| {
+        if class.starts_with("conv.bcr.") {
             1e-3
         } else {
             1.0
-        };
-        *c = cost::Coeffs {
-            per_flop: 0.0,
-            per_byte: 0.0,
-            per_weight_byte: 0.0,
-            fixed,
-        };
-    }
+        }
+    });
     let (out, report) = explore_forms_explained(&m, &table);
     assert!(
         report.contains("conv2d:bcr:8x16 1.0000"),
@@ -1027,24 +1031,14 @@ fn a_recurrent_layers_input_weight_gets_its_own_layout() {
         Ok(vec![b.op(gru, &[x[0], w, r, bias])?[0]])
     });
     run_pipeline(&mut m, "bcr-prune{rate=8 block=8x32 layers='^w$'}");
-    let w_id = m
-        .weights
-        .iter()
-        .find(|(_, w)| w.name == "w")
-        .map(|(id, _)| id)
-        .unwrap();
+    let w_id = weight_id(&m, "w");
     m.weights[w_id].ty.encoding = Some(dnnc_ir::Encoding::Csr);
     let (out, report) = explore_forms_explained(&m, &cost::CostTable::analytical());
     match &out.weights[w_id].ty.encoding {
         Some(dnnc_ir::Encoding::Bcr(b)) => assert_eq!(b.block[0] % 8, 0, "{b:?}"),
         other => panic!("W stayed {other:?}"),
     }
-    let r_id = out
-        .weights
-        .iter()
-        .find(|(_, w)| w.name == "r")
-        .map(|(id, _)| id)
-        .unwrap();
+    let r_id = weight_id(&out, "r");
     assert_eq!(
         out.weights[r_id].ty.encoding, None,
         "R is dense and stays so"
