@@ -188,7 +188,7 @@ def measure(model, threads, rounds, runs, quick, log):
     times = {label: [] for label in workers}
     layouts = {"auto": "dnnc BCR (auto)", "dense": "dnnc dense", "csr": "dnnc CSR"}
     # The explored program beside the layout `auto` measures, which it competes with.
-    times.update({label: [] for label in ("dnnc BCR (auto)", "dnnc explored", "dnnc dense", "dnnc CSR")})
+    times.update({label: [] for label in (layouts["auto"], "dnnc explored", layouts["dense"], layouts["csr"])})
     for _ in range(rounds):
         for label, w in workers.items():
             w.time(2)  # warm the caches after the other engines ran

@@ -259,23 +259,6 @@ pub unsafe fn pad_rows(
     }
 }
 
-/// `dst[cols × rows] = srcᵀ` for `src[rows × cols]`, row blocks `[begin, end)` of `lanes`
-/// rows of `src` (the columns `[begin · lanes, end · lanes)` of `dst`): by vector
-/// transposes of `lanes × lanes` tiles where this CPU has them.
-///
-/// # Safety
-/// `src` and `dst` must hold `rows × cols` floats each.
-pub unsafe fn transpose(
-    src: *const f32,
-    dst: *mut f32,
-    [rows, cols]: [usize; 2],
-    lanes: usize,
-    begin: usize,
-    end: usize,
-) {
-    unsafe { StridedTranspose::matrix(rows, cols).run(src, dst, lanes, begin, end) }
-}
-
 /// A batch of matrix transposes over strided views, any tensor transpose whose innermost
 /// output dimension is not contiguous in the input: for batch item `b` (mixed radix over
 /// [`StridedTranspose::batch`]) at input and output offsets `s(b)` and `d(b)`,

@@ -50,11 +50,13 @@ proptest! {
     ) {
         let x = seeded(rows * cols, 7);
         let mut t = vec![f32::NAN; rows * cols];
-        let blocks = rows.div_ceil(lanes);
+        let transpose = layout::StridedTranspose::matrix(rows, cols);
+        let blocks = transpose.units(lanes);
+        assert_eq!(blocks, rows.div_ceil(lanes));
         // Two calls, as two workers would split the row blocks.
         unsafe {
-            layout::transpose(x.as_ptr(), t.as_mut_ptr(), [rows, cols], lanes, 0, blocks / 2);
-            layout::transpose(x.as_ptr(), t.as_mut_ptr(), [rows, cols], lanes, blocks / 2, blocks);
+            transpose.run(x.as_ptr(), t.as_mut_ptr(), lanes, 0, blocks / 2);
+            transpose.run(x.as_ptr(), t.as_mut_ptr(), lanes, blocks / 2, blocks);
         }
         for r in 0..rows {
             for c in 0..cols {

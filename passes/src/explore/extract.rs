@@ -59,8 +59,8 @@ pub const RELAYOUT_MARGIN: f64 = 0.05;
 /// femtosecond: a weight of 100,000 blocks adds 0.1 ns). Shapes that split a weight's blocks
 /// without changing what it stores (8×16 against 8×32 blocks of one kept-row pattern) are
 /// priced alike by the features, and the finer one measured slower where they differ
-/// (BCR-pruned VGG-16 at 16× on AMD EPYC Zen 4: its convolutions chosen in 8×16 on a tie,
-/// 39.6 ms against 36.1 ms in 8×32).
+/// (BCR-pruned VGG-16 at 16× imported from ONNX, AMD EPYC Zen 4: explored with its
+/// convolutions in 8×16 on ties, 39.6 ms, against 36.1 ms under `--layout auto`).
 pub const TIE_SECONDS_PER_BLOCK: f64 = 1e-15;
 
 /// Whether a weight written in `written` relays out when run in `runs`: another BCR
@@ -169,10 +169,7 @@ impl<'a> Pricer<'a> {
         let Some(f) = self.features_with(node, Some(input_weight)) else {
             return self.own(node);
         };
-        let t = self.table.predict(&f);
-        t + self.relayout_margin(node, t)
-            + self.tie_break(node)
-            + self.penalty.map_or(0.0, |p| p(node))
+        self.own_at(node, self.table.predict(&f))
     }
 
     /// The sparse weight at `operand` of `node` (an op over its children), if the explorer
@@ -264,7 +261,11 @@ impl<'a> Pricer<'a> {
     /// What a node adds to the objective on its own: its predicted seconds, its relayout
     /// margin, and the tests' penalty.
     pub fn own(&self, node: &Dnn) -> f64 {
-        let t = self.predicted(node);
+        self.own_at(node, self.predicted(node))
+    }
+
+    /// What `node` adds on its own when predicted at `t` seconds.
+    fn own_at(&self, node: &Dnn, t: f64) -> f64 {
         t + self.relayout_margin(node, t)
             + self.tie_break(node)
             + self.penalty.map_or(0.0, |p| p(node))

@@ -22,17 +22,27 @@ impl Lower<'_> {
             self.kernel_step(k, vec![x, y], 1, 1);
             return Ok(());
         }
-        let lanes = self.options.cpu.lanes();
         if let Some(t) = dnnc_kernels::layout::StridedTranspose::of_permutation(&s, &t.perm) {
-            // A batch of matrix transposes: vector tiles where the CPU has them.
-            let (units, per_unit) = (t.units(lanes), lanes * t.cols);
-            self.native_step(Native::Transpose { t, lanes }, vec![x, y], units, per_unit);
+            self.transpose_step(t, x, y);
             return Ok(());
         }
         let k = shape::transpose(&mut self.cg, &out_dims, &strides)?;
         let inner: usize = out_dims[1..].iter().product();
         self.kernel_step(k, vec![x, y], out_dims[0], inner);
         Ok(())
+    }
+
+    /// A native step running the batch of matrix transposes `t` from `x` into `y`, in
+    /// vector tiles where the CPU has them.
+    pub(super) fn transpose_step(
+        &mut self,
+        t: dnnc_kernels::layout::StridedTranspose,
+        x: Addr,
+        y: Addr,
+    ) {
+        let lanes = self.options.cpu.lanes();
+        let (units, per_unit) = (t.units(lanes), lanes * t.cols);
+        self.native_step(Native::Transpose { t, lanes }, vec![x, y], units, per_unit);
     }
 
     pub(super) fn concat(

@@ -114,21 +114,13 @@ impl Lower<'_> {
         let unit = sparse.row_unit;
         let mut sparse = sparse.clone();
         let lanes = self.options.cpu.lanes();
-        let transpose = |[rows, cols]: [usize; 2]| Native::Transpose {
-            t: dnnc_kernels::layout::StridedTranspose::matrix(rows, cols),
-            lanes,
-        };
+        let matrix_transpose = dnnc_kernels::layout::StridedTranspose::matrix;
         // The product's columns, B and C with their row stride, C's tiles and batches.
         let (columns, b, c, ld, (m_tile, n_tile), batches) = match matrix {
             // xᵀ [k × rows], then Wᵀ's product yᵀ [n × rows] (rows of C are features, as
             // the epilogue's channels), then y = (yᵀ)ᵀ.
             Some([xt, yt]) => {
-                self.native_step(
-                    transpose([rows, k]),
-                    vec![x, xt],
-                    rows.div_ceil(lanes),
-                    k * lanes,
-                );
+                self.transpose_step(matrix_transpose(rows, k), x, xt);
                 // Columns of xᵀ whose slice stays in L2 while the block rows pass over it
                 // (each column tile streams all of W, so wider than a convolution's
                 // tiles); threads split the block rows where the columns are too few.
@@ -174,12 +166,7 @@ impl Lower<'_> {
             pad_tile: None,
         })));
         if let Some([_, yt]) = matrix {
-            self.native_step(
-                transpose([n, rows]),
-                vec![yt, y],
-                n.div_ceil(lanes),
-                rows * lanes,
-            );
+            self.transpose_step(matrix_transpose(n, rows), yt, y);
         }
         Ok(())
     }
