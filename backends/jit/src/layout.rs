@@ -3,7 +3,8 @@
 //!
 //! Dense convolutions run on blocked activations at full vector width, and so do the ops
 //! that follow them (pools, depthwise convolutions, batch norm, activations, residual
-//! adds), so a chain of them stays blocked; every other op reads and writes planar NCHW.
+//! adds), so a chain of them stays blocked; every other op reads and writes planar NCHW,
+//! except that a sparse convolution which pads its input tile by tile reads it blocked.
 //! The rule is forward and greedy: a node's output takes the layout the node prefers
 //! given its inputs' layouts, and a consumer that needs the other layout gets a
 //! [`NodeKind::Reorder`] node, one per value and layout, shared by every consumer.
@@ -112,6 +113,19 @@ fn wants(g: &Graph, func: &Function, node: &Node, options: &JitOptions) -> Wants
                 node.form,
                 Some(crate::graph::ConvForm::Im2col | crate::graph::ConvForm::Planar)
             );
+            if !dense
+                && is_activation(x)
+                && current(x) == Act::Blocked
+                && lower::pads_per_tile(g, func, node, options)
+            {
+                // It pads its input tile by tile, transposing blocked rows as it goes.
+                let mut inputs = vec![Some(Act::Blocked)];
+                inputs.extend(node.inputs[1..].iter().map(|_| None));
+                return Wants {
+                    inputs,
+                    output: Act::Planar,
+                };
+            }
             if planar_form || !dense || !is_activation(x) || (c.groups != 1 && !depthwise) {
                 return planar();
             }

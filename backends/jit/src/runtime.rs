@@ -413,6 +413,7 @@ impl Executable {
                         unsafe {
                             dnnc_kernels::layout::pad_rows(
                                 (b + bo as u64) as *const f32,
+                                t.blocked,
                                 scratch.as_mut_ptr(),
                                 t.channels,
                                 t.plane,

@@ -166,6 +166,9 @@ pub struct PadTile {
     pub rows: usize,
     /// Padded rows a tile reads past its output rows (kernel height − 1).
     pub halo: usize,
+    /// The input is channel-blocked with this many lanes, and each tile transposes its
+    /// rows as it pads them (no planar copy of the input first).
+    pub blocked: Option<usize>,
 }
 
 /// A sparse A operand: the BCR or CSR kernel and its compact form.

@@ -968,4 +968,54 @@ proptest! {
         }).map_err(TestCaseError::fail)?;
         case.check(&s)?;
     }
+
+}
+
+proptest! {
+    // Each case runs a 16- to 24-channel convolution over 130 × 130 or more in the reference.
+    #![proptest_config(ProptestConfig { cases: 8, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// A dense convolution (channel-blocked output) feeding a `#bcr` one whose padded input
+    /// is over 1 MiB, which pads it per column tile: the sparse one reads the blocked
+    /// activation in place, transposing each tile's rows as it pads them (no reorder).
+    #[test]
+    fn sparse_conv_padding_a_blocked_input_per_tile(
+        k in 16usize..=24,
+        h in 130usize..=140,
+        w in 130usize..=140,
+        block in (1usize..=8, 1usize..=32),
+        residual in any::<bool>(),
+        s in setup(),
+    ) {
+        let s = Setup { layout: WeightLayout::ByEncoding, fuse: true, ..s };
+        let bcr = TensorType {
+            encoding: Some(dnnc_ir::types::Encoding::Bcr(dnnc_ir::types::BcrEncoding {
+                block: [block.0, block.1],
+            })),
+            ..TensorType::f32(&[k, k, 3, 3])
+        };
+        let same = Conv2d { stride: [1, 1], pad: Padding([1; 4]), dilation: [1, 1], groups: 1 };
+        let mut params = vec![vec![1, 3, h, w]];
+        if residual {
+            params.push(vec![1, k, h, w]);
+        }
+        let case = Case::build(&params, |b, x| {
+            let w1 = weight(b, "w1", &[k, 3, 3, 3], s.seed + 10);
+            let y = b.op1(OpKind::Conv2d(same.clone()), &[x[0], w1])?;
+            let y = b.op1(OpKind::Relu(Relu), &[y])?;
+            let w2 = b.weight_init("w2", bcr.clone(), InitSpec::new(InitKind::Normal, s.seed + 11));
+            let z = b.op1(OpKind::Conv2d(same.clone()), &[y, w2])?;
+            let e = Epilogue { batch_norm: false, act: 1, residual };
+            Ok(vec![apply(b, &e, z, x.get(1).copied(), s.seed + 20)?])
+        }).map_err(TestCaseError::fail)?;
+        // At one thread the tiles pad their own rows (two split the output channels and
+        // pad the input whole, from planar), and then nothing is reordered.
+        let f = case.module.funcs.keys().next().expect("one function");
+        let options = JitOptions { cpu: s.cpu, layout: s.layout, ..JitOptions::default() };
+        let exe = compile(&case.module, f, &options).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let labels = exe.step_labels().join(", ");
+        prop_assert!(!labels.contains("reorder"), "{}", labels);
+        prop_assert!(labels.contains("bcr-direct"), "{}", labels);
+        case.check(&s)?;
+    }
 }

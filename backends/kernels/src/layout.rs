@@ -1,5 +1,5 @@
 //! Conversions between planar (NCHW) and channel-blocked (NCHWc) activations, the zero
-//! padding of planar planes, and matrix transposes.
+//! padding of planar planes (from either layout), and matrix transposes.
 //!
 //! NCHWc with block `L` stores `[n][c / L][h][w][L]`: the channels of one position are
 //! one vector. Channels past the last real one are zero after [`to_blocked`], and every
@@ -221,17 +221,20 @@ pub unsafe fn pad_planar(
     }
 }
 
-/// Copies padded rows `[y0, y0 + rows)` of every channel of `[channels][h][w]` (zero
-/// padding `[top, left, bottom, right]`; rows past the padded plane are zero too) into
-/// `dst`, channel `c` at `c · channel_stride`, rows `w + left + right` apart: the input
-/// rows of a convolution tile, padded where it reads them.
+/// Copies padded rows `[y0, y0 + rows)` of every channel of `[channels][h][w]`, or of
+/// its channel-blocked form `[channels / lanes][h][w][lanes]` where `blocked` gives the
+/// lanes (zero padding `[top, left, bottom, right]`; rows past the padded plane are zero
+/// too) into `dst`, channel `c` at `c · channel_stride`, rows `w + left + right` apart:
+/// the input rows of a convolution tile, padded where it reads them. From a blocked input
+/// each row is transposed as it is padded, so no planar copy of the input is made first.
 ///
 /// # Safety
-/// `src` must hold the channels; `dst` `channels · channel_stride` floats, with
-/// `channel_stride ≥ rows · (w + left + right)`.
+/// `src` must hold the channels (whole vectors of them if blocked); `dst` `channels ·
+/// channel_stride` floats, with `channel_stride ≥ rows · (w + left + right)`.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn pad_rows(
     src: *const f32,
+    blocked: Option<usize>,
     dst: *mut f32,
     channels: usize,
     [h, w]: [usize; 2],
@@ -241,18 +244,51 @@ pub unsafe fn pad_rows(
     channel_stride: usize,
 ) {
     let wp = w + left + right;
-    for c in 0..channels {
+    // Channels per source vector (one for planar input).
+    let lanes = blocked.unwrap_or(1);
+    let transpose = blocked.and_then(vector_transpose);
+    for b in 0..channels.div_ceil(lanes) {
+        let used = lanes.min(channels - b * lanes);
         for (i, yp) in (y0..y0 + rows).enumerate() {
-            // SAFETY: the caller's contract covers the channel's rows.
+            // SAFETY: the caller's contract covers the block's channels and rows.
             unsafe {
-                let out = dst.add(c * channel_stride + i * wp);
-                match yp.checked_sub(top).filter(|&y| y < h) {
-                    Some(y) => {
-                        std::ptr::write_bytes(out, 0, left);
-                        std::ptr::copy_nonoverlapping(src.add((c * h + y) * w), out.add(left), w);
-                        std::ptr::write_bytes(out.add(left + w), 0, right);
+                let first = dst.add(b * lanes * channel_stride + i * wp);
+                let Some(y) = yp.checked_sub(top).filter(|&y| y < h) else {
+                    for l in 0..used {
+                        std::ptr::write_bytes(first.add(l * channel_stride), 0, wp);
                     }
-                    None => std::ptr::write_bytes(out, 0, wp),
+                    continue;
+                };
+                for l in 0..used {
+                    let out = first.add(l * channel_stride);
+                    std::ptr::write_bytes(out, 0, left);
+                    std::ptr::write_bytes(out.add(left + w), 0, right);
+                }
+                // Row y of the block: `w` positions of `lanes` channels.
+                let row = src.add((b * h + y) * w * lanes);
+                if blocked.is_none() {
+                    std::ptr::copy_nonoverlapping(row, first.add(left), w);
+                    continue;
+                }
+                for p0 in (0..w).step_by(lanes) {
+                    let tile = Tile {
+                        rows: lanes.min(w - p0),
+                        cols: used,
+                        stride: lanes,
+                        out_stride: channel_stride,
+                        whole_rows: false,
+                    };
+                    let (from, to) = (row.add(p0 * lanes), first.add(left + p0));
+                    match transpose {
+                        Some(t) => t(from, to, tile),
+                        None => {
+                            for p in 0..tile.rows {
+                                for l in 0..used {
+                                    *to.add(l * channel_stride + p) = *from.add(p * lanes + l);
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }

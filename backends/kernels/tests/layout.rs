@@ -105,4 +105,47 @@ proptest! {
             prop_assert_eq!(got.to_bits(), x[i].to_bits(), "perm {:?} shape {:?} out {}", perm, shape, o);
         }
     }
+
+    #[test]
+    fn padded_rows_hold_the_input_rows_they_read_from_either_layout(
+        c in 1usize..40,
+        h in 1usize..9,
+        w in 1usize..37,
+        pad in prop::array::uniform4(0usize..3),
+        y0 in 0usize..6,
+        rows in 1usize..8,
+        lanes in prop::sample::select(vec![4usize, 8, 16]),
+    ) {
+        let [top, left, bottom, right] = pad;
+        let (hp, wp) = (h + top + bottom, w + left + right);
+        let x = seeded(c * h * w, 13);
+        let shape = [1, c, h, w];
+        let mut blocked = vec![f32::NAN; layout::blocked_len(shape, lanes)];
+        unsafe { layout::to_blocked(x.as_ptr(), blocked.as_mut_ptr(), shape, lanes, 0, c.div_ceil(lanes)) };
+        // One spare row per channel, which neither call may touch.
+        let stride = (rows + 1) * wp;
+        for source in [None, Some(lanes)] {
+            let input = if source.is_some() { &blocked } else { &x };
+            let mut got = vec![f32::NAN; c * stride];
+            unsafe {
+                layout::pad_rows(input.as_ptr(), source, got.as_mut_ptr(), c, [h, w], pad, y0, rows, stride)
+            };
+            for ch in 0..c {
+                for i in 0..=rows {
+                    for xp in 0..wp {
+                        let value = got[ch * stride + i * wp + xp];
+                        let (yp, inside) = (y0 + i, |v: usize, lo: usize, n: usize| v >= lo && v < lo + n);
+                        let want = if i == rows {
+                            f32::NAN
+                        } else if yp < hp && inside(yp, top, h) && inside(xp, left, w) {
+                            x[(ch * h + yp - top) * w + xp - left]
+                        } else {
+                            0.0
+                        };
+                        prop_assert_eq!(value.to_bits(), want.to_bits(), "{:?} ch {} row {} col {}", source, ch, i, xp);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -516,12 +516,29 @@ impl<'a> Pricer<'a> {
                         planar
                     }
                 }
-                Form::Im2col
-                | Form::Planar
-                | Form::Gemm
-                | Form::Csr
-                | Form::Bcr(..)
-                | Form::BcrIm2col(..) => planar,
+                Form::Csr | Form::Bcr(..) => {
+                    let (x, w) = (self.ty(args[0]), self.ty(args[1]));
+                    let in_place = super::forms::reads_in_place(c, &x.shape, &w.shape)
+                        && (matches!(form, Form::Bcr(..))
+                            || super::sparse_in_place_by_default(
+                                c,
+                                x,
+                                w,
+                                self.eg.analysis.vector_lanes,
+                            ));
+                    if in_place
+                        && cur(args[0]) == Act::Blocked
+                        && super::forms::pads_per_tile(c, &x.shape)
+                    {
+                        // Tiles transpose blocked rows as they pad them.
+                        let mut wants = all(Act::Planar);
+                        wants[0] = Act::Blocked;
+                        (wants, Act::Planar)
+                    } else {
+                        planar
+                    }
+                }
+                Form::Im2col | Form::Planar | Form::Gemm | Form::BcrIm2col(..) => planar,
             },
             OpKind::MaxPool2d(_) | OpKind::AvgPool2d(_) | OpKind::BatchNorm(_) => {
                 if cur(args[0]) == Act::Blocked {

@@ -221,6 +221,18 @@ pub fn reads_in_place(c: &dnnc_ir::ops::Conv2d, x: &[usize], w: &[usize]) -> boo
     c.stride == [1, 1] && c.dilation == [1, 1] && c.groups == 1 && !pointwise(c, w) && x.len() == 4
 }
 
+/// Padded inputs larger than this are padded per column tile by a sparse convolution read
+/// in place (`PAD_PER_TILE_BYTES` in `backends/jit/src/lower/conv.rs`, at one thread).
+const PAD_PER_TILE_BYTES: usize = 1 << 20;
+
+/// Whether a sparse convolution read in place pads its input `x` per column tile, and so
+/// reads it channel-blocked where it comes blocked (the JIT's `lower::pads_per_tile`).
+pub fn pads_per_tile(c: &dnnc_ir::ops::Conv2d, x: &[usize]) -> bool {
+    let (pad_h, pad_w) = (c.pad.h(), c.pad.w());
+    let padded = x[1] * (x[2] + pad_h.0 + pad_h.1) * (x[3] + pad_w.0 + pad_w.1);
+    c.pad != dnnc_ir::attr::Padding::ZERO && 4 * padded > PAD_PER_TILE_BYTES
+}
+
 /// Whether the BCR kernel reads a convolution's output rows `wo` wide, `wp` apart in its
 /// padded input, over the padded grid, several rows to a vector (`Bcr::reads_grid`: with
 /// AVX-512's 16 lanes, where two or more padded rows fit a vector).

@@ -735,6 +735,40 @@ fn a_depthwise_convolution_between_planar_neighbours_can_stay_planar() {
 }
 
 #[test]
+fn a_sparse_convolution_padding_per_tile_reads_a_blocked_input_without_conversion() {
+    // A dense first layer (channel-blocked output) feeding a pruned convolution: over a
+    // padded input of more than 1 MiB the sparse one pads it tile by tile, transposing the
+    // blocked rows (no conversion, as the JIT's `layout::assign`); over a smaller one it
+    // pads a planar copy, converted first.
+    let conversions = |hw: usize| {
+        let mut m = module(&[&[1, 3, hw, hw]], |b, x| {
+            let w = weight(b, "first", &[16, 3, 3, 3], 1);
+            let y = b.op1(conv(1, 1), &[x[0], w])?;
+            let w = weight(b, "pruned", &[16, 16, 3, 3], 2);
+            Ok(vec![b.op1(conv(1, 1), &[y, w])?])
+        });
+        run_pipeline(&mut m, "bcr-prune{rate=4 block=8x16 layers=^pruned}");
+        // The sparse kernel cheapest for the pruned convolution, the direct one for the first.
+        let table = fixed_cost_table(|class| match class {
+            c if c.starts_with("conv.bcr") => 1e-4,
+            "conv.direct" | "reorder" => 1e-3,
+            _ => 1.0,
+        });
+        let report = explore_forms_explained(&m, &table).1;
+        assert!(report.contains("-> conv2d:bcr:8x16"), "{report}");
+        let count = report
+            .split(" layout conversion(s)")
+            .next()
+            .and_then(|head| head.rsplit(' ').next())
+            .and_then(|n| n.parse::<usize>().ok());
+        count.unwrap_or_else(|| panic!("no conversion count in {report}"))
+    };
+    // 16 × 132 × 132 floats: 1.1 MB padded; 16 × 66 × 66: 0.28 MB.
+    assert_eq!(conversions(130), 0);
+    assert_eq!(conversions(64), 1);
+}
+
+#[test]
 fn a_sparse_convolution_of_one_vector_rows_has_its_own_class() {
     let conv = |hw: usize, lanes: Option<usize>| {
         let c = Conv2d {

@@ -217,6 +217,15 @@ impl Lower<'_> {
                 .map(|gi| &wv[gi * kg * kk..(gi + 1) * kg * kk])
                 .collect();
             let mut col_word: Box<dyn Fn(usize) -> u32> = Box::new(|c| c as u32);
+            // A channel-blocked input is read only by tiles that pad their own rows
+            // (`layout::assign` asks for it only then, `pads_per_tile`).
+            let blocked = self.blocked(x).then(|| self.options.cpu.lanes());
+            if blocked.is_some() && tiling.direct.and_then(|d| d.tile_rows).is_none() {
+                return Err(unsupported(
+                    node,
+                    "a channel-blocked input to a sparse convolution that does not pad per tile",
+                ));
+            }
             if let Some(d) = tiling.direct {
                 // Read the input in place: a zero-padded copy of it first if the conv pads
                 // and no tile pads its own rows (`tile_rows`).
@@ -226,10 +235,12 @@ impl Lower<'_> {
                     self.kernel_step(kernel, vec![px, padded], n * ch, h * wd);
                     step.b = padded;
                 }
-                // Each batch item's input: padded, or as it is (padded per tile or unpadded).
+                // Each batch item's input: padded, or as it is (padded per tile or unpadded;
+                // blocked, its channels padded to whole vectors).
                 let plane = if d.bytes > 0 { d.hp * d.wp } else { h * wd };
+                let channels = blocked.map_or(ch, |lanes| ch.div_ceil(lanes) * lanes);
                 for (bi, batch) in step.batches.iter_mut().enumerate() {
-                    batch.b = 4 * bi * ch * plane;
+                    batch.b = 4 * bi * channels * plane;
                 }
                 step.ldb = 1;
                 step.b_rows = Some((wo, d.wp));
@@ -243,6 +254,7 @@ impl Lower<'_> {
                             pad: c.pad.0,
                             rows,
                             halo: r - 1,
+                            blocked,
                         });
                         rows * wp
                     }
@@ -393,6 +405,33 @@ pub(super) struct ConvTiling {
 /// Zen 4, 1 MiB L2, took 52.9 ms at 256 KiB, 49.0 at 512 KiB, 51.2 at 768 KiB).
 fn direct_tile_bytes() -> usize {
     (dnnc_kernels::cache::l2_bytes() / 2).max(SPARSE_B_TILE_BYTES)
+}
+
+/// Whether `node`, a convolution, is a sparse one that pads its input per column tile
+/// ([`DirectConv::tile_rows`]), and so can read a channel-blocked input, transposing each
+/// tile's rows as it pads them (no planar copy of the input first).
+pub(crate) fn pads_per_tile(
+    g: &Graph,
+    func: &dnnc_ir::Function,
+    node: &Node,
+    options: &JitOptions,
+) -> bool {
+    let NodeKind::Op(OpKind::Conv2d(c)) = &node.kind else {
+        return false;
+    };
+    let shape = |v: Value| g.ty(func, v).shape.to_vec();
+    let w = g.ty(func, node.inputs[1]);
+    let sparse = sparse_layout(options, w);
+    let form = sparse_kernel_form(options, w, node.form);
+    let (sx, sw, sy) = (
+        shape(node.inputs[0]),
+        shape(node.inputs[1]),
+        shape(node.outputs[0]),
+    );
+    sparse.is_some()
+        && conv_tiling(c, &sx, &sw, &sy, options, sparse, form)
+            .and_then(|t| t.direct)
+            .is_some_and(|d| d.tile_rows.is_some())
 }
 
 /// Padded inputs larger than this (per batch item) are padded per column tile: beyond

@@ -16,6 +16,7 @@ use conv::*;
 use gemm::*;
 use sparse::*;
 
+pub(crate) use conv::pads_per_tile;
 pub(crate) use sparse::sparse_layout;
 
 use crate::codegen::conv::{ConvShape, DepthwiseEpilogue, WindowOp};
