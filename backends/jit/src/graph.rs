@@ -114,7 +114,12 @@ fn form_of(func: &Function, op: OpId) -> Result<Option<ConvForm>, CompileError> 
         return Err(bad("jit.form applies to dnn.conv2d only".into()));
     };
     let w = func.ty(data.operands[1]);
-    let winograd = [w.shape[2], w.shape[3]] == [3, 3] && c.stride == [1, 1] && c.dilation == [1, 1];
+    let winograd = [w.shape[2], w.shape[3]] == [3, 3] && c.stride == [1, 1] && c.dilation == [1, 1]
+        || dnnc_kernels::winograd::Winograd::applies_to_phases(
+            [w.shape[2], w.shape[3]],
+            c.stride,
+            c.dilation,
+        );
     let channels = func.ty(data.operands[0]).shape.get(1).copied();
     let depthwise = Some(c.groups) == channels && c.groups == w.shape[0] && w.shape[1] == 1;
     if form == ConvForm::Planar {
@@ -134,7 +139,7 @@ fn form_of(func: &Function, op: OpId) -> Result<Option<ConvForm>, CompileError> 
     }
     if form == ConvForm::Winograd && !winograd {
         return Err(bad(
-            "jit.form \"winograd\" needs a 3×3 kernel, stride 1 and dilation 1".into(),
+            "jit.form \"winograd\" needs a 3×3 kernel at stride 1, or a 5×5 or 7×7 one at stride 2 (split into input phases), and dilation 1".into(),
         ));
     }
     Ok(Some(form))

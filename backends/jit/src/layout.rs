@@ -129,7 +129,18 @@ fn wants(g: &Graph, func: &Function, node: &Node, options: &JitOptions) -> Wants
             if planar_form || !dense || !is_activation(x) || (c.groups != 1 && !depthwise) {
                 return planar();
             }
-            let input = if !depthwise && sx[1] < PLANAR_INPUT_CHANNELS && current(x) == Act::Planar
+            // A strided first layer run over its input phases splits them from planar.
+            let phases = lower::phase_split(
+                c,
+                [sx, sw, &g.ty(func, node.outputs[0]).shape],
+                Act::Planar,
+                node.form,
+                options,
+            )
+            .is_some();
+            let input = if !depthwise
+                && sx[1] < PLANAR_INPUT_CHANNELS
+                && (current(x) == Act::Planar || phases)
             {
                 Act::Planar
             } else {

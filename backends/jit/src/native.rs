@@ -66,6 +66,7 @@ impl Native {
                     layout::to_planar(p(0), a[1] as *mut f32, *shape, *lanes, begin, end)
                 }
                 Native::Transpose { t, lanes } => t.run(p(0), a[1] as *mut f32, *lanes, begin, end),
+                Native::PhaseSplit(split) => split.run(p(0), a[1] as *mut f32, begin, end),
                 Native::PadPlanar { h, w, pad } => {
                     layout::pad_planar(p(0), a[1] as *mut f32, *h, *w, *pad, begin, end)
                 }

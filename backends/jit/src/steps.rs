@@ -344,6 +344,9 @@ pub enum Native {
         /// Rows per tile.
         lanes: usize,
     },
+    /// The four input phases of a stride-2 convolution, channel-blocked (see
+    /// `dnnc_kernels::layout::PhaseSplit`): planar input, output.
+    PhaseSplit(dnnc_kernels::layout::PhaseSplit),
     /// Zero padding of planes `h × w` (top, left, bottom, right): input, output.
     PadPlanar {
         /// Plane height.

@@ -331,6 +331,75 @@ fn winograd_case() -> impl Strategy<Value = ConvCase> {
         })
 }
 
+#[test]
+fn a_strided_first_layer_runs_as_winograd_over_its_input_phases() {
+    let labels = |form: Option<&str>, winograd: bool| {
+        let case = Case::build(&[vec![1, 3, 40, 40]], |b, x| {
+            let w = weight(b, "w", &[64, 3, 7, 7], 1);
+            let op = Conv2d {
+                stride: [2, 2],
+                pad: Padding([3; 4]),
+                dilation: [1, 1],
+                groups: 1,
+            };
+            Ok(vec![b.op1(OpKind::Conv2d(op), &[x[0], w])?])
+        })
+        .unwrap();
+        let mut module = case.module;
+        for f in module.funcs.values_mut() {
+            for op in f.ops.values_mut() {
+                if let (Some(form), OpKind::Conv2d(_)) = (form, &op.kind) {
+                    op.attrs
+                        .insert("jit.form".into(), Attribute::Str(form.into()));
+                }
+            }
+        }
+        let f = module.funcs.keys().next().unwrap();
+        let options = JitOptions {
+            winograd,
+            ..JitOptions::default()
+        };
+        compile(&module, f, &options)
+            .unwrap()
+            .step_labels()
+            .join(", ")
+    };
+    // Unstated, only at 16 lanes (`phases_pay`); stated, at every level.
+    let sixteen = JitOptions::default().cpu.lanes() == 16;
+    assert_eq!(labels(None, true).contains("winograd-phases"), sixteen);
+    assert!(labels(None, false).contains("direct-planar"));
+    assert!(labels(Some("direct"), true).contains("direct-planar"));
+    assert!(labels(Some("winograd"), false).contains("winograd-phases"));
+}
+
+/// First layers with strided 5×5 or 7×7 kernels over a few planar channels, which the JIT
+/// runs as Winograd over their input phases (where the case's setup allows Winograd and
+/// the weights are dense).
+fn first_layer_case() -> impl Strategy<Value = ConvCase> {
+    (
+        1usize..=2,
+        1usize..=3,
+        1usize..=40,
+        (7usize..=40, 7usize..=40),
+        prop::sample::select(vec![5usize, 7]),
+        (0usize..=3, 0usize..=3, 0usize..=3, 0usize..=3),
+        any::<bool>(),
+    )
+        .prop_map(|(n, c, k, (h, w), r, (pt, pl, pb, pr), bias)| ConvCase {
+            n,
+            groups: 1,
+            c_per_group: c,
+            k_per_group: k,
+            h,
+            w,
+            kernel: [r, r],
+            stride: [2, 2],
+            dilation: [1, 1],
+            pad: [pt, pl, pb, pr],
+            bias,
+        })
+}
+
 /// Depthwise convolutions over planes wide and tall enough that the kernel works in several
 /// bands of rows.
 fn wide_depthwise_case() -> impl Strategy<Value = ConvCase> {
@@ -694,6 +763,11 @@ proptest! {
 
     #[test]
     fn conv2d_winograd(c in winograd_case(), e in epilogue(), s in setup()) {
+        conv(&c, &e, &s)?;
+    }
+
+    #[test]
+    fn conv2d_first_layer_strided(c in first_layer_case(), e in epilogue(), s in setup()) {
         conv(&c, &e, &s)?;
     }
 

@@ -78,6 +78,7 @@ fn main() {
         if r == 3 && stride == 1 {
             use dnnc_kernels::winograd::{Winograd, WinogradIo, WinogradShape};
             let shape = WinogradShape {
+                kernel: 3,
                 batch: 1,
                 in_channels: c,
                 in_h: h,
@@ -110,5 +111,66 @@ fn main() {
                 t / tw
             );
         }
+    }
+    // resnet's first layer, 7×7 stride 2 over 3 channels, split into its input phases and
+    // run as F(3×3, 4×4) over 12 channels (phase split included).
+    {
+        use dnnc_kernels::layout::{PhaseSplit, phase_kernel};
+        use dnnc_kernels::winograd::{Winograd, WinogradIo, WinogradShape};
+        let (c, h, k, r, ho) = (3, 224, 64, 7, 112);
+        let split = PhaseSplit {
+            input: [1, c, h, h],
+            pad: [3, 3],
+            phase: [ho + 3, ho + 3],
+            lanes: l,
+        };
+        let shape = WinogradShape {
+            kernel: 4,
+            batch: 1,
+            in_channels: 4 * c,
+            in_h: ho + 3,
+            in_w: ho + 3,
+            out_channels: k,
+            out_h: ho,
+            out_w: ho,
+            pad: [0, 0],
+        };
+        let wg = Winograd::new(level, shape, Epilogue::default(), 1);
+        let w: Vec<f32> = (0..k * c * r * r).map(|i| (i % 7) as f32 * 0.1).collect();
+        let u = wg.pack(&phase_kernel(&w, k, c, r));
+        let x = vec![0.5f32; c * h * h];
+        let mut phases = vec![0f32; split.len()];
+        let mut y = vec![0f32; layout::blocked_len([1, k, ho, ho], l)];
+        let io = WinogradIo {
+            input: phases.as_ptr(),
+            output: y.as_mut_ptr(),
+            weights: u.as_ptr(),
+            epilogue: EpilogueArgs::default(),
+        };
+        let flops = 2.0 * (k * ho * ho * c * r * r) as f64;
+        let mut times = Vec::new();
+        for _ in 0..30 {
+            let t = Instant::now();
+            unsafe {
+                split.run(x.as_ptr(), phases.as_mut_ptr(), 0, split.units());
+                wg.run(&io, 0, wg.tiles());
+            }
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let tw = times[times.len() / 2];
+        let mut split_times = Vec::new();
+        for _ in 0..30 {
+            let t = Instant::now();
+            unsafe { split.run(x.as_ptr(), phases.as_mut_ptr(), 0, split.units()) };
+            split_times.push(t.elapsed().as_secs_f64());
+        }
+        split_times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!("phase split {:.3} ms", split_times[15] * 1e3);
+        println!(
+            "{level} c{c} h{h} k{k} r{r} s2 phases + F(3x3, 4x4): {:.3} ms, {:.1} effective GFLOP/s",
+            tw * 1e3,
+            flops / tw / 1e9
+        );
     }
 }

@@ -221,6 +221,111 @@ pub unsafe fn pad_planar(
     }
 }
 
+/// The shape of [`phase_split`]: a stride-2 convolution's planar input and the phases its
+/// four stride-1 parts read.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PhaseSplit {
+    /// The planar input `[n][c][h][w]`.
+    pub input: [usize; 4],
+    /// Zero padding at the top and the left.
+    pub pad: [usize; 2],
+    /// Rows and columns of each phase.
+    pub phase: [usize; 2],
+    /// Lanes of the blocked output.
+    pub lanes: usize,
+}
+
+impl PhaseSplit {
+    /// Channels of the output: four phases of every input channel.
+    pub fn channels(&self) -> usize {
+        4 * self.input[1]
+    }
+
+    /// Floats of the blocked output.
+    pub fn len(&self) -> usize {
+        let [n, _, _, _] = self.input;
+        blocked_len(
+            [n, self.channels(), self.phase[0], self.phase[1]],
+            self.lanes,
+        )
+    }
+
+    /// Whether the output is empty (never, for a valid input).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Units of work: rows of every phase of every batch item.
+    pub fn units(&self) -> usize {
+        self.input[0] * self.phase[0]
+    }
+
+    /// Writes units `[begin, end)`: channel `(2·py + px)·c + ci` of the channel-blocked
+    /// output holds, at `(i, j)`, the zero-padded input's `[ci][2i + py][2j + px]` (zero
+    /// outside the input, and in the lanes past the last channel). A stride-2 convolution
+    /// with an `r × r` kernel is then a stride-1 one with `⌈r/2⌉ × ⌈r/2⌉` kernels over
+    /// these channels (the kernel split the same way, [`phase_kernel`]).
+    ///
+    /// # Safety
+    /// `src` must hold the planar input, `dst` [`PhaseSplit::len`] floats.
+    pub unsafe fn run(&self, src: *const f32, dst: *mut f32, begin: usize, end: usize) {
+        let [_, c, h, w] = self.input;
+        let [ph, pw] = self.phase;
+        let (lanes, channels) = (self.lanes, self.channels());
+        let blocks = channels.div_ceil(lanes);
+        for unit in begin..end {
+            let (n, i) = (unit / ph, unit % ph);
+            for b in 0..blocks {
+                // SAFETY: row `i` of block `b` of item `n` lies inside `dst`.
+                let row = unsafe { dst.add(((n * blocks + b) * ph + i) * pw * lanes) };
+                for lane in 0..lanes {
+                    let ch = b * lanes + lane;
+                    let (phase, ci) = (ch / c.max(1), ch % c.max(1));
+                    let (py, px) = (phase / 2, phase % 2);
+                    let y = (2 * i + py).checked_sub(self.pad[0]).filter(|&y| y < h);
+                    for j in 0..pw {
+                        let x = (2 * j + px).checked_sub(self.pad[1]).filter(|&x| x < w);
+                        let value = match (ch < channels, y, x) {
+                            // SAFETY: (ci, y, x) is inside the input.
+                            (true, Some(y), Some(x)) => unsafe {
+                                *src.add(((n * c + ci) * h + y) * w + x)
+                            },
+                            _ => 0.0,
+                        };
+                        // SAFETY: inside the row.
+                        unsafe { *row.add(j * lanes + lane) = value };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The kernels of a stride-2 convolution split by input phase ([`PhaseSplit`]): weights
+/// `[k][c][r][r]` become `[k][4c][⌈r/2⌉][⌈r/2⌉]`, channel `(2·py + px)·c + ci` holding
+/// taps `(2a + py, 2b + px)` of channel `ci` (zero past the kernel's edge).
+pub fn phase_kernel(w: &[f32], k: usize, c: usize, r: usize) -> Vec<f32> {
+    let half = r.div_ceil(2);
+    let mut out = vec![0.0; k * 4 * c * half * half];
+    for o in 0..k {
+        for phase in 0..4 {
+            let (py, px) = (phase / 2, phase % 2);
+            for ci in 0..c {
+                let base = ((o * 4 + phase) * c + ci) * half * half;
+                for a in 0..half {
+                    for b in 0..half {
+                        let (ky, kx) = (2 * a + py, 2 * b + px);
+                        if ky < r && kx < r {
+                            out[base + a * half + b] = w[((o * c + ci) * r + ky) * r + kx];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Copies padded rows `[y0, y0 + rows)` of every channel of `[channels][h][w]`, or of
 /// its channel-blocked form `[channels / lanes][h][w][lanes]` where `blocked` gives the
 /// lanes (zero padding `[top, left, bottom, right]`; rows past the padded plane are zero

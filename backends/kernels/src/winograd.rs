@@ -1,5 +1,10 @@
 //! Winograd convolution F(4×4, 3×3) over NCHWc activations, for stride-1, 3×3 kernels:
-//! 36 multiplies per 4×4 output tile and channel pair instead of 144.
+//! 36 multiplies per 4×4 output tile and channel pair instead of 144; and F(3×3, 4×4)
+//! for stride-1 4×4 kernels (36 per 3×3 tile instead of 144), which runs a 7×7 stride-2
+//! convolution split into its four input phases (`layout::phase_split`: 4×4 kernels over
+//! four times the channels). Both use the same six points and input transform; only the
+//! weight transform (`G`, from the kernel size) and the output transform (`Aᵀ`, from the
+//! tile size) differ.
 //!
 //! Per chunk of output tiles (4×4 positions each) of one image: the input transform turns
 //! each tile's 6×6 window into 36 vectors (`V = Bᵀ d B`, lanes over input channels), 36
@@ -14,9 +19,11 @@ use crate::epilogue::{ChannelVectors, Epilogue, EpilogueArgs};
 use crate::simd::Simd;
 use crate::{Level, instantiate};
 
-/// The shape of a Winograd convolution (stride 1, 3×3, dilation 1, one group).
+/// The shape of a Winograd convolution (stride 1, 3×3 or 4×4, dilation 1, one group).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct WinogradShape {
+    /// Kernel height and width: 3 (F(4×4, 3×3)) or 4 (F(3×3, 4×4)).
+    pub kernel: usize,
     /// Batch.
     pub batch: usize,
     /// Input channels.
@@ -52,7 +59,7 @@ pub struct WinogradIo {
 unsafe impl Send for WinogradIo {}
 unsafe impl Sync for WinogradIo {}
 
-/// Output tile edge.
+/// Output tile edge at the largest (F(4×4, 3×3)).
 const TILE: usize = 4;
 /// Input window edge.
 const WINDOW: usize = 6;
@@ -77,6 +84,8 @@ pub struct Winograd {
     /// The epilogue.
     pub epilogue: Epilogue,
     lanes: usize,
+    /// Output tile edge: `WINDOW + 1 - kernel`.
+    tile: usize,
     in_blocks: usize,
     out_blocks: usize,
     tiles_h: usize,
@@ -93,10 +102,15 @@ pub struct Winograd {
 impl Winograd {
     /// Plans the convolution; `threads` guides how tasks split.
     pub fn new(level: Level, shape: WinogradShape, epilogue: Epilogue, threads: usize) -> Winograd {
+        assert!(
+            matches!(shape.kernel, 3 | 4),
+            "Winograd runs 3×3 or 4×4 kernels"
+        );
         let lanes = level.lanes();
+        let tile = WINDOW + 1 - shape.kernel;
         let in_blocks = shape.in_channels.div_ceil(lanes);
         let out_blocks = shape.out_channels.div_ceil(lanes);
-        let (tiles_h, tiles_w) = (shape.out_h.div_ceil(TILE), shape.out_w.div_ceil(TILE));
+        let (tiles_h, tiles_w) = (shape.out_h.div_ceil(tile), shape.out_w.div_ceil(tile));
         let tiles = tiles_h * tiles_w;
         let (cp, kp) = (in_blocks * lanes, out_blocks * lanes);
         let weight_bytes = POINTS * cp * kp * 4;
@@ -119,6 +133,7 @@ impl Winograd {
             shape,
             epilogue,
             lanes,
+            tile,
             in_blocks,
             out_blocks,
             tiles_h,
@@ -133,6 +148,13 @@ impl Winograd {
     /// Whether a convolution can run as Winograd F(4×4, 3×3).
     pub fn applies(kernel: [usize; 2], stride: [usize; 2], dilation: [usize; 2]) -> bool {
         kernel == [3, 3] && stride == [1, 1] && dilation == [1, 1]
+    }
+
+    /// Whether a stride-2 convolution can run split into its four input phases
+    /// (`layout::PhaseSplit`) as Winograd over `⌈r/2⌉`-square kernels: 5×5 (F(4×4, 3×3))
+    /// or 7×7 (F(3×3, 4×4)).
+    pub fn applies_to_phases(kernel: [usize; 2], stride: [usize; 2], dilation: [usize; 2]) -> bool {
+        matches!(kernel, [5, 5] | [7, 7]) && stride == [2, 2] && dilation == [1, 1]
     }
 
     /// Units of work: chunks of tiles of every image, times the output-channel splits.
@@ -154,21 +176,15 @@ impl Winograd {
         POINTS * self.in_blocks * self.lanes * self.out_blocks * self.lanes
     }
 
-    /// Transforms and packs weights `[out][in][3][3]`: `U = G g Gᵀ` per channel pair, laid
+    /// Transforms and packs weights `[out][in][r][r]`: `U = G g Gᵀ` per channel pair, laid
     /// out `[point][group of FILTERS vectors][input channel][FILTERS × lanes]` (the last
     /// group narrower), zero-padded.
     pub fn pack(&self, w: &[f32]) -> crate::aligned::AlignedVec {
         let s = &self.shape;
         let (l, cp) = (self.lanes, self.in_blocks * self.lanes);
-        assert_eq!(w.len(), s.out_channels * s.in_channels * 9);
-        const G: [[f64; 3]; 6] = [
-            [1.0 / 4.0, 0.0, 0.0],
-            [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
-            [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
-            [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
-            [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
-            [0.0, 0.0, 1.0],
-        ];
+        let r = s.kernel;
+        assert_eq!(w.len(), s.out_channels * s.in_channels * r * r);
+        let g_matrix = weight_transform(r);
         let mut packed = crate::aligned::AlignedVec::zeroed(POINTS * cp * self.out_blocks * l);
         // One slice for the loops (indexing the buffer re-slices it at every store).
         let u: &mut [f32] = &mut packed;
@@ -177,17 +193,17 @@ impl Winograd {
             let (g, lane_in_group) = (o / (FILTERS * l), o % (FILTERS * l));
             let width = FILTERS.min(self.out_blocks - g * FILTERS) * l;
             for c in 0..s.in_channels {
-                let k = &w[(o * s.in_channels + c) * 9..][..9];
+                let k = &w[(o * s.in_channels + c) * r * r..][..r * r];
                 // G g, then (G g) Gᵀ.
-                let mut gg = [[0f64; 3]; 6];
+                let mut gg = [[0f64; 4]; 6];
                 for i in 0..6 {
-                    for j in 0..3 {
-                        gg[i][j] = (0..3).map(|t| G[i][t] * k[t * 3 + j] as f64).sum();
+                    for j in 0..r {
+                        gg[i][j] = (0..r).map(|t| g_matrix[i][t] * k[t * r + j] as f64).sum();
                     }
                 }
                 for i in 0..6 {
                     for j in 0..6 {
-                        let v: f64 = (0..3).map(|t| gg[i][t] * G[j][t]).sum();
+                        let v: f64 = (0..r).map(|t| gg[i][t] * g_matrix[j][t]).sum();
                         let point = i * 6 + j;
                         let group_base = point * cp * self.out_blocks * l + g * FILTERS * l * cp;
                         u[group_base + c * width + lane_in_group] = v as f32;
@@ -207,6 +223,25 @@ impl Winograd {
     pub unsafe fn run(&self, io: &WinogradIo, begin: usize, end: usize) {
         unsafe { (self.run_fn)(self, io, begin, end) }
     }
+}
+
+/// `G` of F(7 − r, r) over the points 0, ±1, ±2 and ∞ (columns past `r` zero): row `i`
+/// of a finite point `p` is `pᵗ / Π_{q ≠ p} (p − q)`, the last row picks the top term.
+fn weight_transform(r: usize) -> [[f64; 4]; 6] {
+    const POINTS_FINITE: [f64; 5] = [0.0, 1.0, -1.0, 2.0, -2.0];
+    let mut g = [[0f64; 4]; 6];
+    for (i, &p) in POINTS_FINITE.iter().enumerate() {
+        let norm: f64 = POINTS_FINITE
+            .iter()
+            .filter(|&&q| q != p)
+            .map(|&q| p - q)
+            .product();
+        for (t, x) in g[i].iter_mut().enumerate().take(r) {
+            *x = p.powi(t as i32) / norm;
+        }
+    }
+    g[5][r - 1] = 1.0;
+    g
 }
 
 instantiate!(fn winograd_fn(level) -> unsafe fn(p: &Winograd, io: &WinogradIo, begin: usize, end: usize) = run_tasks::<S>);
@@ -259,8 +294,8 @@ unsafe fn input_transform<S: Simd>(
         let (c4, c5, c2) = (S::splat(4.0), S::splat(5.0), S::splat(2.0));
         for t in t0..t1 {
             let (ty, tx) = (t / p.tiles_w, t % p.tiles_w);
-            let y0 = (ty * TILE) as isize - s.pad[0] as isize;
-            let x0 = (tx * TILE) as isize - s.pad[1] as isize;
+            let y0 = (ty * p.tile) as isize - s.pad[0] as isize;
+            let x0 = (tx * p.tile) as isize - s.pad[1] as isize;
             let inside = y0 >= 0 && x0 >= 0 && y0 + 6 <= h && x0 + 6 <= w;
             for cb in 0..p.in_blocks {
                 let image = io.input.add((n * p.in_blocks + cb) * s.in_h * s.in_w * l);
@@ -339,6 +374,7 @@ unsafe fn products<S: Simd>(
                     p.blocks[r - 1][f - 1](
                         vp.add(t * cp),
                         cp,
+                        p.shape.in_channels,
                         ug,
                         mp.add(t * kp + g * FILTERS * l),
                         kp,
@@ -351,17 +387,19 @@ unsafe fn products<S: Simd>(
 }
 
 /// A product micro-kernel (see [`block`]).
-type BlockFn = unsafe fn(*const f32, usize, *const f32, *mut f32, usize);
+type BlockFn = unsafe fn(*const f32, usize, usize, *const f32, *mut f32, usize);
 
-crate::micro_table!(fn block_table(level) -> unsafe fn(v: *const f32, cp: usize, u: *const f32, m: *mut f32, kp: usize) = block::<S, R, F>;
+crate::micro_table!(fn block_table(level) -> unsafe fn(v: *const f32, cp: usize, channels: usize, u: *const f32, m: *mut f32, kp: usize) = block::<S, R, F>;
     rows [1 2 3 4 5 6]; filters [1 2 3 4]);
 
 /// `R` rows of `V` (stride `cp`) times a group of `F` vectors of `U` (`cp × F·L`, packed),
-/// into `R` rows of `M` (stride `kp`).
+/// into `R` rows of `M` (stride `kp`), over the first `channels` (the rest are the zero
+/// padding of the last vector: a quarter of the work for a phase-split first layer's 12).
 #[inline(always)]
 unsafe fn block<S: Simd, const R: usize, const F: usize>(
     v: *const f32,
     cp: usize,
+    channels: usize,
     u: *const f32,
     m: *mut f32,
     kp: usize,
@@ -369,7 +407,7 @@ unsafe fn block<S: Simd, const R: usize, const F: usize>(
     let l = S::LANES;
     unsafe {
         let mut acc = [[S::zero(); F]; R];
-        for c in 0..cp {
+        for c in 0..channels {
             let mut w = [S::zero(); F];
             for f in 0..F {
                 w[f] = S::load(u.add((c * F + f) * l));
@@ -425,19 +463,19 @@ unsafe fn output_transform<S: Simd>(
                     for i in 0..WINDOW {
                         x[i] = S::load(at(i * WINDOW + j));
                     }
-                    let y = transform_a::<S>(&x, c2, c4, c8);
-                    for i in 0..TILE {
+                    let y = transform_a::<S>(&x, p.tile, c2, c4, c8);
+                    for i in 0..p.tile {
                         cols[i][j] = y[i];
                     }
                 }
-                for i in 0..TILE {
-                    let oh = ty * TILE + i;
+                for i in 0..p.tile {
+                    let oh = ty * p.tile + i;
                     if oh >= s.out_h {
                         break;
                     }
-                    let y = transform_a::<S>(&cols[i], c2, c4, c8);
-                    for j in 0..TILE {
-                        let ow = tx * TILE + j;
+                    let y = transform_a::<S>(&cols[i], p.tile, c2, c4, c8);
+                    for j in 0..p.tile {
+                        let ow = tx * p.tile + j;
                         if ow >= s.out_w {
                             break;
                         }
@@ -456,16 +494,32 @@ unsafe fn output_transform<S: Simd>(
     }
 }
 
-/// `Aᵀ x` for one column `x` of six vectors.
+/// `Aᵀ x` for one column `x` of six vectors, `tile` (4 or 3) outputs: row `t` sums the
+/// finite points' `pᵗ` multiples, and the last row adds the point at infinity.
 #[inline(always)]
-unsafe fn transform_a<S: Simd>(x: &[S::V; WINDOW], c2: S::V, c4: S::V, c8: S::V) -> [S::V; TILE] {
+unsafe fn transform_a<S: Simd>(
+    x: &[S::V; WINDOW],
+    tile: usize,
+    c2: S::V,
+    c4: S::V,
+    c8: S::V,
+) -> [S::V; TILE] {
     unsafe {
         let (s12, d12) = (S::add(x[1], x[2]), S::sub(x[1], x[2]));
         let (s34, d34) = (S::add(x[3], x[4]), S::sub(x[3], x[4]));
+        let row2 = S::mul_add(c4, s34, s12);
+        if tile == 3 {
+            return [
+                S::add(S::add(x[0], s12), s34),
+                S::mul_add(c2, d34, d12),
+                S::add(row2, x[5]),
+                S::zero(),
+            ];
+        }
         [
             S::add(S::add(x[0], s12), s34),
             S::mul_add(c2, d34, d12),
-            S::mul_add(c4, s34, s12),
+            row2,
             S::add(S::mul_add(c8, d34, d12), x[5]),
         ]
     }

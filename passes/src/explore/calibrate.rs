@@ -285,6 +285,18 @@ pub fn probes(lanes: Option<usize>) -> Vec<Probe> {
     ] {
         b.conv(Form::Winograd, c, c, hw, 3, 1, 1);
     }
+    // First layers with strided 7×7 or 5×5 kernels over their input phases (resnet's, and
+    // narrower and wider ones, so that work, bytes and the fixed cost part).
+    for &(cin, cout, hw, k) in &[
+        (3, 64, 224, 7),
+        (3, 64, 112, 7),
+        (3, 32, 224, 7),
+        (1, 64, 224, 7),
+        (3, 96, 160, 5),
+        (3, 32, 64, 5),
+    ] {
+        b.conv(Form::Winograd, cin, cout, hw, k, 2, 1);
+    }
     // A first layer through im2col is a GEMM of 27 or 147 rows: VGG's (27 rows over
     // 50,176 columns) ran 2-3x the time the other probes' fit gave it (AMD EPYC, avx512).
     for &(cin, cout, hw, k, s) in &[

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the probes or the features change: a table of another version is stale.
-pub const TABLE_VERSION: u32 = 25;
+pub const TABLE_VERSION: u32 = 26;
 
 /// The coefficients of one kernel class.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -145,13 +145,14 @@ pub struct CostTable {
 /// convolution's (it performs a quarter of their multiplications), so its rate may exceed
 /// the machine's: it neither sets nor obeys [`super::calibrate::min_seconds_per_flop`].
 pub fn flops_performed(class: &str) -> bool {
-    class != "conv.winograd"
+    !class.starts_with("conv.winograd")
 }
 
 /// Every kernel class the model prices.
 pub const CLASSES: &[&str] = &[
     "conv.direct",
     "conv.winograd",
+    "conv.winograd.phases",
     "conv.im2col",
     "conv.depthwise",
     "conv.depthwise.planar",
@@ -199,7 +200,7 @@ impl CostTable {
         for &c in CLASSES {
             let gflops = match c {
                 "conv.direct" | "linear.gemm" | "matmul" => 60.0,
-                "conv.winograd" => 120.0,
+                "conv.winograd" | "conv.winograd.phases" => 120.0,
                 "conv.im2col" => 30.0,
                 "linear.gemv" | "rnn" => 15.0,
                 c if c.contains("bcr") => 20.0,
@@ -449,6 +450,18 @@ pub fn features(
                 as f64;
             match form {
                 Form::Direct => fw("conv.direct", 2.0 * macs, act, bytes(w)),
+                // A first layer's strided kernel over its four input phases: the phases
+                // written and read (about the input's size each), and 6×6 transformed
+                // weights per 4×4 (or 3×3) phase kernel of four times the channels.
+                Form::Winograd if super::forms::winograd_over_phases(c, &x.shape, &w.shape) => {
+                    let taps = (w.shape[2] * w.shape[3]) as f64;
+                    fw(
+                        "conv.winograd.phases",
+                        2.0 * macs,
+                        act + 2.0 * bytes(x),
+                        4.0 * 36.0 / taps * bytes(w),
+                    )
+                }
                 // F(4×4, 3×3) keeps 6×6 transformed weights per 3×3: four times the bytes.
                 Form::Winograd => fw("conv.winograd", 2.0 * macs, act, 4.0 * bytes(w)),
                 Form::Im2col => fw("conv.im2col", 2.0 * macs, act + 4.0 * cols, bytes(w)),

@@ -497,8 +497,12 @@ impl<'a> Pricer<'a> {
         match kind {
             OpKind::Conv2d(c) => match form {
                 Form::Direct | Form::Winograd => {
-                    let x = self.ty(args[0]);
-                    let input = if x.shape[1] < INPUT_PLANAR_CHANNELS && cur(args[0]) == Act::Planar
+                    let (x, w) = (self.ty(args[0]), self.ty(args[1]));
+                    // Input phases are split from a planar input only.
+                    let phases = form == Form::Winograd
+                        && super::forms::winograd_over_phases(c, &x.shape, &w.shape);
+                    let input = if x.shape[1] < INPUT_PLANAR_CHANNELS
+                        && (cur(args[0]) == Act::Planar || phases)
                     {
                         Act::Planar
                     } else {

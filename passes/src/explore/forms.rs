@@ -221,6 +221,17 @@ pub fn reads_in_place(c: &dnnc_ir::ops::Conv2d, x: &[usize], w: &[usize]) -> boo
     c.stride == [1, 1] && c.dilation == [1, 1] && c.groups == 1 && !pointwise(c, w) && x.len() == 4
 }
 
+/// Whether the JIT's Winograd form of a convolution runs over its input's four phases
+/// (dnnc_jit's `phase_split`): a first layer (planar, fewer than
+/// [`PLANAR_INPUT_CHANNELS`]) with a 5×5 or 7×7 kernel at stride 2, one group.
+pub fn winograd_over_phases(c: &dnnc_ir::ops::Conv2d, x: &[usize], w: &[usize]) -> bool {
+    c.groups == 1
+        && matches!([w[2], w[3]], [5, 5] | [7, 7])
+        && c.stride == [2, 2]
+        && c.dilation == [1, 1]
+        && x[1] < PLANAR_INPUT_CHANNELS
+}
+
 /// Padded inputs larger than this are padded per column tile by a sparse convolution read
 /// in place (`PAD_PER_TILE_BYTES` in `backends/jit/src/lower/conv.rs`, at one thread).
 const PAD_PER_TILE_BYTES: usize = 1 << 20;
@@ -309,13 +320,14 @@ fn forms_of(
                 };
             }
             let mut forms = vec![Form::Direct, Form::Im2col];
-            // The JIT reads a first layer's few input channels planar, where it has no
-            // Winograd kernel (its `PLANAR_INPUT_CHANNELS`).
+            // The JIT reads a first layer's few input channels planar, where its Winograd
+            // kernel runs only over the input phases of a strided 5×5 or 7×7 kernel (its
+            // `PLANAR_INPUT_CHANNELS`).
             let winograd = [w.shape[2], w.shape[3]] == [3, 3]
                 && c.stride == [1, 1]
                 && c.dilation == [1, 1]
                 && x.shape[1] >= PLANAR_INPUT_CHANNELS;
-            if winograd {
+            if winograd || winograd_over_phases(c, &x.shape, &w.shape) {
                 forms.push(Form::Winograd);
             }
             if let Some(s) = weight_sparse(1) {

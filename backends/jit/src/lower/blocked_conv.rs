@@ -1,10 +1,13 @@
 //! Convolutions over channel-blocked activations, on the ahead-of-time kernels: direct
-//! convolutions (from a blocked input, or from the first layer's padded planar input)
-//! and depthwise windows, each with its epilogue applied in registers.
+//! convolutions (from a blocked input, or from the first layer's padded planar input),
+//! Winograd (over a blocked input, or over the four input phases of a first layer's
+//! strided 5×5 or 7×7 kernel) and depthwise windows, each with its epilogue applied in
+//! registers.
 
 use super::*;
 use dnnc_kernels::conv::{ConvShape as DirectShape, DirectConv, InputLayout};
 use dnnc_kernels::epilogue::{Activation, Epilogue};
+use dnnc_kernels::layout::PhaseSplit;
 use dnnc_kernels::window::{Window, WindowOp as NativeWindowOp, WindowShape};
 use dnnc_kernels::winograd::{Winograd, WinogradShape};
 
@@ -89,12 +92,59 @@ pub(super) fn fuse_epilogue(epilogue: &[Epi], bias: Option<Vec<f32>>) -> FusedEp
     }
 }
 
-/// Scratch of a blocked convolution: the zero-padded copy of a planar input.
+/// The input phases of a first layer's strided 5×5 or 7×7 convolution run as Winograd
+/// over them ([`Winograd::applies_to_phases`]), if it does: a planar input, one group, and
+/// `jit.form "winograd"`, or, unstated, the options' Winograd where the phases fill at
+/// least three quarters of a 16-lane vector ([`phases_pay`]).
+pub(crate) fn phase_split(
+    c: &dnnc_ir::ops::Conv2d,
+    [sx, sw, sy]: [&[usize]; 3],
+    input: Act,
+    form: Option<ConvForm>,
+    options: &JitOptions,
+) -> Option<PhaseSplit> {
+    let wanted = match form {
+        Some(ConvForm::Winograd) => true,
+        Some(ConvForm::Direct | ConvForm::Im2col | ConvForm::Planar) => false,
+        None => options.winograd && phases_pay(sx[1], options.cpu.lanes()),
+    };
+    let applies = Winograd::applies_to_phases([sw[2], sw[3]], c.stride, c.dilation);
+    if !wanted || !applies || input != Act::Planar || c.groups != 1 {
+        return None;
+    }
+    let half = sw[2].div_ceil(2);
+    Some(PhaseSplit {
+        input: [sx[0], sx[1], sx[2], sx[3]],
+        pad: [c.pad.0[0], c.pad.0[1]],
+        phase: [sy[2] + half - 1, sy[3] + half - 1],
+        lanes: options.cpu.lanes(),
+    })
+}
+
+/// Whether a strided first layer of `channels` input channels runs faster over its input
+/// phases than direct (`dnnc bench`, 64 output channels over 224×224, 7×7/2, AMD EPYC
+/// Zen 4): at 16 lanes, 1 channel 0.93 ms direct against 1.24 over phases, 2 channels
+/// 1.65 against 1.58, 3 channels 2.35 against 1.80: the transforms cost the same per
+/// vector however few channels it holds. At 8 lanes (AVX2 forced on the same machine),
+/// 3 channels ran 2.23 ms direct against 2.58 over phases (the products' 24 accumulators
+/// spill from 16 registers). `explore` may choose otherwise from measured costs.
+pub fn phases_pay(channels: usize, lanes: usize) -> bool {
+    lanes == 16 && 4 * 4 * channels >= 3 * lanes
+}
+
+/// Scratch of a blocked convolution: the input phases ([`phase_split`]), or the
+/// zero-padded copy of a planar input.
 pub(super) fn blocked_conv_scratch(
     c: &dnnc_ir::ops::Conv2d,
-    sx: &[usize],
+    shapes: [&[usize]; 3],
     input: Act,
+    form: Option<ConvForm>,
+    options: &JitOptions,
 ) -> Vec<usize> {
+    if let Some(split) = phase_split(c, shapes, input, form, options) {
+        return vec![4 * split.len()];
+    }
+    let sx = shapes[0];
     let [top, left, bottom, right] = c.pad.0;
     if input == Act::Planar && c.pad.0 != [0; 4] {
         vec![4 * sx[0] * sx[1] * (sx[2] + top + bottom) * (sx[3] + left + right)]
@@ -191,6 +241,44 @@ impl Lower<'_> {
             dilation: c.dilation,
             pad: [top, left],
         };
+        let layout = if self.blocked(x) {
+            Act::Blocked
+        } else {
+            Act::Planar
+        };
+        let shapes = [&sx[..], &sw[..], &sy[..]];
+        if let Some(split) = phase_split(c, shapes, layout, node.form, self.options) {
+            // The phases into the scratch, then Winograd over them with the kernel split
+            // the same way.
+            let phases = Addr::Arena(self.plan.scratch[index][0]);
+            let work = split.phase[1] * split.channels();
+            self.native_step(
+                Native::PhaseSplit(split),
+                vec![px, phases],
+                split.units(),
+                work,
+            );
+            let shape = WinogradShape {
+                kernel: sw[2].div_ceil(2),
+                batch: sx[0],
+                in_channels: split.channels(),
+                in_h: split.phase[0],
+                in_w: split.phase[1],
+                out_channels: sw[0],
+                out_h: sy[2],
+                out_w: sy[3],
+                pad: [0, 0],
+            };
+            let kernel = Winograd::new(level, shape, fused.spec, self.options.threads.max(1));
+            let split_weights = dnnc_kernels::layout::phase_kernel(&weights, sw[0], sx[1], sw[2]);
+            let pw = self.f32_data(kernel.pack(&split_weights));
+            let mut args = vec![phases, py, pw];
+            args.extend(epilogue_args);
+            let (tiles, work) = (kernel.tiles(), kernel.work_per_tile());
+            self.variant = Some("winograd-phases");
+            self.native_step(Native::Winograd(Box::new(kernel)), args, tiles, work);
+            return self.rest_of_epilogue(&fused.rest, y);
+        }
         let winograd = match node.form {
             Some(crate::graph::ConvForm::Winograd) => true,
             Some(
@@ -200,6 +288,12 @@ impl Lower<'_> {
             ) => false,
             None => self.options.winograd && winograd_pays(c, &sx, &sw, &sy),
         };
+        if winograd && !Winograd::applies([sw[2], sw[3]], c.stride, c.dilation) {
+            return Err(unsupported(
+                node,
+                "jit.form \"winograd\" on a strided 5×5 or 7×7 kernel needs the planar input of a first layer (split into phases), one group: use \"direct\"",
+            ));
+        }
         if winograd && !self.blocked(x) {
             return Err(unsupported(
                 node,
@@ -211,6 +305,7 @@ impl Lower<'_> {
         }
         if winograd {
             let shape = WinogradShape {
+                kernel: 3,
                 batch: sx[0],
                 in_channels: sx[1],
                 in_h: sx[2],

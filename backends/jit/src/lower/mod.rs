@@ -16,6 +16,7 @@ use conv::*;
 use gemm::*;
 use sparse::*;
 
+pub(crate) use blocked_conv::phase_split;
 pub(crate) use conv::pads_per_tile;
 pub(crate) use sparse::sparse_layout;
 
@@ -122,7 +123,13 @@ pub fn lower(
                 sparse_rows_scratch(options, node, w, rows)
             }
             OpKind::Conv2d(c) if g.layout[node.outputs[0]] == Act::Blocked => {
-                blocked_conv_scratch(c, &shape(node.inputs[0]), g.layout[node.inputs[0]])
+                let (sx, sw, sy) = (
+                    shape(node.inputs[0]),
+                    shape(node.inputs[1]),
+                    shape(node.outputs[0]),
+                );
+                let input = g.layout[node.inputs[0]];
+                blocked_conv_scratch(c, [&sx, &sw, &sy], input, node.form, options)
             }
             OpKind::Conv2d(c) => match conv_tiling(
                 c,
