@@ -106,7 +106,7 @@ pub struct DirectConv {
 
 /// Accumulator rows for `filters` vectors of output channels on a level: as many as fit
 /// in the vector registers beside the weights and a broadcast.
-fn rows_for(level: Level, filters: usize) -> usize {
+pub(crate) fn rows_for(level: Level, filters: usize) -> usize {
     let registers = match level {
         Level::Avx512 | Level::Neon => 32,
         Level::Avx2 | Level::Sse4 => 16,

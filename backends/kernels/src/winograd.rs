@@ -367,9 +367,12 @@ unsafe fn products<S: Simd>(
         for g in g0..g1 {
             let f = FILTERS.min(p.out_blocks - g * FILTERS);
             let ug = unsafe { up.add(g * FILTERS * l * cp) };
+            // As many rows as fit in the registers beside the weights (16 registers: two
+            // rows of four vectors; 24 accumulators spilled at AVX2).
+            let rows = crate::conv::rows_for(p.level, f).min(MAX_ROWS);
             let mut t = 0;
             while t < tb {
-                let r = MAX_ROWS.min(tb - t);
+                let r = rows.min(tb - t);
                 unsafe {
                     p.blocks[r - 1][f - 1](
                         vp.add(t * cp),

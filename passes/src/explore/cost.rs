@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the probes or the features change: a table of another version is stale.
-pub const TABLE_VERSION: u32 = 26;
+pub const TABLE_VERSION: u32 = 27;
 
 /// The coefficients of one kernel class.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]

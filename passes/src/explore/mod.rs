@@ -270,16 +270,15 @@ pub fn saturate_with(
 /// Whether the JIT runs a dense convolution as Winograd when `jit.form` does not say
 /// (dnnc_jit's `winograd_pays`): 3×3, stride 1, one group, at least 16 channels each side
 /// and 12×12 output positions; or a first layer over its input phases
-/// ([`forms::winograd_over_phases`]) of at least three input channels with 16-lane vectors
-/// (dnnc_jit's `phases_pay`; `None`: lanes unknown, the analytical table).
+/// ([`forms::winograd_over_phases`]) of at least three input channels (dnnc_jit's
+/// `phases_pay`).
 pub fn winograd_by_default(
     c: &dnnc_ir::ops::Conv2d,
     x: &dnnc_ir::TensorType,
     w: &dnnc_ir::TensorType,
-    lanes: Option<usize>,
 ) -> bool {
     if forms::winograd_over_phases(c, &x.shape, &w.shape) {
-        return lanes == Some(16) && x.shape[1] >= 3;
+        return x.shape[1] >= 3;
     }
     let (pad_h, pad_w) = (c.pad.h(), c.pad.w());
     let out_h = (x.shape[2] + pad_h.0 + pad_h.1).saturating_sub(2);
@@ -334,8 +333,7 @@ pub fn default_form(eg: &lang::EGraph, kind: &OpKind, args: &[Id], forms: &[Form
                     }
                 };
             }
-            let lanes = eg.analysis.vector_lanes;
-            if forms.contains(&Form::Winograd) && winograd_by_default(c, x, w, lanes) {
+            if forms.contains(&Form::Winograd) && winograd_by_default(c, x, w) {
                 Form::Winograd
             } else {
                 Form::Direct

@@ -116,7 +116,7 @@ fn the_explorers_copy_of_the_winograd_rule_matches_the_jit() {
         (32, 32, 28, 1, 1),
         (64, 64, 7, 3, 1),
         (16, 16, 4, 3, 1),
-        // First layers over their input phases: at 16 lanes, from three channels.
+        // First layers over their input phases: from three channels.
         (3, 64, 40, 7, 2),
         (2, 64, 40, 7, 2),
         (1, 64, 40, 7, 2),
@@ -140,8 +140,7 @@ fn the_explorers_copy_of_the_winograd_rule_matches_the_jit() {
         let labels = step_labels(&m, &JitOptions::default()).unwrap();
         let jit = labels.contains("[winograd");
         let (c, x, w) = the_conv(&m);
-        let lanes = Some(JitOptions::default().cpu.lanes());
-        let explorer = dnnc_passes::explore::winograd_by_default(c, x, w, lanes);
+        let explorer = dnnc_passes::explore::winograd_by_default(c, x, w);
         assert_eq!(
             jit, explorer,
             "{cin} -> {cout}, {hw}x{hw}, {k}x{k}/{stride}:\n{labels}"

@@ -94,8 +94,8 @@ pub(super) fn fuse_epilogue(epilogue: &[Epi], bias: Option<Vec<f32>>) -> FusedEp
 
 /// The input phases of a first layer's strided 5×5 or 7×7 convolution run as Winograd
 /// over them ([`Winograd::applies_to_phases`]), if it does: a planar input, one group, and
-/// `jit.form "winograd"`, or, unstated, the options' Winograd where the phases fill at
-/// least three quarters of a 16-lane vector ([`phases_pay`]).
+/// `jit.form "winograd"`, or, unstated, the options' Winograd from three input channels
+/// ([`phases_pay`]).
 pub(crate) fn phase_split(
     c: &dnnc_ir::ops::Conv2d,
     [sx, sw, sy]: [&[usize]; 3],
@@ -106,7 +106,7 @@ pub(crate) fn phase_split(
     let wanted = match form {
         Some(ConvForm::Winograd) => true,
         Some(ConvForm::Direct | ConvForm::Im2col | ConvForm::Planar) => false,
-        None => options.winograd && phases_pay(sx[1], options.cpu.lanes()),
+        None => options.winograd && phases_pay(sx[1]),
     };
     let applies = Winograd::applies_to_phases([sw[2], sw[3]], c.stride, c.dilation);
     if !wanted || !applies || input != Act::Planar || c.groups != 1 {
@@ -122,14 +122,15 @@ pub(crate) fn phase_split(
 }
 
 /// Whether a strided first layer of `channels` input channels runs faster over its input
-/// phases than direct (`dnnc bench`, 64 output channels over 224×224, 7×7/2, AMD EPYC
-/// Zen 4): at 16 lanes, 1 channel 0.93 ms direct against 1.24 over phases, 2 channels
-/// 1.65 against 1.58, 3 channels 2.35 against 1.80: the transforms cost the same per
-/// vector however few channels it holds. At 8 lanes (AVX2 forced on the same machine),
-/// 3 channels ran 2.23 ms direct against 2.58 over phases (the products' 24 accumulators
-/// spill from 16 registers). `explore` may choose otherwise from measured costs.
-pub fn phases_pay(channels: usize, lanes: usize) -> bool {
-    lanes == 16 && 4 * 4 * channels >= 3 * lanes
+/// phases than direct (`dnnc bench --runs 200`, 64 output channels over 224×224, 7×7/2,
+/// AMD EPYC Zen 4, 2 rounds): 3 channels 2.35 ms direct against 1.80 over phases at
+/// avx512, 2.83 against 2.63 at avx2, 6.97 against 4.54 at sse4; 2 channels 1.65 against
+/// 1.58 (avx512) and 2.07 against 2.09 (avx2); 1 channel 0.93 against 1.24 (avx512): the
+/// transforms cost the same however few channels a vector holds. NEON is not measured
+/// (compile-checked only); the rule is the x86 levels'. `explore` may choose otherwise
+/// from measured costs.
+pub fn phases_pay(channels: usize) -> bool {
+    channels >= 3
 }
 
 /// Scratch of a blocked convolution: the input phases ([`phase_split`]), or the
