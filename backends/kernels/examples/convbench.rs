@@ -62,14 +62,7 @@ fn main() {
             epilogue: EpilogueArgs::default(),
         };
         let flops = 2.0 * (k * ho * ho * c * r * r) as f64;
-        let mut times = Vec::new();
-        for _ in 0..30 {
-            let t = Instant::now();
-            unsafe { conv.run(&io, 0, conv.tiles()) };
-            times.push(t.elapsed().as_secs_f64());
-        }
-        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let t = times[times.len() / 2];
+        let t = median_seconds(|| unsafe { conv.run(&io, 0, conv.tiles()) });
         println!(
             "{level} c{c} h{h} k{k} r{r} s{stride}: {:.3} ms, {:.1} GFLOP/s",
             t * 1e3,
@@ -96,14 +89,7 @@ fn main() {
                 weights: u.as_ptr(),
                 epilogue: EpilogueArgs::default(),
             };
-            let mut times = Vec::new();
-            for _ in 0..30 {
-                let t = Instant::now();
-                unsafe { wg.run(&io, 0, wg.tiles()) };
-                times.push(t.elapsed().as_secs_f64());
-            }
-            times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            let tw = times[times.len() / 2];
+            let tw = median_seconds(|| unsafe { wg.run(&io, 0, wg.tiles()) });
             println!(
                 "{level} c{c} h{h} k{k} winograd: {:.3} ms, {:.1} effective GFLOP/s ({:.2}x direct)",
                 tw * 1e3,
@@ -139,38 +125,39 @@ fn main() {
         let w: Vec<f32> = (0..k * c * r * r).map(|i| (i % 7) as f32 * 0.1).collect();
         let u = wg.pack(&phase_kernel(&w, k, c, r));
         let x = vec![0.5f32; c * h * h];
-        let mut phases = vec![0f32; split.len()];
+        let mut phases = vec![0f32; split.output_len()];
+        let phases_ptr = phases.as_mut_ptr();
         let mut y = vec![0f32; layout::blocked_len([1, k, ho, ho], l)];
         let io = WinogradIo {
-            input: phases.as_ptr(),
+            input: phases_ptr,
             output: y.as_mut_ptr(),
             weights: u.as_ptr(),
             epilogue: EpilogueArgs::default(),
         };
         let flops = 2.0 * (k * ho * ho * c * r * r) as f64;
-        let mut times = Vec::new();
-        for _ in 0..30 {
-            let t = Instant::now();
-            unsafe {
-                split.run(x.as_ptr(), phases.as_mut_ptr(), 0, split.units());
-                wg.run(&io, 0, wg.tiles());
-            }
-            times.push(t.elapsed().as_secs_f64());
-        }
-        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let tw = times[times.len() / 2];
-        let mut split_times = Vec::new();
-        for _ in 0..30 {
-            let t = Instant::now();
-            unsafe { split.run(x.as_ptr(), phases.as_mut_ptr(), 0, split.units()) };
-            split_times.push(t.elapsed().as_secs_f64());
-        }
-        split_times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        println!("phase split {:.3} ms", split_times[15] * 1e3);
+        let split_phases = || unsafe { split.run(x.as_ptr(), phases_ptr, 0, split.units()) };
+        let tw = median_seconds(|| {
+            split_phases();
+            unsafe { wg.run(&io, 0, wg.tiles()) };
+        });
+        println!("phase split {:.3} ms", median_seconds(split_phases) * 1e3);
         println!(
             "{level} c{c} h{h} k{k} r{r} s2 phases + F(3x3, 4x4): {:.3} ms, {:.1} effective GFLOP/s",
             tw * 1e3,
             flops / tw / 1e9
         );
     }
+}
+
+/// The median of 30 timed calls of `f`, in seconds.
+fn median_seconds(mut f: impl FnMut()) -> f64 {
+    let mut times: Vec<f64> = (0..30)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(|a, b| a.total_cmp(b));
+    times[times.len() / 2]
 }

@@ -242,17 +242,12 @@ impl PhaseSplit {
     }
 
     /// Floats of the blocked output.
-    pub fn len(&self) -> usize {
+    pub fn output_len(&self) -> usize {
         let [n, _, _, _] = self.input;
         blocked_len(
             [n, self.channels(), self.phase[0], self.phase[1]],
             self.lanes,
         )
-    }
-
-    /// Whether the output is empty (never, for a valid input).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Units of work: rows of every phase of every batch item.
@@ -267,7 +262,7 @@ impl PhaseSplit {
     /// these channels (the kernel split the same way, [`phase_kernel`]).
     ///
     /// # Safety
-    /// `src` must hold the planar input, `dst` [`PhaseSplit::len`] floats.
+    /// `src` must hold the planar input, `dst` [`PhaseSplit::output_len`] floats.
     pub unsafe fn run(&self, src: *const f32, dst: *mut f32, begin: usize, end: usize) {
         let [_, c, h, w] = self.input;
         let [ph, pw] = self.phase;

@@ -15,6 +15,20 @@ use proptest::prelude::*;
 /// sum (measured: 1.7e-6 at 64 channels, growing with the square root of the channels).
 const TOLERANCE: f64 = 1e-5;
 
+/// Runs `conv` as two workers would split its tasks, and returns its blocked output
+/// (`io.output`, shape `[n][k][ho][wo]` at `l` lanes) planar.
+fn run_in_halves(conv: &Winograd, io: &WinogradIo, shape: [usize; 4], l: usize) -> Vec<f32> {
+    let tasks = conv.tiles();
+    let [n, k, ho, wo] = shape;
+    let mut got = vec![0f32; n * k * ho * wo];
+    unsafe {
+        conv.run(io, 0, tasks / 2);
+        conv.run(io, tasks / 2, tasks);
+        layout::to_planar(io.output, got.as_mut_ptr(), shape, l, 0, n * k.div_ceil(l));
+    }
+    got
+}
+
 #[allow(clippy::too_many_arguments)]
 fn check(
     n: usize,
@@ -88,22 +102,7 @@ fn check(
                 ..EpilogueArgs::default()
             },
         };
-        let tasks = conv.tiles();
-        unsafe {
-            conv.run(&io, 0, tasks / 2);
-            conv.run(&io, tasks / 2, tasks);
-        }
-        let mut got = vec![0f32; want.len()];
-        unsafe {
-            layout::to_planar(
-                out.as_ptr(),
-                got.as_mut_ptr(),
-                [n, k, ho, wo],
-                l,
-                0,
-                n * k.div_ceil(l),
-            )
-        };
+        let got = run_in_halves(&conv, &io, [n, k, ho, wo], l);
         let err = relative_l2(&got, &want);
         assert!(
             err <= TOLERANCE,
@@ -157,7 +156,7 @@ fn check_phases(
             phase: [ho + half - 1, wo + half - 1],
             lanes: l,
         };
-        let mut phases = vec![f32::NAN; split.len()];
+        let mut phases = vec![f32::NAN; split.output_len()];
         unsafe {
             split.run(x.as_ptr(), phases.as_mut_ptr(), 0, split.units() / 2);
             split.run(
@@ -187,22 +186,7 @@ fn check_phases(
             weights: u.as_ptr(),
             epilogue: EpilogueArgs::default(),
         };
-        let tasks = conv.tiles();
-        unsafe {
-            conv.run(&io, 0, tasks / 2);
-            conv.run(&io, tasks / 2, tasks);
-        }
-        let mut got = vec![0f32; want.len()];
-        unsafe {
-            layout::to_planar(
-                out.as_ptr(),
-                got.as_mut_ptr(),
-                [n, k, ho, wo],
-                l,
-                0,
-                n * k.div_ceil(l),
-            )
-        };
+        let got = run_in_halves(&conv, &io, [n, k, ho, wo], l);
         let err = relative_l2(&got, &want);
         assert!(
             err <= TOLERANCE,

@@ -143,7 +143,7 @@ pub(super) fn blocked_conv_scratch(
     options: &JitOptions,
 ) -> Vec<usize> {
     if let Some(split) = phase_split(c, shapes, input, form, options) {
-        return vec![4 * split.len()];
+        return vec![4 * split.output_len()];
     }
     let sx = shapes[0];
     let [top, left, bottom, right] = c.pad.0;
@@ -270,14 +270,15 @@ impl Lower<'_> {
                 out_w: sy[3],
                 pad: [0, 0],
             };
-            let kernel = Winograd::new(level, shape, fused.spec, self.options.threads.max(1));
             let split_weights = dnnc_kernels::layout::phase_kernel(&weights, sw[0], sx[1], sw[2]);
-            let pw = self.f32_data(kernel.pack(&split_weights));
-            let mut args = vec![phases, py, pw];
-            args.extend(epilogue_args);
-            let (tiles, work) = (kernel.tiles(), kernel.work_per_tile());
+            self.winograd_step(
+                shape,
+                &split_weights,
+                fused.spec,
+                [phases, py],
+                epilogue_args,
+            );
             self.variant = Some("winograd-phases");
-            self.native_step(Native::Winograd(Box::new(kernel)), args, tiles, work);
             return self.rest_of_epilogue(&fused.rest, y);
         }
         let winograd = match node.form {
@@ -316,13 +317,8 @@ impl Lower<'_> {
                 out_w: sy[3],
                 pad: [top, left],
             };
-            let kernel = Winograd::new(level, shape, fused.spec, self.options.threads.max(1));
-            let pw = self.f32_data(kernel.pack(&weights));
-            let mut args = vec![px, py, pw];
-            args.extend(epilogue_args);
-            let (tiles, work) = (kernel.tiles(), kernel.work_per_tile());
+            self.winograd_step(shape, &weights, fused.spec, [px, py], epilogue_args);
             self.variant = Some("winograd");
-            self.native_step(Native::Winograd(Box::new(kernel)), args, tiles, work);
             return self.rest_of_epilogue(&fused.rest, y);
         }
         let input = if self.blocked(x) {
@@ -356,6 +352,27 @@ impl Lower<'_> {
         });
         self.native_step(Native::Conv(Box::new(kernel)), args, tiles, work);
         self.rest_of_epilogue(&fused.rest, y)
+    }
+}
+
+impl Lower<'_> {
+    /// A Winograd step of `shape` from input `io[0]` to output `io[1]`, its weights
+    /// `[out][in][r][r]` transformed and packed, its epilogue applied as it stores.
+    fn winograd_step(
+        &mut self,
+        shape: WinogradShape,
+        weights: &[f32],
+        epilogue: Epilogue,
+        io: [Addr; 2],
+        epilogue_args: [Addr; 3],
+    ) {
+        let threads = self.options.threads.max(1);
+        let kernel = Winograd::new(self.options.cpu, shape, epilogue, threads);
+        let pw = self.f32_data(kernel.pack(weights));
+        let mut args = vec![io[0], io[1], pw];
+        args.extend(epilogue_args);
+        let (tiles, work) = (kernel.tiles(), kernel.work_per_tile());
+        self.native_step(Native::Winograd(Box::new(kernel)), args, tiles, work);
     }
 }
 
